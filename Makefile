@@ -1,0 +1,49 @@
+# The commands the README names. Every target does its own set-up: a fresh clone needs nothing
+# installed by hand beyond Python 3.11 and Go.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test test-unit test-integration lint typecheck bench bench-smoke clean
+
+help:
+	@echo "make demo       copy a few thousand objects between two buckets of a local S3 server"
+	@echo "make test       lint, types, unit, integration and testbed tests"
+	@echo "make testbin    build the testbed's binaries from Go modules (cached outside the repo)"
+	@echo "make dev-cluster  run a local control plane + S3 server until interrupted"
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip 'setuptools>=77' wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/python -m ferry.testbed.demo
+
+lint: venv
+	$(BIN)/ruff check --output-format concise .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy --strict ferry/model operator worker/limits.py
+	$(BIN)/mypy ferry worker
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+test: venv lint typecheck testbin
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+-include hack/testbed.mk

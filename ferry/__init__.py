@@ -1,0 +1,1 @@
+"""Ferry: bulk S3-to-S3 copy jobs."""

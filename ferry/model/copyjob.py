@@ -1,0 +1,273 @@
+"""The CopyJob API (``ferry.dev/v1alpha1``): one typed, validated model shared by `ferry run`, the worker
+and the operator.
+
+Raw YAML/JSON is validated here, at the edge, with the same rules as the CRD schema; everything past this
+module works with frozen values. Field names in messages are the user's (camelCase) names.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from ferry.model.quantity import parse_bytes, to_quantity
+
+API_GROUP = "ferry.dev"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "CopyJob"
+
+#: S3's own limit on key length, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+MAX_BUCKET_LENGTH = 63
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _bytes(value: Any) -> int:
+    return parse_bytes(value)
+
+
+#: A byte size given as an integer or a Kubernetes quantity; serialised back as a quantity.
+ByteSize = Annotated[int, BeforeValidator(_bytes), PlainSerializer(to_quantity, return_type=str)]
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL; write it like https://s3.example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r} has a path or query; give only scheme, host and port")
+    return value.rstrip("/")
+
+
+def _bucket(value: str) -> str:
+    if not _BUCKET.match(value) or ".." in value:
+        raise ValueError(
+            f"{value!r} is not a valid bucket name: 3-63 characters of lowercase letters, digits, '.', '-'"
+        )
+    return value
+
+
+def _prefix(value: str) -> str:
+    if len(value.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"prefix is {len(value.encode())} bytes; S3 keys are at most {MAX_KEY_BYTES}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("prefix contains control characters")
+    return value
+
+
+def _secret_name(value: str) -> str:
+    if len(value) > 253 or not _SECRET_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid Secret name (lowercase DNS subdomain)")
+    return value
+
+
+def _glob(value: str) -> str:
+    if not value:
+        raise ValueError("empty pattern")
+    fnmatch.translate(value)
+    return value
+
+
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+Bucket = Annotated[str, AfterValidator(_bucket)]
+Prefix = Annotated[str, AfterValidator(_prefix)]
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+Glob = Annotated[str, AfterValidator(_glob)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=False,
+    )
+
+
+class AddressingStyle(StrEnum):
+    AUTO = "auto"
+    PATH = "path"
+    VIRTUAL = "virtual"
+
+
+class Overwrite(StrEnum):
+    IF_DIFFERENT = "ifDifferent"
+    NEVER = "never"
+    ALWAYS = "always"
+
+
+class Verify(StrEnum):
+    CHECKSUM = "checksum"
+    ETAG = "etag"
+    SIZE = "size"
+
+
+class Location(_Model):
+    """Where objects are read from or written to."""
+
+    bucket: Bucket
+    prefix: Prefix = ""
+    endpoint: Endpoint | None = None
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    addressing_style: AddressingStyle = AddressingStyle.AUTO
+    credentials_secret: SecretName | None = None
+
+    def same_service(self, other: Location) -> bool:
+        """True when both locations are served by the same endpoint with the same credentials."""
+        return (
+            self.endpoint == other.endpoint
+            and (self.region or "") == (other.region or "")
+            and self.credentials_secret == other.credentials_secret
+        )
+
+
+class ServerSideEncryption(_Model):
+    type: Literal["aws:kms", "AES256"]
+    kms_key_id: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+
+    @model_validator(mode="after")
+    def _key_only_with_kms(self) -> ServerSideEncryption:
+        if self.kms_key_id and self.type != "aws:kms":
+            raise ValueError("kmsKeyId is only valid with type aws:kms")
+        return self
+
+
+class Destination(Location):
+    storage_class: (
+        Literal[
+            "STANDARD",
+            "REDUCED_REDUNDANCY",
+            "STANDARD_IA",
+            "ONEZONE_IA",
+            "INTELLIGENT_TIERING",
+            "GLACIER",
+            "DEEP_ARCHIVE",
+            "GLACIER_IR",
+            "EXPRESS_ONEZONE",
+        ]
+        | None
+    ) = None
+    server_side_encryption: ServerSideEncryption | None = None
+
+
+class Filter(_Model):
+    """Which source objects are copied. Patterns match the key relative to the source prefix."""
+
+    include: tuple[Glob, ...] = ()
+    exclude: tuple[Glob, ...] = ()
+    min_size: ByteSize | None = None
+    max_size: ByteSize | None = None
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Filter:
+        if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
+            raise ValueError(
+                f"minSize ({self.min_size} bytes) is larger than maxSize ({self.max_size} bytes)"
+            )
+        for name in ("modified_after", "modified_before"):
+            stamp = getattr(self, name)
+            if stamp is not None and stamp.tzinfo is None:
+                raise ValueError(f"{to_camel(name)} needs a time zone, e.g. 2024-01-01T00:00:00Z")
+        if self.modified_after and self.modified_before and self.modified_after >= self.modified_before:
+            raise ValueError("modifiedAfter must be earlier than modifiedBefore")
+        return self
+
+
+class ObjectSizes(_Model):
+    """The object-size distribution the user expects; planning replaces it with the measured one."""
+
+    median: ByteSize | None = None
+    p99: ByteSize | None = None
+    max: ByteSize | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ObjectSizes:
+        values = [(n, v) for n, v in (("median", self.median), ("p99", self.p99), ("max", self.max)) if v]
+        for (name_a, a), (name_b, b) in itertools.pairwise(values):
+            if a > b:
+                raise ValueError(f"{name_a} ({a} bytes) is larger than {name_b} ({b} bytes)")
+        return self
+
+
+class Preserve(_Model):
+    metadata: bool = True
+    tags: bool = True
+
+
+class Concurrency(_Model):
+    max: Annotated[int, Field(ge=1, le=4096)] = 512
+    initial: Annotated[int, Field(ge=1, le=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _initial_le_max(self) -> Concurrency:
+        if self.initial is not None and self.initial > self.max:
+            raise ValueError(f"initial ({self.initial}) is larger than max ({self.max})")
+        return self
+
+
+class RateLimit(_Model):
+    requests_per_second: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    bytes_per_second: ByteSize = 0
+
+
+class Report(Location):
+    """Where the list of failed objects is written (JSON lines)."""
+
+
+class CopyJobSpec(_Model):
+    source: Location
+    destination: Destination
+    filter: Filter = Filter()
+    object_sizes: ObjectSizes = ObjectSizes()
+    overwrite: Overwrite = Overwrite.IF_DIFFERENT
+    verify: Verify = Verify.CHECKSUM
+    preserve: Preserve = Preserve()
+    concurrency: Concurrency = Concurrency()
+    rate_limit: RateLimit = RateLimit()
+    report: Report | None = None
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> CopyJobSpec:
+        src, dst = self.source, self.destination
+        same_bucket = src.endpoint == dst.endpoint and src.bucket == dst.bucket
+        if same_bucket and (src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)):
+            raise ValueError(
+                f"source and destination overlap: bucket {src.bucket!r} with prefixes "
+                f"{src.prefix!r} and {dst.prefix!r} on the same endpoint; use disjoint prefixes"
+            )
+        return self
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    namespace: str | None = None
+
+
+class CopyJob(_Model):
+    api_version: Literal["ferry.dev/v1alpha1"]
+    kind: Literal["CopyJob"]
+    metadata: ObjectMeta
+    spec: CopyJobSpec
+    # The operator owns status; a CopyJob read back from the cluster may carry one, which is ignored here.
+    status: dict[str, Any] | None = None

@@ -1,0 +1,1 @@
+"""The CopyJob operator: kopf wiring (thin) and pure planning, sizing, rendering, aggregation."""

@@ -1,0 +1,1 @@
+"""Ferry's own testbed: S3 server processes, a fault-injecting proxy, and a local control plane."""

@@ -1,0 +1,356 @@
+"""Copy one object: server-side when both sides are the same service, else streaming GET -> PUT, with
+multipart above the part size. Memory per transfer is one part; metadata, tags, storage class and
+encryption are applied; every transfer is verified as `spec.verify` asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
+
+from ferry.worker import checksums
+from ferry.worker.objects import ObjectInfo
+from ferry.worker.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
+from ferry.worker.ratelimit import TokenBucket
+from ferry.worker.retry import Classified, Kind, RetryPolicy, TransientCopyError, call_with_retry
+
+from ferry.model import Verify
+from ferry.model.copyjob import Destination, Preserve
+
+log = logging.getLogger(__name__)
+
+#: Response headers that describe the content and travel with it.
+CONTENT_FIELDS = ("ContentType", "ContentEncoding", "ContentLanguage", "ContentDisposition", "CacheControl")
+
+
+@dataclass(frozen=True)
+class CopyOptions:
+    verify: Verify
+    preserve: Preserve
+    destination: Destination
+    server_side: bool
+    part_size: int = 8 * 2**20
+    retry: RetryPolicy = RetryPolicy()
+
+
+@dataclass
+class CopyResult:
+    """What one object's copy cost: bytes moved through Ferry, method, throttles and retries seen."""
+
+    method: str = ""
+    bytes_transferred: int = 0
+    throttles: int = 0
+    retries: int = 0
+    requests: int = 0
+
+
+@dataclass
+class Copier:
+    """Copies objects between two buckets; thread-safe (boto3 clients are), one instance per job."""
+
+    source_client: Any
+    destination_client: Any
+    source_bucket: str
+    destination_bucket: str
+    options: CopyOptions
+    #: Told of every request made and every error seen, as they happen (the engine counts, the limiter
+    #: hears throttles).
+    on_request: Callable[[], None] = lambda: None
+    on_error: Callable[[Classified], None] = lambda _error: None
+    requests: TokenBucket = field(default_factory=lambda: TokenBucket(0))
+    bandwidth: TokenBucket = field(default_factory=lambda: TokenBucket(0))
+
+    def copy(self, obj: ObjectInfo, destination_key: str) -> CopyResult:
+        """Copy ``obj`` to ``destination_key``. Raises `RetriesExhausted` when it cannot."""
+        result = CopyResult()
+        if self.options.server_side:
+            if obj.size <= min(self.options.part_size, MAX_SINGLE_COPY):
+                self._server_side_copy(obj, destination_key, result)
+            else:
+                self._multipart(obj, destination_key, result, server_side=True)
+        elif obj.size <= self.options.part_size:
+            self._stream_single(obj, destination_key, result)
+        else:
+            self._multipart(obj, destination_key, result, server_side=False)
+        return result
+
+    # -- plumbing --------------------------------------------------------------------------------------
+
+    def _call(self, result: CopyResult, operation: Callable[[], Any]) -> Any:
+        def counted() -> Any:
+            self.requests.take()
+            result.requests += 1
+            self.on_request()
+            return operation()
+
+        def on_error(error: Classified) -> None:
+            result.retries += 1
+            if error.kind is Kind.THROTTLE:
+                result.throttles += 1
+            self.on_error(error)
+
+        return call_with_retry(counted, self.options.retry, on_error=on_error)
+
+    def _destination_args(self, source_head: dict[str, Any], tagging: str | None) -> dict[str, Any]:
+        """PUT/CreateMultipartUpload arguments: preserved content fields, metadata and tags, overrides."""
+        args: dict[str, Any] = {}
+        if self.options.preserve.metadata:
+            for name in CONTENT_FIELDS:
+                value = source_head.get(name)
+                if value and not (name == "ContentEncoding" and value == "aws-chunked"):
+                    args[name] = value
+            if source_head.get("Expires") is not None:
+                args["Expires"] = source_head["Expires"]
+            if source_head.get("Metadata"):
+                args["Metadata"] = source_head["Metadata"]
+        if tagging:
+            args["Tagging"] = tagging
+        destination = self.options.destination
+        if destination.storage_class:
+            args["StorageClass"] = destination.storage_class
+        if destination.server_side_encryption:
+            args["ServerSideEncryption"] = destination.server_side_encryption.type
+            if destination.server_side_encryption.kms_key_id:
+                args["SSEKMSKeyId"] = destination.server_side_encryption.kms_key_id
+        return args
+
+    def _tagging(self, key: str, tag_count: int | None, result: CopyResult) -> str | None:
+        """The source's tags as a query string; skipped when the GET said there are none."""
+        if not self.options.preserve.tags or tag_count == 0:
+            return None
+        response = self._call(
+            result, lambda: self.source_client.get_object_tagging(Bucket=self.source_bucket, Key=key)
+        )
+        tags = response.get("TagSet") or []
+        return urlencode([(t["Key"], t["Value"]) for t in tags]) if tags else None
+
+    def _checksum_mode(self) -> dict[str, str]:
+        return {"ChecksumMode": "ENABLED"} if self.options.verify is Verify.CHECKSUM else {}
+
+    # -- streaming single PUT --------------------------------------------------------------------------
+
+    def _stream_single(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
+        result.method = "stream"
+
+        def fetch() -> tuple[dict[str, Any], bytes]:
+            response = self.source_client.get_object(
+                Bucket=self.source_bucket, Key=obj.key, **self._checksum_mode()
+            )
+            body = response["Body"].read()
+            if len(body) != int(response.get("ContentLength", len(body))):
+                raise TransientCopyError("IncompleteBody", f"read {len(body)} of {response['ContentLength']}")
+            return response, body
+
+        head, body = self._call(result, fetch)
+        self.bandwidth.take(len(body))
+        args = self._destination_args(head, self._tagging(obj.key, head.get("TagCount", 0), result))
+        args.update(self._verify_single(obj, head, body))
+
+        def put() -> dict[str, Any]:
+            response: dict[str, Any] = self.destination_client.put_object(
+                Bucket=self.destination_bucket, Key=key, Body=body, ContentLength=len(body), **args
+            )
+            return response
+
+        response = self._call(result, put)
+        self._check_put(args, response)
+        result.bytes_transferred = len(body)
+
+    def _verify_single(self, obj: ObjectInfo, head: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Check what arrived from the source and return the headers that make the destination check it."""
+        verify = self.options.verify
+        if verify is Verify.CHECKSUM:
+            value = checksums.crc32c_b64(checksums.crc32c(body))
+            source_value = head.get("ChecksumCRC32C")
+            if checksums.is_full_object_checksum(source_value) and source_value != value:
+                raise TransientCopyError("ChecksumMismatch", f"source CRC32C {source_value}, read {value}")
+            return {"ChecksumCRC32C": value}
+        if verify is Verify.ETAG:
+            digest = hashlib.md5(body).digest()
+            source_etag = str(head.get("ETag", "")).strip('"')
+            if "-" not in source_etag and source_etag and source_etag != digest.hex():
+                raise TransientCopyError(
+                    "ChecksumMismatch", f"source ETag {source_etag}, read {digest.hex()}"
+                )
+            return {"ContentMD5": checksums.md5_b64(digest)}
+        return {}
+
+    def _check_put(self, args: dict[str, Any], response: dict[str, Any]) -> None:
+        sent = args.get("ChecksumCRC32C")
+        echoed = response.get("ChecksumCRC32C")
+        if sent and echoed and sent != echoed:
+            raise TransientCopyError("ChecksumMismatch", f"destination stored CRC32C {echoed}, sent {sent}")
+
+    # -- server-side single copy -------------------------------------------------------------------------
+
+    def _server_side_copy(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
+        result.method = "server-side"
+        args = self._destination_args({}, None)
+        args["MetadataDirective"] = "COPY" if self.options.preserve.metadata else "REPLACE"
+        args["TaggingDirective"] = "COPY" if self.options.preserve.tags else "REPLACE"
+        if self.options.verify is Verify.CHECKSUM:
+            args["ChecksumAlgorithm"] = "CRC32C"
+
+        def copy() -> dict[str, Any]:
+            response: dict[str, Any] = self.destination_client.copy_object(
+                Bucket=self.destination_bucket,
+                Key=key,
+                CopySource={"Bucket": self.source_bucket, "Key": obj.key},
+                CopySourceIfMatch=f'"{obj.etag}"',
+                **args,
+            )
+            return response
+
+        response = self._call(result, copy)
+        etag = str(response.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+        if (
+            self.options.verify is Verify.ETAG
+            and not self.options.destination.server_side_encryption
+            and etag
+            and etag != obj.etag
+        ):
+            raise TransientCopyError("ChecksumMismatch", f"copy has ETag {etag}, source {obj.etag}")
+
+    # -- multipart (streamed parts, or server-side part copies) -----------------------------------------
+
+    def _multipart(self, obj: ObjectInfo, key: str, result: CopyResult, *, server_side: bool) -> None:
+        result.method = "multipart-copy" if server_side else "multipart"
+        head = self._call(
+            result,
+            lambda: self.source_client.head_object(
+                Bucket=self.source_bucket, Key=obj.key, IfMatch=f'"{obj.etag}"', **self._checksum_mode()
+            ),
+        )
+        size = int(head["ContentLength"])
+        args = self._destination_args(head, self._tagging(obj.key, None, result))
+        if self.options.verify is Verify.CHECKSUM:
+            args["ChecksumAlgorithm"] = "CRC32C"
+        upload = self._call(
+            result,
+            lambda: self.destination_client.create_multipart_upload(
+                Bucket=self.destination_bucket, Key=key, **args
+            ),
+        )
+        upload_id = upload["UploadId"]
+        try:
+            parts, whole_crc, digests = self._parts(obj, key, upload_id, size, result, server_side)
+            completed = self._call(
+                result,
+                lambda: self.destination_client.complete_multipart_upload(
+                    Bucket=self.destination_bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+        if not server_side:
+            self._verify_multipart(head, whole_crc, digests, completed)
+
+    def _parts(
+        self, obj: ObjectInfo, key: str, upload_id: str, size: int, result: CopyResult, server_side: bool
+    ) -> tuple[list[dict[str, Any]], int, list[bytes]]:
+        part_size = part_size_for(size, self.options.part_size)
+        parts: list[dict[str, Any]] = []
+        whole_crc = 0
+        digests: list[bytes] = []
+        for number, (first, last) in enumerate(part_ranges(size, part_size), start=1):
+            if server_side:
+                parts.append(self._copy_part(obj, key, upload_id, number, first, last, result))
+                continue
+            body: bytes = self._call(result, partial(self._read_range, obj, first, last))
+            self.bandwidth.take(len(body))
+            extra: dict[str, Any] = {}
+            if self.options.verify is Verify.CHECKSUM:
+                whole_crc = checksums.crc32c(body, whole_crc)
+                extra["ChecksumCRC32C"] = checksums.crc32c_b64(checksums.crc32c(body))
+            elif self.options.verify is Verify.ETAG:
+                digest = hashlib.md5(body).digest()
+                digests.append(digest)
+                extra["ContentMD5"] = checksums.md5_b64(digest)
+            response = self._call(
+                result,
+                partial(
+                    self.destination_client.upload_part,
+                    Bucket=self.destination_bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentLength=len(body),
+                    **extra,
+                ),
+            )
+            part = {"PartNumber": number, "ETag": response["ETag"]}
+            if "ChecksumCRC32C" in extra:
+                part["ChecksumCRC32C"] = response.get("ChecksumCRC32C") or extra["ChecksumCRC32C"]
+            parts.append(part)
+            result.bytes_transferred += len(body)
+        return parts, whole_crc, digests
+
+    def _copy_part(
+        self,
+        obj: ObjectInfo,
+        key: str,
+        upload_id: str,
+        number: int,
+        first: int,
+        last: int,
+        result: CopyResult,
+    ) -> dict[str, Any]:
+        response = self._call(
+            result,
+            partial(
+                self.destination_client.upload_part_copy,
+                Bucket=self.destination_bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.source_bucket, "Key": obj.key},
+                CopySourceRange=f"bytes={first}-{last}",
+                CopySourceIfMatch=f'"{obj.etag}"',
+            ),
+        )
+        copied = response["CopyPartResult"]
+        part = {"PartNumber": number, "ETag": copied["ETag"]}
+        if copied.get("ChecksumCRC32C"):
+            part["ChecksumCRC32C"] = copied["ChecksumCRC32C"]
+        return part
+
+    def _read_range(self, obj: ObjectInfo, first: int, last: int) -> bytes:
+        response = self.source_client.get_object(
+            Bucket=self.source_bucket, Key=obj.key, Range=f"bytes={first}-{last}", IfMatch=f'"{obj.etag}"'
+        )
+        body: bytes = response["Body"].read()
+        if len(body) != last - first + 1:
+            raise TransientCopyError("IncompleteBody", f"range {first}-{last}: read {len(body)} bytes")
+        return body
+
+    def _verify_multipart(
+        self, head: dict[str, Any], whole_crc: int, digests: list[bytes], completed: dict[str, Any]
+    ) -> None:
+        if self.options.verify is Verify.CHECKSUM:
+            source_value = head.get("ChecksumCRC32C")
+            ours = checksums.crc32c_b64(whole_crc)
+            if checksums.is_full_object_checksum(source_value) and source_value != ours:
+                raise TransientCopyError("ChecksumMismatch", f"source CRC32C {source_value}, read {ours}")
+        elif self.options.verify is Verify.ETAG and not self.options.destination.server_side_encryption:
+            expected = checksums.multipart_etag(digests)
+            etag = str(completed.get("ETag", "")).strip('"')
+            if etag and etag != expected:
+                raise TransientCopyError("ChecksumMismatch", f"destination ETag {etag}, expected {expected}")
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.destination_client.abort_multipart_upload(
+                Bucket=self.destination_bucket, Key=key, UploadId=upload_id
+            )
+        except Exception as exc:  # best effort: a lifecycle rule for incomplete uploads cleans the rest
+            log.warning("could not abort multipart upload of %r: %s", key, exc)

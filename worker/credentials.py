@@ -1,0 +1,44 @@
+"""Credentials for each CopyJob location, from Secrets named by ``credentialsSecret``. Pure.
+
+`ferry run` finds the Secrets in its input file; worker pods get them as environment variables from the
+same Secrets. A location without ``credentialsSecret`` uses the default AWS credential chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ferry.worker.s3 import Credentials
+
+from ferry.errors import InvalidSpec
+from ferry.model import Location
+from ferry.model.loading import SecretData
+
+ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+SESSION_TOKEN = "AWS_SESSION_TOKEN"
+
+
+def credentials_from_values(values: Mapping[str, str], where: str) -> Credentials:
+    missing = [key for key in (ACCESS_KEY, SECRET_KEY) if not values.get(key)]
+    if missing:
+        raise InvalidSpec(f"{where} lacks {' and '.join(missing)}; add the key(s) to the Secret")
+    return Credentials(values[ACCESS_KEY], values[SECRET_KEY], values.get(SESSION_TOKEN) or None)
+
+
+def resolve(
+    location: Location, secrets: Mapping[str, SecretData], field: str, warn: list[str]
+) -> Credentials | None:
+    """Credentials for ``location``; ``None`` means the default chain. Appends to ``warn`` what the user
+    should know (a named Secret absent from the file)."""
+    name = location.credentials_secret
+    if name is None:
+        return None
+    secret = secrets.get(name)
+    if secret is None:
+        warn.append(
+            f"{field}.credentialsSecret names Secret {name!r}, which is not in the file; "
+            "using the default AWS credential chain"
+        )
+        return None
+    return credentials_from_values(secret.values, f"Secret {name!r} (used by {field})")

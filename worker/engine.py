@@ -1,0 +1,274 @@
+"""The copy engine: list -> filter -> merge with the destination listing -> decide -> copy, under a
+limiter, with exact accounting. `ferry run` and the worker pods both drive this class.
+
+Threads, not asyncio: boto3 is synchronous, and a thread per in-flight transfer costs ~0.2 MiB, which
+the memory model accounts for. Listing runs ahead in its own threads through bounded queues.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ferry.worker.copier import Copier, CopyOptions
+from ferry.worker.decide import decide
+from ferry.worker.filters import ObjectFilter
+from ferry.worker.keys import destination_key
+from ferry.worker.limits import Limiter, LimiterState, TransferReport
+from ferry.worker.listing import ListingFailed, merge_join, prefetch
+from ferry.worker.objects import Action, FailedObject, KeyRange, ObjectInfo, Outcome
+from ferry.worker.parts import DEFAULT_PART, transfer_memory
+from ferry.worker.progress import Counts, RateWindow, eta_seconds
+from ferry.worker.ratelimit import TokenBucket
+from ferry.worker.report import FailureReport
+from ferry.worker.retry import Classified, Kind, RetriesExhausted, RetryPolicy, call_with_retry, classify
+from ferry.worker.s3 import list_pages
+
+from ferry.model import CopyJobSpec, Overwrite
+
+log = logging.getLogger(__name__)
+
+#: Memory a transfer costs beyond its part buffer: thread stack in use, connection, parser state.
+TRANSFER_OVERHEAD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A consistent snapshot for displays, status documents and summaries."""
+
+    counts: Counts
+    elapsed_seconds: float
+    objects_per_second: float
+    bytes_per_second: float
+    eta_seconds: float | None
+    limiter: LimiterState
+    throttles: int
+    retries: int
+    requests: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    counts: Counts
+    duration_seconds: float
+    throttles: int
+    retries: int
+    requests: int
+    failures: list[FailedObject]
+    report_path: str
+    error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def objects_per_second(self) -> float:
+        return self.counts.done / self.duration_seconds if self.duration_seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and not self.interrupted and self.counts.pending == 0
+
+
+@dataclass
+class CopyEngine:
+    spec: CopyJobSpec
+    source_client: Any
+    destination_client: Any
+    limiter: Limiter
+    report: FailureReport
+    key_range: KeyRange = KeyRange()
+    part_size: int = DEFAULT_PART
+    retry: RetryPolicy = RetryPolicy()
+    clock: Callable[[], float] = time.monotonic
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _counts: Counts = field(default_factory=Counts, init=False)
+    _throttles: int = field(default=0, init=False)
+    _retries: int = field(default=0, init=False)
+    _requests: int = field(default=0, init=False)
+    _started: float | None = field(default=None, init=False)
+    _finished: float | None = field(default=None, init=False)
+    _rates: RateWindow = field(default_factory=RateWindow, init=False)
+
+    def __post_init__(self) -> None:
+        self.server_side = self.spec.source.same_service(self.spec.destination)
+        self.copier = Copier(
+            source_client=self.source_client,
+            destination_client=self.destination_client,
+            source_bucket=self.spec.source.bucket,
+            destination_bucket=self.spec.destination.bucket,
+            options=CopyOptions(
+                verify=self.spec.verify,
+                preserve=self.spec.preserve,
+                destination=self.spec.destination,
+                server_side=self.server_side,
+                part_size=self.part_size,
+                retry=self.retry,
+            ),
+            on_request=self._count_request,
+            on_error=self._count_error,
+            requests=TokenBucket(self.spec.rate_limit.requests_per_second),
+            bandwidth=TokenBucket(self.spec.rate_limit.bytes_per_second),
+        )
+        self.filter = ObjectFilter.compile(self.spec.filter, self.spec.source.prefix)
+
+    # -- observation -------------------------------------------------------------------------------------
+
+    def progress(self) -> Progress:
+        now = self.clock()
+        with self._lock:
+            counts = self._counts
+            self._rates.add(now, counts.done, counts.bytes_done)
+            objects_rate, bytes_rate = self._rates.rates()
+            elapsed = ((self._finished or now) - self._started) if self._started is not None else 0.0
+            return Progress(
+                counts=counts,
+                elapsed_seconds=elapsed,
+                objects_per_second=objects_rate,
+                bytes_per_second=bytes_rate,
+                eta_seconds=eta_seconds(counts, objects_rate, bytes_rate),
+                limiter=self.limiter.state(),
+                throttles=self._throttles,
+                retries=self._retries,
+                requests=self._requests,
+            )
+
+    def _count_request(self) -> None:
+        with self._lock:
+            self._requests += 1
+
+    def _count_error(self, error: Classified) -> None:
+        with self._lock:
+            self._retries += 1
+            if error.kind is Kind.THROTTLE:
+                self._throttles += 1
+        if error.kind is Kind.THROTTLE:
+            self.limiter.throttled()
+
+    # -- the run -----------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> Summary:
+        """Copy everything in the key range; returns when done, or when ``stop`` is set (in-flight finish)."""
+        stop = stop or threading.Event()
+        self._started = self.clock()
+        error: str | None = None
+        with ThreadPoolExecutor(self.limiter.ceiling, thread_name_prefix="ferry-copy") as pool:
+            in_flight: set[Future[None]] = set()
+            try:
+                for pair in self._pairs():
+                    if stop.is_set():
+                        break
+                    self._handle(pair.source, pair.destination_key, pair.existing, pool, in_flight)
+                else:
+                    with self._lock:
+                        self._counts = replace(self._counts, listing_done=True)
+            except ListingFailed as exc:
+                error = f"listing failed: {exc}"
+                log.error("%s", error)
+            for future in list(in_flight):
+                future.result()
+        self._finished = self.clock()
+        self.report.close()
+        with self._lock:
+            return Summary(
+                counts=self._counts,
+                duration_seconds=self._finished - self._started,
+                throttles=self._throttles,
+                retries=self._retries,
+                requests=self._requests,
+                failures=list(self.report.sample),
+                report_path=str(self.report.path),
+                error=error,
+                interrupted=stop.is_set(),
+            )
+
+    def _pairs(self) -> Iterator[Any]:
+        spec = self.spec
+        start_after = self.key_range.start_after
+        sources = (
+            obj
+            for obj in prefetch(
+                self._list(self.source_client, spec.source.bucket, spec.source.prefix, start_after)
+            )
+            if self.filter.accepts(obj)
+        )
+        destinations = None
+        if spec.overwrite is not Overwrite.ALWAYS:
+            dest_start = (
+                destination_key(start_after, spec.source.prefix, spec.destination.prefix)
+                if start_after and start_after.startswith(spec.source.prefix)
+                else None
+            )
+            destinations = prefetch(
+                self._list(
+                    self.destination_client, spec.destination.bucket, spec.destination.prefix, dest_start
+                )
+            )
+        return merge_join(
+            sources,
+            destinations,
+            lambda key: destination_key(key, spec.source.prefix, spec.destination.prefix),
+            self.key_range,
+        )
+
+    def _list(
+        self, client: Any, bucket: str, prefix: str, start_after: str | None
+    ) -> Iterator[list[ObjectInfo]]:
+        """Listing pages, each request retried like any other S3 call."""
+
+        def call(request: Callable[[], Any]) -> Any:
+            self._count_request()
+            return call_with_retry(request, self.retry, on_error=self._count_error)
+
+        return list_pages(client, bucket, prefix, start_after, call=call)
+
+    def _handle(
+        self,
+        source: ObjectInfo,
+        target_key: str,
+        existing: ObjectInfo | None,
+        pool: ThreadPoolExecutor,
+        in_flight: set[Future[None]],
+    ) -> None:
+        with self._lock:
+            self._counts = self._counts.discover(source.size)
+        decision = decide(source, existing, self.spec.overwrite)
+        if decision.action is Action.SKIP:
+            with self._lock:
+                self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
+            return
+        reserve = transfer_memory(source.size, self.part_size, self.server_side) + TRANSFER_OVERHEAD_BYTES
+        permit = self.limiter.acquire(reserve)
+        future = pool.submit(self._transfer, source, target_key, permit)
+        in_flight.add(future)
+        future.add_done_callback(in_flight.discard)
+
+    def _transfer(self, source: ObjectInfo, target_key: str, permit: Any) -> None:
+        started = self.clock()
+        throttles = 0
+        ok = False
+        try:
+            result = self.copier.copy(source, target_key)
+            throttles = result.throttles
+            ok = True
+            with self._lock:
+                self._counts = self._counts.finish(Outcome.COPIED, source.size)
+        except RetriesExhausted as exc:
+            self._fail(source, exc.last.code, exc.last.message, exc.attempts)
+        except Exception as exc:  # a bug or an unexpected library error must not stop the job
+            classified = classify(exc)
+            log.exception("unexpected error copying %r", source.key)
+            self._fail(source, classified.code, classified.message, 1)
+        finally:
+            self.limiter.release(
+                permit,
+                TransferReport(ok=ok, size=source.size, seconds=self.clock() - started, throttles=throttles),
+            )
+
+    def _fail(self, source: ObjectInfo, code: str, message: str, attempts: int) -> None:
+        self.report.record(FailedObject(source.key, code, message[:500], attempts, source.size))
+        with self._lock:
+            self._counts = self._counts.finish(Outcome.FAILED, source.size)

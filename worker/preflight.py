@@ -1,0 +1,76 @@
+"""Checks that a location can be used before any copying starts: the endpoint answers, speaks S3, the
+bucket exists and the credentials may list it. Each failure becomes a `PreflightError` with a reason a
+condition or an exit message can carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
+
+from ferry.errors import PreflightError
+from ferry.model import Location
+
+_REASONS = {
+    "NoSuchBucket": (
+        "BucketNotFound",
+        "bucket {bucket!r} does not exist at {endpoint}; create it or fix {field}.bucket",
+    ),
+    "AccessDenied": (
+        "AccessDenied",
+        "access to bucket {bucket!r} at {endpoint} was denied; grant s3:ListBucket "
+        "(and read/write) to the credentials of {field}",
+    ),
+    "AllAccessDisabled": ("AccessDenied", "all access to bucket {bucket!r} is disabled"),
+    "InvalidAccessKeyId": (
+        "CredentialsInvalid",
+        "the access key of {field} is not known at {endpoint}; check {field}.credentialsSecret",
+    ),
+    "SignatureDoesNotMatch": (
+        "CredentialsInvalid",
+        "the secret key of {field} is wrong for {endpoint}; check {field}.credentialsSecret",
+    ),
+    "InvalidToken": ("CredentialsInvalid", "the session token of {field} is invalid"),
+    "ExpiredToken": ("CredentialsInvalid", "the session token of {field} has expired"),
+    "PermanentRedirect": ("RegionMismatch", "bucket {bucket!r} is in another region; set {field}.region"),
+    "AuthorizationHeaderMalformed": (
+        "RegionMismatch",
+        "bucket {bucket!r} is in another region; set {field}.region",
+    ),
+    "IllegalLocationConstraintException": (
+        "RegionMismatch",
+        "bucket {bucket!r} is in another region; set {field}.region",
+    ),
+}
+
+
+def check_location(client: Any, location: Location, field: str, policy: RetryPolicy | None = None) -> None:
+    """List at most one key of the location's bucket and prefix; raise `PreflightError` if that fails."""
+    endpoint = location.endpoint or "AWS S3"
+    policy = policy or RetryPolicy(max_attempts=3, base_seconds=0.2)
+    try:
+        response = call_with_retry(
+            lambda: client.list_objects_v2(Bucket=location.bucket, Prefix=location.prefix, MaxKeys=1), policy
+        )
+    except RetriesExhausted as exc:
+        code = exc.last.code
+        if code in _REASONS:
+            reason, template = _REASONS[code]
+            message = template.format(bucket=location.bucket, endpoint=endpoint, field=field)
+        elif code in ("ConnectionError", "ReadTimeout"):
+            reason = "EndpointUnreachable"
+            message = f"cannot reach {endpoint} for {field}: {exc.last.message}; check {field}.endpoint"
+        elif code in ("404", "NotFound"):
+            reason, message = "BucketNotFound", f"bucket {location.bucket!r} does not exist at {endpoint}"
+        elif code in ("403", "Forbidden"):
+            reason, message = "AccessDenied", f"access to bucket {location.bucket!r} at {endpoint} was denied"
+        else:
+            reason = "LocationUnusable"
+            message = f"{field} at {endpoint} answered {code}: {exc.last.message}"
+        raise PreflightError(f"{field}: {message}", reason=reason) from exc
+    if "Name" not in response and "KeyCount" not in response:
+        raise PreflightError(
+            f"{field}: {endpoint} answered, but not like an S3 service; check {field}.endpoint",
+            reason="NotS3",
+        )

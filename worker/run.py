@@ -1,0 +1,203 @@
+"""`ferry run -f copyjob.yaml`: run a CopyJob on this machine with the same engine the worker pods use.
+
+Exit codes scripts can trust:
+    0  every object was copied or skipped as already present
+    1  an unexpected internal error (a bug: please report it with the log)
+    2  invalid input: bad file, unknown field, unreachable endpoint, missing bucket, denied access
+    3  the job ran to the end but some objects failed (listed in the report)
+    4  the job could not finish: the source listing broke off
+    130 interrupted (Ctrl-C); what finished is kept, a re-run skips it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ferry.worker import credentials
+from ferry.worker.display import ProgressDisplay, format_duration
+from ferry.worker.engine import CopyEngine, Summary
+from ferry.worker.limits import FixedLimiter
+from ferry.worker.preflight import check_location
+from ferry.worker.report import FailureReport
+from ferry.worker.s3 import ClientOptions, make_client
+
+from ferry.errors import FerryError, InvalidSpec, PreflightError
+from ferry.model import CopyJob, format_bytes
+from ferry.model.loading import load_job_file
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_INVALID = 2
+EXIT_FAILED_OBJECTS = 3
+EXIT_INCOMPLETE = 4
+EXIT_INTERRUPTED = 130
+
+DEFAULT_CONCURRENCY = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--file", required=True, type=Path, help="CopyJob manifest (may also hold Secrets)"
+    )
+    parser.add_argument("--output", choices=("text", "json"), default="text", help="final summary format")
+    parser.add_argument("--report", type=Path, help="write failed objects here as JSON lines")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"transfers in flight (default: spec.concurrency.initial or {DEFAULT_CONCURRENCY}, "
+        "capped by spec.concurrency.max)",
+    )
+    parser.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        job_file = load_job_file(args.file)
+    except InvalidSpec as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    job = job_file.copyjob
+    spec = job.spec
+    warnings: list[str] = []
+    try:
+        source_creds = credentials.resolve(spec.source, job_file.secrets, "spec.source", warnings)
+        dest_creds = credentials.resolve(spec.destination, job_file.secrets, "spec.destination", warnings)
+        report_creds = (
+            credentials.resolve(spec.report, job_file.secrets, "spec.report", warnings)
+            if spec.report
+            else None
+        )
+    except InvalidSpec as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+    concurrency = args.concurrency or spec.concurrency.initial or DEFAULT_CONCURRENCY
+    concurrency = max(1, min(concurrency, spec.concurrency.max))
+    options = ClientOptions(max_pool_connections=concurrency + 8)
+    source_client = make_client(spec.source, source_creds, options)
+    dest_client = make_client(spec.destination, dest_creds, options)
+    try:
+        check_location(source_client, spec.source, "spec.source")
+        check_location(dest_client, spec.destination, "spec.destination")
+    except PreflightError as exc:
+        print(f"error: {exc} [{exc.reason}]", file=sys.stderr)
+        return EXIT_INVALID
+
+    report = FailureReport(args.report)
+    engine = CopyEngine(
+        spec=spec,
+        source_client=source_client,
+        destination_client=dest_client,
+        limiter=FixedLimiter(concurrency),
+        report=report,
+    )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(stop))
+    mode = args.progress
+    try:
+        if mode == "none":
+            summary = engine.run(stop)
+        else:
+            live = {"auto": None, "live": True, "plain": False}[mode]
+            with ProgressDisplay(engine.progress, live=live):
+                summary = engine.run(stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    if spec.report is not None:
+        _upload_report(job, report.path, report_creds)
+    _print_summary(job, summary, args.output)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.error:
+        return EXIT_INCOMPLETE
+    return EXIT_FAILED_OBJECTS if summary.counts.failed else EXIT_OK
+
+
+def _interrupt(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise KeyboardInterrupt
+    print("\ninterrupted: finishing transfers in flight (Ctrl-C again to abort)", file=sys.stderr)
+    stop.set()
+
+
+def summary_json(job: CopyJob, summary: Summary) -> dict[str, Any]:
+    c = summary.counts
+    return {
+        "name": job.metadata.name,
+        "complete": summary.complete,
+        "objects": {
+            "total": c.discovered,
+            "copied": c.copied,
+            "skipped": c.skipped,
+            "failed": c.failed,
+            "pending": c.pending,
+        },
+        "bytes": {
+            "total": c.bytes_discovered,
+            "copied": c.bytes_copied,
+            "skipped": c.bytes_skipped,
+            "failed": c.bytes_failed,
+        },
+        "durationSeconds": round(summary.duration_seconds, 3),
+        "objectsPerSecond": round(summary.objects_per_second, 2),
+        "bytesPerSecond": round(c.bytes_copied / summary.duration_seconds, 1)
+        if summary.duration_seconds
+        else 0,
+        "requests": summary.requests,
+        "retries": summary.retries,
+        "throttles": summary.throttles,
+        "failedSample": [f.as_json() for f in summary.failures[:20]],
+        "report": summary.report_path if c.failed else None,
+        "error": summary.error,
+        "interrupted": summary.interrupted,
+    }
+
+
+def _print_summary(job: CopyJob, summary: Summary, output: str) -> None:
+    if output == "json":
+        print(json.dumps(summary_json(job, summary), indent=2))
+        return
+    c = summary.counts
+    print(
+        f"{job.metadata.name}: {c.discovered:,} objects ({format_bytes(c.bytes_discovered)}): "
+        f"{c.copied:,} copied ({format_bytes(c.bytes_copied)}), {c.skipped:,} skipped, {c.failed:,} failed"
+        + (f", {c.pending:,} not done" if c.pending else "")
+        + f" in {format_duration(summary.duration_seconds)} ({summary.objects_per_second:,.1f} objects/s)"
+    )
+    for failure in summary.failures[:10]:
+        print(f"  failed: {failure.key!r}: {failure.code}: {failure.message}")
+    if c.failed:
+        print(f"  all {c.failed:,} failed objects: {summary.report_path}")
+    if summary.error:
+        print(f"error: {summary.error}", file=sys.stderr)
+
+
+def _upload_report(job: CopyJob, path: Path, creds: credentials.Credentials | None) -> None:
+    location = job.spec.report
+    assert location is not None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    key = f"{location.prefix}{job.metadata.name}/failed-{stamp}.jsonl"
+    try:
+        client = make_client(location, creds, ClientOptions(max_pool_connections=2))
+        client.upload_file(str(path), location.bucket, key)
+        print(f"report: s3://{location.bucket}/{key}", file=sys.stderr)
+    except Exception as exc:  # the copy itself is done; losing the report must not hide its outcome
+        print(f"warning: could not write the report to s3://{location.bucket}/{key}: {exc}", file=sys.stderr)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        return main(args)
+    except FerryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID

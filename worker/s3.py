@@ -1,0 +1,93 @@
+"""The S3 adapter: boto3 clients for CopyJob locations and the few calls the engine makes.
+
+Retries are Ferry's, not botocore's (botocore is told to try once), so every throttle reaches the
+concurrency limiter and every failed object carries the real error code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from ferry.worker.objects import ObjectInfo
+
+from ferry.model import Location
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Static S3 credentials. The repr never shows them."""
+
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return "Credentials(****)"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    max_pool_connections: int = 64
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+def make_client(location: Location, credentials: Credentials | None, options: ClientOptions) -> Any:
+    """A thread-safe S3 client for one location; ``credentials=None`` uses the default AWS chain."""
+    config = Config(
+        region_name=location.region or "us-east-1",
+        max_pool_connections=options.max_pool_connections,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retries={"max_attempts": 1, "mode": "standard"},
+        s3={"addressing_style": location.addressing_style.value},
+        # Ferry sends the checksums it computed itself; don't let botocore compute a second one.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        tcp_keepalive=True,
+    )
+    kwargs: dict[str, Any] = {}
+    if credentials is not None:
+        kwargs = {
+            "aws_access_key_id": credentials.access_key_id,
+            "aws_secret_access_key": credentials.secret_access_key,
+            "aws_session_token": credentials.session_token,
+        }
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=location.endpoint, config=config, **kwargs)
+
+
+def list_pages(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    start_after: str | None = None,
+    page_size: int = 1000,
+    call: Callable[[Callable[[], Any]], Any] = lambda request: request(),
+) -> Iterator[list[ObjectInfo]]:
+    """Yield ListObjectsV2 pages in key order; one page in memory at a time.
+
+    ``call`` wraps each request (the engine passes its retry loop).
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+    if start_after:
+        kwargs["StartAfter"] = start_after
+    while True:
+        page = call(lambda: client.list_objects_v2(**kwargs))
+        yield [
+            ObjectInfo(
+                key=item["Key"],
+                size=int(item["Size"]),
+                etag=str(item.get("ETag", "")).strip('"'),
+                last_modified=item["LastModified"],
+            )
+            for item in page.get("Contents", ())
+        ]
+        if not page.get("IsTruncated"):
+            return
+        kwargs.pop("StartAfter", None)
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
