@@ -31,7 +31,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy --strict ferry/model operator worker/limits.py
+	$(BIN)/mypy --strict ferry/model operator worker/limits.py worker/progress.py worker/decide.py worker/filters.py worker/keys.py worker/parts.py worker/objects.py worker/ratelimit.py worker/retry.py worker/checksums.py worker/listing.py
 	$(BIN)/mypy ferry worker
 
 test-unit: venv

@@ -13,14 +13,13 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
+from ferry.model import Verify
+from ferry.model.copyjob import Destination, Preserve
 from ferry.worker import checksums
 from ferry.worker.objects import ObjectInfo
 from ferry.worker.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
 from ferry.worker.ratelimit import TokenBucket
 from ferry.worker.retry import Classified, Kind, RetryPolicy, TransientCopyError, call_with_retry
-
-from ferry.model import Verify
-from ferry.model.copyjob import Destination, Preserve
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +192,8 @@ class Copier:
         args = self._destination_args({}, None)
         args["MetadataDirective"] = "COPY" if self.options.preserve.metadata else "REPLACE"
         args["TaggingDirective"] = "COPY" if self.options.preserve.tags else "REPLACE"
-        if self.options.verify is Verify.CHECKSUM:
-            args["ChecksumAlgorithm"] = "CRC32C"
+        # No ChecksumAlgorithm: the bytes never leave the service, which checks its own copies; asking
+        # for a new algorithm only makes the service recompute (and some S3 servers get it wrong).
 
         def copy() -> dict[str, Any]:
             response: dict[str, Any] = self.destination_client.copy_object(
@@ -228,7 +227,7 @@ class Copier:
         )
         size = int(head["ContentLength"])
         args = self._destination_args(head, self._tagging(obj.key, None, result))
-        if self.options.verify is Verify.CHECKSUM:
+        if self.options.verify is Verify.CHECKSUM and not server_side:
             args["ChecksumAlgorithm"] = "CRC32C"
         upload = self._call(
             result,

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ferry.worker.s3 import Credentials
-
 from ferry.errors import InvalidSpec
 from ferry.model import Location
 from ferry.model.loading import SecretData
+from ferry.worker.s3 import Credentials
 
 ACCESS_KEY = "AWS_ACCESS_KEY_ID"
 SECRET_KEY = "AWS_SECRET_ACCESS_KEY"

@@ -5,9 +5,8 @@ The destination side comes from listing the destination range, never from one HE
 
 from __future__ import annotations
 
-from ferry.worker.objects import Action, Decision, ObjectInfo
-
 from ferry.model import Overwrite
+from ferry.worker.objects import Action, Decision, ObjectInfo
 
 
 def decide(source: ObjectInfo, existing: ObjectInfo | None, overwrite: Overwrite) -> Decision:

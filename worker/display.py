@@ -9,13 +9,13 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from ferry.worker.engine import Progress
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.text import Text
 
 from ferry.model import format_bytes
+from ferry.worker.engine import Progress
 
 
 def format_duration(seconds: float | None) -> str:

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ferry.model import CopyJobSpec, Overwrite
 from ferry.worker.copier import Copier, CopyOptions
 from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
@@ -28,8 +29,6 @@ from ferry.worker.ratelimit import TokenBucket
 from ferry.worker.report import FailureReport
 from ferry.worker.retry import Classified, Kind, RetriesExhausted, RetryPolicy, call_with_retry, classify
 from ferry.worker.s3 import list_pages
-
-from ferry.model import CopyJobSpec, Overwrite
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,8 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from ferry.worker.objects import ObjectInfo
-
 from ferry.model import Filter
+from ferry.worker.objects import ObjectInfo
 
 
 @dataclass(frozen=True)

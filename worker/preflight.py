@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
-
 from ferry.errors import PreflightError
 from ferry.model import Location
+from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
 
 _REASONS = {
     "NoSuchBucket": (

@@ -20,6 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ferry.errors import FerryError, InvalidSpec, PreflightError
+from ferry.model import CopyJob, format_bytes
+from ferry.model.loading import load_job_file
 from ferry.worker import credentials
 from ferry.worker.display import ProgressDisplay, format_duration
 from ferry.worker.engine import CopyEngine, Summary
@@ -27,10 +30,6 @@ from ferry.worker.limits import FixedLimiter
 from ferry.worker.preflight import check_location
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, make_client
-
-from ferry.errors import FerryError, InvalidSpec, PreflightError
-from ferry.model import CopyJob, format_bytes
-from ferry.model.loading import load_job_file
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -113,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
 
-    if spec.report is not None:
+    if spec.report is not None and summary.counts.failed:
         _upload_report(job, report.path, report_creds)
     _print_summary(job, summary, args.output)
     if summary.interrupted:

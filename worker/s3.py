@@ -12,9 +12,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from ferry.worker.objects import ObjectInfo
 
 from ferry.model import Location
+from ferry.worker.objects import ObjectInfo
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -35,7 +37,8 @@ KIND = "CopyJob"
 #: S3's own limit on key length, in bytes of UTF-8.
 MAX_KEY_BYTES = 1024
 MAX_BUCKET_LENGTH = 63
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
@@ -57,7 +60,7 @@ def _endpoint(value: str) -> str:
 
 
 def _bucket(value: str) -> str:
-    if not _BUCKET.match(value) or ".." in value:
+    if not _BUCKET.match(value) or ".." in value or _IP_ADDRESS.match(value):
         raise ValueError(
             f"{value!r} is not a valid bucket name: 3-63 characters of lowercase letters, digits, '.', '-'"
         )
@@ -97,7 +100,10 @@ class _Model(BaseModel):
         frozen=True,
         extra="forbid",
         alias_generator=to_camel,
-        populate_by_name=True,
+        # Python code may build values by field name; user input is validated by alias only
+        # (`parse_copyjob`), so a file `ferry run` accepts is one `kubectl apply` accepts.
+        validate_by_name=True,
+        validate_by_alias=True,
         str_strip_whitespace=False,
     )
 
@@ -210,13 +216,13 @@ class ObjectSizes(_Model):
 
 
 class Preserve(_Model):
-    metadata: bool = True
-    tags: bool = True
+    metadata: StrictBool = True
+    tags: StrictBool = True
 
 
 class Concurrency(_Model):
-    max: Annotated[int, Field(ge=1, le=4096)] = 512
-    initial: Annotated[int, Field(ge=1, le=4096)] | None = None
+    max: Annotated[StrictInt, Field(ge=1, le=4096)] = 512
+    initial: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
 
     @model_validator(mode="after")
     def _initial_le_max(self) -> Concurrency:
@@ -226,7 +232,7 @@ class Concurrency(_Model):
 
 
 class RateLimit(_Model):
-    requests_per_second: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    requests_per_second: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
     bytes_per_second: ByteSize = 0
 
 
@@ -271,3 +277,8 @@ class CopyJob(_Model):
     spec: CopyJobSpec
     # The operator owns status; a CopyJob read back from the cluster may carry one, which is ignored here.
     status: dict[str, Any] | None = None
+
+
+def parse_copyjob(raw: dict[str, Any]) -> CopyJob:
+    """Validate a CopyJob as users write it: camelCase names only. Raises pydantic's ValidationError."""
+    return CopyJob.model_validate(raw, by_alias=True, by_name=False)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ferry.errors import InvalidSpec
-from ferry.model.copyjob import API_VERSION, KIND, CopyJob
+from ferry.model.copyjob import API_VERSION, KIND, CopyJob, parse_copyjob
 
 #: A CopyJob file is small; anything bigger is a mistake or an attack.
 MAX_FILE_BYTES = 1 << 20
@@ -125,7 +125,7 @@ def load_job_text(text: str, source: str = "<input>") -> JobFile:
             f"{source}: apiVersion is {raw.get('apiVersion')!r}; write apiVersion: {API_VERSION}"
         )
     try:
-        job = CopyJob.model_validate(raw)
+        job = parse_copyjob(raw)
     except ValidationError as exc:
         raise InvalidSpec(f"{source}: invalid CopyJob:\n{format_validation_error(exc)}") from exc
     return JobFile(copyjob=job, secrets={s.name: s for s in (_secret(d, source) for d in secrets)})

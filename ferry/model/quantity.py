@@ -10,7 +10,11 @@ from decimal import Decimal, InvalidOperation
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_PATTERN = re.compile(r"^\s*([+]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E))?\s*$")
+_PATTERN = re.compile(
+    r"^([+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:([eE][+-]?[0-9]{1,3})|(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E))?$"
+)
+#: Larger than any byte count S3 or Kubernetes can mean (2^63 - 1); refusing it keeps parsing cheap.
+MAX_BYTES = 2**63 - 1
 
 #: The same rule as a JSON-schema pattern, for the CRD.
 QUANTITY_SCHEMA_PATTERN = (
@@ -34,7 +38,7 @@ def parse_bytes(value: str | int) -> int:
         if value < 0:
             raise ValueError(f"{value} is negative; sizes must be 0 or more")
         return value
-    match = _PATTERN.match(str(value))
+    match = _PATTERN.fullmatch(str(value))
     if not match:
         raise ValueError(f"{value!r} is not a quantity; use forms like 1500, 100Ki, 4Mi, 5Gi, 1e6 or 10M")
     number_text, exponent, suffix = match.groups()
@@ -48,6 +52,8 @@ def parse_bytes(value: str | int) -> int:
         number *= _BINARY[suffix]
     else:
         number *= _DECIMAL[suffix or ""]
+    if number > MAX_BYTES:
+        raise ValueError(f"{value!r} is larger than the largest size, {MAX_BYTES} bytes")
     if number != number.to_integral_value():
         raise ValueError(f"{value!r} is not a whole number of bytes")
     return int(number)

@@ -1,0 +1,113 @@
+"""No object is lost or corrupted when either side misbehaves: throttling, server errors, connections
+reset mid-body, truncated bodies and stalls longer than the read timeout. Objects that keep failing are
+reported with their key and error, and the accounting still closes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ferry.testbed.faultproxy import FaultPlan, FaultProxy
+from support.engine import TEST_PART, digest_map, run_engine, spec
+
+
+def fill(client: Any, bucket: str, count: int, size: int = 4096) -> dict[str, str]:
+    digests = {}
+    for index in range(count):
+        body = os.urandom(size + index)
+        key = f"obj/{index:04d}"
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+        digests[key] = hashlib.md5(body).hexdigest()
+    return digests
+
+
+def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    digests = fill(client, src, 120)
+    big = os.urandom(2 * TEST_PART + 777)
+    client.put_object(Bucket=src, Key="obj/zz-big", Body=big)
+    digests["obj/zz-big"] = hashlib.md5(big).hexdigest()
+    # Faults only on object traffic: listing stays clean so the test is about copies.
+    source_plan = FaultPlan(
+        throttle_rate=0.1,
+        error500_rate=0.05,
+        reset_rate=0.1,
+        truncate_rate=0.1,
+        methods=frozenset({"GET"}),
+        path_regex=r"/obj/",
+    )
+    destination_plan = FaultPlan(
+        throttle_rate=0.1, error500_rate=0.05, reset_rate=0.05, methods=frozenset({"PUT", "POST"})
+    )
+    with (
+        FaultProxy(endpoint.url, source_plan, seed=1) as source,
+        FaultProxy(endpoint.url, destination_plan, seed=2) as destination,
+    ):
+        job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": destination.url})
+        run = run_engine(job, endpoint, concurrency=8)
+        injected = source.stats().faults + destination.stats().faults
+
+    summary = run.summary
+    assert injected > 20, "the plan must really have injected faults"
+    assert summary.counts.failed == 0, summary.failures
+    assert summary.counts.copied == len(digests)
+    assert summary.throttles > 0 and summary.retries >= summary.throttles
+    assert digest_map(client, dst) == digests
+
+
+def test_stalls_longer_than_the_read_timeout_are_retried(s3: Any) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    digests = fill(client, src, 6, size=256 * 1024)
+    plan = FaultPlan(
+        stall_rate=1.0, stall_seconds=3.0, methods=frozenset({"GET"}), path_regex=r"/obj/", only_first_n=2
+    )
+    with FaultProxy(endpoint.url, plan) as source:
+        job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": endpoint.url})
+        run = run_engine(job, endpoint, read_timeout=1.0)
+        assert source.stats().stalls == 2
+    assert run.summary.counts.failed == 0
+    assert run.summary.retries >= 2
+    assert digest_map(client, dst) == digests
+
+
+def test_objects_that_keep_failing_are_reported_with_key_and_code(s3: Any, tmp_path: Path) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    digests = fill(client, src, 30)
+    doomed = {"obj/0007", "obj/0021"}
+    plan = FaultPlan(error500_rate=1.0, methods=frozenset({"GET"}), path_regex=r"/obj/00(07|21)")
+    report = tmp_path / "failed.jsonl"
+    with FaultProxy(endpoint.url, plan) as source:
+        job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": endpoint.url})
+        run = run_engine(job, endpoint, report=report)
+
+    c = run.summary.counts
+    assert (c.discovered, c.copied, c.failed, c.pending) == (30, 28, 2, 0)
+    assert run.failed_keys() == doomed
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert {line["key"] for line in lines} == doomed
+    assert {line["code"] for line in lines} == {"InternalError"}
+    assert all(line["attempts"] == 8 for line in lines)
+    copied = digest_map(client, dst)
+    assert copied == {k: v for k, v in digests.items() if k not in doomed}
+
+
+def test_a_missing_bucket_ends_the_job_at_once_with_the_reason(s3: Any) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    fill(client, src, 3)
+    client.delete_bucket(Bucket=dst)
+    job = spec(
+        {"bucket": src, "endpoint": endpoint.url, "credentialsSecret": "a"},
+        {"bucket": dst, "endpoint": endpoint.url, "credentialsSecret": "b"},
+    )
+    summary = run_engine(job, endpoint).summary
+    assert not summary.complete
+    assert summary.error is not None and "NoSuchBucket" in summary.error
+    assert "after 1 attempts" in summary.error  # permanent: not retried
+    assert summary.counts.copied == 0
