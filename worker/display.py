@@ -51,6 +51,8 @@ def describe(progress: Progress) -> str:
         parts.append(f"failed {c.failed:,}")
     if progress.throttles:
         parts.append(f"throttled {progress.throttles:,}")
+    if limiter.rss_bytes and limiter.budget_bytes:
+        parts.append(f"memory {format_bytes(limiter.rss_bytes)}/{format_bytes(limiter.budget_bytes)}")
     return " · ".join(parts)
 
 

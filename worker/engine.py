@@ -138,6 +138,7 @@ class CopyEngine:
     def _count_request(self) -> None:
         with self._lock:
             self._requests += 1
+        self.limiter.count_requests()
 
     def _count_error(self, error: Classified) -> None:
         with self._lock:
@@ -146,6 +147,8 @@ class CopyEngine:
                 self._throttles += 1
         if error.kind is Kind.THROTTLE:
             self.limiter.throttled()
+        else:
+            self.limiter.count_error()
 
     # -- the run -----------------------------------------------------------------------------------------
 

@@ -37,6 +37,13 @@ class LimiterState:
     in_flight: int
     reason: str
     reserved_bytes: int
+    budget_bytes: int | None = None
+    budget_source: str | None = None
+    rss_bytes: int | None = None
+    overhead_bytes: int | None = None
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    latency_p99: float | None = None
 
 
 class Limiter(Protocol):
@@ -52,7 +59,19 @@ class Limiter(Protocol):
         """Called for each throttling answer (503 SlowDown, 429) as it happens."""
         ...
 
+    def count_requests(self, n: int = 1) -> None:
+        """Called for each S3 request made (error rates are computed against it)."""
+        ...
+
+    def count_error(self) -> None:
+        """Called for each failed request that was not a throttle."""
+        ...
+
     def state(self) -> LimiterState: ...
+
+    def close(self) -> None:
+        """Stop any background work."""
+        ...
 
     @property
     def ceiling(self) -> int:
@@ -90,6 +109,15 @@ class FixedLimiter:
 
     def throttled(self) -> None:
         """A fixed policy ignores throttling; retries with backoff still apply."""
+
+    def count_requests(self, n: int = 1) -> None:
+        """A fixed policy needs no request count."""
+
+    def count_error(self) -> None:
+        """A fixed policy ignores errors."""
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
     def state(self) -> LimiterState:
         with self._lock:

@@ -12,6 +12,7 @@ Exit codes scripts can trust:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -21,15 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from ferry.errors import FerryError, InvalidSpec, PreflightError
-from ferry.model import CopyJob, format_bytes
+from ferry.model import CopyJob, CopyJobSpec, format_bytes
 from ferry.model.loading import load_job_file
 from ferry.worker import credentials
+from ferry.worker.adaptive import AdaptiveLimiter, IncidentLimiter
+from ferry.worker.budget import detect_budget
+from ferry.worker.control import ControlConfig, initial_concurrency
 from ferry.worker.display import ProgressDisplay, format_duration
 from ferry.worker.engine import CopyEngine, Summary
-from ferry.worker.limits import FixedLimiter
+from ferry.worker.limits import FixedLimiter, Limiter
+from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, make_client
+from ferry.worker.timeline import Timeline
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -48,10 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", choices=("text", "json"), default="text", help="final summary format")
     parser.add_argument("--report", type=Path, help="write failed objects here as JSON lines")
     parser.add_argument(
+        "--policy",
+        choices=("adaptive", "fixed", "incident"),
+        help="concurrency policy: adaptive (default; finds the level on its own within the memory budget), "
+        "fixed (--concurrency transfers), incident (the +2-per-step manager Ferry replaces; for benchmarks)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
-        help=f"transfers in flight (default: spec.concurrency.initial or {DEFAULT_CONCURRENCY}, "
-        "capped by spec.concurrency.max)",
+        help="with --policy fixed (implied when given alone): transfers in flight, capped by spec.concurrency.max",
+    )
+    parser.add_argument(
+        "--timeline", type=Path, help="write one JSON line per second of progress and concurrency"
     )
     parser.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto")
 
@@ -79,9 +93,12 @@ def main(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
-    concurrency = args.concurrency or spec.concurrency.initial or DEFAULT_CONCURRENCY
-    concurrency = max(1, min(concurrency, spec.concurrency.max))
-    options = ClientOptions(max_pool_connections=concurrency + 8)
+    try:
+        limiter = make_limiter(args.policy, args.concurrency, spec)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    options = ClientOptions(max_pool_connections=limiter.ceiling + 8)
     source_client = make_client(spec.source, source_creds, options)
     dest_client = make_client(spec.destination, dest_creds, options)
     try:
@@ -96,21 +113,22 @@ def main(args: argparse.Namespace) -> int:
         spec=spec,
         source_client=source_client,
         destination_client=dest_client,
-        limiter=FixedLimiter(concurrency),
+        limiter=limiter,
         report=report,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(stop))
-    mode = args.progress
     try:
-        if mode == "none":
+        with contextlib.ExitStack() as stack:
+            if args.timeline:
+                stack.enter_context(Timeline(args.timeline, engine.progress))
+            if args.progress != "none":
+                live = {"auto": None, "live": True, "plain": False}[args.progress]
+                stack.enter_context(ProgressDisplay(engine.progress, live=live))
             summary = engine.run(stop)
-        else:
-            live = {"auto": None, "live": True, "plain": False}[mode]
-            with ProgressDisplay(engine.progress, live=live):
-                summary = engine.run(stop)
     finally:
         signal.signal(signal.SIGINT, previous)
+        limiter.close()
 
     if spec.report is not None and summary.counts.failed:
         _upload_report(job, report.path, report_creds)
@@ -120,6 +138,20 @@ def main(args: argparse.Namespace) -> int:
     if summary.error:
         return EXIT_INCOMPLETE
     return EXIT_FAILED_OBJECTS if summary.counts.failed else EXIT_OK
+
+
+def make_limiter(policy: str | None, concurrency: int | None, spec: CopyJobSpec) -> Limiter:
+    """The limiter a run asks: adaptive unless a fixed concurrency (or the incident policy) is asked for."""
+    if policy == "incident":
+        return IncidentLimiter()
+    if policy == "fixed" or (policy is None and concurrency):
+        value = concurrency or spec.concurrency.initial or DEFAULT_CONCURRENCY
+        return FixedLimiter(max(1, min(value, spec.concurrency.max)))
+    budget = detect_budget()
+    initial = spec.concurrency.initial or initial_concurrency(
+        spec.object_sizes.median, DEFAULT_PART, budget.bytes, spec.concurrency.max
+    )
+    return AdaptiveLimiter(ControlConfig(initial=initial, maximum=spec.concurrency.max), budget)
 
 
 def _interrupt(stop: threading.Event) -> None:

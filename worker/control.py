@@ -1,0 +1,245 @@
+"""The control law of the adaptive concurrency manager. Pure: samples in, decisions out, no clock.
+
+Growth is multiplicative while objects/s (or bytes/s, for large objects) keeps rising, because a +2 ramp
+from one transfer is what kept the incident at 1.14 objects/s. After a plateau the law holds the best
+level and probes above it now and then. Throttling, memory pressure and rising error rates back off
+multiplicatively, with a cooldown so one burst is not punished twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    initial: int = 8
+    minimum: int = 1
+    maximum: int = 512
+    growth: float = 2.0  # factor while throughput keeps rising
+    probe_growth: float = 1.25  # factor of a probe above a plateau
+    backoff: float = 0.7  # factor on throttling, errors, memory pressure
+    improvement: float = 0.08  # a step must raise throughput by this share to count as rising
+    settle_seconds: float = 1.0  # least time to judge a level (more when transfers are slow)
+    cooldown_seconds: float = 5.0  # no growth this long after a backoff
+    probe_every_seconds: float = 15.0
+    memory_high: float = 0.85  # share of the budget where RSS triggers a backoff
+    error_rate_high: float = 0.05  # share of requests failing (non-throttle) that triggers a backoff
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Cumulative counters at one instant, as the driver reads them."""
+
+    now: float
+    objects: int
+    bytes: int
+    throttles: int
+    errors: int
+    requests: int
+    rss: int
+    in_flight: int
+    mean_transfer_seconds: float
+
+
+@dataclass(frozen=True)
+class ControlState:
+    concurrency: int
+    reason: str
+    phase: str = "ramp"  # ramp -> hold <-> probe
+    level_start: Sample | None = None  # counters when the current level began
+    best_rate: float = 0.0
+    best_concurrency: int = 0
+    cooldown_until: float = 0.0
+    last_probe: float = 0.0
+    previous_rate: float = 0.0
+    #: Throttle share that persists whatever the concurrency (a provider's background rate): retries
+    #: absorb it, and backing off for it would only collapse throughput.
+    background_throttle_share: float = 0.0
+    #: Share and level when the last throttling backoff happened, to tell load-induced from background.
+    throttle_share_at_backoff: float = 0.0
+    concurrency_before_backoff: int = 0
+    throttle_checks: int = 0
+
+
+def initial_concurrency(median_size: int | None, part_size: int, budget_bytes: int, maximum: int) -> int:
+    """Where the ramp starts, from the declared (or measured) median object size.
+
+    Small objects are latency-bound, so start wide; large ones start where an eighth of the budget
+    holds their part buffers. The control law takes it from there within a few seconds either way.
+    """
+    if median_size is None:
+        start = 16
+    elif median_size <= 2**20:
+        start = 32
+    else:
+        start = max(1, budget_bytes // (8 * min(median_size, part_size)))
+    return max(1, min(start, 64, maximum))
+
+
+def initial_state(config: ControlConfig) -> ControlState:
+    start = max(config.minimum, min(config.initial, config.maximum))
+    return ControlState(concurrency=start, reason="initial")
+
+
+def _rate(start: Sample, now: Sample) -> tuple[float, float]:
+    span = now.now - start.now
+    if span <= 0:
+        return 0.0, 0.0
+    return (now.objects - start.objects) / span, (now.bytes - start.bytes) / span
+
+
+def _throughput(objects_rate: float, bytes_rate: float, mean_size: float) -> float:
+    """One number to compare levels: objects/s, with bytes/s weighing in when objects are large.
+
+    Expressed in "objects of the mean size per second", so a level that moves more bytes of big objects
+    counts as faster even when fewer objects finish in the window.
+    """
+    if mean_size <= 0:
+        return objects_rate
+    return max(objects_rate, bytes_rate / mean_size)
+
+
+def step(state: ControlState, sample: Sample, config: ControlConfig, budget_bytes: int) -> ControlState:
+    """Advance the law by one sample and return the new state."""
+    if state.level_start is None:
+        return replace(state, level_start=sample)
+    start = state.level_start
+    span = sample.now - start.now
+
+    def clamp(n: int) -> int:
+        return max(config.minimum, min(config.maximum, n))
+
+    # Backoffs first: they act on the latest window whatever the phase.
+    new_throttles = sample.throttles - start.throttles
+    new_requests = max(1, sample.requests - start.requests)
+    new_errors = sample.errors - start.errors
+    if budget_bytes and sample.rss >= config.memory_high * budget_bytes:
+        return _back_off(state, sample, config, clamp, "memory pressure")
+    share = new_throttles / new_requests
+    if state.throttle_share_at_backoff and span >= config.settle_seconds and new_requests >= 20:
+        # A full window after a throttling backoff: did fewer transfers mean fewer throttles?
+        if share < 0.7 * state.throttle_share_at_backoff:
+            state = replace(state, throttle_share_at_backoff=0.0, throttle_checks=0)
+        elif state.throttle_checks == 0:
+            # Not yet: halve from where throttling began before judging, a 30% cut may not reach the knee.
+            return replace(
+                state,
+                concurrency=clamp(state.concurrency_before_backoff // 2),
+                throttle_checks=1,
+                level_start=sample,
+                reason="throttling",
+            )
+        else:
+            # Half the load, same share: the provider throttles a fixed share whatever we do.
+            return replace(
+                state,
+                concurrency=state.concurrency_before_backoff,
+                phase="ramp",
+                throttle_share_at_backoff=0.0,
+                throttle_checks=0,
+                background_throttle_share=share,
+                cooldown_until=sample.now,
+                level_start=sample,
+                previous_rate=0.0,
+                reason="throttling not load-related",
+            )
+    load_induced = share > max(0.01, 1.5 * state.background_throttle_share + 0.01)
+    if new_throttles > 0 and load_induced and sample.now >= state.cooldown_until and new_requests >= 10:
+        backed = _back_off(state, sample, config, clamp, "throttling")
+        return replace(backed, throttle_share_at_backoff=share, concurrency_before_backoff=state.concurrency)
+    if new_errors / new_requests > config.error_rate_high and sample.now >= state.cooldown_until:
+        return _back_off(state, sample, config, clamp, "errors rising")
+
+    settle = max(config.settle_seconds, 2.0 * sample.mean_transfer_seconds)
+    if span < settle or sample.now < state.cooldown_until:
+        return state
+    objects_rate, bytes_rate = _rate(start, sample)
+    mean_size = (sample.bytes / sample.objects) if sample.objects else 0.0
+    rate = _throughput(objects_rate, bytes_rate, mean_size)
+    saturated = sample.in_flight >= 0.8 * state.concurrency
+
+    if state.phase == "ramp":
+        rising = rate > state.previous_rate * (1 + config.improvement)
+        if rate > state.best_rate:
+            state = replace(state, best_rate=rate, best_concurrency=state.concurrency)
+        if not saturated:
+            # Work arrives slower than the limit allows (listing, rate limit): growing would change nothing.
+            return replace(state, level_start=sample, previous_rate=rate, reason="demand below limit")
+        if rising and state.concurrency < config.maximum:
+            grown = clamp(int(state.concurrency * config.growth))
+            return replace(
+                state, concurrency=grown, level_start=sample, previous_rate=rate, reason="throughput rising"
+            )
+        if state.concurrency >= config.maximum:
+            return replace(
+                state,
+                phase="hold",
+                level_start=sample,
+                previous_rate=rate,
+                last_probe=sample.now,
+                reason="at spec.concurrency.max",
+            )
+        best = state.best_concurrency or state.concurrency
+        return replace(
+            state,
+            phase="hold",
+            concurrency=best,
+            level_start=sample,
+            previous_rate=rate,
+            last_probe=sample.now,
+            reason="throughput plateau",
+        )
+
+    if state.phase == "probe":
+        if rate > state.previous_rate * (1 + config.improvement):
+            return replace(
+                state,
+                phase="ramp",
+                level_start=sample,
+                previous_rate=rate,
+                best_rate=rate,
+                best_concurrency=state.concurrency,
+                reason="probe found more throughput",
+            )
+        return replace(
+            state,
+            phase="hold",
+            concurrency=state.best_concurrency or state.concurrency,
+            level_start=sample,
+            last_probe=sample.now,
+            reason="throughput plateau",
+        )
+
+    # hold: refresh the reference rate, and probe above it now and then.
+    probe_due = sample.now - state.last_probe >= config.probe_every_seconds and saturated
+    if probe_due and state.concurrency < config.maximum:
+        probe = clamp(max(state.concurrency + 1, int(state.concurrency * config.probe_growth)))
+        return replace(
+            state,
+            phase="probe",
+            concurrency=probe,
+            best_concurrency=state.concurrency,
+            level_start=sample,
+            previous_rate=rate,
+            last_probe=sample.now,
+            reason="probing",
+        )
+    return replace(state, level_start=sample, previous_rate=rate)
+
+
+def _back_off(
+    state: ControlState, sample: Sample, config: ControlConfig, clamp: Callable[[int], int], reason: str
+) -> ControlState:
+    lowered = clamp(int(state.concurrency * config.backoff))
+    return replace(
+        state,
+        concurrency=lowered,
+        phase="hold",
+        reason=reason,
+        level_start=sample,
+        best_concurrency=lowered,
+        cooldown_until=sample.now + config.cooldown_seconds,
+        last_probe=sample.now,
+    )
