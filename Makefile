@@ -53,3 +53,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 -include hack/testbed.mk
+-include bench/bench.mk

@@ -1,0 +1,103 @@
+"""`make dev-cluster`: a local control plane, a process kubelet and an S3 server until interrupted.
+
+Run as `python -m ferry.testbed.cluster`. It starts `ControlPlane`, `ProcessKubelet` and `VersityGW`
+with their state in `.dev-cluster/` of the repository, prints how to reach them, and writes
+`.dev-cluster/env` (shell assignments of KUBECONFIG, FERRY_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) once everything is ready, so another terminal can
+`source .dev-cluster/env`. SIGINT or SIGTERM stops every process it started. The credentials are
+generated for this run and only protect a server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from ferry.testbed.binaries import CONTROL_PLANE, REPO_ROOT, S3_SERVER, MissingBinariesError, find_binaries
+from ferry.testbed.controlplane import ControlPlane
+from ferry.testbed.kubelet import ProcessKubelet
+from ferry.testbed.versitygw import VersityGW
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ferry.testbed.cluster", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=REPO_ROOT / ".dev-cluster", help="where state and logs go"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        bins = find_binaries(*CONTROL_PLANE, *S3_SERVER)
+    except MissingBinariesError as exc:
+        print(f"dev-cluster: {exc}", file=sys.stderr)
+        return 2
+
+    state: Path = args.state_dir
+    # A fresh cluster every run: etcd data of a previous run would hold pods nobody runs any more.
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    started = time.monotonic()
+    with (
+        ControlPlane(bins, state / "controlplane") as cp,
+        ProcessKubelet(cp.admin_kubeconfig, state / "kubelet"),
+        VersityGW(bins, state / "s3") as s3,
+    ):
+        ep = s3.endpoint
+        env = {
+            "KUBECONFIG": str(cp.admin_kubeconfig),
+            "FERRY_S3_ENDPOINT": ep.url,
+            "AWS_ACCESS_KEY_ID": ep.access_key,
+            "AWS_SECRET_ACCESS_KEY": ep.secret_key,
+            "AWS_DEFAULT_REGION": ep.region,
+        }
+        env_file = state / "env"
+        env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+        env_file.chmod(0o600)
+        kubectl = bins.bin_dir / "kubectl"
+        print(
+            f"dev-cluster ready in {time.monotonic() - started:.1f} s\n"
+            f"  kubeconfig:   {cp.admin_kubeconfig}\n"
+            f"  apiserver:    {cp.url}\n"
+            f"  S3 endpoint:  {ep.url} (region {ep.region})\n"
+            f"  S3 access key: {ep.access_key}\n"
+            f"  S3 secret key: {ep.secret_key}\n"
+            f"  kubectl:      {kubectl}\n"
+            f"  logs:         {state}/controlplane/logs, {state}/kubelet, {state}/s3\n"
+            f"In another shell: set -a; source {env_file}; set +a\n"
+            "Stop with Ctrl-C.",
+            flush=True,
+        )
+        parent = os.getppid()
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                # `make` was killed without passing the signal on: nobody can stop us any more.
+                print("dev-cluster: parent process gone", flush=True)
+                break
+            cp.check_running()
+            if s3.proc is not None:
+                s3.proc.check_running()
+        print("dev-cluster: stopping", flush=True)
+    (state / "env").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
