@@ -1,0 +1,22 @@
+# The benchmark's targets; included by the main Makefile (`-include bench/bench.mk`), which defines
+# BIN, venv and testbin. Peers that are missing are skipped with a note, never a failure.
+# The AWS CLI and matplotlib go into the bench's own venvs in the cache, never into .venv.
+BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
+BENCH_PY ?= python3
+
+.PHONY: bench bench-smoke bench-tools
+
+# Best effort: a failed install only means those runs (or the plots) are skipped with a note.
+bench-tools:
+	@test -x $(BENCH_CACHE)/bench-awscli/bin/aws || { $(BENCH_PY) -m venv $(BENCH_CACHE)/bench-awscli && \
+		$(BENCH_CACHE)/bench-awscli/bin/pip install -q awscli; } || echo "bench: AWS CLI not installed; aws-cli runs will be skipped"
+	@test -x $(BENCH_CACHE)/bench-plot/bin/python && $(BENCH_CACHE)/bench-plot/bin/python -c 'import matplotlib' 2>/dev/null || \
+		{ $(BENCH_PY) -m venv $(BENCH_CACHE)/bench-plot && $(BENCH_CACHE)/bench-plot/bin/pip install -q matplotlib; } || \
+		echo "bench: matplotlib not installed; plots will be skipped"
+
+bench: venv testbin bench-tools
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
+
+# Small sizes and short caps: under 3 minutes on 2 cores.
+bench-smoke: venv bench-tools
+	BENCH_SMOKE=1 FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
