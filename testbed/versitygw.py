@@ -106,7 +106,18 @@ class VersityGW:
         port = self.port or free_port()
         access_key = "ferry" + secrets.token_hex(6)
         secret_key = secrets.token_urlsafe(30)
-        argv = [str(binary), "--port", f"127.0.0.1:{port}", "--region", self.region, "--quiet", "posix"]
+        # versitygw closes every connection unless asked not to; real S3 services keep them alive, and
+        # clients' costs are only comparable with connection reuse.
+        argv = [
+            str(binary),
+            "--port",
+            f"127.0.0.1:{port}",
+            "--region",
+            self.region,
+            "--quiet",
+            "--keep-alive",
+        ]
+        argv += ["posix"]
         if sidecar:
             argv += ["--sidecar", str(self.workdir / "meta")]
             (self.workdir / "meta").mkdir(parents=True, exist_ok=True)
