@@ -240,6 +240,49 @@ class Report(Location):
     """Where the list of failed objects is written (JSON lines)."""
 
 
+class Target(_Model):
+    """What the operator sizes parallelism for: a rate, or a time by which the copy should be done."""
+
+    objects_per_second: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
+    deadline: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Target:
+        if (self.objects_per_second is None) == (self.deadline is None):
+            raise ValueError("set exactly one of objectsPerSecond and deadline")
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise ValueError("deadline needs a time zone, e.g. 2026-12-01T00:00:00Z")
+        return self
+
+
+_CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$")
+
+
+def _memory(value: Any) -> Any:
+    return value if value == "auto" else parse_bytes(value)
+
+
+def _cpu(value: Any) -> str:
+    text = str(value)
+    if isinstance(value, bool) or not _CPU.match(text):
+        raise ValueError(f"{value!r} is not a CPU quantity; use forms like 500m or 2")
+    return text
+
+
+class Resources(_Model):
+    """Worker pod resources. ``memory: auto`` (default) sizes the pod from the object-size histogram."""
+
+    memory: Annotated[Literal["auto"] | int, BeforeValidator(_memory)] = "auto"
+    cpu: Annotated[str, BeforeValidator(_cpu)] | None = None
+
+
+class ShardSize(_Model):
+    """Upper bounds of one shard (one Indexed Job completion); absent = chosen by planning."""
+
+    max_objects: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = None
+    max_bytes: ByteSize | None = None
+
+
 class CopyJobSpec(_Model):
     source: Location
     destination: Destination
@@ -251,6 +294,14 @@ class CopyJobSpec(_Model):
     concurrency: Concurrency = Concurrency()
     rate_limit: RateLimit = RateLimit()
     report: Report | None = None
+    # Fields the operator acts on; `ferry run` accepts them and uses none but dryRun.
+    parallelism: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
+    target: Target | None = None
+    resources: Resources = Resources()
+    dry_run: StrictBool = False
+    suspend: StrictBool = False
+    ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31_536_000)] | None = None
+    shard_size: ShardSize = ShardSize()
 
     @model_validator(mode="after")
     def _no_overlap(self) -> CopyJobSpec:
