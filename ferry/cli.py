@@ -23,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_arguments(run_parser)
     run_parser.set_defaults(handler=run.run_cli)
 
+    worker = commands.add_parser("worker", help="run one shard of a planned CopyJob (inside a worker pod)")
+    worker.set_defaults(handler=lambda _args: _worker())
+    operator = commands.add_parser("operator", help="run the CopyJob operator")
+    operator.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
+    operator.set_defaults(handler=_operator)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -33,6 +39,28 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("botocore").setLevel(logging.WARNING)
     code: int = args.handler(args)
     return code
+
+
+def _worker() -> int:
+    from ferry.worker import pod
+
+    return pod.main()
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from ferry.operator import handlers
+
+    namespaces = args.namespace or list(handlers.SETTINGS.watch_namespaces)
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{handlers.SETTINGS.liveness_port}/healthz",
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -200,12 +200,17 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 
 def rewrite_paths(text: str, mounts: Sequence[tuple[str, str]]) -> str:
-    """Replace container paths under a mountPath by the local directory (longest mountPath first)."""
-    for container_path, local in mounts:
-        cp = container_path.rstrip("/") or "/"
-        pattern = r"(?<![\w.\-/])" + re.escape(cp) + r"(?=$|/|[^\w.\-])"
-        text = re.sub(pattern, local.replace("\\", "\\\\"), text)  # a literal replacement
-    return text
+    """Replace container paths under a mountPath by the local directory (longest mountPath first).
+
+    One pass over the text: a replaced path is never scanned again, so a mount at `/tmp` cannot
+    rewrite the local directory of another mount when the pods' directories live under `/tmp`.
+    """
+    if not mounts:
+        return text
+    targets = {(cp.rstrip("/") or "/"): local for cp, local in mounts}
+    ordered = sorted(targets, key=len, reverse=True)
+    pattern = r"(?<![\w.\-/])(" + "|".join(re.escape(cp) for cp in ordered) + r")(?=$|/|[^\w.\-])"
+    return re.sub(pattern, lambda m: targets[m.group(1)], text)
 
 
 class ConfigError(Exception):
@@ -464,7 +469,9 @@ class PodRunner:
         mounts = self._mounts_for(c, run)
         argv = [expand(a, env) for a in [*c.get("command", []), *c.get("args", [])]]
         argv = [rewrite_paths(a, mounts) for a in argv]
-        env = {k: rewrite_paths(v, mounts) for k, v in env.items()}
+        # Paths the kubelet itself provides are host paths already; only the pod's own values map.
+        own = self._host_env(c)
+        env = {k: v if own.get(k) == v else rewrite_paths(v, mounts) for k, v in env.items()}
         cwd = rewrite_paths(c["workingDir"], mounts) if c.get("workingDir") else str(self.dir)
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
         run.message_path.parent.mkdir(parents=True, exist_ok=True)
@@ -587,10 +594,11 @@ class PodRunner:
             raise ConfigError(f"couldn't find key {ref['key']} in {what.capitalize()} {ns}/{ref['name']}")
         return None if value is None else value.decode(errors="replace")
 
-    def _env(self, c: Obj) -> dict[str, str]:
+    def _host_env(self, c: Obj) -> dict[str, str]:
+        """What the kubelet adds to every container, before the pod's own env."""
         md = self.pod["metadata"]
         host, port = self.kubelet.api_host_port
-        env: dict[str, str] = {
+        return {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(self.dir),
             "HOSTNAME": self.pod["spec"].get("hostname") or md["name"],
@@ -600,6 +608,10 @@ class PodRunner:
             "FERRY_POD_IP": self.pod_ip,
             "FERRY_TERMINATION_MESSAGE_PATH": str(self.dir / "termination" / c["name"]),
         }
+
+    def _env(self, c: Obj) -> dict[str, str]:
+        md = self.pod["metadata"]
+        env = self._host_env(c)
         ns = md["namespace"]
         for src in c.get("envFrom", []):
             prefix = src.get("prefix", "")

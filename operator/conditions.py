@@ -1,0 +1,50 @@
+"""Kubernetes-style conditions (metav1.Condition semantics). Pure.
+
+`lastTransitionTime` changes only when `status` changes; reason and message may change at any time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+def set_conditions(
+    existing: list[dict[str, Any]], updates: list[Condition], now: str, generation: int
+) -> list[dict[str, Any]]:
+    """Apply ``updates`` to ``existing`` (a list of condition dicts), keeping order and transition times."""
+    by_type = {c.get("type"): dict(c) for c in existing}
+    for update in updates:
+        previous = by_type.get(update.type)
+        changed = previous is None or previous.get("status") != update.status
+        by_type[update.type] = {
+            "type": update.type,
+            "status": update.status,
+            "reason": update.reason,
+            "message": update.message[:32768],
+            "lastTransitionTime": now
+            if changed or previous is None
+            else previous.get("lastTransitionTime", now),
+            "observedGeneration": generation,
+        }
+    order = [c.get("type") for c in existing] + [
+        u.type for u in updates if u.type not in {c.get("type") for c in existing}
+    ]
+    return [by_type[t] for t in order if t in by_type]
+
+
+def get(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def is_true(conditions: list[dict[str, Any]], kind: str) -> bool:
+    found = get(conditions, kind)
+    return bool(found and found.get("status") == "True")

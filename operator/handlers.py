@@ -1,0 +1,90 @@
+"""kopf wiring: thin. One timer per CopyJob runs `reconcile` every few seconds (level-based: it converges
+from what exists, so restarts and missed events cost nothing); settings, metrics and an index of
+active CopyJobs per namespace are set up here. All logic lives in the pure modules and `reconcile`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import Counter, Gauge, start_http_server
+
+from ferry.operator.errors import to_kopf
+from ferry.operator.kube import Kube
+from ferry.operator.reconcile import TERMINAL, Context, reconcile
+from ferry.operator.settings import OperatorSettings
+
+GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
+COPYJOBS = Gauge("ferry_copyjobs", "CopyJobs seen by this operator, by phase", ["phase"])
+RECONCILE_ERRORS = Counter("ferry_reconcile_errors", "Reconciliations that raised an error")
+SETTINGS = OperatorSettings.from_env()
+_phases: dict[str, str] = {}
+
+
+@kopf.on.startup()
+def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Storage names chosen once: changing them later would orphan the state of existing CopyJobs.
+    settings.persistence.finalizer = "ferry.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="ferry.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="ferry.dev")
+    settings.posting.level = logging.INFO
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    memo.kube = Kube()
+    start_http_server(SETTINGS.metrics_port)
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def active_by_namespace(
+    *, namespace: str | None, name: str, status: kopf.Status, **_: Any
+) -> dict[str, str] | None:
+    """CopyJobs holding worker pods or about to, for the per-namespace cap."""
+    phase = dict(status or {}).get("phase")
+    return {namespace or "": name} if phase in ("Planning", "Running", "Suspended") else None
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=SETTINGS.aggregate_interval_seconds,
+    id="reconcile",
+    when=lambda status, **_: (status or {}).get("phase") not in TERMINAL,
+)
+async def reconcile_copyjob(
+    *,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    def post(kind: str, reason: str, message: str) -> None:
+        (kopf.info if kind == "Normal" else kopf.warn)(body, reason=reason, message=message)
+
+    namespace, name = meta["namespace"], meta["name"]
+    active_by_namespace: kopf.Index[str, str] = kwargs["active_by_namespace"]
+    others = [n for n in active_by_namespace.get(namespace, []) if n != name]
+    context = Context(kube=memo.kube, settings=SETTINGS, post=post)
+    try:
+        new_status = await reconcile(context, dict(meta), dict(spec), dict(status), len(others))
+    except Exception as exc:
+        RECONCILE_ERRORS.inc()
+        raise to_kopf(exc, SETTINGS.aggregate_interval_seconds) from exc
+    for key, value in new_status.items():
+        patch.status[key] = value
+    _phases[f"{namespace}/{name}"] = str(
+        new_status.get("phase") or dict(status or {}).get("phase") or "Pending"
+    )
+    for phase in ("Pending", "Planning", "Planned", "Running", "Suspended", "Succeeded", "Failed"):
+        COPYJOBS.labels(phase).set(sum(1 for p in _phases.values() if p == phase))
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget(*, meta: kopf.Meta, **_: Any) -> None:
+    """Children go with ownerReferences; only the metrics need to forget the CopyJob."""
+    _phases.pop(f"{meta['namespace']}/{meta['name']}", None)

@@ -1,0 +1,125 @@
+"""The Kubernetes adapter: the few API calls the operator makes, with raw bodies as dicts, every call
+counted for `/metrics`. Blocking calls (the official client is synchronous); handlers run them in
+threads. Nothing outside this module touches the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.request
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
+
+API_REQUESTS = Counter(
+    "ferry_api_requests", "Kubernetes API requests made by the operator", ["verb", "resource"]
+)
+GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
+
+
+class Kube:
+    def __init__(self) -> None:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
+            "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        ):
+            config.load_incluster_config()
+        else:
+            config.load_kube_config()
+        api = client.ApiClient()
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self._api = api
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        return dict(self._api.sanitize_for_serialization(obj))
+
+    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        API_REQUESTS.labels("get", "secrets").inc()
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        values = {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
+        values.update(secret.string_data or {})
+        return values
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        API_REQUESTS.labels("get", "configmaps").inc()
+        try:
+            return self._plain(self.core.read_namespaced_config_map(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_configmap(self, body: dict[str, Any]) -> None:
+        API_REQUESTS.labels("create", "configmaps").inc()
+        try:
+            self.core.create_namespaced_config_map(body["metadata"]["namespace"], cast(Any, body))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def patch_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        API_REQUESTS.labels("patch", "configmaps").inc()
+        self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        API_REQUESTS.labels("get", "jobs").inc()
+        try:
+            return self._plain(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_job(self, body: dict[str, Any]) -> None:
+        API_REQUESTS.labels("create", "jobs").inc()
+        try:
+            self.batch.create_namespaced_job(body["metadata"]["namespace"], cast(Any, body))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        API_REQUESTS.labels("patch", "jobs").inc()
+        self.batch.patch_namespaced_job(name, namespace, patch)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        API_REQUESTS.labels("list", "pods").inc()
+        return [
+            self._plain(p) for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        ]
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        API_REQUESTS.labels("patch", "copyjobs/status").inc()
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        )
+
+    def copyjobs(self, namespace: str) -> list[dict[str, Any]]:
+        API_REQUESTS.labels("list", "copyjobs").inc()
+        result: dict[str, Any] = cast(
+            Any, self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        )
+        return list(result.get("items", []))
+
+
+def fetch_worker_status(address: str, port: int, timeout: float = 2.0) -> str | None:
+    """GET a running worker's `/status`; None when it does not answer (starting, or gone)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/status", timeout=timeout) as response:
+            return str(response.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

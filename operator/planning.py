@@ -1,0 +1,142 @@
+"""Planning: turn one pass over the source listing into a size histogram and shards. Pure.
+
+Shards are contiguous key ranges of roughly equal objects and bytes; each becomes one completion of the
+Indexed Job. Boundaries are keys, so a retried shard lists exactly its own range again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ferry.model.plan import Shard
+
+#: Histogram bucket upper bounds: powers of four from 1 KiB to 64 GiB, then everything larger.
+BUCKET_BOUNDS: tuple[int, ...] = tuple(1024 * 4**i for i in range(14))
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of objects whose size is at most each bound (the last bucket is unbounded)."""
+
+    counts: tuple[int, ...]
+    objects: int
+    bytes: int
+    largest: int
+
+    def quantile(self, q: float) -> int:
+        """Upper bound of the bucket holding the q-quantile (an over-estimate, which is what sizing wants)."""
+        if not self.objects:
+            return 0
+        rank = q * self.objects
+        running = 0
+        for bound, count in zip((*BUCKET_BOUNDS, self.largest), self.counts, strict=True):
+            running += count
+            if running >= rank:
+                return min(bound, self.largest)
+        return self.largest
+
+    def as_json(self) -> list[dict[str, object]]:
+        bounds = [*(str(b) for b in BUCKET_BOUNDS), "+Inf"]
+        return [{"le": b, "count": c} for b, c in zip(bounds, self.counts, strict=True) if c]
+
+
+#: Fine-grained ranges kept while listing; past this many, neighbours merge (granularity doubles), so a
+#: plan of 100 million objects still fits a ConfigMap.
+MAX_PIECES = 8192
+
+
+@dataclass
+class Planner:
+    """Consumes the listing in key order, one object at a time, in bounded memory.
+
+    It keeps the histogram and fine "pieces" of the key space; `finish` groups pieces into shards of
+    roughly equal objects and bytes once the totals are known.
+    """
+
+    piece_objects: int = 1000
+    piece_bytes: int = 2**30
+    _counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKET_BOUNDS) + 1))
+    _objects: int = 0
+    _bytes: int = 0
+    _largest: int = 0
+    _pieces: list[Shard] = field(default_factory=list)
+    _start: str | None = None
+    _open_objects: int = 0
+    _open_bytes: int = 0
+
+    def add(self, key: str, size: int) -> None:
+        index = next((i for i, bound in enumerate(BUCKET_BOUNDS) if size <= bound), len(BUCKET_BOUNDS))
+        self._counts[index] += 1
+        self._objects += 1
+        self._bytes += size
+        self._largest = max(self._largest, size)
+        self._open_objects += 1
+        self._open_bytes += size
+        if self._open_objects >= self.piece_objects or self._open_bytes >= self.piece_bytes:
+            self._pieces.append(Shard(self._start, key, self._open_objects, self._open_bytes))
+            self._start, self._open_objects, self._open_bytes = key, 0, 0
+            if len(self._pieces) > MAX_PIECES:
+                self._coarsen()
+
+    def add_all(self, items: Iterable[tuple[str, int]]) -> Planner:
+        for key, size in items:
+            self.add(key, size)
+        return self
+
+    def _coarsen(self) -> None:
+        pairs = zip(self._pieces[::2], self._pieces[1::2], strict=False)
+        merged = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
+        if len(self._pieces) % 2:
+            merged.append(self._pieces[-1])
+        self._pieces = merged
+        self.piece_objects *= 2
+        self.piece_bytes *= 2
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        return self._objects, self._bytes
+
+    def histogram(self) -> Histogram:
+        return Histogram(tuple(self._counts), self._objects, self._bytes, self._largest)
+
+    def finish(
+        self, shards: int, max_objects: int | None = None, max_bytes: int | None = None
+    ) -> list[Shard]:
+        """Group the pieces into about ``shards`` ranges of similar cost (objects and bytes weigh
+        equally), never above ``max_objects``/``max_bytes`` where a piece allows. The last range is
+        open-ended, so keys written after planning are still copied."""
+        pieces = list(self._pieces)
+        if self._open_objects or not pieces:
+            pieces.append(Shard(self._start, None, self._open_objects, self._open_bytes))
+        total_objects, total_bytes = max(1, self._objects), max(1, self._bytes)
+        budget = 2.0 / max(1, shards)
+        result: list[Shard] = []
+        current: Shard | None = None
+        for piece in pieces:
+            if current is None:
+                current = piece
+                continue
+            before = current.objects / total_objects + current.bytes / total_bytes
+            after = (current.objects + piece.objects) / total_objects + (
+                current.bytes + piece.bytes
+            ) / total_bytes
+            too_big = (max_objects is not None and current.objects + piece.objects > max_objects) or (
+                max_bytes is not None and current.bytes + piece.bytes > max_bytes
+            )
+            # Close when adding the piece would overshoot the budget more than leaving it out undershoots.
+            if (after > budget and after - budget > budget - before) or too_big:
+                result.append(current)
+                current = piece
+            else:
+                current = Shard(
+                    current.start_after,
+                    piece.end,
+                    current.objects + piece.objects,
+                    current.bytes + piece.bytes,
+                )
+        assert current is not None
+        result.append(current)
+        last = result[-1]
+        result[-1] = Shard(last.start_after, None, last.objects, last.bytes)
+        return result

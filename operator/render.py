@@ -1,0 +1,219 @@
+"""Rendering of the objects a CopyJob owns: the plan ConfigMap and the Indexed Job of workers. Pure:
+values in, Kubernetes manifests (dicts) out.
+
+Worker pods run under the restricted Pod Security Standard with no Kubernetes token: they hold S3
+credentials only, taken from the Secrets the CopyJob names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.model import CopyJobSpec
+from ferry.model.plan import SHARDS_FILE, SPEC_FILE, SUMMARY_FILE, Shard
+from ferry.operator.settings import OperatorSettings
+from ferry.operator.sizing import Sizing
+
+LABEL_COPYJOB = "ferry.dev/copyjob"
+PLAN_MOUNT = "/etc/ferry/plan"
+#: ConfigMaps hold at most 1 MiB; keep room for the spec and metadata.
+MAX_SHARDS_BYTES = 900 * 1024
+WORKER_UID = 10001
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "CopyJob",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def child_name(owner: str, suffix: str, limit: int = 52) -> str:
+    """``<owner>-<suffix>``, shortened with a hash when too long (Indexed Job pod hostnames add ``-N``)."""
+    name = f"{owner}-{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:8]
+    return f"{owner[: limit - len(suffix) - 10]}-{digest}-{suffix}"
+
+
+def plan_name(owner: str) -> str:
+    return child_name(owner, "plan", 253)
+
+
+def job_name(owner: str) -> str:
+    return child_name(owner, "workers")
+
+
+def labels(owner: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "ferry",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "ferry-operator",
+        LABEL_COPYJOB: owner,
+    }
+
+
+def fit_shards(shards: list[Shard], limit: int = MAX_SHARDS_BYTES) -> list[Shard]:
+    """Merge neighbouring shards until their JSON fits the ConfigMap."""
+    while len(shards) > 1 and len(json.dumps([s.as_json() for s in shards])) > limit:
+        merged = [
+            Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes)
+            for a, b in zip(shards[::2], shards[1::2], strict=False)
+        ]
+        if len(shards) % 2:
+            merged.append(shards[-1])
+        shards = merged
+    return shards
+
+
+def render_plan(
+    owner: Owner, spec: CopyJobSpec, shards: list[Shard], summary: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": plan_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": labels(owner.name, "plan"),
+            "ownerReferences": [owner.reference()],
+        },
+        "data": {
+            SPEC_FILE: json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True)),
+            SHARDS_FILE: json.dumps([s.as_json() for s in shards]),
+            SUMMARY_FILE: json.dumps(summary),
+        },
+    }
+
+
+def _credential_env(prefix: str, secret: str | None) -> list[dict[str, Any]]:
+    if secret is None:
+        return []
+    return [
+        {
+            "name": f"FERRY_{prefix}_{var}",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}},
+        }
+        for var, key, optional in (
+            ("ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID", False),
+            ("SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", False),
+            ("SESSION_TOKEN", "AWS_SESSION_TOKEN", True),
+        )
+    ]
+
+
+def render_job(
+    owner: Owner,
+    spec: CopyJobSpec,
+    sizing: Sizing,
+    shard_count: int,
+    settings: OperatorSettings,
+    parallelism: int,
+) -> dict[str, Any]:
+    memory = str(sizing.pod_memory_bytes)
+    requests: dict[str, str] = {"memory": memory}
+    cpu = spec.resources.cpu or settings.default_worker_cpu
+    if cpu:
+        requests["cpu"] = cpu
+    env: list[dict[str, Any]] = [
+        {"name": "FERRY_COPYJOB", "value": owner.name},
+        {"name": "FERRY_PLAN_DIR", "value": PLAN_MOUNT},
+        {"name": "FERRY_MEMORY_LIMIT", "value": str(sizing.memory_limit_bytes)},
+        {"name": "FERRY_INITIAL_CONCURRENCY", "value": str(sizing.initial_concurrency)},
+        {"name": "FERRY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "FERRY_STATUS_PORT", "value": str(settings.status_port)},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *_credential_env("SOURCE", spec.source.credentials_secret),
+        *_credential_env("DESTINATION", spec.destination.credentials_secret),
+        *_credential_env("REPORT", spec.report.credentials_secret if spec.report else None),
+    ]
+    pod_labels = labels(owner.name, "worker")
+    container = {
+        "name": "worker",
+        "image": settings.worker_image,
+        "command": ["ferry", "worker"],
+        "env": env,
+        "ports": [{"name": "status", "containerPort": settings.status_port, "protocol": "TCP"}],
+        "resources": {"requests": requests, "limits": {"memory": memory}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": shard_count,
+        "parallelism": parallelism,
+        "backoffLimitPerIndex": 3,
+        "suspend": spec.suspend,
+        "podFailurePolicy": {
+            "rules": [
+                # Exit 2: the plan or configuration is invalid; retrying the index cannot help.
+                {
+                    "action": "FailIndex",
+                    "onExitCodes": {"containerName": "worker", "operator": "In", "values": [2]},
+                },
+                # Evictions and preemptions are not the shard's fault and do not count against it.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        },
+        "template": {
+            "metadata": {"labels": pod_labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": 30,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": WORKER_UID,
+                    "runAsGroup": WORKER_UID,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [container],
+                "volumes": [
+                    {"name": "plan", "configMap": {"name": plan_name(owner.name)}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                ],
+            },
+        },
+    }
+    if settings.worker_service_account:
+        job_spec["template"]["spec"]["serviceAccountName"] = settings.worker_service_account
+    if spec.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(owner.name),
+            "namespace": owner.namespace,
+            "labels": labels(owner.name, "worker"),
+            "ownerReferences": [owner.reference()],
+        },
+        "spec": job_spec,
+    }

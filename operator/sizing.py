@@ -1,0 +1,118 @@
+"""Sizing: from the object-size histogram (or the declared distribution before listing) to worker pod
+memory, the worker's `FERRY_MEMORY_LIMIT`, its initial and maximum concurrency, and how many pods meet
+`spec.target`. Pure; every constant below is a measured figure or a stated assumption.
+
+The incident this replaces budgeted 50 MiB per transfer of 100 KB objects. A streaming transfer really
+holds one part buffer (the object itself when smaller than a part) plus about 0.2 MiB of thread and
+connection state (measured with boto3; the worker learns the real overhead at run time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ferry.operator.planning import Histogram
+from ferry.worker.parts import DEFAULT_PART
+
+MiB = 2**20
+#: Interpreter, boto3 clients, listing buffers: measured RSS of an idle worker is ~90 MiB.
+BASELINE_BYTES = 128 * MiB
+#: Per-transfer overhead beyond the payload buffer (thread, connection, parser state).
+OVERHEAD_BYTES = 256 * 1024
+#: FERRY_MEMORY_LIMIT is this share of the pod limit, like GOMEMLIMIT below a cgroup limit.
+SOFT_LIMIT_SHARE = 0.8
+#: What one worker pod sustains on small objects over a remote link, conservatively (a worker process is
+#: bound by its own CPU near 250 objects/s on one core; planning assumes a fifth of that per pod so the
+#: target holds under latency and throttling).
+OBJECTS_PER_SECOND_PER_POD = 50.0
+#: What one worker pod sustains on large objects (bytes/s), conservatively.
+BYTES_PER_SECOND_PER_POD = 50 * MiB
+MIN_POD_MEMORY = 256 * MiB
+MAX_CONCURRENCY_PER_POD = 512
+WORKING_SET_CAP = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Sizing:
+    pod_memory_bytes: int
+    memory_limit_bytes: int  # FERRY_MEMORY_LIMIT
+    initial_concurrency: int
+    max_concurrency: int
+    parallelism: int
+    predicted_seconds: int | None
+    reason: str  # one sentence a user can check
+
+
+def per_transfer_bytes(size: int, part_size: int = DEFAULT_PART) -> int:
+    return min(size, part_size) + OVERHEAD_BYTES
+
+
+def size(
+    *,
+    objects: int,
+    total_bytes: int,
+    median: int,
+    p99: int,
+    shards: int,
+    target_objects_per_second: int | None = None,
+    deadline_seconds: float | None = None,
+    parallelism_cap: int | None = None,
+    memory_override: int | None = None,
+    concurrency_max: int = 512,
+    part_size: int = DEFAULT_PART,
+) -> Sizing:
+    """Size a CopyJob's workers. ``median``/``p99`` are object sizes in bytes."""
+    # Concurrency: enough transfers of the p99 size to keep a pod busy, bounded by spec.concurrency.max.
+    # Payload memory is capped at WORKING_SET_CAP: 512 transfers of 100 KB, or 120 of 8 MiB parts.
+    by_memory = max(4, WORKING_SET_CAP // per_transfer_bytes(median, part_size))
+    max_concurrency = max(1, min(concurrency_max, MAX_CONCURRENCY_PER_POD, by_memory))
+    initial = max(1, min(max_concurrency, 32 if median <= MiB else 8))
+    # Memory: the baseline plus the max concurrency of median-sized transfers, with room for p99 ones
+    # (the adaptive manager's admission keeps the real mix within FERRY_MEMORY_LIMIT anyway).
+    working_set = max_concurrency * per_transfer_bytes(median, part_size) + 8 * per_transfer_bytes(
+        p99, part_size
+    )
+    pod_memory = memory_override or _round_up(
+        max(MIN_POD_MEMORY, int((BASELINE_BYTES + working_set) / SOFT_LIMIT_SHARE))
+    )
+    memory_limit = int(pod_memory * SOFT_LIMIT_SHARE)
+
+    # Pods: what the target needs, at the conservative per-pod rates, never more than shards or the cap.
+    per_pod_rate = min(
+        OBJECTS_PER_SECOND_PER_POD, BYTES_PER_SECOND_PER_POD / max(1, total_bytes / max(1, objects))
+    )
+    needed_rate = None
+    if target_objects_per_second:
+        needed_rate = float(target_objects_per_second)
+    elif deadline_seconds:
+        needed_rate = objects / max(1.0, deadline_seconds)
+    pods = math.ceil(needed_rate / per_pod_rate) if needed_rate else min(4, shards)
+    cap = parallelism_cap or 1000
+    parallelism = max(1, min(pods, shards, cap))
+    predicted = int(objects / (parallelism * per_pod_rate)) if objects else 0
+    reason = (
+        f"{parallelism} pod(s) x {per_pod_rate:.3g} objects/s planned per pod"
+        + (f" for a target of {needed_rate:.0f} objects/s" if needed_rate else "")
+        + f"; {_mib(pod_memory)} per pod for up to {max_concurrency} transfers of {_mib(per_transfer_bytes(median, part_size), 2)}"
+    )
+    return Sizing(pod_memory, memory_limit, initial, max_concurrency, parallelism, predicted, reason)
+
+
+def size_from_histogram(histogram: Histogram, shards: int, **kwargs: object) -> Sizing:
+    return size(
+        objects=histogram.objects,
+        total_bytes=histogram.bytes,
+        median=histogram.quantile(0.5),
+        p99=histogram.quantile(0.99),
+        shards=shards,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _round_up(value: int, step: int = 64 * MiB) -> int:
+    return -(-value // step) * step
+
+
+def _mib(value: int, digits: int = 0) -> str:
+    return f"{value / MiB:.{digits}f} MiB"

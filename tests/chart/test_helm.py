@@ -1,0 +1,381 @@
+"""The Helm chart, rendered by the real `helm` (built by `make testbin`) and checked object by object.
+
+Two renderings: default values, and testdata/values/full.yaml (watchNamespaces, monitors, NetworkPolicies,
+PDB, dashboard). Checked: `helm lint --strict`; the restricted Pod Security Standard on every container;
+the worker ServiceAccount mounts no token and is bound to nothing; RBAC without wildcards or versions in
+apiGroups; the operator's environment; the values schema refusing unknown keys. Plus the Dockerfile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "ferry"
+FULL_VALUES = Path(__file__).resolve().parent / "testdata" / "values" / "full.yaml"
+RELEASE, NAMESPACE = "ferry", "ferry-system"
+
+OPERATOR_ENV = {
+    "FERRY_WATCH_NAMESPACES",
+    "FERRY_WORKER_IMAGE",
+    "FERRY_WORKER_SERVICE_ACCOUNT",
+    "FERRY_DEFAULT_WORKER_MEMORY",
+    "FERRY_DEFAULT_WORKER_CPU",
+    "FERRY_MAX_PODS_PER_JOB",
+    "FERRY_MAX_MEMORY_PER_POD",
+    "FERRY_MAX_JOBS_PER_NAMESPACE",
+    "FERRY_AGGREGATE_INTERVAL_SECONDS",
+    "FERRY_METRICS_PORT",
+    "FERRY_LIVENESS_PORT",
+}
+METRICS = {
+    "ferry_objects_total",
+    "ferry_bytes_total",
+    "ferry_concurrency",
+    "ferry_in_flight",
+    "ferry_memory_rss_bytes",
+    "ferry_memory_budget_bytes",
+    "ferry_throttles_total",
+    "ferry_retries_total",
+    "ferry_transfer_seconds",
+    "ferry_copyjobs",
+    "ferry_reconcile_errors_total",
+    "ferry_api_requests_total",
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    bin_dir = os.environ.get("FERRY_TESTBIN")
+    if not bin_dir:
+        pytest.fail(
+            "FERRY_TESTBIN is not set: run `make testbin`, then FERRY_TESTBIN=$(make -s testbin-dir) pytest ...",
+            pytrace=False,
+        )
+    path = Path(bin_dir) / "helm"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"helm not found in {bin_dir}: run `make testbin` (it builds helm from hack/)", pytrace=False
+        )
+    return path
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def render(helm: Path, *args: str) -> list[dict[str, Any]]:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def default_objects(helm: Path) -> list[dict[str, Any]]:
+    return render(helm)
+
+
+@pytest.fixture(scope="module")
+def full_objects(helm: Path) -> list[dict[str, Any]]:
+    return render(helm, "--values", str(FULL_VALUES))
+
+
+@pytest.fixture(params=["default", "full"])
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    rendered: list[dict[str, Any]] = request.getfixturevalue(f"{request.param}_objects")
+    return rendered
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def the(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in of_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = container
+    return result
+
+
+# -- lint and schema --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [None, FULL_VALUES], ids=["default", "full"])
+def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
+    proc = run_helm(helm, "lint", "--strict", str(CHART), *(["--values", str(values)] if values else []))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("setting", ["bogus=1", "image.iamge=x", "worker.maxPodsPerJob=0", "metrics.port=0"])
+def test_values_schema_refuses_bad_values(helm: Path, setting: str) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting)
+    assert proc.returncode != 0, f"--set {setting} was accepted"
+    assert "values don't meet the specifications of the schema" in proc.stderr, proc.stderr
+
+
+def test_values_yaml_documents_every_key() -> None:
+    text = (CHART / "values.yaml").read_text()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def leaves(node: dict[str, Any], path: str) -> list[str]:
+        found = []
+        for name, child in node.get("properties", {}).items():
+            child_path = f"{path}.{name}" if path else name
+            documented = f"# {child_path} --" in text
+            if child.get("additionalProperties") is False and child.get("properties") and not documented:
+                found.extend(leaves(child, child_path))
+            else:
+                found.append(child_path)
+        return found
+
+    values = yaml.safe_load(text)
+    for path in leaves(schema, ""):
+        if path == "global":
+            continue
+        node: Any = values
+        for part in path.split("."):
+            assert part in node, f"{path} is in values.schema.json but not in values.yaml"
+            node = node[part]
+        assert f"# {path} --" in text, f"values.yaml has no comment documenting {path}"
+
+
+# -- security -------------------------------------------------------------------------------------
+
+
+def test_every_container_is_restricted(objects: list[dict[str, Any]]) -> None:
+    pods = [o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Deployment", "Job", "DaemonSet")]
+    assert pods
+    for pod in pods:
+        pod_ctx = pod.get("securityContext", {})
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            ctx = container["securityContext"]
+            merged = {**pod_ctx, **ctx}
+            assert merged["runAsNonRoot"] is True
+            assert merged["runAsUser"] == 10001
+            assert merged["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert not ctx.get("capabilities", {}).get("add")
+            assert not ctx.get("privileged")
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+
+
+def test_operator_deployment(objects: list[dict[str, Any]]) -> None:
+    deployment = the(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container(objects)
+    assert container["command"] == ["ferry", "operator"]
+    assert {e["name"] for e in container["env"]} == OPERATOR_ENV
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9090, "healthz": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert "readinessProbe" not in container
+    assert container["resources"]["limits"]["memory"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert pod["serviceAccountName"] == f"{RELEASE}" or pod["serviceAccountName"].startswith(RELEASE)
+
+
+def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
+    env = {e["name"]: e["value"] for e in operator_container(default_objects)["env"]}
+    image = operator_container(default_objects)["image"]
+    assert env == {
+        "FERRY_WATCH_NAMESPACES": "",
+        "FERRY_WORKER_IMAGE": image,
+        "FERRY_WORKER_SERVICE_ACCOUNT": f"{RELEASE}-worker",
+        "FERRY_DEFAULT_WORKER_MEMORY": "auto",
+        "FERRY_DEFAULT_WORKER_CPU": "1",
+        "FERRY_MAX_PODS_PER_JOB": "50",
+        "FERRY_MAX_MEMORY_PER_POD": "8Gi",
+        "FERRY_MAX_JOBS_PER_NAMESPACE": "10",
+        "FERRY_AGGREGATE_INTERVAL_SECONDS": "5",
+        "FERRY_METRICS_PORT": "9090",
+        "FERRY_LIVENESS_PORT": "8080",
+    }
+    assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), image
+
+
+def test_operator_env_from_values(full_objects: list[dict[str, Any]]) -> None:
+    env = {e["name"]: e["value"] for e in operator_container(full_objects)["env"]}
+    assert env["FERRY_WATCH_NAMESPACES"] == "team-a,team-b"
+    assert env["FERRY_MAX_PODS_PER_JOB"] == "20"
+    assert env["FERRY_DEFAULT_WORKER_MEMORY"] == "2Gi"
+    assert "@sha256:" in env["FERRY_WORKER_IMAGE"]
+    assert env["FERRY_WORKER_IMAGE"] == operator_container(full_objects)["image"]
+
+
+def test_worker_service_account_has_no_token_and_no_rbac(objects: list[dict[str, Any]]) -> None:
+    workers = [o for o in of_kind(objects, "ServiceAccount") if o["metadata"]["name"] == f"{RELEASE}-worker"]
+    assert workers
+    for account in workers:
+        assert account["automountServiceAccountToken"] is False
+    for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
+        names = {s["name"] for s in binding["subjects"]}
+        assert f"{RELEASE}-worker" not in names, f"{binding['metadata']['name']} binds the worker account"
+
+
+def test_worker_service_account_in_every_watched_namespace(full_objects: list[dict[str, Any]]) -> None:
+    namespaces = {
+        o["metadata"]["namespace"]
+        for o in of_kind(full_objects, "ServiceAccount")
+        if o["metadata"]["name"] == f"{RELEASE}-worker"
+    }
+    assert namespaces == {NAMESPACE, "team-a", "team-b"}
+
+
+# -- RBAC -----------------------------------------------------------------------------------------
+
+
+def rules(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [rule for role in of_kind(objects, kind) for rule in role["rules"]]
+
+
+def grants(rule_list: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rule_list
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+NAMESPACED = {
+    *(("ferry.dev", "copyjobs", v) for v in ("get", "list", "watch", "patch")),
+    *(("ferry.dev", "copyjobs/status", v) for v in ("get", "patch", "update")),
+    ("ferry.dev", "copyjobs/finalizers", "update"),
+    *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    *(("", "configmaps", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+    *(("", "pods", v) for v in ("get", "list", "watch")),
+    ("", "secrets", "get"),
+    *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
+}
+DISCOVERY = {
+    *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")),
+    *(("", "namespaces", v) for v in ("list", "watch")),
+}
+
+
+def test_rbac_has_no_wildcards_or_versions(objects: list[dict[str, Any]]) -> None:
+    for rule in rules(objects, "Role") + rules(objects, "ClusterRole"):
+        for key in ("apiGroups", "resources", "verbs"):
+            assert not any("*" in value for value in rule[key]), f"wildcard in {rule}"
+        assert not any("/" in group for group in rule["apiGroups"]), f"a version in apiGroups: {rule}"
+        assert "resourceNames" not in rule or rule["resourceNames"]
+
+
+def test_cluster_wide_rbac(default_objects: list[dict[str, Any]]) -> None:
+    assert of_kind(default_objects, "Role") == []
+    assert grants(rules(default_objects, "ClusterRole")) == NAMESPACED | DISCOVERY
+    binding = the(default_objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+
+def test_namespaced_rbac(full_objects: list[dict[str, Any]]) -> None:
+    assert grants(rules(full_objects, "ClusterRole")) == DISCOVERY
+    roles = of_kind(full_objects, "Role")
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    for role in roles:
+        assert grants(role["rules"]) == NAMESPACED
+    bindings = of_kind(full_objects, "RoleBinding")
+    assert {b["metadata"]["namespace"] for b in bindings} == {"team-a", "team-b"}
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+
+# -- optional objects -----------------------------------------------------------------------------
+
+
+def test_optional_objects_are_off_by_default(default_objects: list[dict[str, Any]]) -> None:
+    kinds = {o["kind"] for o in default_objects}
+    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}
+
+
+def test_monitors(full_objects: list[dict[str, Any]]) -> None:
+    service_monitor = the(full_objects, "ServiceMonitor")
+    assert service_monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert service_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    pod_monitor = the(full_objects, "PodMonitor")
+    assert pod_monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    assert pod_monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "status", "path": "/metrics", "interval": "15s"}
+    ]
+    assert pod_monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+
+
+def test_network_policies(full_objects: list[dict[str, Any]]) -> None:
+    policies = {
+        (p["metadata"]["namespace"], p["metadata"]["name"]): p for p in of_kind(full_objects, "NetworkPolicy")
+    }
+    operator = policies[(NAMESPACE, f"{RELEASE}-operator")]
+    assert operator["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress_ports = {p["port"] for rule in operator["spec"]["egress"] for p in rule["ports"]}
+    assert {443, 6443, 8080} <= egress_ports
+    for namespace in ("team-a", "team-b"):
+        worker = policies[(namespace, f"{RELEASE}-workers")]
+        assert worker["spec"]["policyTypes"] == ["Ingress"]
+        assert worker["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+        (rule,) = worker["spec"]["ingress"]
+        assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+        peer = rule["from"][0]
+        assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+        assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+
+
+def test_dashboard(full_objects: list[dict[str, Any]]) -> None:
+    config_map = the(full_objects, "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["ferry.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "ferry.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
+    used = set(re.findall(r"\bferry_[a-z_]+", exprs))
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
+    assert used == METRICS
+
+
+def test_standard_labels(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+            assert key in labels, f"{obj['kind']} {obj['metadata']['name']} lacks {key}"
+        assert labels["helm.sh/chart"].startswith("ferry-")
+
+
+def test_pdb_never_blocks_drains(full_objects: list[dict[str, Any]]) -> None:
+    pdb = the(full_objects, "PodDisruptionBudget")
+    assert "minAvailable" not in pdb["spec"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+# -- the image ------------------------------------------------------------------------------------
+
+
+def test_dockerfile_runs_as_numeric_non_root_user() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
+    assert users, "the Dockerfile sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]} is not a numeric non-root uid"
+    assert re.search(r"^FROM python:3\.11-slim\s*$", text, flags=re.MULTILINE), (
+        "final stage is not python:3.11-slim"
+    )
+    assert re.search(r'^ENTRYPOINT \["ferry"\]', text, flags=re.MULTILINE)
+    assert "[dev]" not in text, "the image must not install dev extras"
+    assert (REPO / ".dockerignore").is_file()

@@ -1,0 +1,360 @@
+"""The CopyJob CRD and the Helm chart against a real kube-apiserver (the testbed's `cluster`).
+
+The CRD is applied and must become Established (the API server compiles its CEL rules then). Every
+example is accepted; invalid CopyJobs are refused at create time with an error naming the field, and
+the pydantic model refuses the same objects (one set of rules, two validators). Clients ask for strict
+field validation (`fieldValidation=Strict`, kubectl's default `--validate=strict`), without which a
+structural schema silently prunes unknown fields. A status the operator would write survives a
+round-trip unpruned. Finally the chart's rendered manifests pass a server-side dry-run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from ferry.model.copyjob import parse_copyjob
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.testbed
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "copyjob.yaml"
+CHART = REPO / "charts" / "ferry"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+FULL_VALUES = REPO / "tests" / "chart" / "testdata" / "values" / "full.yaml"
+STATUS_SAMPLES = [
+    REPO / "tests" / "chart" / "testdata" / "argocd" / n for n in ("running.yaml", "failed.yaml")
+]
+GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
+
+
+def kubectl(cluster: Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cluster.controlplane.bins.path("kubectl")), "--kubeconfig", str(cluster.kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def crd_namespace(cluster: Cluster) -> str:
+    """Apply the CRD (server-side, so other tests applying it too do not conflict), wait Established."""
+    proc = kubectl(cluster, "apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    assert proc.returncode == 0, proc.stderr
+    proc = kubectl(cluster, "wait", "--for=condition=Established", "crd/copyjobs.ferry.dev", "--timeout=30s")
+    assert proc.returncode == 0, proc.stderr
+    return cluster.new_namespace("crd")
+
+
+def base_job(name: str = "job") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CopyJob",
+        "metadata": {"name": name},
+        "spec": {"source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}},
+    }
+
+
+def create(cluster: Cluster, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    api = client.CustomObjectsApi(cluster.api)
+    created: dict[str, Any] = api.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
+    )
+    return created
+
+
+# -- valid CopyJobs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_accepted(cluster: Cluster, crd_namespace: str, path: Path) -> None:
+    proc = kubectl(cluster, "apply", "--validate=strict", "-n", crd_namespace, "-f", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", f"warnings: {proc.stderr}"  # e.g. an unknown field only warned about
+
+
+Edit = Callable[[dict[str, Any]], None]
+
+VALID: dict[str, Edit] = {
+    "same-bucket-disjoint-prefixes": lambda s: s.update(
+        source={"bucket": "one-bucket", "prefix": "a/"}, destination={"bucket": "one-bucket", "prefix": "b/"}
+    ),
+    "same-bucket-other-endpoint": lambda s: s.update(
+        source={"bucket": "one-bucket", "endpoint": "https://a.example"}, destination={"bucket": "one-bucket"}
+    ),
+    "sizes-mixing-integers-and-quantities": lambda s: s.update(
+        filter={"minSize": 1024, "maxSize": "1Ki"}, objectSizes={"median": "1e3", "p99": 4096, "max": "5Gi"}
+    ),
+    "zero-sizes-are-not-ordered": lambda s: s.update(objectSizes={"median": "1Mi", "p99": 0, "max": "2Mi"}),
+    "target-deadline": lambda s: s.update(target={"deadline": "2030-01-01T00:00:00+02:00"}),
+    "everything": lambda s: s.update(
+        filter={"include": ["*.parquet"], "exclude": ["tmp/*"], "modifiedAfter": "2024-01-01T00:00:00Z"},
+        overwrite="always",
+        verify="size",
+        preserve={"metadata": False, "tags": True},
+        concurrency={"initial": 8, "max": 64},
+        rateLimit={"requestsPerSecond": 0, "bytesPerSecond": "100Mi"},
+        report={"bucket": "reports", "prefix": "ferry/"},
+        parallelism=4,
+        resources={"memory": "auto", "cpu": "500m"},
+        dryRun=False,
+        suspend=True,
+        ttlSecondsAfterFinished=3600,
+        shardSize={"maxObjects": 10000, "maxBytes": "10Gi"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(VALID))
+def test_valid_copyjob_is_accepted(cluster: Cluster, crd_namespace: str, name: str) -> None:
+    body = base_job(f"valid-{name}")
+    VALID[name](body["spec"])
+    parse_copyjob(body)  # the model agrees
+    created = create(cluster, crd_namespace, body)
+    assert created["spec"] == body["spec"], "the API server changed or pruned the spec"
+
+
+# -- invalid CopyJobs ------------------------------------------------------------------------------
+
+#: name -> (edit of a valid spec, substrings the API server's error must contain)
+INVALID: dict[str, tuple[Edit, tuple[str, ...]]] = {
+    "unknown-field": (lambda s: s.update(overwirte="never"), ('unknown field "spec.overwirte"',)),
+    "unknown-nested-field": (
+        lambda s: s["source"].update(bukket="x"),
+        ('unknown field "spec.source.bukket"',),
+    ),
+    "missing-bucket": (lambda s: s["source"].pop("bucket"), ("spec.source.bucket", "Required value")),
+    "missing-destination": (lambda s: s.pop("destination"), ("spec.destination", "Required value")),
+    "bad-bucket-name": (lambda s: s["source"].update(bucket="Bad_Bucket"), ("spec.source.bucket",)),
+    "bucket-like-an-ip": (lambda s: s["destination"].update(bucket="10.1.2.3"), ("spec.destination.bucket",)),
+    "endpoint-not-a-url": (
+        lambda s: s["source"].update(endpoint="s3.example.com"),
+        ("spec.source.endpoint",),
+    ),
+    "endpoint-with-path": (
+        lambda s: s["destination"].update(endpoint="https://s3.example.com/bucket"),
+        ("spec.destination.endpoint",),
+    ),
+    "bad-overwrite-enum": (
+        lambda s: s.update(overwrite="sometimes"),
+        ("spec.overwrite", "Unsupported value"),
+    ),
+    "negative-rate-limit": (
+        lambda s: s.update(rateLimit={"requestsPerSecond": -1}),
+        ("spec.rateLimit.requestsPerSecond",),
+    ),
+    "negative-bytes-per-second": (
+        lambda s: s.update(rateLimit={"bytesPerSecond": -5}),
+        ("spec.rateLimit.bytesPerSecond",),
+    ),
+    "concurrency-max-0": (lambda s: s.update(concurrency={"max": 0}), ("spec.concurrency.max",)),
+    "concurrency-initial-above-max": (
+        lambda s: s.update(concurrency={"initial": 16, "max": 8}),
+        ("spec.concurrency.initial", "concurrency.max"),
+    ),
+    "concurrency-initial-above-default-max": (
+        lambda s: s.update(concurrency={"initial": 1000}),
+        ("spec.concurrency.initial",),
+    ),
+    "min-size-above-max-size": (
+        lambda s: s.update(filter={"minSize": "2Mi", "maxSize": 1048576}),
+        ("spec.filter.minSize", "maxSize"),
+    ),
+    "modified-after-not-before": (
+        lambda s: s.update(
+            filter={"modifiedAfter": "2025-01-01T00:00:00Z", "modifiedBefore": "2024-01-01T00:00:00Z"}
+        ),
+        ("spec.filter.modifiedAfter",),
+    ),
+    "time-without-zone": (
+        lambda s: s.update(filter={"modifiedAfter": "2025-01-01T00:00:00"}),
+        ("modifiedAfter",),
+    ),
+    "object-sizes-out-of-order": (
+        lambda s: s.update(objectSizes={"median": "1Mi", "p99": "100Ki"}),
+        ("spec.objectSizes.median", "p99"),
+    ),
+    "object-sizes-p99-above-max": (
+        lambda s: s.update(objectSizes={"p99": "1Gi", "max": "1Mi"}),
+        ("spec.objectSizes.p99", "max"),
+    ),
+    "overlapping-source-and-destination": (
+        lambda s: s["destination"].update(bucket="src-bucket", prefix="a/"),
+        ("spec.destination.prefix", "overlap"),
+    ),
+    "overlap-despite-trailing-slash": (
+        lambda s: s.update(
+            source={"bucket": "same", "endpoint": "https://s3.example", "prefix": "x/"},
+            destination={"bucket": "same", "endpoint": "https://s3.example/", "prefix": "x/y/"},
+        ),
+        ("spec.destination.prefix", "overlap"),
+    ),
+    "target-with-both": (
+        lambda s: s.update(target={"objectsPerSecond": 100, "deadline": "2030-01-01T00:00:00Z"}),
+        ("spec.target", "objectsPerSecond", "deadline"),
+    ),
+    "target-with-neither": (lambda s: s.update(target={}), ("spec.target",)),
+    "kms-key-with-aes256": (
+        lambda s: s["destination"].update(serverSideEncryption={"type": "AES256", "kmsKeyId": "key"}),
+        ("spec.destination.serverSideEncryption.kmsKeyId", "aws:kms"),
+    ),
+    "bad-quantity-string": (
+        lambda s: s.update(objectSizes={"median": "100KB"}),
+        ("spec.objectSizes.median",),
+    ),
+    "bad-memory": (lambda s: s.update(resources={"memory": "lots"}), ("spec.resources.memory",)),
+    "parallelism-0": (lambda s: s.update(parallelism=0), ("spec.parallelism",)),
+    "bad-secret-name": (
+        lambda s: s["source"].update(credentialsSecret="Not_A_Name"),
+        ("spec.source.credentialsSecret",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(INVALID))
+def test_invalid_copyjob_is_refused_naming_the_field(cluster: Cluster, crd_namespace: str, name: str) -> None:
+    edit, expected = INVALID[name]
+    body = base_job(f"invalid-{name}")
+    edit(body["spec"])
+    with pytest.raises(ValidationError):  # the model refuses it too
+        parse_copyjob(copy.deepcopy(body))
+    with pytest.raises(ApiException) as raised:
+        create(cluster, crd_namespace, body)
+    assert raised.value.status in (400, 422), raised.value
+    message = json.loads(raised.value.body)["message"]
+    for text in expected:
+        assert text in message, f"{text!r} not in the API server's error: {message}"
+
+
+def test_unknown_field_is_pruned_without_strict_validation(cluster: Cluster, crd_namespace: str) -> None:
+    """Why clients must ask for Strict: the default (Warn) accepts the object and drops the field."""
+    body = base_job("pruned")
+    body["spec"]["overwirte"] = "never"
+    api = client.CustomObjectsApi(cluster.api)
+    created = api.create_namespaced_custom_object(GROUP, VERSION, crd_namespace, PLURAL, body)
+    assert "overwirte" not in created["spec"]
+
+
+# -- status ----------------------------------------------------------------------------------------
+
+
+def create_with_status(cluster: Cluster, namespace: str, path: Path, name: str) -> tuple[dict[str, Any], Any]:
+    """Create the CopyJob of a testdata file, then write its status as the operator would."""
+    sample = yaml.safe_load(path.read_text())
+    body = {"apiVersion": sample["apiVersion"], "kind": sample["kind"], "metadata": {"name": name}}
+    created = create(cluster, namespace, dict(body, spec=sample["spec"]))
+    generation = created["metadata"]["generation"]
+    status = dict(sample["status"], observedGeneration=generation)
+    for condition in status.get("conditions", []):
+        condition["observedGeneration"] = generation
+    api = client.CustomObjectsApi(cluster.api)
+    patched = api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_validation="Strict"
+    )
+    return status, patched
+
+
+@pytest.mark.parametrize("path", STATUS_SAMPLES, ids=lambda p: p.stem)
+def test_status_round_trips_unpruned(cluster: Cluster, crd_namespace: str, path: Path) -> None:
+    status, patched = create_with_status(cluster, crd_namespace, path, f"status-{path.stem}")
+    assert patched["status"] == status
+
+
+def test_status_rejects_a_bad_condition(cluster: Cluster, crd_namespace: str) -> None:
+    created = create(cluster, crd_namespace, base_job("bad-condition"))
+    condition = {
+        "type": "Succeeded",
+        "status": "Maybe",
+        "reason": "X",
+        "message": "",
+        "lastTransitionTime": "now",
+    }
+    api = client.CustomObjectsApi(cluster.api)
+    with pytest.raises(ApiException) as raised:
+        api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            crd_namespace,
+            PLURAL,
+            created["metadata"]["name"],
+            {"status": {"conditions": [condition]}},
+        )
+    message = json.loads(raised.value.body)["message"]
+    assert "status.conditions[0].status" in message and "status.conditions[0].lastTransitionTime" in message
+
+
+def test_printer_columns(cluster: Cluster, crd_namespace: str) -> None:
+    create_with_status(cluster, crd_namespace, STATUS_SAMPLES[0], "columns")
+    proc = kubectl(cluster, "get", "cpj", "-n", crd_namespace, "columns", "-o", "wide")
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()[:2]
+    assert header.split() == [
+        "NAME",
+        "PHASE",
+        "PROGRESS",
+        "COPIED",
+        "TOTAL",
+        "OBJ/S",
+        "ETA",
+        "AGE",
+        "SOURCE",
+        "DESTINATION",
+        "MESSAGE",
+    ]
+    assert row.split()[:7] == ["columns", "Running", "40", "1204551", "3000000", "812.5", "36m48s"]
+
+
+# -- the chart -------------------------------------------------------------------------------------
+
+
+def test_chart_manifests_pass_server_side_dry_run(cluster: Cluster, crd_namespace: str) -> None:
+    helm = Path(os.environ.get("FERRY_TESTBIN") or cluster.controlplane.bins.bin_dir) / "helm"
+    if not helm.is_file():
+        pytest.fail(f"helm not found at {helm}: run `make testbin`", pytrace=False)
+    release_ns, team_a, team_b = (cluster.new_namespace(p) for p in ("ferry", "team-a", "team-b"))
+    rendered = []
+    for extra in (
+        [],
+        ["--values", str(FULL_VALUES), "--set-json", f"watchNamespaces={json.dumps([team_a, team_b])}"],
+    ):
+        proc = subprocess.run(
+            [str(helm), "template", "ferry", str(CHART), "--namespace", release_ns, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        rendered.extend(d for d in yaml.safe_load_all(proc.stdout) if d)
+    skipped = {"ServiceMonitor", "PodMonitor", "CustomResourceDefinition"}  # no Prometheus Operator CRDs here
+    documents = [d for d in rendered if d["kind"] not in skipped]
+    assert {d["kind"] for d in rendered} - {d["kind"] for d in documents} == {"ServiceMonitor", "PodMonitor"}
+    # One document at a time: the two renderings share names, and apply refuses duplicates in one input.
+    for document in documents:
+        proc = kubectl(
+            cluster,
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump(document),
+        )
+        assert proc.returncode == 0, f"{document['kind']} {document['metadata']['name']}: {proc.stderr}"
+        assert proc.stderr == "", f"{document['kind']} {document['metadata']['name']}: {proc.stderr}"

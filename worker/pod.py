@@ -1,0 +1,201 @@
+"""`ferry worker`: one shard of a planned CopyJob, run inside a pod of the Indexed Job.
+
+Everything comes from the pod: the plan (mounted ConfigMap: `spec.json`, `shards.json`),
+`JOB_COMPLETION_INDEX`, credentials as environment variables from the referenced Secrets, and the
+memory budget `FERRY_MEMORY_LIMIT`. The worker serves `/status` and `/metrics` while it runs and leaves
+a compact summary as its termination message.
+
+Exit codes (the Job's podFailurePolicy relies on them):
+    0  the shard ran to the end (failed objects, if any, are in the summary and the report)
+    2  the configuration is invalid: retrying cannot help (the index fails at once)
+    4  the shard could not finish (listing broke off): Kubernetes retries the index
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ferry.errors import InvalidSpec, PreflightError
+from ferry.model import CopyJobSpec
+from ferry.model.loading import format_validation_error
+from ferry.model.plan import SHARDS_FILE, SPEC_FILE, Shard
+from ferry.worker.adaptive import AdaptiveLimiter
+from ferry.worker.budget import current_rss, detect_budget
+from ferry.worker.control import ControlConfig
+from ferry.worker.engine import CopyEngine, Progress
+from ferry.worker.objects import KeyRange
+from ferry.worker.preflight import check_location
+from ferry.worker.report import FailureReport
+from ferry.worker.s3 import ClientOptions, Credentials, make_client
+from ferry.worker.statusdoc import status_document, termination_message
+from ferry.worker.statusserver import StatusServer
+
+EXIT_DONE = 0
+EXIT_INVALID = 2
+EXIT_RETRY = 4
+STATUS_PORT = 8080
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    spec: CopyJobSpec
+    shard_index: int
+    shard: Shard
+    source: Credentials | None
+    destination: Credentials | None
+    report: Credentials | None
+    status_address: tuple[str, int]
+    termination_path: Path
+    initial_concurrency: int | None
+
+
+def _credentials(env: Mapping[str, str], role: str) -> Credentials | None:
+    key, secret = env.get(f"FERRY_{role}_ACCESS_KEY_ID"), env.get(f"FERRY_{role}_SECRET_ACCESS_KEY")
+    if not key and not secret:
+        return None
+    if not key or not secret:
+        raise InvalidSpec(f"{role.lower()} credentials: both access key id and secret access key are needed")
+    return Credentials(key, secret, env.get(f"FERRY_{role}_SESSION_TOKEN") or None)
+
+
+def config_from(env: Mapping[str, str]) -> WorkerConfig:
+    """Read the worker's configuration from its environment and the mounted plan. Raises InvalidSpec."""
+    plan = Path(env.get("FERRY_PLAN_DIR", "/etc/ferry/plan"))
+    try:
+        spec_raw = json.loads((plan / SPEC_FILE).read_text())
+        shards = json.loads((plan / SHARDS_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidSpec(f"cannot read the plan in {plan}: {exc}") from exc
+    try:
+        spec = CopyJobSpec.model_validate(spec_raw, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        raise InvalidSpec(f"plan spec.json is invalid:\n{format_validation_error(exc, CopyJobSpec)}") from exc
+    try:
+        index = int(env["JOB_COMPLETION_INDEX"])
+        shard = Shard.from_json(shards[index])
+    except (KeyError, ValueError, IndexError) as exc:
+        raise InvalidSpec(f"JOB_COMPLETION_INDEX {env.get('JOB_COMPLETION_INDEX')!r} names no shard") from exc
+    host = env.get("FERRY_STATUS_HOST") or env.get("FERRY_POD_IP") or "0.0.0.0"
+    initial = env.get("FERRY_INITIAL_CONCURRENCY")
+    return WorkerConfig(
+        name=env.get("FERRY_COPYJOB", "copyjob"),
+        spec=spec,
+        shard_index=index,
+        shard=shard,
+        source=_credentials(env, "SOURCE"),
+        destination=_credentials(env, "DESTINATION"),
+        report=_credentials(env, "REPORT"),
+        status_address=(host, int(env.get("FERRY_STATUS_PORT", STATUS_PORT))),
+        termination_path=Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
+        initial_concurrency=int(initial) if initial else None,
+    )
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    try:
+        config = config_from(env)
+        budget = detect_budget()
+    except (InvalidSpec, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _terminate(
+            Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
+            json.dumps({"format": "ferry.dev/worker-report/v1", "state": "invalid", "error": str(exc)}),
+        )
+        return EXIT_INVALID
+    spec = config.spec
+    limiter = AdaptiveLimiter(
+        ControlConfig(initial=config.initial_concurrency or 16, maximum=spec.concurrency.max), budget
+    )
+    options = ClientOptions(max_pool_connections=limiter.ceiling + 8)
+    source = make_client(spec.source, config.source, options)
+    destination = make_client(spec.destination, config.destination, options)
+    try:
+        check_location(source, spec.source, "spec.source")
+        check_location(destination, spec.destination, "spec.destination")
+    except PreflightError as exc:
+        # Locations were checked when the job was planned; failing now is worth a retry of the index.
+        print(f"error: {exc} [{exc.reason}]", file=sys.stderr)
+        _terminate(
+            config.termination_path,
+            json.dumps(
+                {
+                    "format": "ferry.dev/worker-report/v1",
+                    "shard": config.shard_index,
+                    "state": "incomplete",
+                    "error": f"{exc} [{exc.reason}]",
+                }
+            ),
+        )
+        limiter.close()
+        return EXIT_RETRY
+    engine = CopyEngine(
+        spec=spec,
+        source_client=source,
+        destination_client=destination,
+        limiter=limiter,
+        report=FailureReport(),
+        key_range=KeyRange(config.shard.start_after, config.shard.end),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    peak = [current_rss()]
+
+    def snapshot() -> Progress:
+        progress = engine.progress()
+        peak[0] = max(peak[0], progress.limiter.rss_bytes or 0)
+        return progress
+
+    server = StatusServer(
+        config.status_address, lambda: status_document(config.shard_index, snapshot()), snapshot
+    )
+    print(
+        f"ferry worker: {config.name} shard {config.shard_index} "
+        f"({config.shard.start_after!r} .. {config.shard.end!r}), status on {server.address}",
+        flush=True,
+    )
+    try:
+        summary = engine.run(stop)
+    finally:
+        limiter.close()
+    peak[0] = max(peak[0], current_rss())
+    if spec.report is not None and summary.counts.failed:
+        _upload_report(config, summary.report_path)
+    _terminate(config.termination_path, termination_message(config.shard_index, summary, peak[0]))
+    server.close()
+    c = summary.counts
+    print(
+        f"ferry worker: shard {config.shard_index}: {c.copied} copied, {c.skipped} skipped, {c.failed} failed"
+        + (f"; {summary.error}" if summary.error else ""),
+        flush=True,
+    )
+    return EXIT_DONE if summary.complete else EXIT_RETRY
+
+
+def _terminate(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        print(f"warning: cannot write termination message to {path}: {exc}", file=sys.stderr)
+
+
+def _upload_report(config: WorkerConfig, path: str) -> None:
+    location = config.spec.report
+    assert location is not None
+    key = f"{location.prefix}{config.name}/shard-{config.shard_index:05d}.jsonl"
+    try:
+        make_client(location, config.report, ClientOptions(max_pool_connections=2)).upload_file(
+            path, location.bucket, key
+        )
+    except Exception as exc:  # the copy is done; a lost report must not turn it into a failure
+        print(f"warning: cannot write the report to s3://{location.bucket}/{key}: {exc}", file=sys.stderr)

@@ -1,0 +1,105 @@
+"""The worker's HTTP endpoints on its pod IP: `/status` (JSON for the operator), `/metrics` (Prometheus)
+and `/healthz`. A thin adapter: documents come from `statusdoc`, metrics from the engine's snapshot."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ferry.worker.engine import Progress
+
+
+class EngineCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Progress]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        p = self._snapshot()
+        c, limiter = p.counts, p.limiter
+        objects = CounterMetricFamily("ferry_objects", "Objects finished, by outcome", labels=["outcome"])
+        data = CounterMetricFamily("ferry_bytes", "Bytes of finished objects, by outcome", labels=["outcome"])
+        for outcome, count, size in (
+            ("copied", c.copied, c.bytes_copied),
+            ("skipped", c.skipped, c.bytes_skipped),
+            ("failed", c.failed, c.bytes_failed),
+        ):
+            objects.add_metric([outcome], count)
+            data.add_metric([outcome], size)
+        yield objects
+        yield data
+        yield GaugeMetricFamily("ferry_objects_discovered", "Objects listed so far", value=c.discovered)
+        yield GaugeMetricFamily(
+            "ferry_concurrency", "Transfers the limiter admits", value=limiter.concurrency
+        )
+        yield GaugeMetricFamily("ferry_in_flight", "Transfers in flight", value=limiter.in_flight)
+        yield GaugeMetricFamily("ferry_memory_rss_bytes", "Resident memory", value=limiter.rss_bytes or 0)
+        yield GaugeMetricFamily("ferry_memory_budget_bytes", "Memory budget", value=limiter.budget_bytes or 0)
+        yield GaugeMetricFamily(
+            "ferry_memory_reserved_bytes", "Memory reserved by transfers", value=limiter.reserved_bytes
+        )
+        yield CounterMetricFamily(
+            "ferry_throttles", "Throttling answers (503 SlowDown, 429)", value=p.throttles
+        )
+        yield CounterMetricFamily("ferry_retries", "Retried requests", value=p.retries)
+        yield CounterMetricFamily("ferry_requests", "S3 requests made", value=p.requests)
+        latency = GaugeMetricFamily(
+            "ferry_transfer_latency_seconds", "Transfer time quantiles (recent)", labels=["quantile"]
+        )
+        for q, value in (
+            ("0.5", limiter.latency_p50),
+            ("0.95", limiter.latency_p95),
+            ("0.99", limiter.latency_p99),
+        ):
+            if value is not None:
+                latency.add_metric([q], value)
+        yield latency
+
+
+class StatusServer:
+    """Serves until closed, in a daemon thread."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        document: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], Progress],
+    ) -> None:
+        registry = CollectorRegistry()
+        registry.register(EngineCollector(snapshot))
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/status":
+                    body, kind = json.dumps(document()).encode(), "application/json"
+                elif self.path == "/metrics":
+                    body, kind = generate_latest(registry), "text/plain; version=0.0.4"
+                elif self.path == "/healthz":
+                    body, kind = b"ok", "text/plain"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                """Polled every few seconds; access logs would drown the worker's own."""
+
+        self._server = ThreadingHTTPServer(address, Handler)
+        self._server.daemon_threads = True
+        self.address = self._server.server_address
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ferry-status", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
