@@ -35,9 +35,8 @@ def set_conditions(
             else previous.get("lastTransitionTime", now),
             "observedGeneration": generation,
         }
-    order = [c.get("type") for c in existing] + [
-        u.type for u in updates if u.type not in {c.get("type") for c in existing}
-    ]
+    # One entry per type (conditions are a map keyed by type), in first-seen order.
+    order = list(dict.fromkeys([*(c.get("type") for c in existing), *(u.type for u in updates)]))
     return [by_type[t] for t in order if t in by_type]
 
 

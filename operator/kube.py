@@ -50,6 +50,16 @@ class Kube:
         values.update(secret.string_data or {})
         return values
 
+    def service_account_exists(self, namespace: str, name: str) -> bool:
+        API_REQUESTS.labels("get", "serviceaccounts").inc()
+        try:
+            self.core.read_namespaced_service_account(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         API_REQUESTS.labels("get", "configmaps").inc()
         try:

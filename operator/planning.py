@@ -110,6 +110,9 @@ class Planner:
         if self._open_objects or not pieces:
             pieces.append(Shard(self._start, None, self._open_objects, self._open_bytes))
         total_objects, total_bytes = max(1, self._objects), max(1, self._bytes)
+        # Objects and bytes weigh equally; with no bytes at all (empty objects) objects weigh for both.
+        byte_weight = 1.0 if self._bytes else 0.0
+        object_weight = 2.0 - byte_weight
         budget = 2.0 / max(1, shards)
         result: list[Shard] = []
         current: Shard | None = None
@@ -117,10 +120,11 @@ class Planner:
             if current is None:
                 current = piece
                 continue
-            before = current.objects / total_objects + current.bytes / total_bytes
-            after = (current.objects + piece.objects) / total_objects + (
-                current.bytes + piece.bytes
-            ) / total_bytes
+            before = object_weight * current.objects / total_objects + byte_weight * current.bytes / total_bytes
+            after = (
+                object_weight * (current.objects + piece.objects) / total_objects
+                + byte_weight * (current.bytes + piece.bytes) / total_bytes
+            )
             too_big = (max_objects is not None and current.objects + piece.objects > max_objects) or (
                 max_bytes is not None and current.bytes + piece.bytes > max_bytes
             )

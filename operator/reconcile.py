@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,7 +62,7 @@ def now() -> str:
 
 
 def ledger_name(owner: str) -> str:
-    return child_name(owner, "progress", 253)
+    return child_name(owner, "progress", 253, label=False)
 
 
 @dataclass
@@ -177,13 +177,20 @@ async def reconcile(
                 ),
             }
         sizing = _sizing_from_summary(summary)
-        manifest = render_job(owner, spec, sizing, len(shards), ctx.settings, parallelism)
+        settings, note = ctx.settings, ""
+        account = settings.worker_service_account
+        if account and not await asyncio.to_thread(ctx.kube.service_account_exists, namespace, account):
+            # Pods naming a missing ServiceAccount are never created; the namespace's default one
+            # serves as well, since worker pods never mount a token.
+            settings = replace(settings, worker_service_account="")
+            note = f"; ServiceAccount {account!r} is not in {namespace}, using the default one (no token mounted)"
+        manifest = render_job(owner, spec, sizing, len(shards), settings, parallelism)
         await asyncio.to_thread(ctx.kube.create_job, manifest)
         await asyncio.to_thread(ctx.kube.create_configmap, _ledger(owner))
         ctx.post(
             "Normal",
             "Started",
-            f"started {len(shards)} shard(s) on up to {parallelism} pod(s) of {summary['podMemory']} each",
+            f"started {len(shards)} shard(s) on up to {parallelism} pod(s) of {summary['podMemory']} each{note}",
         )
         job = await asyncio.to_thread(ctx.kube.job, namespace, job_manifest_name)
     assert job is not None
@@ -309,7 +316,11 @@ async def _plan(
         ),
     }
     await asyncio.to_thread(ctx.kube.patch_status, owner.namespace, owner.name, planning_status)
-    planner = Planner()
+    # Pieces no larger than the user's shard bounds, so the bounds can be honoured exactly.
+    planner = Planner(
+        piece_objects=min(1000, spec.shard_size.max_objects or 1000),
+        piece_bytes=min(2**30, spec.shard_size.max_bytes or 2**30),
+    )
     object_filter = ObjectFilter.compile(spec.filter, spec.source.prefix)
     started = time.monotonic()
 

@@ -41,17 +41,23 @@ class Owner:
         }
 
 
-def child_name(owner: str, suffix: str, limit: int = 52) -> str:
-    """``<owner>-<suffix>``, shortened with a hash when too long (Indexed Job pod hostnames add ``-N``)."""
-    name = f"{owner}-{suffix}"
+def child_name(owner: str, suffix: str, limit: int = 52, label: bool = True) -> str:
+    """``<owner>-<suffix>``, valid for its kind and at most ``limit`` characters.
+
+    With ``label`` (Jobs: their Indexed pods' hostnames ``<job>-<index>`` must be DNS labels) dots become
+    dashes. Too long a name keeps a readable head, a hash of the whole owner name and the suffix.
+    """
+    head = owner.replace(".", "-") if label else owner
+    name = f"{head}-{suffix}"
     if len(name) <= limit:
         return name
     digest = hashlib.sha256(owner.encode()).hexdigest()[:8]
-    return f"{owner[: limit - len(suffix) - 10]}-{digest}-{suffix}"
+    head = head[: limit - len(suffix) - 10].rstrip(".-")
+    return f"{head}-{digest}-{suffix}"
 
 
 def plan_name(owner: str) -> str:
-    return child_name(owner, "plan", 253)
+    return child_name(owner, "plan", 253, label=False)
 
 
 def job_name(owner: str) -> str:

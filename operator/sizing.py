@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from ferry.operator.planning import Histogram
-from ferry.worker.parts import DEFAULT_PART
+from ferry.worker.parts import DEFAULT_PART, transfer_memory
 
 MiB = 2**20
 #: Interpreter, boto3 clients, listing buffers: measured RSS of an idle worker is ~90 MiB.
@@ -45,7 +45,8 @@ class Sizing:
 
 
 def per_transfer_bytes(size: int, part_size: int = DEFAULT_PART) -> int:
-    return min(size, part_size) + OVERHEAD_BYTES
+    """What the worker reserves for one transfer of ``size`` bytes (see `transfer_memory`)."""
+    return transfer_memory(size, part_size, server_side=False) + OVERHEAD_BYTES
 
 
 def size(

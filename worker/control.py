@@ -49,6 +49,9 @@ class ControlState:
     reason: str
     phase: str = "ramp"  # ramp -> hold <-> probe
     level_start: Sample | None = None  # counters when the current level began
+    #: Counters once the transfers started before the level changed have drained (one mean transfer
+    #: time later): the level's own throughput is measured from here.
+    measure_start: Sample | None = None
     best_rate: float = 0.0
     best_concurrency: int = 0
     cooldown_until: float = 0.0
@@ -104,7 +107,7 @@ def _throughput(objects_rate: float, bytes_rate: float, mean_size: float) -> flo
 def step(state: ControlState, sample: Sample, config: ControlConfig, budget_bytes: int) -> ControlState:
     """Advance the law by one sample and return the new state."""
     if state.level_start is None:
-        return replace(state, level_start=sample)
+        return replace(state, level_start=sample, measure_start=None)
     start = state.level_start
     span = sample.now - start.now
 
@@ -129,6 +132,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
                 concurrency=clamp(state.concurrency_before_backoff // 2),
                 throttle_checks=1,
                 level_start=sample,
+                measure_start=None,
                 reason="throttling",
             )
         else:
@@ -142,6 +146,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
                 background_throttle_share=share,
                 cooldown_until=sample.now,
                 level_start=sample,
+                measure_start=None,
                 previous_rate=0.0,
                 reason="throttling not load-related",
             )
@@ -152,10 +157,18 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
     if new_errors / new_requests > config.error_rate_high and sample.now >= state.cooldown_until:
         return _back_off(state, sample, config, clamp, "errors rising")
 
-    settle = max(config.settle_seconds, 2.0 * sample.mean_transfer_seconds)
-    if span < settle or sample.now < state.cooldown_until:
+    mean = sample.mean_transfer_seconds
+    if sample.objects == 0 or mean <= 0 or sample.now < state.cooldown_until:
+        return state  # nothing has finished yet: no level can be judged
+    if state.measure_start is None:
+        return replace(state, measure_start=sample) if span >= min(mean, 5.0) else state
+    window = state.measure_start
+    if (
+        sample.now - window.now < max(config.settle_seconds, 1.5 * mean)
+        or sample.objects - window.objects < 8
+    ):
         return state
-    objects_rate, bytes_rate = _rate(start, sample)
+    objects_rate, bytes_rate = _rate(window, sample)
     mean_size = (sample.bytes / sample.objects) if sample.objects else 0.0
     rate = _throughput(objects_rate, bytes_rate, mean_size)
     saturated = sample.in_flight >= 0.8 * state.concurrency
@@ -166,17 +179,25 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
             state = replace(state, best_rate=rate, best_concurrency=state.concurrency)
         if not saturated:
             # Work arrives slower than the limit allows (listing, rate limit): growing would change nothing.
-            return replace(state, level_start=sample, previous_rate=rate, reason="demand below limit")
+            return replace(
+                state, level_start=sample, measure_start=None, previous_rate=rate, reason="demand below limit"
+            )
         if rising and state.concurrency < config.maximum:
             grown = clamp(int(state.concurrency * config.growth))
             return replace(
-                state, concurrency=grown, level_start=sample, previous_rate=rate, reason="throughput rising"
+                state,
+                concurrency=grown,
+                level_start=sample,
+                measure_start=None,
+                previous_rate=rate,
+                reason="throughput rising",
             )
         if state.concurrency >= config.maximum:
             return replace(
                 state,
                 phase="hold",
                 level_start=sample,
+                measure_start=None,
                 previous_rate=rate,
                 last_probe=sample.now,
                 reason="at spec.concurrency.max",
@@ -187,6 +208,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
             phase="hold",
             concurrency=best,
             level_start=sample,
+            measure_start=None,
             previous_rate=rate,
             last_probe=sample.now,
             reason="throughput plateau",
@@ -198,6 +220,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
                 state,
                 phase="ramp",
                 level_start=sample,
+                measure_start=None,
                 previous_rate=rate,
                 best_rate=rate,
                 best_concurrency=state.concurrency,
@@ -208,6 +231,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
             phase="hold",
             concurrency=state.best_concurrency or state.concurrency,
             level_start=sample,
+            measure_start=None,
             last_probe=sample.now,
             reason="throughput plateau",
         )
@@ -222,11 +246,12 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
             concurrency=probe,
             best_concurrency=state.concurrency,
             level_start=sample,
+            measure_start=None,
             previous_rate=rate,
             last_probe=sample.now,
             reason="probing",
         )
-    return replace(state, level_start=sample, previous_rate=rate)
+    return replace(state, level_start=sample, measure_start=None, previous_rate=rate)
 
 
 def _back_off(
@@ -239,6 +264,7 @@ def _back_off(
         phase="hold",
         reason=reason,
         level_start=sample,
+        measure_start=None,
         best_concurrency=lowered,
         cooldown_until=sample.now + config.cooldown_seconds,
         last_probe=sample.now,

@@ -43,7 +43,8 @@ def make_client(location: Location, credentials: Credentials | None, options: Cl
         max_pool_connections=options.max_pool_connections,
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
-        retries={"max_attempts": 1, "mode": "standard"},
+        # total_max_attempts, not max_attempts: botocore reads the latter as retries *after* the first try.
+        retries={"total_max_attempts": 1, "mode": "standard"},
         s3={"addressing_style": location.addressing_style.value},
         # Ferry sends the checksums it computed itself; don't let botocore compute a second one.
         request_checksum_calculation="when_required",

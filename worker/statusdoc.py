@@ -81,7 +81,7 @@ def termination_message(shard: int, summary: Summary, peak_rss: int | None) -> s
         "throttles": summary.throttles,
         "retries": summary.retries,
         "peakRssBytes": peak_rss,
-        "error": summary.error,
+        "error": summary.error[:1000] if summary.error else None,
         "failed": [
             {"key": f.key, "code": f.code, "message": f.message[:200], "size": f.size}
             for f in summary.failures[:10]
@@ -89,9 +89,16 @@ def termination_message(shard: int, summary: Summary, peak_rss: int | None) -> s
     }
     while True:
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-        if len(text.encode()) <= TERMINATION_LIMIT or not document["failed"]:
-            return text[:TERMINATION_LIMIT] if len(text.encode()) > TERMINATION_LIMIT else text
-        document["failed"] = document["failed"][:-1]
+        if len(text.encode()) <= TERMINATION_LIMIT:
+            return text
+        if document["failed"]:
+            document["failed"] = document["failed"][:-1]
+        elif document["error"]:
+            # Shorten the error rather than cut the JSON: the counts must stay readable.
+            document["error"] = document["error"][: len(document["error"]) // 2]
+        else:
+            document["peakRssBytes"] = None
+            return json.dumps(document, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,13 @@ def parse_report(text: str) -> WorkerReport | None:
         return None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         return None
+    try:
+        return _report(raw)
+    except (ValueError, TypeError, AttributeError):
+        return None  # the right format but malformed fields: not a report Ferry wrote
+
+
+def _report(raw: dict[str, Any]) -> WorkerReport:
     concurrency = raw.get("concurrency") or {}
     memory = raw.get("memory") or {}
     return WorkerReport(

@@ -264,6 +264,7 @@ NAMESPACED = {
     *(("", "configmaps", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
     *(("", "pods", v) for v in ("get", "list", "watch")),
     ("", "secrets", "get"),
+    ("", "serviceaccounts", "get"),
     *((g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")),
 }
 DISCOVERY = {

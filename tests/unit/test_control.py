@@ -12,8 +12,10 @@ from ferry.worker.control import ControlConfig, Sample, initial_concurrency, ini
 
 @dataclass
 class SimulatedService:
-    """Objects/s = concurrency / latency up to a ceiling; throttles above ``throttle_above`` in flight,
-    plus a background throttle share that does not depend on load."""
+    """Objects/s = concurrency / latency up to a ceiling, where a level change shows in completions only
+    one transfer time later (transfers in flight finish at the old rate first, and nothing completes
+    before the first transfer time); throttles above ``throttle_above`` in flight, plus a background
+    throttle share that does not depend on load."""
 
     latency: float = 0.8
     ceiling: float = 300.0
@@ -25,9 +27,13 @@ class SimulatedService:
         state = initial_state(config)
         now = objects = requests = throttles = 0.0
         history = []
+        levels: list[tuple[float, int]] = []
         while now < seconds:
             c = state.concurrency
-            rate = min(c / self.latency, self.ceiling)
+            levels.append((now, c))
+            # The level in force one transfer time ago is what completes now.
+            past = [level for t, level in levels if t <= now - self.latency]
+            rate = min(past[-1] / self.latency, self.ceiling) if past else 0.0
             objects += rate * tick
             new_requests = 2 * rate * tick
             requests += new_requests
@@ -44,7 +50,7 @@ class SimulatedService:
                 int(requests),
                 50 * 2**20 + c * self.rss_per_transfer,
                 c,
-                self.latency,
+                self.latency if objects >= 1 else 0.0,
             )
             state = step(state, sample, config, budget)
             history.append((now, state.concurrency, rate, state.reason))

@@ -1,0 +1,241 @@
+"""Worker reports: the `/status` document and the termination message, parsed back (worker/statusdoc.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ferry.worker.engine import Progress, Summary
+from ferry.worker.limits import LimiterState
+from ferry.worker.objects import FailedObject
+from ferry.worker.progress import Counts
+from ferry.worker.statusdoc import (
+    FORMAT,
+    TERMINATION_LIMIT,
+    parse_report,
+    status_document,
+    termination_message,
+)
+
+COUNTS = Counts(
+    discovered=1000,
+    copied=900,
+    skipped=80,
+    failed=10,
+    bytes_discovered=100_000_000,
+    bytes_copied=90_000_000,
+    bytes_skipped=8_000_000,
+    bytes_failed=1_000_000,
+    listing_done=True,
+)
+
+
+def failures(count: int, key_bytes: int = 20, message_bytes: int = 20, char: str = "k") -> list[FailedObject]:
+    return [
+        FailedObject(
+            key=f"{i:04d}/" + char * ((key_bytes - 5) // len(char.encode())),
+            code="AccessDenied",
+            message="m" * message_bytes,
+            attempts=5,
+            size=100_000,
+        )
+        for i in range(count)
+    ]
+
+
+def summary(
+    failed: list[FailedObject] | None = None,
+    counts: Counts = COUNTS,
+    error: str | None = None,
+    interrupted: bool = False,
+) -> Summary:
+    return Summary(
+        counts=counts,
+        duration_seconds=123.4567,
+        throttles=3,
+        retries=7,
+        requests=2100,
+        failures=failures(10) if failed is None else failed,
+        report_path="/tmp/ferry-report.jsonl",
+        error=error,
+        interrupted=interrupted,
+    )
+
+
+DONE = Counts(
+    discovered=5,
+    copied=4,
+    skipped=1,
+    bytes_discovered=50,
+    bytes_copied=40,
+    bytes_skipped=10,
+    listing_done=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "shrunk"),
+    [
+        (summary(failures(0), DONE), False),
+        (summary(failures(3)), False),
+        (summary(failures(10)), False),
+        (summary(failures(10, key_bytes=1024, message_bytes=1024)), True),
+        (summary(failures(10, key_bytes=1024, message_bytes=1024, char="é")), True),
+        (summary(failures(10, key_bytes=1024, message_bytes=1024, char="🦀")), True),
+        (summary(failures(50, key_bytes=1024, message_bytes=5000)), True),
+        (summary(failures(10, key_bytes=1024), error="listing failed: timeout"), True),
+        (summary(failures(10, key_bytes=1024), interrupted=True), True),
+    ],
+    ids=["clean", "few-failures", "ten-failures", "1KiB-keys", "1KiB-2-byte-chars", "1KiB-4-byte-chars",
+         "many-failures", "with-error", "interrupted"],
+)  # fmt: skip
+def test_termination_message_fits_and_round_trips(value: Summary, shrunk: bool) -> None:
+    text = termination_message(4, value, 300 * 2**20)
+    assert len(text.encode()) <= TERMINATION_LIMIT
+    report = parse_report(text)
+    assert report is not None
+    assert report.shard == 4
+    assert report.state == (
+        "complete" if value.complete else "interrupted" if value.interrupted else "incomplete"
+    )
+    c = value.counts
+    assert report.objects == {
+        "total": c.discovered,
+        "copied": c.copied,
+        "skipped": c.skipped,
+        "failed": c.failed,
+        "pending": c.pending,
+    }
+    assert report.bytes == {
+        "total": c.bytes_discovered,
+        "copied": c.bytes_copied,
+        "skipped": c.bytes_skipped,
+        "failed": c.bytes_failed,
+    }
+    assert report.rss_bytes == 300 * 2**20
+    assert report.error == value.error
+    sample = report.failed
+    expected_keys = [f.key for f in value.failures[:10]]
+    assert [f["key"] for f in sample] == expected_keys[: len(sample)]  # a prefix, in order
+    if shrunk:
+        assert 0 < len(sample) < len(expected_keys)
+    else:
+        assert len(sample) == len(expected_keys)
+    for entry in sample:
+        assert len(entry["message"]) <= 200
+        assert entry["code"] == "AccessDenied"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param("listing failed: " + "x" * 5000, id="long-ascii-error"),
+        pytest.param("listing failed: " + "é" * 2100, id="long-utf8-error"),
+    ],
+)
+def test_termination_message_with_long_error_still_parses(error: str) -> None:
+    text = termination_message(1, summary(failures(2), error=error), None)
+    assert len(text.encode()) <= TERMINATION_LIMIT
+    report = parse_report(text)
+    assert report is not None
+    assert report.state == "incomplete"
+    assert report.error and report.error.startswith("listing failed: ")
+
+
+def test_termination_message_is_compact_json() -> None:
+    text = termination_message(0, summary(failures(1), DONE), None)
+    raw = json.loads(text)
+    assert raw["format"] == FORMAT
+    assert raw["state"] == "complete"
+    assert ", " not in text and ": " not in text
+    assert raw["peakRssBytes"] is None
+
+
+def progress(concurrency: int = 48, in_flight: int = 40, rss: int | None = 200 * 2**20) -> Progress:
+    return Progress(
+        counts=COUNTS,
+        elapsed_seconds=12.34567,
+        objects_per_second=101.239,
+        bytes_per_second=10_123_456.7,
+        eta_seconds=None,
+        limiter=LimiterState(
+            concurrency=concurrency,
+            in_flight=in_flight,
+            reason="growing: objects/s rose 12%",
+            reserved_bytes=14 * 2**20,
+            budget_bytes=358 * 2**20,
+            budget_source="FERRY_MEMORY_LIMIT",
+            rss_bytes=rss,
+            overhead_bytes=200_000,
+            latency_p50=0.05,
+            latency_p95=0.2,
+            latency_p99=0.4,
+        ),
+        throttles=2,
+        retries=5,
+        requests=3000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "rss"),
+    [(progress(), 200 * 2**20), (progress(1, 0, None), None)],
+    ids=["busy", "idle-no-rss"],
+)
+def test_status_document_round_trips(value: Progress, rss: int | None) -> None:
+    document = status_document(2, value)
+    report = parse_report(json.dumps(document))
+    assert report is not None
+    assert report.shard == 2
+    assert report.state == "running"
+    assert report.objects["pending"] == COUNTS.pending
+    assert report.objects["total"] == COUNTS.discovered
+    assert report.objects_per_second == 101.24
+    assert report.bytes_per_second == 10_123_457
+    assert report.concurrency == value.limiter.concurrency
+    assert report.in_flight == value.limiter.in_flight
+    assert report.reason == value.limiter.reason
+    assert report.rss_bytes == rss
+    assert report.failed == []
+    assert document["etaSeconds"] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",  # OOM-killed: the kubelet leaves no message
+        "   ",
+        "Killed",
+        "Traceback (most recent call last):\n  File ...",
+        "{",
+        "null",
+        "42",
+        '"a string"',
+        "[]",
+        '[{"format": "ferry.dev/worker-report/v1"}]',
+        "{}",
+        '{"format": "ferry.dev/worker-report/v0", "shard": 1}',
+        '{"format": null}',
+        '{"shard": 1, "state": "complete"}',
+        "\x00\x01binary",
+    ],
+    ids=["oom-empty", "blank", "killed", "traceback", "truncated", "null", "number", "string", "list",
+         "list-of-doc", "empty-object", "wrong-format", "null-format", "no-format", "binary"],
+)  # fmt: skip
+def test_parse_report_returns_none_for_anything_else(text: str) -> None:
+    assert parse_report(text) is None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"format": FORMAT, "shard": "one"},
+        {"format": FORMAT, "objects": {"total": "many"}},
+        {"format": FORMAT, "concurrency": 5},
+        {"format": FORMAT, "objects": [1, 2]},
+    ],
+    ids=["shard-not-int", "count-not-int", "concurrency-not-object", "objects-not-object"],
+)
+def test_parse_report_malformed_document_is_none(document: dict[str, object]) -> None:
+    assert parse_report(json.dumps(document)) is None
