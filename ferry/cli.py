@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     operator.set_defaults(handler=_operator)
 
     args = parser.parse_args(argv)
+    if args.command == "operator":
+        code: int = args.handler(args)  # kopf configures logging itself
+        return code
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -37,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # botocore logs credentials-adjacent detail at debug; keep library chatter out of normal runs.
         logging.getLogger("botocore").setLevel(logging.WARNING)
-    code: int = args.handler(args)
-    return code
+    result: int = args.handler(args)
+    return result
 
 
 def _worker() -> int:

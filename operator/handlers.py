@@ -45,13 +45,25 @@ def active_by_namespace(
     return {namespace or "": name} if phase in ("Planning", "Running", "Suspended") else None
 
 
+def _needs_reconcile(status: Any, spec: Any) -> bool:
+    """Finished CopyJobs need no timer, except to remove their workers after ttlSecondsAfterFinished."""
+    status = dict(status or {})
+    if status.get("phase") not in TERMINAL:
+        return True
+    removed = any(
+        c.get("type") == "WorkersRemoved" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return dict(spec or {}).get("ttlSecondsAfterFinished") is not None and not removed
+
+
 @kopf.timer(
     GROUP,
     VERSION,
     PLURAL,
     interval=SETTINGS.aggregate_interval_seconds,
     id="reconcile",
-    when=lambda status, **_: (status or {}).get("phase") not in TERMINAL,
+    when=lambda status, spec, **_: _needs_reconcile(status, spec),
 )
 async def reconcile_copyjob(
     *,

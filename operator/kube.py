@@ -15,6 +15,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
+#: Seconds any API call may take; a hung request must not hold a reconciliation forever.
+TIMEOUT = 30
 API_REQUESTS = Counter(
     "ferry_api_requests", "Kubernetes API requests made by the operator", ["verb", "resource"]
 )
@@ -41,7 +43,7 @@ class Kube:
     def secret(self, namespace: str, name: str) -> dict[str, str] | None:
         API_REQUESTS.labels("get", "secrets").inc()
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -53,7 +55,7 @@ class Kube:
     def service_account_exists(self, namespace: str, name: str) -> bool:
         API_REQUESTS.labels("get", "serviceaccounts").inc()
         try:
-            self.core.read_namespaced_service_account(name, namespace)
+            self.core.read_namespaced_service_account(name, namespace, _request_timeout=TIMEOUT)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -63,7 +65,9 @@ class Kube:
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         API_REQUESTS.labels("get", "configmaps").inc()
         try:
-            return self._plain(self.core.read_namespaced_config_map(name, namespace))
+            return self._plain(
+                self.core.read_namespaced_config_map(name, namespace, _request_timeout=TIMEOUT)
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -72,19 +76,21 @@ class Kube:
     def create_configmap(self, body: dict[str, Any]) -> None:
         API_REQUESTS.labels("create", "configmaps").inc()
         try:
-            self.core.create_namespaced_config_map(body["metadata"]["namespace"], cast(Any, body))
+            self.core.create_namespaced_config_map(
+                body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise
 
     def patch_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
         API_REQUESTS.labels("patch", "configmaps").inc()
-        self.core.patch_namespaced_config_map(name, namespace, {"data": data})
+        self.core.patch_namespaced_config_map(name, namespace, {"data": data}, _request_timeout=TIMEOUT)
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         API_REQUESTS.labels("get", "jobs").inc()
         try:
-            return self._plain(self.batch.read_namespaced_job(name, namespace))
+            return self._plain(self.batch.read_namespaced_job(name, namespace, _request_timeout=TIMEOUT))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -93,31 +99,50 @@ class Kube:
     def create_job(self, body: dict[str, Any]) -> None:
         API_REQUESTS.labels("create", "jobs").inc()
         try:
-            self.batch.create_namespaced_job(body["metadata"]["namespace"], cast(Any, body))
+            self.batch.create_namespaced_job(
+                body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise
 
     def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         API_REQUESTS.labels("patch", "jobs").inc()
-        self.batch.patch_namespaced_job(name, namespace, patch)
+        self.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=TIMEOUT)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods."""
+        API_REQUESTS.labels("delete", "jobs").inc()
+        try:
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         API_REQUESTS.labels("list", "pods").inc()
         return [
-            self._plain(p) for p in self.core.list_namespaced_pod(namespace, label_selector=selector).items
+            self._plain(p)
+            for p in self.core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=TIMEOUT
+            ).items
         ]
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         API_REQUESTS.labels("patch", "copyjobs/status").inc()
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _request_timeout=TIMEOUT
         )
 
     def copyjobs(self, namespace: str) -> list[dict[str, Any]]:
         API_REQUESTS.labels("list", "copyjobs").inc()
         result: dict[str, Any] = cast(
-            Any, self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+            Any,
+            self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _request_timeout=TIMEOUT
+            ),
         )
         return list(result.get("items", []))
 

@@ -120,7 +120,9 @@ class Planner:
             if current is None:
                 current = piece
                 continue
-            before = object_weight * current.objects / total_objects + byte_weight * current.bytes / total_bytes
+            before = (
+                object_weight * current.objects / total_objects + byte_weight * current.bytes / total_bytes
+            )
             after = (
                 object_weight * (current.objects + piece.objects) / total_objects
                 + byte_weight * (current.bytes + piece.bytes) / total_bytes

@@ -106,6 +106,8 @@ async def reconcile(
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = int(meta.get("generation") or 1)
     owner = Owner(name, namespace, uid)
+    if status.get("phase") in TERMINAL:
+        return await _after_finish(ctx, namespace, name, spec_raw, status, generation)
     try:
         spec = parse_spec(spec_raw)
         credentials = await asyncio.to_thread(_credentials, ctx.kube, namespace, spec)
@@ -161,8 +163,6 @@ async def reconcile(
     job = await asyncio.to_thread(ctx.kube.job, namespace, job_manifest_name)
     parallelism = _parallelism(spec, summary, ctx.settings, len(shards))
     if job is None:
-        if status.get("phase") in TERMINAL:
-            return {}  # finished, and the Job was cleaned up by ttlSecondsAfterFinished: keep the final status
         cap = ctx.settings.max_jobs_per_namespace
         if cap is not None and active_in_namespace >= cap:
             message = f"namespace {namespace} already runs {active_in_namespace} CopyJobs, the platform's limit is {cap}"
@@ -253,6 +253,42 @@ async def reconcile(
         succeeded = cond.get(new_status["conditions"], "Succeeded") or {}
         ctx.post(kind, "Completed" if phase == "Succeeded" else "Failed", str(succeeded.get("message", "")))
     return new_status
+
+
+async def _after_finish(
+    ctx: Context, namespace: str, name: str, spec_raw: dict[str, Any], status: dict[str, Any], generation: int
+) -> dict[str, Any]:
+    """`ttlSecondsAfterFinished`: remove the Job and its pods once the final counts are in the status,
+    keep the CopyJob. Done here rather than with the Job's own TTL, which could delete pods before
+    their termination messages were read."""
+    ttl = spec_raw.get("ttlSecondsAfterFinished")
+    done = status.get("completionTime")
+    if ttl is None or not done or cond.is_true(status.get("conditions") or [], "WorkersRemoved"):
+        return {}
+    finished = datetime.strptime(done, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    if (datetime.now(UTC) - finished).total_seconds() < float(ttl):
+        return {}
+    await asyncio.to_thread(ctx.kube.delete_job, namespace, job_name(name))
+    ctx.post(
+        "Normal",
+        "WorkersRemoved",
+        f"removed the worker Job {ttl} s after completion (ttlSecondsAfterFinished)",
+    )
+    return {
+        "conditions": cond.set_conditions(
+            status.get("conditions") or [],
+            [
+                Condition(
+                    "WorkersRemoved",
+                    "True",
+                    "TTLExpired",
+                    "ttlSecondsAfterFinished passed; final status kept",
+                )
+            ],
+            now(),
+            generation,
+        )
+    }
 
 
 def _message(status: dict[str, Any], kind: str) -> str:

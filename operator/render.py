@@ -210,8 +210,6 @@ def render_job(
     }
     if settings.worker_service_account:
         job_spec["template"]["spec"]["serviceAccountName"] = settings.worker_service_account
-    if spec.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.ttl_seconds_after_finished
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -1,7 +1,10 @@
-"""`make dev-cluster`: a local control plane, a process kubelet and an S3 server until interrupted.
+"""`make dev-cluster`: a local control plane, a process kubelet, an S3 server and the Ferry operator
+until interrupted.
 
 Run as `python -m ferry.testbed.cluster`. It starts `ControlPlane`, `ProcessKubelet` and `VersityGW`
-with their state in `.dev-cluster/` of the repository, prints how to reach them, and writes
+with their state in `.dev-cluster/` of the repository, installs the CopyJob CRD and the chart's
+ServiceAccounts and RBAC, runs `ferry operator` under the chart's ServiceAccount (so
+`kubectl apply -f examples/...` just works), prints how to reach everything, and writes
 `.dev-cluster/env` (shell assignments of KUBECONFIG, FERRY_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) once everything is ready, so another terminal can
 `source .dev-cluster/env`. SIGINT or SIGTERM stops every process it started. The credentials are
@@ -21,8 +24,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from kubernetes import config
+
 from ferry.testbed.binaries import CONTROL_PLANE, REPO_ROOT, S3_SERVER, MissingBinariesError, find_binaries
 from ferry.testbed.controlplane import ControlPlane
+from ferry.testbed.install import NAMESPACE, RELEASE, install, operator_process
 from ferry.testbed.kubelet import ProcessKubelet
 from ferry.testbed.versitygw import VersityGW
 
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        bins = find_binaries(*CONTROL_PLANE, *S3_SERVER)
+        bins = find_binaries(*CONTROL_PLANE, *S3_SERVER, "helm")
     except MissingBinariesError as exc:
         print(f"dev-cluster: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         ProcessKubelet(cp.admin_kubeconfig, state / "kubelet"),
         VersityGW(bins, state / "s3") as s3,
     ):
+        api = config.new_client_from_config(config_file=str(cp.admin_kubeconfig))
+        install(api, bins.bin_dir / "helm")
+        operator = operator_process(cp, state, interval=2.0)
+        next(operator)
         ep = s3.endpoint
         env = {
             "KUBECONFIG": str(cp.admin_kubeconfig),
@@ -80,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  S3 access key: {ep.access_key}\n"
             f"  S3 secret key: {ep.secret_key}\n"
             f"  kubectl:      {kubectl}\n"
+            f"  operator:     ferry operator as system:serviceaccount:{NAMESPACE}:{RELEASE} "
+            f"(log: {state}/operator.log)\n"
             f"  logs:         {state}/controlplane/logs, {state}/kubelet, {state}/s3\n"
             f"In another shell: set -a; source {env_file}; set +a\n"
             "Stop with Ctrl-C.",
@@ -95,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             if s3.proc is not None:
                 s3.proc.check_running()
         print("dev-cluster: stopping", flush=True)
+        operator.close()
     (state / "env").unlink(missing_ok=True)
     return 0
 

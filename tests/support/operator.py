@@ -1,129 +1,14 @@
-"""The operator on the testbed, the way a platform team installs it: the CRD and the chart's
-ServiceAccount and RBAC applied to the real apiserver, then `ferry operator` run as a local process
-under that ServiceAccount's identity (a token minted with the TokenRequest API)."""
+"""Helpers for the operator's end-to-end tests: CopyJob bodies, content digests, polling."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-from kubernetes import client, utils
-from kubernetes.client.exceptions import ApiException
+from ferry.testbed.install import GROUP, PLURAL, VERSION
 
-REPO = Path(__file__).resolve().parents[2]
-NAMESPACE = "ferry-system"
-RELEASE = "ferry"
-GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
-
-
-def render_chart(helm: Path, *values: str) -> list[dict[str, Any]]:
-    args = [str(helm), "template", RELEASE, str(REPO / "charts" / "ferry"), "--namespace", NAMESPACE]
-    for value in values:
-        args += ["--set", value]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def install(api: client.ApiClient, helm: Path) -> None:
-    """CRD, namespace, and the chart's ServiceAccounts and RBAC (not its Deployment: the operator runs
-    here as a process)."""
-    ext = client.ApiextensionsV1Api(api)
-    crd = yaml.safe_load((REPO / "crds" / "copyjob.yaml").read_text())
-    try:
-        ext.create_custom_resource_definition(crd)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        conditions = ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            break
-        time.sleep(0.2)
-    core = client.CoreV1Api(api)
-    try:
-        core.create_namespace({"metadata": {"name": NAMESPACE}})
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-    for obj in render_chart(helm):
-        if obj["kind"] in wanted:
-            try:
-                utils.create_from_dict(api, obj)
-            except utils.FailToCreateError as exc:
-                if not all(e.status == 409 for e in exc.api_exceptions):
-                    raise
-
-
-@dataclass
-class OperatorProcess:
-    kubeconfig: Path
-    log: Path
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).with_name("ferry")), "operator"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-
-    def kill(self) -> None:
-        """SIGKILL, as a node failure would: no clean shutdown."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-            self.process = None
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def operator_process(cluster: Any, workdir: Path, free_port: Any) -> Iterator[OperatorProcess]:
-    # The chart's ServiceAccount, with exactly the chart's RBAC: what the operator may do here is what
-    # it may do in a real cluster.
-    kubeconfig = cluster.controlplane.service_account_kubeconfig(NAMESPACE, RELEASE)
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kubeconfig),
-        "FERRY_AGGREGATE_INTERVAL_SECONDS": "1",
-        "FERRY_METRICS_PORT": str(free_port()),
-        "FERRY_LIVENESS_PORT": str(free_port()),
-        "FERRY_WORKER_SERVICE_ACCOUNT": f"{RELEASE}-worker",
-        "FERRY_MAX_PODS_PER_JOB": "50",
-    }
-    env.pop("AWS_ACCESS_KEY_ID", None)
-    env.pop("AWS_SECRET_ACCESS_KEY", None)
-    handle = OperatorProcess(kubeconfig, workdir / "operator.log", env)
-    handle.start()
-    try:
-        yield handle
-    finally:
-        handle.stop()
+__all__ = ["GROUP", "PLURAL", "VERSION", "copyjob", "md5s", "wait_for"]
 
 
 def copyjob(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -175,13 +175,15 @@ def test_pod_failure_policy_fails_the_index_on_exit_2() -> None:
     ],
     ids=["defaults", "suspended", "ttl-zero", "ttl-hour", "both"],
 )
-def test_suspend_and_ttl_mirror_the_spec(extra: dict[str, Any], suspend: bool, ttl: int | None) -> None:
+def test_suspend_mirrors_the_spec_and_ttl_is_left_to_the_operator(
+    extra: dict[str, Any], suspend: bool, ttl: int | None
+) -> None:
     spec = job(spec_of(BASE, **extra))["spec"]
     assert spec["suspend"] is suspend
-    if ttl is None:
-        assert "ttlSecondsAfterFinished" not in spec
-    else:
-        assert spec["ttlSecondsAfterFinished"] == ttl
+    # The operator removes the Job itself once it has read every final report; a Job TTL could delete
+    # the pods (and their termination messages) before that.
+    assert "ttlSecondsAfterFinished" not in spec
+    del ttl
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,368 @@
+"""The operator end to end on the testbed: a real kube-apiserver with RBAC, the Job controller, worker
+pods run by the process kubelet, versitygw as S3. The operator runs under the chart's ServiceAccount.
+Every object is verified at the destination by content."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from ferry.testbed.faultproxy import FaultPlan, FaultProxy
+from ferry.testbed.install import OperatorProcess, install, operator_process
+from support.operator import GROUP, PLURAL, VERSION, copyjob, md5s, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Any, testbin: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install(cluster.api, testbin.path("helm"))
+    yield from operator_process(cluster.controlplane, tmp_path_factory.mktemp("operator"))
+
+
+@pytest.fixture
+def s3(versitygw: Any) -> Any:
+    return versitygw.endpoint.client()
+
+
+@pytest.fixture
+def custom(cluster: Any) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(cluster.api)
+
+
+def fill(s3: Any, count: int, size: int = 2000) -> tuple[str, str]:
+    source, destination = f"src-{uuid.uuid4().hex[:10]}", f"dst-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=source)
+    s3.create_bucket(Bucket=destination)
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: s3.put_object(
+                    Bucket=source, Key=f"data/{i:05d}.bin", Body=os.urandom(size + i % 97)
+                ),
+                range(count),
+            )
+        )
+    return source, destination
+
+
+def secret(cluster: Any, namespace: str, name: str, endpoint: Any) -> None:
+    cluster.core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": endpoint.access_key,
+                "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
+            },
+        },
+    )
+
+
+def spec_for(endpoint_url: str, source: str, destination: str, **extra: Any) -> dict[str, Any]:
+    # Two Secrets of the same keys: the copy streams GET -> PUT as between two providers.
+    return {
+        "source": {"bucket": source, "endpoint": endpoint_url, "credentialsSecret": "src"},
+        "destination": {"bucket": destination, "endpoint": endpoint_url, "credentialsSecret": "dst"},
+        **extra,
+    }
+
+
+class Jobs:
+    def __init__(self, custom: client.CustomObjectsApi, namespace: str) -> None:
+        self.custom, self.namespace = custom, namespace
+
+    def create(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, copyjob(name, spec)
+        )
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name))
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.get(name).get("status") or {})
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+        )
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 150) -> dict[str, Any]:
+        return wait_for(
+            f"{name} in phase {phases}",
+            lambda: (s := self.status(name)).get("phase") in phases and s,
+            timeout,
+        )
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", []) if c["type"] == kind)
+
+
+def accounting_closes(status: dict[str, Any]) -> bool:
+    o = status["objects"]
+    return o["total"] == o["copied"] + o["skipped"] + o["failed"] + o["pending"]
+
+
+def events(cluster: Any, namespace: str, name: str) -> list[tuple[str, str]]:
+    items = cluster.core.list_namespaced_event(namespace).items
+    return [(e.reason, e.message) for e in items if e.involved_object.name == name]
+
+
+@pytest.fixture
+def jobs(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str, cluster: Any, versitygw: Any
+) -> Jobs:
+    secret(cluster, namespace, "src", versitygw.endpoint)
+    secret(cluster, namespace, "dst", versitygw.endpoint)
+    return Jobs(custom, namespace)
+
+
+def test_copyjob_across_shards_succeeds_with_exact_counts_and_every_object_verified(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 1500)
+    jobs.create(
+        "bulk",
+        spec_for(versitygw.endpoint.url, source, destination, parallelism=3, shardSize={"maxObjects": 300}),
+    )
+    status = jobs.wait_phase("bulk", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded", status
+    assert status["objects"] == {"total": 1500, "copied": 1500, "skipped": 0, "failed": 0, "pending": 0}
+    assert status["plan"]["shards"] >= 5 and status["workers"]["succeeded"] == status["plan"]["shards"]
+    assert condition(status, "Succeeded")["status"] == "True"
+    assert status["observedGeneration"] == jobs.get("bulk")["metadata"]["generation"]
+    assert status["completionTime"] >= status["startTime"]
+    assert md5s(s3, destination) == md5s(s3, source)
+    reasons = {r for r, _m in events(cluster, namespace, "bulk")}
+    assert {"Planned", "Started", "Completed"} <= reasons
+    job = cluster.batch.read_namespaced_job("bulk-workers", namespace)
+    pod = job.spec.template.spec
+    assert pod.automount_service_account_token is False
+    assert pod.containers[0].security_context.read_only_root_filesystem is True
+
+
+def test_dry_run_reports_the_estimate_and_copies_nothing(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 200)
+    jobs.create("estimate", spec_for(versitygw.endpoint.url, source, destination, dryRun=True))
+    status = jobs.wait_phase("estimate", "Planned")
+    plan = status["plan"]
+    assert plan["objects"] == 200 and plan["bytes"] > 200 * 2000
+    assert plan["podMemory"] and plan["memoryLimit"] and plan["predictedSeconds"] >= 0
+    assert sum(h["count"] for h in plan["histogram"]) == 200
+    assert status["objects"]["pending"] == 200
+    assert md5s(s3, destination) == {}
+    assert cluster.batch.list_namespaced_job(namespace).items == []
+
+
+def test_suspend_pauses_and_resume_finishes(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 300)
+    jobs.create("paused", spec_for(versitygw.endpoint.url, source, destination, suspend=True))
+    status = jobs.wait_phase("paused", "Suspended")
+    assert condition(status, "Suspended")["status"] == "True"
+    assert cluster.core.list_namespaced_pod(namespace, label_selector="ferry.dev/copyjob=paused").items == []
+    jobs.patch("paused", {"suspend": False})
+    status = jobs.wait_phase("paused", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded"
+    assert md5s(s3, destination) == md5s(s3, source)
+
+
+def test_missing_secret_stalls_with_a_reason_and_creating_it_resumes(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    cluster: Any,
+    namespace: str,
+    s3: Any,
+    versitygw: Any,
+) -> None:
+    jobs = Jobs(custom, namespace)
+    secret(cluster, namespace, "src", versitygw.endpoint)
+    source, destination = fill(s3, 100)
+    jobs.create("waits", spec_for(versitygw.endpoint.url, source, destination))
+    status = wait_for("Stalled condition", lambda: (s := jobs.status("waits")).get("conditions") and s)
+    stalled = condition(status, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "CredentialsSecretMissing")
+    assert "'dst'" in stalled["message"] and "spec.destination.credentialsSecret" in stalled["message"]
+    wait_for(
+        "a Warning event",
+        lambda: any(r == "CredentialsSecretMissing" for r, _ in events(cluster, namespace, "waits")),
+    )
+    secret(cluster, namespace, "dst", versitygw.endpoint)
+    status = jobs.wait_phase("waits", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded" and condition(status, "Stalled")["status"] == "False"
+
+
+def test_missing_bucket_stalls_with_bucket_not_found(jobs: Jobs, s3: Any, versitygw: Any) -> None:
+    source, _destination = fill(s3, 10)
+    jobs.create("nobucket", spec_for(versitygw.endpoint.url, source, "no-such-bucket-here"))
+    status = wait_for("Stalled", lambda: (s := jobs.status("nobucket")).get("conditions") and s)
+    stalled = condition(status, "Stalled")
+    assert stalled["reason"] == "BucketNotFound" and "no-such-bucket-here" in stalled["message"]
+
+
+def test_parallelism_edit_applies_to_the_live_job(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 600)
+    with FaultProxy(versitygw.endpoint.url, FaultPlan(latency_ms=40)) as slow:
+        jobs.create(
+            "resize", spec_for(slow.url, source, destination, parallelism=1, shardSize={"maxObjects": 100})
+        )
+        wait_for("job", lambda: cluster.batch.list_namespaced_job(namespace).items)
+        jobs.patch("resize", {"parallelism": 4})
+        wait_for(
+            "parallelism 4 on the Job",
+            lambda: cluster.batch.read_namespaced_job("resize-workers", namespace).spec.parallelism == 4,
+        )
+        status = jobs.wait_phase("resize", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded" and status["workers"]["desired"] == 4
+    assert md5s(s3, destination) == md5s(s3, source)
+
+
+def test_worker_pod_killed_mid_shard_is_retried_and_nothing_is_lost(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 400)
+    # Few transfers over a slow link, so the shards are still running when a pod is killed.
+    with FaultProxy(versitygw.endpoint.url, FaultPlan(latency_ms=100)) as slow:
+        jobs.create(
+            "killed",
+            spec_for(
+                slow.url,
+                source,
+                destination,
+                parallelism=2,
+                shardSize={"maxObjects": 200},
+                concurrency={"max": 4},
+            ),
+        )
+        wait_for("copying", lambda: (jobs.status("killed").get("objects") or {}).get("copied", 0) > 10)
+        pods = "ferry.dev/copyjob=killed"
+        victim = wait_for(
+            "a running worker",
+            lambda: next(
+                (
+                    p
+                    for p in cluster.core.list_namespaced_pod(namespace, label_selector=pods).items
+                    if p.status.phase == "Running"
+                ),
+                None,
+            ),
+        )
+        cluster.core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
+        status = jobs.wait_phase("killed", "Succeeded", "Failed", timeout=180)
+    assert status["phase"] == "Succeeded", status
+    assert status["objects"]["total"] == 400 and status["objects"]["failed"] == 0
+    assert accounting_closes(status)
+    assert md5s(s3, destination) == md5s(s3, source)
+
+
+def test_operator_restarted_mid_run_resumes_without_replanning(
+    jobs: Jobs, operator: OperatorProcess, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 500)
+    with FaultProxy(versitygw.endpoint.url, FaultPlan(latency_ms=40)) as slow:
+        jobs.create(
+            "restart", spec_for(slow.url, source, destination, parallelism=2, shardSize={"maxObjects": 100})
+        )
+        wait_for("copying", lambda: (jobs.status("restart").get("objects") or {}).get("copied", 0) > 0)
+        plan = cluster.core.read_namespaced_config_map("restart-plan", namespace)
+        operator.kill()
+        operator.start()
+        status = jobs.wait_phase("restart", "Succeeded", "Failed", timeout=180)
+    assert status["phase"] == "Succeeded"
+    assert (
+        cluster.core.read_namespaced_config_map("restart-plan", namespace).metadata.uid == plan.metadata.uid
+    )
+    assert [r for r, _ in events(cluster, namespace, "restart")].count("Planned") == 1
+    assert status["objects"] == {"total": 500, "copied": 500, "skipped": 0, "failed": 0, "pending": 0}
+    assert md5s(s3, destination) == md5s(s3, source)
+
+
+def test_failed_objects_end_failed_with_a_sample_and_closed_accounting(
+    jobs: Jobs, s3: Any, versitygw: Any
+) -> None:
+    source, _destination = fill(s3, 50)
+    plan = FaultPlan(error500_rate=1.0, methods=frozenset({"GET"}), path_regex=r"/data/0001[0-2]\.bin")
+    with FaultProxy(versitygw.endpoint.url, plan) as faulty:
+        jobs.create("broken", spec_for(faulty.url, source, _destination))
+        status = jobs.wait_phase("broken", "Succeeded", "Failed", timeout=180)
+    assert status["phase"] == "Failed"
+    assert condition(status, "Failed")["reason"] == "ObjectsFailed"
+    assert status["objects"]["failed"] == 3 and status["objects"]["copied"] == 47
+    assert {f["key"] for f in status["failedObjects"]} == {f"data/0001{i}.bin" for i in range(3)}
+    assert accounting_closes(status)
+
+
+def test_deleting_the_copyjob_removes_everything_it_owns(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str, custom: client.CustomObjectsApi
+) -> None:
+    source, destination = fill(s3, 100)
+    jobs.create("gone", spec_for(versitygw.endpoint.url, source, destination))
+    jobs.wait_phase("gone", "Succeeded", "Failed")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+    wait_for(
+        "owned objects collected",
+        lambda: (
+            not cluster.batch.list_namespaced_job(namespace).items
+            and not [
+                c
+                for c in cluster.core.list_namespaced_config_map(namespace).items
+                if c.metadata.name.startswith("gone-")
+            ]
+            and not cluster.core.list_namespaced_pod(namespace, label_selector="ferry.dev/copyjob=gone").items
+        ),
+    )
+
+
+def test_ttl_after_finished_removes_workers_and_keeps_the_copyjob(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 50)
+    jobs.create("ttl", spec_for(versitygw.endpoint.url, source, destination, ttlSecondsAfterFinished=1))
+    jobs.wait_phase("ttl", "Succeeded")
+    wait_for("Job removed after the TTL", lambda: not cluster.batch.list_namespaced_job(namespace).items)
+    status = wait_for(
+        "WorkersRemoved",
+        lambda: (
+            (s := jobs.status("ttl"))
+            and any(c["type"] == "WorkersRemoved" and c["status"] == "True" for c in s["conditions"])
+            and s
+        ),
+    )
+    assert status["phase"] == "Succeeded"
+    assert status["objects"] == {"total": 50, "copied": 50, "skipped": 0, "failed": 0, "pending": 0}
+    wait_for(
+        "worker pods gone",
+        lambda: not cluster.core.list_namespaced_pod(namespace, label_selector="ferry.dev/copyjob=ttl").items,
+    )
+
+
+def test_operator_serves_metrics(operator: OperatorProcess) -> None:
+    port = operator.env["FERRY_METRICS_PORT"]
+    text = wait_for("metrics", lambda: _get(f"http://127.0.0.1:{port}/metrics"))
+    assert "ferry_api_requests_total" in text and "ferry_copyjobs" in text
+    assert _get(f"http://127.0.0.1:{operator.env['FERRY_LIVENESS_PORT']}/healthz") is not None
+
+
+def _get(url: str) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
