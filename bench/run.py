@@ -163,7 +163,7 @@ def run_child(
     """Run one tool; wall time, user+sys CPU and peak RSS from wait4() of exactly this child.
 
     At `cap` seconds the child gets SIGINT (ferry finishes in-flight transfers and prints its summary),
-    at `timeout` SIGKILL.
+    20-60 s later or at `timeout` SIGKILL.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
@@ -195,7 +195,8 @@ def run_child(
                 capped = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGINT)
-            if now > timeout or (capped and now > cap + 20):  # type: ignore[operator]
+            # After SIGINT, transfers in flight finish: allow up to a minute for a large object.
+            if now > timeout or (capped and now > cap + min(60.0, max(20.0, cap))):  # type: ignore[operator]
                 timed_out = not capped
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
