@@ -23,8 +23,9 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from kubernetes import config
+from kubernetes import client, config
 
 from ferry.testbed.binaries import CONTROL_PLANE, REPO_ROOT, S3_SERVER, MissingBinariesError, find_binaries
 from ferry.testbed.controlplane import ControlPlane
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         operator = operator_process(cp, state, interval=2.0)
         next(operator)
         ep = s3.endpoint
+        example = _seed(api, ep, state)
         env = {
             "KUBECONFIG": str(cp.admin_kubeconfig),
             "FERRY_S3_ENDPOINT": ep.url,
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  operator:     ferry operator as system:serviceaccount:{NAMESPACE}:{RELEASE} "
             f"(log: {state}/operator.log)\n"
             f"  logs:         {state}/controlplane/logs, {state}/kubelet, {state}/s3\n"
+            f"  try it:       {kubectl} apply -f {example} && {kubectl} get copyjobs -w\n"
             f"In another shell: set -a; source {env_file}; set +a\n"
             "Stop with Ctrl-C.",
             flush=True,
@@ -110,6 +113,42 @@ def main(argv: list[str] | None = None) -> int:
         operator.close()
     (state / "env").unlink(missing_ok=True)
     return 0
+
+
+def _seed(api: object, endpoint: Any, state: Path, objects: int = 500) -> Path:
+    """A source bucket with objects, an empty destination, a Secret and a CopyJob ready to apply."""
+    s3 = endpoint.client()
+    s3.create_bucket(Bucket="dev-source")
+    s3.create_bucket(Bucket="dev-destination")
+    for index in range(objects):
+        s3.put_object(
+            Bucket="dev-source",
+            Key=f"logs/{index % 7}/part-{index:05d}.json",
+            Body=b"{}" * (50 + index * 7),
+            ContentType="application/json",
+        )
+    client.CoreV1Api(api).create_namespaced_secret(
+        "default",
+        {
+            "metadata": {"name": "dev-s3"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": endpoint.access_key,
+                "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
+            },
+        },
+    )
+    manifest = state / "copyjob.yaml"
+    manifest.write_text(f"""# A CopyJob against the dev-cluster's own S3 server (written by make dev-cluster).
+apiVersion: ferry.dev/v1alpha1
+kind: CopyJob
+metadata: {{name: dev-copy, namespace: default}}
+spec:
+  source: {{bucket: dev-source, prefix: logs/, endpoint: "{endpoint.url}", credentialsSecret: dev-s3}}
+  destination: {{bucket: dev-destination, prefix: copied/, endpoint: "{endpoint.url}", credentialsSecret: dev-s3}}
+  parallelism: 2
+  shardSize: {{maxObjects: 100}}
+""")
+    return manifest
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def check_location(client: Any, location: Location, field: str, policy: RetryPol
             message = template.format(bucket=location.bucket, endpoint=endpoint, field=field)
         elif code in ("ConnectionError", "ReadTimeout"):
             reason = "EndpointUnreachable"
-            message = f"cannot reach {endpoint} for {field}: {exc.last.message}; check {field}.endpoint"
+            message = f"cannot reach {endpoint}: {exc.last.message}; check {field}.endpoint"
         elif code in ("404", "NotFound"):
             reason, message = "BucketNotFound", f"bucket {location.bucket!r} does not exist at {endpoint}"
         elif code in ("403", "Forbidden"):
