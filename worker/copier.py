@@ -61,6 +61,9 @@ class Copier:
     #: hears throttles).
     on_request: Callable[[], None] = lambda: None
     on_error: Callable[[Classified], None] = lambda _error: None
+    #: Lean GET/PUT transports for streamed objects (see leans3.py); None: boto3 for everything.
+    source_lean: Any = None
+    destination_lean: Any = None
     requests: TokenBucket = field(default_factory=lambda: TokenBucket(0))
     bandwidth: TokenBucket = field(default_factory=lambda: TokenBucket(0))
 
@@ -137,6 +140,11 @@ class Copier:
         result.method = "stream"
 
         def fetch() -> tuple[dict[str, Any], bytes]:
+            if self.source_lean is not None:
+                head, data = self.source_lean.get_object(
+                    Bucket=self.source_bucket, Key=obj.key, **self._checksum_mode()
+                )
+                return head, data
             response = self.source_client.get_object(
                 Bucket=self.source_bucket, Key=obj.key, **self._checksum_mode()
             )
@@ -151,6 +159,11 @@ class Copier:
         args.update(self._verify_single(obj, head, body))
 
         def put() -> dict[str, Any]:
+            if self.destination_lean is not None:
+                lean: dict[str, Any] = self.destination_lean.put_object(
+                    Bucket=self.destination_bucket, Key=key, Body=body, ContentLength=len(body), **args
+                )
+                return lean
             response: dict[str, Any] = self.destination_client.put_object(
                 Bucket=self.destination_bucket, Key=key, Body=body, ContentLength=len(body), **args
             )

@@ -83,6 +83,8 @@ class CopyEngine:
     part_size: int = DEFAULT_PART
     retry: RetryPolicy = RetryPolicy()
     clock: Callable[[], float] = time.monotonic
+    source_lean: Any = None
+    destination_lean: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _counts: Counts = field(default_factory=Counts, init=False)
     _throttles: int = field(default=0, init=False)
@@ -107,6 +109,8 @@ class CopyEngine:
                 part_size=self.part_size,
                 retry=self.retry,
             ),
+            source_lean=self.source_lean,
+            destination_lean=self.destination_lean,
             on_request=self._count_request,
             on_error=self._count_error,
             requests=TokenBucket(self.spec.rate_limit.requests_per_second),

@@ -32,6 +32,7 @@ from ferry.worker.adaptive import AdaptiveLimiter
 from ferry.worker.budget import current_rss, detect_budget
 from ferry.worker.control import ControlConfig
 from ferry.worker.engine import CopyEngine, Progress
+from ferry.worker.leans3 import make_lean
 from ferry.worker.objects import KeyRange
 from ferry.worker.preflight import check_location
 from ferry.worker.report import FailureReport
@@ -139,10 +140,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
         )
         limiter.close()
         return EXIT_RETRY
+    lean = env.get("FERRY_TRANSPORT", "lean") == "lean"
     engine = CopyEngine(
         spec=spec,
         source_client=source,
         destination_client=destination,
+        source_lean=make_lean(spec.source, config.source, options) if lean else None,
+        destination_lean=make_lean(spec.destination, config.destination, options) if lean else None,
         limiter=limiter,
         report=FailureReport(),
         key_range=KeyRange(config.shard.start_after, config.shard.end),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,7 @@ from ferry.worker.budget import detect_budget
 from ferry.worker.control import ControlConfig, initial_concurrency
 from ferry.worker.display import ProgressDisplay, format_duration
 from ferry.worker.engine import CopyEngine, Summary
+from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter, Limiter
 from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
@@ -63,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=int,
         help="with --policy fixed (implied when given alone): transfers in flight, capped by spec.concurrency.max",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("lean", "botocore"),
+        default=os.environ.get("FERRY_TRANSPORT", "lean"),
+        help="how streamed objects are fetched and stored: lean (default; a signed urllib3 request, a "
+        "fraction of botocore's CPU) or botocore (the reference path)",
     )
     parser.add_argument(
         "--timeline", type=Path, help="write one JSON line per second of progress and concurrency"
@@ -109,10 +118,13 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     report = FailureReport(args.report)
+    lean = args.transport == "lean"
     engine = CopyEngine(
         spec=spec,
         source_client=source_client,
         destination_client=dest_client,
+        source_lean=make_lean(spec.source, source_creds, options) if lean else None,
+        destination_lean=make_lean(spec.destination, dest_creds, options) if lean else None,
         limiter=limiter,
         report=report,
     )

@@ -8,6 +8,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from support.engine import TEST_PART, digest_map, run_engine, spec
 
 # Every legal shape of key a bucket can hold.
@@ -34,7 +36,10 @@ def fill(client: Any, bucket: str, keys: list[str], size: int = 3000, **put: Any
     return digests
 
 
-def test_streaming_copy_preserves_bytes_metadata_and_tags_for_every_key_shape(s3: Any) -> None:
+@pytest.mark.parametrize("transport", ["lean", "botocore"])
+def test_streaming_copy_preserves_bytes_metadata_and_tags_for_every_key_shape(
+    s3: Any, transport: str
+) -> None:
     endpoint, client = s3.endpoint, s3.client
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -59,7 +64,7 @@ def test_streaming_copy_preserves_bytes_metadata_and_tags_for_every_key_shape(s3
         {"bucket": src, "endpoint": endpoint.url, "credentialsSecret": "reader"},
         {"bucket": dst, "endpoint": endpoint.url, "credentialsSecret": "writer", "prefix": "copy/"},
     )
-    run = run_engine(job, endpoint)
+    run = run_engine(job, endpoint, transport=transport)
 
     c = run.summary.counts
     assert (c.discovered, c.copied, c.skipped, c.failed, c.pending) == (len(digests), len(digests), 0, 0, 0)
@@ -68,6 +73,7 @@ def test_streaming_copy_preserves_bytes_metadata_and_tags_for_every_key_shape(s3
     )
     assert digest_map(client, dst, "copy/") == digests
     head = client.head_object(Bucket=dst, Key="copy/" + AWKWARD_KEYS[0])
+    assert head["Expires"] == expires
     assert head["ContentType"] == "application/x-ferry"
     assert head["ContentLanguage"] == "de"
     assert head["ContentDisposition"] == 'attachment; filename="x"'
@@ -175,7 +181,8 @@ def test_server_side_copy_uses_copy_object_and_upload_part_copy(s3: Any) -> None
     assert client.head_object(Bucket=bucket, Key="dst/big")["ContentType"] == "application/big"
 
 
-def test_each_verify_mode_copies_intact_objects(s3: Any) -> None:
+@pytest.mark.parametrize("transport", ["lean", "botocore"])
+def test_each_verify_mode_copies_intact_objects(s3: Any, transport: str) -> None:
     endpoint, client = s3.endpoint, s3.client
     for mode in ("checksum", "etag", "size"):
         src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
@@ -188,7 +195,7 @@ def test_each_verify_mode_copies_intact_objects(s3: Any) -> None:
             {"bucket": dst, "endpoint": endpoint.url, "credentialsSecret": "b"},
             verify=mode,
         )
-        counts = run_engine(job, endpoint).summary.counts
+        counts = run_engine(job, endpoint, transport=transport).summary.counts
         assert (counts.copied, counts.failed) == (3, 0), mode
         assert digest_map(client, dst) == digests, mode
 

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ferry.testbed.faultproxy import FaultPlan, FaultProxy
 from support.engine import TEST_PART, digest_map, run_engine, spec
 
@@ -24,7 +26,8 @@ def fill(client: Any, bucket: str, count: int, size: int = 4096) -> dict[str, st
     return digests
 
 
-def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any) -> None:
+@pytest.mark.parametrize("transport", ["lean", "botocore"])
+def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str) -> None:
     endpoint, client = s3.endpoint, s3.client
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
     digests = fill(client, src, 120)
@@ -48,7 +51,7 @@ def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any) -> None:
         FaultProxy(endpoint.url, destination_plan, seed=2) as destination,
     ):
         job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": destination.url})
-        run = run_engine(job, endpoint, concurrency=8)
+        run = run_engine(job, endpoint, concurrency=8, transport=transport)
         injected = source.stats().faults + destination.stats().faults
 
     summary = run.summary
@@ -59,7 +62,8 @@ def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any) -> None:
     assert digest_map(client, dst) == digests
 
 
-def test_stalls_longer_than_the_read_timeout_are_retried(s3: Any) -> None:
+@pytest.mark.parametrize("transport", ["lean", "botocore"])
+def test_stalls_longer_than_the_read_timeout_are_retried(s3: Any, transport: str) -> None:
     endpoint, client = s3.endpoint, s3.client
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
     digests = fill(client, src, 6, size=256 * 1024)
@@ -68,7 +72,7 @@ def test_stalls_longer_than_the_read_timeout_are_retried(s3: Any) -> None:
     )
     with FaultProxy(endpoint.url, plan) as source:
         job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": endpoint.url})
-        run = run_engine(job, endpoint, read_timeout=1.0)
+        run = run_engine(job, endpoint, read_timeout=1.0, transport=transport)
         assert source.stats().stalls == 2
     assert run.summary.counts.failed == 0
     assert run.summary.retries >= 2

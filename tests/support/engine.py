@@ -11,6 +11,7 @@ from typing import Any
 from ferry.model import CopyJobSpec
 from ferry.testbed.s3server import S3Endpoint
 from ferry.worker.engine import CopyEngine, Summary
+from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter
 from ferry.worker.report import FailureReport
 from ferry.worker.retry import RetryPolicy
@@ -44,6 +45,7 @@ def run_engine(
     read_timeout: float = 10.0,
     report: Path | None = None,
     retry: RetryPolicy = FAST_RETRY,
+    transport: str = "lean",
 ) -> Run:
     """Run ``job`` against ``endpoint`` (or proxies in front of it) and return its summary."""
     creds = Credentials(endpoint.access_key, endpoint.secret_key)
@@ -52,10 +54,13 @@ def run_engine(
     )
     src_loc = job.source.model_copy(update={"endpoint": source_url or job.source.endpoint})
     dst_loc = job.destination.model_copy(update={"endpoint": destination_url or job.destination.endpoint})
+    lean = transport == "lean"
     engine = CopyEngine(
         spec=job,
         source_client=make_client(src_loc, creds, options),
         destination_client=make_client(dst_loc, creds, options),
+        source_lean=make_lean(src_loc, creds, options) if lean else None,
+        destination_lean=make_lean(dst_loc, creds, options) if lean else None,
         limiter=FixedLimiter(concurrency),
         report=FailureReport(report),
         part_size=TEST_PART,
