@@ -68,7 +68,7 @@ def size(
     # Payload memory is capped at WORKING_SET_CAP: 512 transfers of 100 KB, or 120 of 8 MiB parts.
     by_memory = max(4, WORKING_SET_CAP // per_transfer_bytes(median, part_size))
     max_concurrency = max(1, min(concurrency_max, MAX_CONCURRENCY_PER_POD, by_memory))
-    initial = max(1, min(max_concurrency, 32 if median <= MiB else 8))
+    initial = max(1, min(max_concurrency, 64 if median <= MiB else 8))
     # Memory: the baseline plus the max concurrency of median-sized transfers, with room for p99 ones
     # (the adaptive manager's admission keeps the real mix within FERRY_MEMORY_LIMIT anyway).
     working_set = max_concurrency * per_transfer_bytes(median, part_size) + 8 * per_transfer_bytes(

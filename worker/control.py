@@ -75,7 +75,7 @@ def initial_concurrency(median_size: int | None, part_size: int, budget_bytes: i
     if median_size is None:
         start = 16
     elif median_size <= 2**20:
-        start = 32
+        start = 64
     else:
         start = max(1, budget_bytes // (8 * min(median_size, part_size)))
     return max(1, min(start, 64, maximum))

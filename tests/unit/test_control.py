@@ -112,7 +112,7 @@ def test_memory_pressure_shrinks_concurrency() -> None:
     ("median", "budget", "maximum", "expected"),
     [
         (None, 2**30, 512, 16),
-        (100_000, 2**30, 512, 32),
+        (100_000, 2**30, 512, 64),
         (100_000, 2**30, 4, 4),
         (2**30, 512 * 2**20, 512, 8),
         (2**30, 16 * 2**20, 512, 1),

@@ -184,7 +184,7 @@ def test_no_target_gives_min_4_and_shards(shards: int, expected: int) -> None:
 
 @pytest.mark.parametrize(
     ("concurrency_max", "expected_max", "expected_initial"),
-    [(4, 4, 4), (16, 16, 16), (1, 1, 1), (4096, 512, 32)],
+    [(4, 4, 4), (16, 16, 16), (1, 1, 1), (4096, 512, 64)],
     ids=["4", "16", "1", "above-per-pod-max"],
 )
 def test_concurrency_max_bounds_concurrency(
