@@ -25,6 +25,7 @@ from ferry.model.loading import format_validation_error
 from ferry.model.plan import SHARDS_FILE, SUMMARY_FILE, Shard
 from ferry.model.quantity import to_quantity
 from ferry.operator import conditions as cond
+from ferry.operator import ledger
 from ferry.operator.aggregate import JobView, Totals, phase_and_conditions, totals
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
@@ -197,18 +198,20 @@ async def reconcile(
     await asyncio.to_thread(_converge_job, ctx.kube, job, parallelism, spec.suspend)
 
     view = job_view(job)
-    ledger = await asyncio.to_thread(ctx.kube.configmap, namespace, ledger_name(name))
-    finished = {int(k): r for k, v in ((ledger or {}).get("data") or {}).items() if (r := parse_report(v))}
+    ledger_map = await asyncio.to_thread(ctx.kube.configmap, namespace, ledger_name(name))
+    ledger_data: dict[str, str] = dict((ledger_map or {}).get("data") or {})
+    finished = ledger.read(ledger_data)
     pods = await asyncio.to_thread(ctx.kube.pods, namespace, f"{LABEL_COPYJOB}={name}")
     running, new_finished = await asyncio.to_thread(_collect, pods, view, finished, ctx.settings.status_port)
     if new_finished:
+        reports = {i: r for i, t in new_finished.items() if (r := parse_report(t))}
         await asyncio.to_thread(
             ctx.kube.patch_configmap_data,
             namespace,
             ledger_name(name),
-            {str(i): text for i, text in new_finished.items()},
+            ledger.additions(reports, ledger_data),
         )
-        finished.update({i: r for i, t in new_finished.items() if (r := parse_report(t))})
+        finished.update(reports)
     counted = totals(shards, finished, running, view, int(base["memory"]["peakBytes"] or 0))
     phase, updates = phase_and_conditions(
         planned=True, dry_run=False, suspended=spec.suspend, job=view, totals=counted
