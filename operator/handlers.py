@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, start_http_server
 
+from ferry.operator import reconcile as reconcile_module
 from ferry.operator.errors import to_kopf
 from ferry.operator.kube import Kube
 from ferry.operator.reconcile import TERMINAL, Context, reconcile
@@ -100,3 +101,4 @@ async def reconcile_copyjob(
 def forget(*, meta: kopf.Meta, **_: Any) -> None:
     """Children go with ownerReferences; only the metrics need to forget the CopyJob."""
     _phases.pop(f"{meta['namespace']}/{meta['name']}", None)
+    reconcile_module.forget(str(meta.get("uid", "")))

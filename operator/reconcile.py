@@ -54,6 +54,8 @@ from ferry.worker.statusdoc import WorkerReport, parse_report
 log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+#: Plans by CopyJob uid: a plan never changes once written, so it is read from its ConfigMap once.
+_plans: dict[str, tuple[dict[str, Any], list[Shard]]] = {}
 #: Last `/status` answer of each running pod, by pod name; bounded by the pods of this operator's jobs.
 _last_answers: dict[str, WorkerReport] = {}
 
@@ -64,6 +66,11 @@ def now() -> str:
 
 def ledger_name(owner: str) -> str:
     return child_name(owner, "progress", 253, label=False)
+
+
+def forget(uid: str) -> None:
+    """Drop what this process remembers of a deleted CopyJob."""
+    _plans.pop(uid, None)
 
 
 @dataclass
@@ -120,8 +127,11 @@ async def reconcile(
             ctx.post("Warning", reason, str(exc))
         return _stalled_status(status, reason, str(exc), generation)
 
-    plan = await asyncio.to_thread(ctx.kube.configmap, namespace, plan_name(name))
-    if plan is None:
+    cached = _plans.get(uid)
+    plan = None if cached else await asyncio.to_thread(ctx.kube.configmap, namespace, plan_name(name))
+    if cached:
+        summary, shards = cached
+    elif plan is None:
         try:
             summary, shards = await _plan(ctx, owner, spec, credentials, status, generation)
         except PreflightError as exc:
@@ -130,6 +140,7 @@ async def reconcile(
     else:
         summary = json.loads(plan["data"][SUMMARY_FILE])
         shards = [Shard.from_json(s) for s in json.loads(plan["data"][SHARDS_FILE])]
+    _plans[uid] = (summary, shards)
 
     base: dict[str, Any] = {
         "observedGeneration": generation,
