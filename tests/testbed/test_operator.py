@@ -4,10 +4,12 @@ Every object is verified at the destination by content."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -366,3 +368,81 @@ def _get(url: str) -> str | None:
             return str(response.read().decode())
     except OSError:
         return None
+
+
+def test_planted_secret_values_never_leak(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    cluster: Any,
+    namespace: str,
+    s3: Any,
+    versitygw: Any,
+) -> None:
+    """Known credential values go in; they must come out nowhere: not in the CopyJob's status, Events,
+    owned ConfigMaps, Job or pod specs, the operator's log and metrics, the workers' logs and
+    termination messages, or the failure report."""
+    planted_key = "PLANTEDkey" + uuid.uuid4().hex[:12]
+    planted_secret = "PLANTEDsecret" + uuid.uuid4().hex
+    # versitygw only knows its root key; the planted pair is for the destination side of a job whose
+    # destination is refused (InvalidAccessKeyId), which puts the credentials through every error path.
+    cluster.core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "src"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": versitygw.endpoint.access_key,
+                "AWS_SECRET_ACCESS_KEY": versitygw.endpoint.secret_key,
+            },
+        },
+    )
+    cluster.core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "dst"},
+            "stringData": {"AWS_ACCESS_KEY_ID": planted_key, "AWS_SECRET_ACCESS_KEY": planted_secret},
+        },
+    )
+    jobs = Jobs(custom, namespace)
+    source, destination = fill(s3, 20)
+    jobs.create("secrecy", spec_for(versitygw.endpoint.url, source, destination))
+    wait_for("a Stalled condition", lambda: (s := jobs.status("secrecy")).get("conditions") and s)
+    # Now let it run with a working destination Secret.
+    cluster.core.patch_namespaced_secret(
+        "dst",
+        namespace,
+        {
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": versitygw.endpoint.access_key,
+                "AWS_SECRET_ACCESS_KEY": versitygw.endpoint.secret_key,
+            }
+        },
+    )
+    jobs.wait_phase("secrecy", "Succeeded", "Failed")
+
+    def texts() -> Iterator[tuple[str, str]]:
+        yield "status", json.dumps(jobs.get("secrecy"))
+        yield (
+            "events",
+            json.dumps(
+                [e.to_dict() for e in cluster.core.list_namespaced_event(namespace).items], default=str
+            ),
+        )
+        for cm in cluster.core.list_namespaced_config_map(namespace).items:
+            yield f"configmap {cm.metadata.name}", json.dumps(cm.to_dict(), default=str)
+        for job in cluster.batch.list_namespaced_job(namespace).items:
+            yield f"job {job.metadata.name}", json.dumps(job.to_dict(), default=str)
+        for pod in cluster.core.list_namespaced_pod(namespace).items:
+            yield f"pod {pod.metadata.name}", json.dumps(pod.to_dict(), default=str)
+            directory = cluster.kubelet.pod_dir(namespace, pod.metadata.name)
+            for path in (directory or Path("/nonexistent")).rglob("*"):
+                if path.is_file() and "volumes" not in path.parts:
+                    yield str(path), path.read_text(errors="replace")
+        yield "operator log", operator.log.read_text(errors="replace")
+        yield "operator metrics", _get(f"http://127.0.0.1:{operator.env['FERRY_METRICS_PORT']}/metrics") or ""
+
+    checked = 0
+    for where, text in texts():
+        checked += 1
+        assert planted_secret not in text, f"the planted secret key appears in {where}"
+        assert versitygw.endpoint.secret_key not in text, f"the S3 secret key appears in {where}"
+    assert checked > 5
