@@ -51,7 +51,7 @@ _HEADER_END = b"\r\n\r\n"
 _SLOW_DOWN = "Please reduce your request rate."
 _INTERNAL_ERROR = "We encountered an internal error. Please try again."
 
-FaultKind = Literal["throttle", "error500", "reset", "truncate", "stall"]
+FaultKind = Literal["throttle", "error500", "refuse", "reset", "truncate", "stall"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ class FaultPlan:
     throttle_rate: float = 0.0
     throttle_status: int = 503
     error500_rate: float = 0.0
+    #: Answer with a permanent error instead (revoked credentials: 403 InvalidAccessKeyId; a bucket
+    #: deleted under the job: 404 NoSuchBucket).
+    refuse_rate: float = 0.0
+    refuse_status: int = 403
+    refuse_code: str = "AccessDenied"
     reset_rate: float = 0.0
     truncate_rate: float = 0.0
     stall_rate: float = 0.0
@@ -81,6 +86,7 @@ class FaultPlan:
         rates = {
             "throttle_rate": self.throttle_rate,
             "error500_rate": self.error500_rate,
+            "refuse_rate": self.refuse_rate,
             "reset_rate": self.reset_rate,
             "truncate_rate": self.truncate_rate,
             "stall_rate": self.stall_rate,
@@ -118,6 +124,7 @@ class ProxyStats:
     injected_503: int = 0
     injected_429: int = 0
     injected_500: int = 0
+    injected_refusals: int = 0
     resets: int = 0
     truncations: int = 0
     stalls: int = 0
@@ -133,6 +140,7 @@ class ProxyStats:
             self.injected_503
             + self.injected_429
             + self.injected_500
+            + self.injected_refusals
             + self.resets
             + self.truncations
             + self.stalls
@@ -322,6 +330,7 @@ class _Engine:
             for name, rate in (
                 ("throttle", plan.throttle_rate),
                 ("error500", plan.error500_rate),
+                ("refuse", plan.refuse_rate),
                 ("reset", plan.reset_rate),
                 ("truncate", plan.truncate_rate),
                 ("stall", plan.stall_rate),
@@ -396,11 +405,16 @@ class _Engine:
         if delay:
             await asyncio.sleep(delay)
 
-        if fault in ("throttle", "error500"):
+        if fault in ("throttle", "error500", "refuse"):
             if fault == "throttle":
                 status = plan.throttle_status
                 payload = _error_response(status, "SlowDown", _SLOW_DOWN, req.method, False)
                 self.counters.add("injected_503" if status == 503 else "injected_429")
+            elif fault == "refuse":
+                payload = _error_response(
+                    plan.refuse_status, plan.refuse_code, "refused by ferry-faultproxy", req.method, False
+                )
+                self.counters.add("injected_refusals")
             else:
                 payload = _error_response(500, "InternalError", _INTERNAL_ERROR, req.method, False)
                 self.counters.add("injected_500")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,42 @@ def test_a_missing_bucket_ends_the_job_at_once_with_the_reason(s3: Any) -> None:
     assert summary.error is not None and "NoSuchBucket" in summary.error
     assert "after 1 attempts" in summary.error  # permanent: not retried
     assert summary.counts.copied == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(403, "InvalidAccessKeyId"), (404, "NoSuchBucket")],
+    ids=["credentials-revoked", "bucket-deleted"],
+)
+def test_destination_lost_mid_run_ends_with_the_exact_list_of_failed_objects(
+    s3: Any, status: int, code: str
+) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    digests = fill(client, src, 300)
+    with FaultProxy(endpoint.url, FaultPlan(latency_ms=50)) as destination:
+        job = spec({"bucket": src, "endpoint": endpoint.url}, {"bucket": dst, "endpoint": destination.url})
+        result: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: result.update(run=run_engine(job, endpoint, concurrency=4)))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while client.list_objects_v2(Bucket=dst).get("KeyCount", 0) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # From now on the destination refuses every write, as after a revoked key or a deleted bucket.
+        destination.set_plan(
+            FaultPlan(
+                refuse_rate=1.0, refuse_status=status, refuse_code=code, methods=frozenset({"PUT", "POST"})
+            )
+        )
+        worker.join(120)
+    summary = result["run"].summary
+    arrived = digest_map(client, dst)
+    c = summary.counts
+    assert c.discovered == 300 and c.pending == 0
+    assert c.copied == len(arrived) and c.failed == 300 - len(arrived) > 0
+    assert arrived == {k: v for k, v in digests.items() if k in arrived}  # what arrived is intact
+    with open(summary.report_path) as report:
+        failed = [json.loads(line) for line in report]
+    assert {f["key"] for f in failed} == set(digests) - set(arrived)  # exactly the rest, by key
+    assert {f["code"] for f in failed} == {code}
+    assert {f["attempts"] for f in failed} == {1}  # permanent: not retried
