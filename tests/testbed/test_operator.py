@@ -446,3 +446,27 @@ def test_planted_secret_values_never_leak(
         assert planted_secret not in text, f"the planted secret key appears in {where}"
         assert versitygw.endpoint.secret_key not in text, f"the S3 secret key appears in {where}"
     assert checked > 5
+
+
+def test_operator_killed_while_listing_plans_once_after_restart(
+    jobs: Jobs, operator: OperatorProcess, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    source, destination = fill(s3, 1200)
+    # Listing pages take a second each, so the operator is killed in the middle of planning.
+    slow_listing = FaultPlan(latency_ms=1000, methods=frozenset({"GET"}), path_regex=r"list-type=2")
+    with FaultProxy(versitygw.endpoint.url, FaultPlan()) as proxy:
+        proxy.set_plan(slow_listing)
+        jobs.create("replan", spec_for(proxy.url, source, destination))
+        wait_for("planning", lambda: jobs.status("replan").get("phase") == "Planning", timeout=60)
+        operator.kill()
+        assert not [
+            c
+            for c in cluster.core.list_namespaced_config_map(namespace).items
+            if c.metadata.name == "replan-plan"
+        ]
+        operator.start()
+        status = jobs.wait_phase("replan", "Succeeded", "Failed", timeout=180)
+    assert status["phase"] == "Succeeded"
+    assert status["objects"] == {"total": 1200, "copied": 1200, "skipped": 0, "failed": 0, "pending": 0}
+    assert status["plan"]["objects"] == 1200
+    assert md5s(s3, destination) == md5s(s3, source)
