@@ -6,7 +6,6 @@ threads. Nothing outside this module touches the client.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import urllib.request
 from typing import Any, cast
@@ -136,16 +135,6 @@ class Kube:
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _request_timeout=TIMEOUT
         )
 
-    def copyjobs(self, namespace: str) -> list[dict[str, Any]]:
-        API_REQUESTS.labels("list", "copyjobs").inc()
-        result: dict[str, Any] = cast(
-            Any,
-            self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, _request_timeout=TIMEOUT
-            ),
-        )
-        return list(result.get("items", []))
-
 
 def fetch_worker_status(address: str, port: int, timeout: float = 2.0) -> str | None:
     """GET a running worker's `/status`; None when it does not answer (starting, or gone)."""
@@ -154,7 +143,3 @@ def fetch_worker_status(address: str, port: int, timeout: float = 2.0) -> str | 
             return str(response.read().decode())
     except (OSError, ValueError):
         return None
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))

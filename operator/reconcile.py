@@ -23,7 +23,7 @@ from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec, format_bytes
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import SHARDS_FILE, SUMMARY_FILE, Shard
-from ferry.model.quantity import to_quantity
+from ferry.model.quantity import parse_bytes, to_quantity
 from ferry.operator import conditions as cond
 from ferry.operator import ledger
 from ferry.operator.aggregate import JobView, Totals, phase_and_conditions, totals
@@ -475,8 +475,6 @@ def _caps_message(spec: CopyJobSpec, settings: OperatorSettings) -> str:
 
 
 def _sizing_from_summary(summary: dict[str, Any]) -> Sizing:
-    from ferry.model.quantity import parse_bytes
-
     return Sizing(
         parse_bytes(summary["podMemory"]),
         parse_bytes(summary["memoryLimit"]),

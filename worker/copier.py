@@ -39,13 +39,11 @@ class CopyOptions:
 
 @dataclass
 class CopyResult:
-    """What one object's copy cost: bytes moved through Ferry, method, throttles and retries seen."""
+    """What one object's copy met on the way: throttling answers, which its limiter report carries.
 
-    method: str = ""
-    bytes_transferred: int = 0
+    Requests, retries and bytes are counted for the whole job through `on_request`/`on_error`."""
+
     throttles: int = 0
-    retries: int = 0
-    requests: int = 0
 
 
 @dataclass
@@ -86,12 +84,10 @@ class Copier:
     def _call(self, result: CopyResult, operation: Callable[[], Any]) -> Any:
         def counted() -> Any:
             self.requests.take()
-            result.requests += 1
             self.on_request()
             return operation()
 
         def on_error(error: Classified) -> None:
-            result.retries += 1
             if error.kind is Kind.THROTTLE:
                 result.throttles += 1
             self.on_error(error)
@@ -137,7 +133,6 @@ class Copier:
     # -- streaming single PUT --------------------------------------------------------------------------
 
     def _stream_single(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
-        result.method = "stream"
 
         def fetch() -> tuple[dict[str, Any], bytes]:
             if self.source_lean is not None:
@@ -171,7 +166,6 @@ class Copier:
 
         response = self._call(result, put)
         self._check_put(args, response)
-        result.bytes_transferred = len(body)
 
     def _verify_single(self, obj: ObjectInfo, head: dict[str, Any], body: bytes) -> dict[str, Any]:
         """Check what arrived from the source and return the headers that make the destination check it."""
@@ -201,7 +195,6 @@ class Copier:
     # -- server-side single copy -------------------------------------------------------------------------
 
     def _server_side_copy(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
-        result.method = "server-side"
         args = self._destination_args({}, None)
         args["MetadataDirective"] = "COPY" if self.options.preserve.metadata else "REPLACE"
         args["TaggingDirective"] = "COPY" if self.options.preserve.tags else "REPLACE"
@@ -231,7 +224,6 @@ class Copier:
     # -- multipart (streamed parts, or server-side part copies) -----------------------------------------
 
     def _multipart(self, obj: ObjectInfo, key: str, result: CopyResult, *, server_side: bool) -> None:
-        result.method = "multipart-copy" if server_side else "multipart"
         head = self._call(
             result,
             lambda: self.source_client.head_object(
@@ -304,7 +296,6 @@ class Copier:
             if "ChecksumCRC32C" in extra:
                 part["ChecksumCRC32C"] = response.get("ChecksumCRC32C") or extra["ChecksumCRC32C"]
             parts.append(part)
-            result.bytes_transferred += len(body)
         return parts, whole_crc, digests
 
     def _copy_part(

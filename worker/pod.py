@@ -36,6 +36,7 @@ from ferry.worker.leans3 import make_lean
 from ferry.worker.objects import KeyRange
 from ferry.worker.preflight import check_location
 from ferry.worker.report import FailureReport
+from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
 from ferry.worker.statusdoc import status_document, termination_message
 from ferry.worker.statusserver import StatusServer
@@ -194,12 +195,7 @@ def _terminate(path: Path, text: str) -> None:
 
 
 def _upload_report(config: WorkerConfig, path: str) -> None:
-    location = config.spec.report
-    assert location is not None
-    key = f"{location.prefix}{config.name}/shard-{config.shard_index:05d}.jsonl"
-    try:
-        make_client(location, config.report, ClientOptions(max_pool_connections=2)).upload_file(
-            path, location.bucket, key
-        )
-    except Exception as exc:  # the copy is done; a lost report must not turn it into a failure
-        print(f"warning: cannot write the report to s3://{location.bucket}/{key}: {exc}", file=sys.stderr)
+    assert config.spec.report is not None
+    report_upload(
+        path, config.spec.report, config.report, f"{config.name}/shard-{config.shard_index:05d}.jsonl"
+    )

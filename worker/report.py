@@ -5,12 +5,15 @@ for summaries and status. The report holds keys, sizes and error codes; never cr
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import IO
 
+from ferry.model.copyjob import Report
 from ferry.worker.objects import FailedObject
+from ferry.worker.s3 import ClientOptions, Credentials, make_client
 
 SAMPLE_LIMIT = 100
 
@@ -40,3 +43,19 @@ class FailureReport:
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+def upload(path: Path | str, location: Report, credentials: Credentials | None, name: str) -> str | None:
+    """Copy a finished report to ``<prefix><name>`` at `spec.report`; returns its s3:// address.
+
+    A report that cannot be written is a warning, not a failure: the copy it describes is done, and its
+    outcome is already in the summary or the status.
+    """
+    target = f"s3://{location.bucket}/{location.prefix}{name}"
+    try:
+        client = make_client(location, credentials, ClientOptions(max_pool_connections=2))
+        client.upload_file(str(path), location.bucket, f"{location.prefix}{name}")
+    except Exception as exc:
+        print(f"warning: could not write the report to {target}: {exc}", file=sys.stderr)
+        return None
+    return target

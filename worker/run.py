@@ -36,6 +36,7 @@ from ferry.worker.limits import FixedLimiter, Limiter
 from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
 from ferry.worker.report import FailureReport
+from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, make_client
 from ferry.worker.timeline import Timeline
 
@@ -226,16 +227,11 @@ def _print_summary(job: CopyJob, summary: Summary, output: str) -> None:
 
 
 def _upload_report(job: CopyJob, path: Path, creds: credentials.Credentials | None) -> None:
-    location = job.spec.report
-    assert location is not None
+    assert job.spec.report is not None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    key = f"{location.prefix}{job.metadata.name}/failed-{stamp}.jsonl"
-    try:
-        client = make_client(location, creds, ClientOptions(max_pool_connections=2))
-        client.upload_file(str(path), location.bucket, key)
-        print(f"report: s3://{location.bucket}/{key}", file=sys.stderr)
-    except Exception as exc:  # the copy itself is done; losing the report must not hide its outcome
-        print(f"warning: could not write the report to s3://{location.bucket}/{key}: {exc}", file=sys.stderr)
+    target = report_upload(path, job.spec.report, creds, f"{job.metadata.name}/failed-{stamp}.jsonl")
+    if target:
+        print(f"report: {target}", file=sys.stderr)
 
 
 def run_cli(args: argparse.Namespace) -> int:

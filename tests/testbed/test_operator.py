@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ from kubernetes import client
 
 from ferry.testbed.faultproxy import FaultPlan, FaultProxy
 from ferry.testbed.install import OperatorProcess, install, operator_process
-from support.operator import GROUP, PLURAL, VERSION, copyjob, md5s, wait_for
+from support.operator import GROUP, PLURAL, VERSION, copyjob, md5s
+
+from .conftest import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -380,28 +383,13 @@ def test_planted_secret_values_never_leak(
 ) -> None:
     """Known credential values go in; they must come out nowhere: not in the CopyJob's status, Events,
     owned ConfigMaps, Job or pod specs, the operator's log and metrics, the workers' logs and
-    termination messages, or the failure report."""
+    termination messages."""
     planted_key = "PLANTEDkey" + uuid.uuid4().hex[:12]
     planted_secret = "PLANTEDsecret" + uuid.uuid4().hex
     # versitygw only knows its root key; the planted pair is for the destination side of a job whose
     # destination is refused (InvalidAccessKeyId), which puts the credentials through every error path.
-    cluster.core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "src"},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": versitygw.endpoint.access_key,
-                "AWS_SECRET_ACCESS_KEY": versitygw.endpoint.secret_key,
-            },
-        },
-    )
-    cluster.core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "dst"},
-            "stringData": {"AWS_ACCESS_KEY_ID": planted_key, "AWS_SECRET_ACCESS_KEY": planted_secret},
-        },
-    )
+    secret(cluster, namespace, "src", versitygw.endpoint)
+    secret(cluster, namespace, "dst", SimpleNamespace(access_key=planted_key, secret_key=planted_secret))
     jobs = Jobs(custom, namespace)
     source, destination = fill(s3, 20)
     jobs.create("secrecy", spec_for(versitygw.endpoint.url, source, destination))
