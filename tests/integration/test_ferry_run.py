@@ -149,3 +149,22 @@ def test_invalid_yaml_and_bombs_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "YAML bomb" in result.stderr
     missing = ferry("run", "-f", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_failed_objects_are_also_written_to_spec_report(s3: Any, tmp_path: Path) -> None:
+    from ferry.testbed.faultproxy import FaultPlan, FaultProxy
+
+    src, dst, reports = s3.make_bucket("src"), s3.make_bucket("dst"), s3.make_bucket("reports")
+    for i in range(3):
+        s3.client.put_object(Bucket=src, Key=f"k{i}", Body=b"data")
+    plan = FaultPlan(error500_rate=1.0, methods=frozenset({"GET"}), path_regex=r"/k1")
+    extra = f'  report: {{bucket: {reports}, prefix: "ferry/", endpoint: "{s3.endpoint.url}", credentialsSecret: dst-creds}}'
+    with FaultProxy(s3.endpoint.url, plan) as proxy:
+        job = write_job(tmp_path / "job.yaml", s3.endpoint, src, dst, source_endpoint=proxy.url, extra=extra)
+        result = ferry("run", "-f", str(job), "--progress", "none")
+    assert result.returncode == 3, result.stderr
+    keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket=reports).get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("ferry/cli-test/failed-") and keys[0].endswith(".jsonl")
+    assert f"report: s3://{reports}/{keys[0]}" in result.stderr
+    lines = s3.client.get_object(Bucket=reports, Key=keys[0])["Body"].read().decode().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["k1"]
