@@ -254,19 +254,15 @@ def test_worker_pod_killed_mid_shard_is_retried_and_nothing_is_lost(
                 concurrency={"max": 4},
             ),
         )
-        wait_for("copying", lambda: (jobs.status("killed").get("objects") or {}).get("copied", 0) > 10)
         pods = "ferry.dev/copyjob=killed"
-        victim = wait_for(
-            "a running worker",
-            lambda: next(
-                (
-                    p
-                    for p in cluster.core.list_namespaced_pod(namespace, label_selector=pods).items
-                    if p.status.phase == "Running"
-                ),
-                None,
-            ),
-        )
+
+        def running_with_progress() -> Any:
+            if (jobs.status("killed").get("objects") or {}).get("copied", 0) <= 10:
+                return None
+            items = cluster.core.list_namespaced_pod(namespace, label_selector=pods).items
+            return next((p for p in items if p.status.phase == "Running"), None)
+
+        victim = wait_for("a running worker with progress", running_with_progress, timeout=90)
         cluster.core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
         status = jobs.wait_phase("killed", "Succeeded", "Failed", timeout=180)
     assert status["phase"] == "Succeeded", status
@@ -360,7 +356,10 @@ def test_operator_serves_metrics(operator: OperatorProcess) -> None:
     port = operator.env["FERRY_METRICS_PORT"]
     text = wait_for("metrics", lambda: _get(f"http://127.0.0.1:{port}/metrics"))
     assert "ferry_api_requests_total" in text and "ferry_copyjobs" in text
-    assert _get(f"http://127.0.0.1:{operator.env['FERRY_LIVENESS_PORT']}/healthz") is not None
+    # The operator may have been restarted by an earlier test: give its probe a moment to come up.
+    assert wait_for(
+        "liveness", lambda: _get(f"http://127.0.0.1:{operator.env['FERRY_LIVENESS_PORT']}/healthz")
+    )
 
 
 def _get(url: str) -> str | None:
