@@ -156,3 +156,41 @@ def test_destination_lost_mid_run_ends_with_the_exact_list_of_failed_objects(
     assert {f["key"] for f in failed} == set(digests) - set(arrived)  # exactly the rest, by key
     assert {f["code"] for f in failed} == {code}
     assert {f["attempts"] for f in failed} == {1}  # permanent: not retried
+
+
+@pytest.mark.parametrize(
+    ("regex", "status", "code"),
+    [
+        (r"continuation-token", 404, "NoSuchBucket"),
+        (r"continuation-token|/obj/", 404, "NoSuchBucket"),
+        (r"continuation-token|/obj/", 403, "InvalidAccessKeyId"),
+    ],
+    ids=["listing-cut-after-first-page", "bucket-deleted-mid-listing", "credentials-revoked-mid-listing"],
+)
+def test_source_lost_mid_listing_ends_incomplete_with_exact_accounting(
+    s3: Any, regex: str, status: int, code: str
+) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    digests = fill(client, src, 1100, size=16)  # two listing pages of 1,000
+    # The first listing page is served; from the second page on the source is gone (and, in the last
+    # two cases, so are its objects), as when the bucket is deleted or the key revoked while listing.
+    plan = FaultPlan(refuse_rate=1.0, refuse_status=status, refuse_code=code, path_regex=regex)
+    with FaultProxy(endpoint.url, plan) as source:
+        job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": endpoint.url})
+        summary = run_engine(job, endpoint, concurrency=8).summary
+    c = summary.counts
+    assert not summary.complete
+    assert summary.error is not None and code in summary.error, summary.error
+    assert c.discovered == 1000 and c.pending == 0
+    assert c.copied + c.skipped + c.failed == c.discovered
+    arrived = digest_map(client, dst)
+    assert arrived == {k: digests[k] for k in arrived}  # whatever arrived is intact
+    if regex == "continuation-token":
+        assert c.copied == 1000 and c.failed == 0
+    else:
+        with open(summary.report_path) as report:
+            failed = [json.loads(line) for line in report]
+        assert c.copied == len(arrived) == 0 and c.failed == 1000
+        assert {f["key"] for f in failed} == set(sorted(digests)[:1000])  # exactly the listed ones
+        assert {f["code"] for f in failed} == {code}
