@@ -5,6 +5,7 @@ active CopyJobs per namespace are set up here. All logic lives in the pure modul
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -72,7 +73,6 @@ async def reconcile_copyjob(
     meta: kopf.Meta,
     spec: kopf.Spec,
     status: kopf.Status,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
@@ -85,11 +85,14 @@ async def reconcile_copyjob(
     context = Context(kube=memo.kube, settings=SETTINGS, post=post)
     try:
         new_status = await reconcile(context, dict(meta), dict(spec), dict(status), len(others))
+        # Written here, not through kopf's `patch`: kopf applies that patch after the handler, outside
+        # its error handling, and a 409 or an unreachable apiserver there ends the CopyJob's timer for
+        # good. Written here, a failed write is a failed pass, retried on the next tick.
+        if new_status:
+            await asyncio.to_thread(memo.kube.patch_status, namespace, name, new_status)
     except Exception as exc:
         RECONCILE_ERRORS.inc()
         raise to_kopf(exc, SETTINGS.aggregate_interval_seconds) from exc
-    for key, value in new_status.items():
-        patch.status[key] = value
     _phases[f"{namespace}/{name}"] = str(
         new_status.get("phase") or dict(status or {}).get("phase") or "Pending"
     )

@@ -6,7 +6,9 @@ threads. Nothing outside this module touches the client.
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import time
 import urllib.request
 from typing import Any, cast
 
@@ -16,10 +18,13 @@ from prometheus_client import Counter
 
 #: Seconds any API call may take; a hung request must not hold a reconciliation forever.
 TIMEOUT = 30
+#: Re-sends of a status merge-patch answered 409 Conflict, before the pass fails (and is retried).
+CONFLICT_RETRIES = 3
 API_REQUESTS = Counter(
     "ferry_api_requests", "Kubernetes API requests made by the operator", ["verb", "resource"]
 )
 GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
+log = logging.getLogger(__name__)
 
 
 class Kube:
@@ -129,11 +134,33 @@ class Kube:
             ).items
         ]
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        API_REQUESTS.labels("patch", "copyjobs/status").inc()
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _request_timeout=TIMEOUT
-        )
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, best_effort: bool = False
+    ) -> bool:
+        """Merge-patch the CopyJob's status. A merge patch carries no resourceVersion, so a 409 (another
+        writer, a webhook, an apiserver under contention) is safe to send again as it is. With
+        `best_effort` (progress notes that the next pass rewrites anyway) a failure returns False."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            API_REQUESTS.labels("patch", "copyjobs/status").inc()
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _request_timeout=TIMEOUT
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 409 and attempt < CONFLICT_RETRIES:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                if best_effort:
+                    log.warning(
+                        "status of %s/%s not written (HTTP %s); the next pass will",
+                        namespace,
+                        name,
+                        exc.status,
+                    )
+                    return False
+                raise
+        return False
 
 
 def fetch_worker_status(address: str, port: int, timeout: float = 2.0) -> str | None:

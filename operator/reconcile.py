@@ -386,6 +386,7 @@ async def _plan(
                     owner.namespace,
                     owner.name,
                     {"plan": {"listingProgress": {"objects": objects, "bytes": nbytes}}},
+                    best_effort=True,
                 )
                 last = time.monotonic()
 

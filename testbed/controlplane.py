@@ -185,6 +185,7 @@ class ControlPlane:
         self.pki: Pki | None = None
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
         self._ssl: ssl.SSLContext | None = None
+        self._apiserver: ServerProcess | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -263,6 +264,7 @@ class ControlPlane:
             logs / "kube-apiserver.log",
         )
         wait_until("kube-apiserver", self._apiserver_ready, deadline - time.monotonic(), [etcd, apiserver])
+        self._apiserver = apiserver
         write_kubeconfig(self.admin_kubeconfig, self.url, pki.ca_cert, self.admin_token, ADMIN_USER)
 
         # The controller manager acts as the admin (system:masters) rather than per-controller
@@ -310,6 +312,17 @@ class ControlPlane:
         if errors:
             raise errors[0]
 
+    def restart_apiserver(self, down_seconds: float = 3.0) -> None:
+        """Stop kube-apiserver (SIGTERM), leave it down for `down_seconds`, start it again on the same
+        address and wait until it is ready: what clients see during an upgrade or a crash loop."""
+        apiserver = self._apiserver
+        if apiserver is None:
+            raise RuntimeError("the control plane is not started")
+        apiserver.stop()
+        time.sleep(down_seconds)
+        apiserver.start()
+        wait_until("kube-apiserver after a restart", self._apiserver_ready, self.start_timeout, self.procs)
+
     def check_running(self) -> None:
         """Raise if any control-plane process has exited."""
         for p in self.procs:
@@ -352,14 +365,21 @@ class ControlPlane:
         return token
 
     def service_account_kubeconfig(
-        self, namespace: str, name: str, path: Path | None = None, *, expiration_seconds: int = 86400
+        self,
+        namespace: str,
+        name: str,
+        path: Path | None = None,
+        *,
+        expiration_seconds: int = 86400,
+        server: str | None = None,
     ) -> Path:
-        """Write a kubeconfig that authenticates as ServiceAccount `namespace/name` (it must exist)."""
+        """Write a kubeconfig that authenticates as ServiceAccount `namespace/name` (it must exist),
+        against this apiserver or `server` (a proxy in front of it)."""
         token = self.service_account_token(namespace, name, expiration_seconds=expiration_seconds)
         assert self.pki is not None, "the control plane is not started"
         path = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
         return write_kubeconfig(
-            path, self.url, self.pki.ca_cert, token, f"system:serviceaccount:{namespace}:{name}"
+            path, server or self.url, self.pki.ca_cert, token, f"system:serviceaccount:{namespace}:{name}"
         )
 
     # -- internals -----------------------------------------------------------------------------

@@ -104,10 +104,14 @@ class OperatorProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def operator_process(controlplane: Any, workdir: Path, interval: float = 1.0) -> Iterator[OperatorProcess]:
+def operator_process(
+    controlplane: Any, workdir: Path, interval: float = 1.0, *, server: str | None = None
+) -> Iterator[OperatorProcess]:
     """Run `ferry operator` as the chart's ServiceAccount, with exactly the chart's RBAC: what the
-    operator may do here is what it may do in a real cluster."""
-    kubeconfig = controlplane.service_account_kubeconfig(NAMESPACE, RELEASE)
+    operator may do here is what it may do in a real cluster. `server` points it at a proxy."""
+    kubeconfig = controlplane.service_account_kubeconfig(
+        NAMESPACE, RELEASE, workdir / "operator.kubeconfig", server=server
+    )
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),

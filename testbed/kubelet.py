@@ -359,7 +359,7 @@ class PodRunner:
                     break
                 if policy == "Never":
                     self.phase = "Failed"
-                    self._write_status()
+                    self._write_final_status()
                     return self._after_terminal()
                 self._schedule_restart(run)
                 self._write_status()
@@ -392,11 +392,12 @@ class PodRunner:
             if all(r.terminated and not self._wants_restart(r, policy) for r in mains):
                 failed = any(r.terminated and r.terminated["exitCode"] != 0 for r in mains)
                 self.phase = "Failed" if failed else "Succeeded"
-                self._write_status()
+                self._write_final_status()
                 return self._after_terminal()
             if dirty:
-                self._write_status()
-                dirty = False
+                # Not written (apiserver down or restarting): try again on the next tick, as the
+                # kubelet's status manager does, so no transition is lost.
+                dirty = not self._write_status()
             self._sleep(0.1)
 
     def _wants_restart(self, run: ContainerRun, policy: str) -> bool:
@@ -416,6 +417,14 @@ class PodRunner:
     def _sleep_until(self, deadline: float) -> None:
         while time.monotonic() < deadline and self.delete_grace is None and not self._stopping():
             self._sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _write_final_status(self) -> None:
+        """A terminal phase must reach the apiserver, or the pod's Job waits forever: retry until it is
+        written, the pod is deleted or the kubelet stops."""
+        while not self._write_status():
+            if self.delete_grace is not None or self._stopping():
+                return
+            self._sleep(1.0)
 
     def _after_terminal(self) -> None:
         # A pod that finished on its own waits for its deletion (e.g. by the garbage collector)
@@ -744,7 +753,8 @@ class PodRunner:
             cond["reason"] = reason
         self.conditions[kind] = cond
 
-    def _write_status(self) -> None:
+    def _write_status(self) -> bool:
+        """Write the pod's status; False when the apiserver could not be reached (retry later)."""
         mains = [r for r in self.runs if not r.init]
         ready = self.phase == "Running" and all("running" in r.state for r in mains)
         if self.phase in ("Succeeded", "Failed"):
@@ -774,8 +784,11 @@ class PodRunner:
         except ApiError as exc:
             if exc.status != 404:
                 self.kubelet.log(f"pod {self._ref()}: status update failed: {exc}")
+                return False
         except OSError as exc:
             self.kubelet.log(f"pod {self._ref()}: status update failed: {exc!r}")
+            return False
+        return True
 
 
 def _kill(proc: subprocess.Popen[bytes] | None, sig: int) -> None:

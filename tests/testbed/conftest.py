@@ -8,12 +8,10 @@ a silently skipped tier would hide that the operator was never tested against an
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -22,6 +20,9 @@ from ferry.testbed.binaries import CONTROL_PLANE, MissingBinariesError, TestBina
 from ferry.testbed.controlplane import ControlPlane
 from ferry.testbed.kubelet import ProcessKubelet
 from ferry.testbed.versitygw import VersityGW
+from support.wait import wait_for
+
+__all__ = ["Cluster", "wait_for"]
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,6 @@ class Cluster:
     @property
     def batch(self) -> client.BatchV1Api:
         return client.BatchV1Api(self.api)
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
-    """Poll until `predicate()` returns something truthy and return it; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
 
 
 def require(testbin: TestBinaries, *names: str) -> None:

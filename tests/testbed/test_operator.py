@@ -5,10 +5,8 @@ Every object is verified at the destination by content."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +16,19 @@ from kubernetes import client
 
 from ferry.testbed.faultproxy import FaultPlan, FaultProxy
 from ferry.testbed.install import OperatorProcess, install, operator_process
-from support.operator import GROUP, PLURAL, VERSION, copyjob, md5s
+from support.operator import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    Jobs,
+    accounting_closes,
+    condition,
+    events,
+    fill,
+    md5s,
+    secret,
+    spec_for,
+)
 
 from .conftest import wait_for
 
@@ -41,86 +51,6 @@ def s3(versitygw: Any) -> Any:
 @pytest.fixture
 def custom(cluster: Any) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(cluster.api)
-
-
-def fill(s3: Any, count: int, size: int = 2000) -> tuple[str, str]:
-    source, destination = f"src-{uuid.uuid4().hex[:10]}", f"dst-{uuid.uuid4().hex[:10]}"
-    s3.create_bucket(Bucket=source)
-    s3.create_bucket(Bucket=destination)
-    with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda i: s3.put_object(
-                    Bucket=source, Key=f"data/{i:05d}.bin", Body=os.urandom(size + i % 97)
-                ),
-                range(count),
-            )
-        )
-    return source, destination
-
-
-def secret(cluster: Any, namespace: str, name: str, endpoint: Any) -> None:
-    cluster.core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": name},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": endpoint.access_key,
-                "AWS_SECRET_ACCESS_KEY": endpoint.secret_key,
-            },
-        },
-    )
-
-
-def spec_for(endpoint_url: str, source: str, destination: str, **extra: Any) -> dict[str, Any]:
-    # Two Secrets of the same keys: the copy streams GET -> PUT as between two providers.
-    return {
-        "source": {"bucket": source, "endpoint": endpoint_url, "credentialsSecret": "src"},
-        "destination": {"bucket": destination, "endpoint": endpoint_url, "credentialsSecret": "dst"},
-        **extra,
-    }
-
-
-class Jobs:
-    def __init__(self, custom: client.CustomObjectsApi, namespace: str) -> None:
-        self.custom, self.namespace = custom, namespace
-
-    def create(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, copyjob(name, spec)
-        )
-
-    def get(self, name: str) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name))
-
-    def status(self, name: str) -> dict[str, Any]:
-        return dict(self.get(name).get("status") or {})
-
-    def patch(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
-        )
-
-    def wait_phase(self, name: str, *phases: str, timeout: float = 150) -> dict[str, Any]:
-        return wait_for(
-            f"{name} in phase {phases}",
-            lambda: (s := self.status(name)).get("phase") in phases and s,
-            timeout,
-        )
-
-
-def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(c for c in status.get("conditions", []) if c["type"] == kind)
-
-
-def accounting_closes(status: dict[str, Any]) -> bool:
-    o = status["objects"]
-    return o["total"] == o["copied"] + o["skipped"] + o["failed"] + o["pending"]
-
-
-def events(cluster: Any, namespace: str, name: str) -> list[tuple[str, str]]:
-    items = cluster.core.list_namespaced_event(namespace).items
-    return [(e.reason, e.message) for e in items if e.involved_object.name == name]
 
 
 @pytest.fixture
@@ -268,8 +198,10 @@ def test_worker_pod_killed_mid_shard_is_retried_and_recopies_are_bounded(
         cluster.core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
         wait_for(
             "the killed pod gone",
-            lambda: victim.metadata.name
-            not in {p.metadata.name for p in cluster.core.list_namespaced_pod(namespace).items},
+            lambda: (
+                victim.metadata.name
+                not in {p.metadata.name for p in cluster.core.list_namespaced_pod(namespace).items}
+            ),
             timeout=60,
         )
         link.set_plan(FaultPlan(latency_ms=20))
