@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-tools
+.PHONY: bench bench-smoke bench-tools bench-load
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -20,3 +20,7 @@ bench: venv testbin bench-tools
 # Small sizes and short caps: under 3 minutes on 2 cores.
 bench-smoke: venv bench-tools
 	BENCH_SMOKE=1 FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
+
+# The operator under load: 50 CopyJobs × 2,000 objects, two waves (about 15 minutes on 2 cores).
+bench-load: venv testbin
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/load.py

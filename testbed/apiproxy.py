@@ -14,6 +14,7 @@ import random
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,9 @@ class ApiFaultProxy:
         self._lock = threading.Lock()
         self._injected: dict[str, int] = {}
         self._passed = 0
+        self._by_kind: dict[str, int] = {}
+        #: Arrival times (monotonic) of passed requests, for rates over windows; bounded by the run.
+        self._times: list[float] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -91,6 +95,15 @@ class ApiFaultProxy:
     def passed(self) -> int:
         with self._lock:
             return self._passed
+
+    def requests_by_kind(self) -> dict[str, int]:
+        """Passed requests by 'verb resource[/subresource]', e.g. 'patch copyjobs/status'."""
+        with self._lock:
+            return dict(self._by_kind)
+
+    def request_times(self) -> list[float]:
+        with self._lock:
+            return list(self._times)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -145,7 +158,7 @@ class ApiFaultProxy:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def _pick(self, method: str, path: str) -> ApiFault | None:
+    def _pick(self, method: str, path: str, query: Mapping[str, str]) -> ApiFault | None:
         with self._lock:
             for fault in self.faults:
                 if fault.matches(method, path) and self._random.random() < fault.rate:
@@ -153,10 +166,13 @@ class ApiFaultProxy:
                     self._injected[key] = self._injected.get(key, 0) + 1
                     return fault
             self._passed += 1
+            kind = classify(method, path, query)
+            self._by_kind[kind] = self._by_kind.get(kind, 0) + 1
+            self._times.append(time.monotonic())
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        fault = self._pick(request.method, request.path)
+        fault = self._pick(request.method, request.path, request.query)
         if fault is not None:
             return web.json_response(_status_body(fault, request.path), status=fault.status)
         body = await request.read()
@@ -188,6 +204,27 @@ class ApiFaultProxy:
                 return response  # the upstream went away mid-stream: the client sees the stream end
             await response.write_eof()
             return response
+
+
+def classify(method: str, path: str, query: Mapping[str, str]) -> str:
+    """'verb resource[/subresource]' of an API request, the way audit logs and apiserver metrics name them."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        rest = parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        rest = parts[3:]
+    else:
+        return f"{method.lower()} {path}"
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    resource = rest[0] if rest else ""
+    named = len(rest) >= 2
+    subresource = f"/{rest[2]}" if len(rest) >= 3 else ""
+    if method == "GET":
+        verb = "get" if named else ("watch" if query.get("watch") in ("true", "1") else "list")
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method)
+    return f"{verb} {resource}{subresource}"
 
 
 def _status_body(fault: ApiFault, path: str) -> dict[str, Any]:
