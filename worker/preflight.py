@@ -26,6 +26,11 @@ _REASONS = {
         "CredentialsInvalid",
         "the access key of {field} is not known at {endpoint}; check {field}.credentialsSecret",
     ),
+    # versitygw's answer (404) to an access key it has no user for, where AWS answers InvalidAccessKeyId.
+    "XAdminUserNotFound": (
+        "CredentialsInvalid",
+        "the access key of {field} is not known at {endpoint}; check {field}.credentialsSecret",
+    ),
     "SignatureDoesNotMatch": (
         "CredentialsInvalid",
         "the secret key of {field} is wrong for {endpoint}; check {field}.credentialsSecret",
