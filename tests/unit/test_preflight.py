@@ -63,6 +63,19 @@ CASES = [
         ("secret key of spec.source is wrong", "spec.source.credentialsSecret"),
     ),
     (
+        # AWS answers a request signed for the wrong region with one of these two codes.
+        "region-mismatch-redirect",
+        client_error("PermanentRedirect", 301),
+        "RegionMismatch",
+        ("another region", "spec.source.region"),
+    ),
+    (
+        "region-mismatch-signature",
+        client_error("AuthorizationHeaderMalformed", 400),
+        "RegionMismatch",
+        ("another region", "spec.source.region"),
+    ),
+    (
         "access-denied",
         client_error("AccessDenied", 403),
         "AccessDenied",
