@@ -7,13 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test test-unit test-integration test-reliability lint typecheck bench bench-smoke clean
+.PHONY: help venv demo test test-unit test-integration test-reliability lint typecheck bench bench-smoke bench-load clean
 
 help:
 	@echo "make demo       copy a few thousand objects between two buckets of a local S3 server"
 	@echo "make test       lint, types, unit, integration and testbed tests"
 	@echo "make testbin    build the testbed's binaries from Go modules (cached outside the repo)"
 	@echo "make dev-cluster  run a local control plane + S3 server until interrupted"
+	@echo "make test-reliability  the fault, bad-input, load and secrecy suites only"
+	@echo "make bench      ferry against rclone, s5cmd and the AWS CLI (figures in bench/results)"
+	@echo "make bench-load 50 CopyJobs at once against one operator (figures in bench/results)"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,7 +57,8 @@ test: venv lint typecheck testbin
 test-reliability: venv testbin
 	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/pytest tests/integration/test_copy_under_faults.py \
 		tests/integration/test_ferry_run.py tests/testbed/test_operator.py tests/testbed/test_crd_apply.py \
-		tests/unit/test_loading.py $(PYTEST_ARGS)
+		tests/testbed/test_control_plane_faults.py tests/testbed/test_hostile_copyjobs.py \
+		tests/testbed/test_load.py tests/unit/test_loading.py tests/unit/test_preflight.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
