@@ -12,6 +12,8 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +61,8 @@ def markdown(result: LoadResult) -> str:
 
 
 def main() -> int:
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every server the harness started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cfg = LoadConfig(
         jobs=int(os.environ.get("LOAD_JOBS", 50)),
         objects=int(os.environ.get("LOAD_OBJECTS", 2000)),

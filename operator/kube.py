@@ -28,14 +28,17 @@ log = logging.getLogger(__name__)
 
 
 class Kube:
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 32) -> None:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
             "/var/run/secrets/kubernetes.io/serviceaccount/token"
         ):
             config.load_incluster_config()
         else:
             config.load_kube_config()
-        api = client.ApiClient()
+        configuration = client.Configuration.get_default_copy()
+        # One pooled connection per reconcile thread; the default (5 per CPU) made threads queue for one.
+        configuration.connection_pool_maxsize = threads
+        api = client.ApiClient(configuration)
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)

@@ -23,6 +23,8 @@ class OperatorSettings:
     max_memory_per_pod: int | None = None
     max_jobs_per_namespace: int | None = None
     aggregate_interval_seconds: float = 5.0
+    #: Threads for the blocking API and worker /status calls of all reconcile passes together.
+    reconcile_threads: int = 32
     metrics_port: int = 9090
     liveness_port: int = 8080
     status_port: int = 8080  # the workers' /status port
@@ -50,6 +52,7 @@ class OperatorSettings:
             max_memory_per_pod=parse_bytes(max_memory) if max_memory else None,
             max_jobs_per_namespace=number("FERRY_MAX_JOBS_PER_NAMESPACE"),
             aggregate_interval_seconds=float(env.get("FERRY_AGGREGATE_INTERVAL_SECONDS") or 5.0),
+            reconcile_threads=number("FERRY_RECONCILE_THREADS") or defaults.reconcile_threads,
             metrics_port=number("FERRY_METRICS_PORT") or defaults.metrics_port,
             liveness_port=number("FERRY_LIVENESS_PORT") or defaults.liveness_port,
         )

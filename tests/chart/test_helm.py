@@ -33,6 +33,7 @@ OPERATOR_ENV = {
     "FERRY_MAX_MEMORY_PER_POD",
     "FERRY_MAX_JOBS_PER_NAMESPACE",
     "FERRY_AGGREGATE_INTERVAL_SECONDS",
+    "FERRY_RECONCILE_THREADS",
     "FERRY_METRICS_PORT",
     "FERRY_LIVENESS_PORT",
 }
@@ -205,6 +206,7 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_MAX_MEMORY_PER_POD": "8Gi",
         "FERRY_MAX_JOBS_PER_NAMESPACE": "10",
         "FERRY_AGGREGATE_INTERVAL_SECONDS": "5",
+        "FERRY_RECONCILE_THREADS": "32",
         "FERRY_METRICS_PORT": "9090",
         "FERRY_LIVENESS_PORT": "8080",
     }

@@ -5,6 +5,8 @@ Every object is verified at the destination by content."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,8 +169,24 @@ def test_parallelism_edit_applies_to_the_live_job(
     assert md5s(s3, destination) == md5s(s3, source)
 
 
+def worker_pid(pod: Any) -> int:
+    """The PID of a pod's `ferry worker` process under the process kubelet, found by its HOSTNAME (an
+    Indexed Job's pods are named by `spec.hostname`)."""
+    wanted = f"HOSTNAME={pod.spec.hostname or pod.metadata.name}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or b"worker" not in (proc / "cmdline").read_bytes():
+                continue
+            if wanted in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:
+            continue
+    raise LookupError(f"no worker process for pod {pod.metadata.name}")
+
+
+@pytest.mark.parametrize("how", ["pod-deleted", "process-sigkilled"])
 def test_worker_pod_killed_mid_shard_is_retried_and_recopies_are_bounded(
-    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str, how: str
 ) -> None:
     source, destination = fill(s3, 400)
     in_flight = 4  # concurrency.max: the most a killed pod can have been writing
@@ -195,15 +213,25 @@ def test_worker_pod_killed_mid_shard_is_retried_and_recopies_are_bounded(
             return next((p for p in items if p.status.phase == "Running"), None)
 
         victim = wait_for("a running worker with progress", running_with_progress, timeout=120)
-        cluster.core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
-        wait_for(
-            "the killed pod gone",
-            lambda: (
-                victim.metadata.name
-                not in {p.metadata.name for p in cluster.core.list_namespaced_pod(namespace).items}
-            ),
-            timeout=60,
-        )
+        if how == "pod-deleted":
+            cluster.core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
+            wait_for(
+                "the killed pod gone",
+                lambda: (
+                    victim.metadata.name
+                    not in {p.metadata.name for p in cluster.core.list_namespaced_pod(namespace).items}
+                ),
+                timeout=60,
+            )
+        else:  # the OOM killer's way: no signal handler runs, the pod stays and fails
+            os.kill(worker_pid(victim), signal.SIGKILL)
+            wait_for(
+                "the killed pod failed",
+                lambda: (
+                    cluster.core.read_namespaced_pod(victim.metadata.name, namespace).status.phase == "Failed"
+                ),
+                timeout=60,
+            )
         link.set_plan(FaultPlan(latency_ms=20))
         status = jobs.wait_phase("killed", "Succeeded", "Failed", timeout=180)
         puts = link.stats().by_method.get("PUT", 0)

@@ -42,6 +42,8 @@ CASES = [
     ("cpu-blank", {"FERRY_DEFAULT_WORKER_CPU": ""}, {"default_worker_cpu": None}),
     ("interval", {"FERRY_AGGREGATE_INTERVAL_SECONDS": "2.5"}, {"aggregate_interval_seconds": 2.5}),
     ("interval-blank", {"FERRY_AGGREGATE_INTERVAL_SECONDS": ""}, {"aggregate_interval_seconds": 5.0}),
+    ("threads", {"FERRY_RECONCILE_THREADS": "64"}, {"reconcile_threads": 64}),
+    ("threads-blank", {"FERRY_RECONCILE_THREADS": ""}, {"reconcile_threads": 32}),
     (
         "ports",
         {"FERRY_METRICS_PORT": "9100", "FERRY_LIVENESS_PORT": "8081"},
