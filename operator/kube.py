@@ -12,6 +12,7 @@ import time
 import urllib.request
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
@@ -154,15 +155,15 @@ class Kube:
                 if exc.status == 409 and attempt < CONFLICT_RETRIES:
                     time.sleep(0.05 * 2**attempt)
                     continue
-                if best_effort:
-                    log.warning(
-                        "status of %s/%s not written (HTTP %s); the next pass will",
-                        namespace,
-                        name,
-                        exc.status,
-                    )
-                    return False
-                raise
+                if not best_effort:
+                    raise
+                failure = f"HTTP {exc.status}"
+            except (urllib3.exceptions.HTTPError, OSError) as exc:  # apiserver unreachable
+                if not best_effort:
+                    raise
+                failure = type(exc).__name__
+            log.warning("status of %s/%s not written (%s); the next pass will", namespace, name, failure)
+            return False
         return False
 
 
