@@ -120,6 +120,7 @@ def operator_process(
         "FERRY_LIVENESS_PORT": str(free_port()),
         "FERRY_WORKER_SERVICE_ACCOUNT": f"{RELEASE}-worker",
         "FERRY_MAX_PODS_PER_JOB": "50",
+        "MALLOC_ARENA_MAX": "2",  # as the chart sets it
     }
     # The operator gets S3 credentials from the CopyJobs' Secrets only, never from its environment.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):

@@ -34,6 +34,7 @@ OPERATOR_ENV = {
     "FERRY_MAX_JOBS_PER_NAMESPACE",
     "FERRY_AGGREGATE_INTERVAL_SECONDS",
     "FERRY_RECONCILE_THREADS",
+    "MALLOC_ARENA_MAX",
     "FERRY_METRICS_PORT",
     "FERRY_LIVENESS_PORT",
 }
@@ -207,6 +208,7 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_MAX_JOBS_PER_NAMESPACE": "10",
         "FERRY_AGGREGATE_INTERVAL_SECONDS": "5",
         "FERRY_RECONCILE_THREADS": "32",
+        "MALLOC_ARENA_MAX": "2",
         "FERRY_METRICS_PORT": "9090",
         "FERRY_LIVENESS_PORT": "8080",
     }
