@@ -33,7 +33,7 @@ from kubernetes import client, config
 
 from ferry.testbed.apiproxy import ApiFaultProxy
 from ferry.testbed.binaries import TestBinaries
-from ferry.testbed.controlplane import ControlPlane
+from ferry.testbed.controlplane import ControlPlane, wait_until
 from ferry.testbed.install import GROUP, PLURAL, VERSION, OperatorProcess, install, operator_process
 from ferry.testbed.kubelet import ProcessKubelet
 from ferry.testbed.versitygw import VersityGW
@@ -197,14 +197,12 @@ class LoadHarness:
             )
         self.source_etags = self._etags(self.source, "data/")
         self.log(f"source filled: {cfg.objects} objects in {time.monotonic() - started:.1f} s")
-        self._wait_default_service_account()
-
-    def _wait_default_service_account(self) -> None:
-        deadline = time.monotonic() + 60
-        while not self.core.list_namespaced_service_account(self.namespace).items:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the namespace's default ServiceAccount never appeared")
-            time.sleep(0.2)
+        # Pods are refused until the serviceaccount controller made the namespace's default one.
+        wait_until(
+            "the namespace's default ServiceAccount",
+            lambda: self.core.list_namespaced_service_account(self.namespace).items,
+            60,
+        )
 
     def _etags(self, bucket: str, prefix: str) -> dict[str, str]:
         result: dict[str, str] = {}

@@ -60,7 +60,7 @@ def make_client(location: Location, credentials: Credentials | None, options: Cl
             "aws_session_token": credentials.session_token,
         }
     # One session per process: every session loads and keeps its own copy of the S3 service model
-    # (about 13 MB), so a session per client cost the operator 1.2 GB with 50 CopyJobs planning at
+    # (about 12 MB), so a session per client cost the operator 1.2 GB with 50 CopyJobs planning at
     # once. Sessions are not thread-safe; clients made from one are, and creating them is serialised.
     with _SESSION_LOCK:
         return _shared_session().client("s3", endpoint_url=location.endpoint, config=config, **kwargs)

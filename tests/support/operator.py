@@ -3,7 +3,6 @@ client that waits for phases, and content digests."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from typing import Any
 from kubernetes import client
 
 from ferry.testbed.install import GROUP, PLURAL, VERSION
+from support.engine import digest_map as md5s  # key -> MD5 of the content as read back
 from support.wait import wait_for
 
 __all__ = [
@@ -32,16 +32,6 @@ __all__ = [
 
 def copyjob(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "CopyJob", "metadata": {"name": name}, "spec": spec}
-
-
-def md5s(s3: Any, bucket: str, prefix: str = "") -> dict[str, str]:
-    """Key (relative to prefix) -> MD5 of the content as read back."""
-    result = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            result[item["Key"][len(prefix) :]] = hashlib.md5(body).hexdigest()
-    return result
 
 
 def fill(s3: Any, count: int, size: int = 2000) -> tuple[str, str]:

@@ -12,14 +12,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 
 from ferry.testbed.binaries import CONTROL_PLANE, MissingBinariesError, TestBinaries, find_bin_dir
 from ferry.testbed.controlplane import ControlPlane
+from ferry.testbed.install import OperatorProcess, install, operator_process
 from ferry.testbed.kubelet import ProcessKubelet
 from ferry.testbed.versitygw import VersityGW
+from support.operator import Jobs, secret
 from support.wait import wait_for
 
 __all__ = ["Cluster", "wait_for"]
@@ -101,3 +104,39 @@ def versitygw(testbin: TestBinaries, tmp_path_factory: pytest.TempPathFactory) -
     require(testbin, "versitygw")
     with VersityGW(testbin, tmp_path_factory.mktemp("versitygw")) as gw:
         yield gw
+
+
+# -- the operator, for the modules that test it end to end ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster, testbin: TestBinaries, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """`ferry operator` under the chart's ServiceAccount and RBAC; one per test module."""
+    install(cluster.api, testbin.path("helm"))
+    yield from operator_process(cluster.controlplane, tmp_path_factory.mktemp("operator"))
+
+
+@pytest.fixture
+def s3(versitygw: VersityGW) -> Any:
+    return versitygw.endpoint.client()
+
+
+@pytest.fixture
+def custom(cluster: Cluster) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(cluster.api)
+
+
+@pytest.fixture
+def jobs(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    cluster: Cluster,
+    versitygw: VersityGW,
+) -> Jobs:
+    """CopyJobs in the test's namespace, with Secrets `src` and `dst` for versitygw."""
+    secret(cluster, namespace, "src", versitygw.endpoint)
+    secret(cluster, namespace, "dst", versitygw.endpoint)
+    return Jobs(custom, namespace)

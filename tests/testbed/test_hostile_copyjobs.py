@@ -26,10 +26,9 @@ from functools import partial
 from typing import Any
 
 import pytest
-from kubernetes import client
 
-from ferry.testbed.install import OperatorProcess, install, operator_process
-from support.operator import Jobs, condition, events, md5s, secret, spec_for
+from ferry.testbed.install import OperatorProcess
+from support.operator import Jobs, condition, events, md5s, spec_for
 from support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -38,26 +37,6 @@ ACCESS, SECRET = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
 # Random so that finding it anywhere in a status or an Event can only mean it leaked.
 WRONG_SECRET = "WRONGsecret" + uuid.uuid4().hex
 UNKNOWN_KEY = "UNKNOWNkey" + uuid.uuid4().hex[:10].upper()
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: Any, testbin: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    install(cluster.api, testbin.path("helm"))
-    yield from operator_process(cluster.controlplane, tmp_path_factory.mktemp("operator"))
-
-
-@pytest.fixture
-def s3(versitygw: Any) -> Any:
-    return versitygw.endpoint.client()
-
-
-@pytest.fixture
-def jobs(operator: OperatorProcess, cluster: Any, namespace: str, versitygw: Any) -> Jobs:
-    secret(cluster, namespace, "src", versitygw.endpoint)
-    secret(cluster, namespace, "dst", versitygw.endpoint)
-    return Jobs(client.CustomObjectsApi(cluster.api), namespace)
 
 
 class _HtmlPage(http.server.BaseHTTPRequestHandler):

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from ferry.testbed.faultproxy import FaultPlan, FaultProxy
-from ferry.testbed.install import OperatorProcess, install, operator_process
+from ferry.testbed.install import OperatorProcess
 from support.operator import (
     GROUP,
     PLURAL,
@@ -35,33 +35,6 @@ from support.operator import (
 from .conftest import wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: Any, testbin: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    install(cluster.api, testbin.path("helm"))
-    yield from operator_process(cluster.controlplane, tmp_path_factory.mktemp("operator"))
-
-
-@pytest.fixture
-def s3(versitygw: Any) -> Any:
-    return versitygw.endpoint.client()
-
-
-@pytest.fixture
-def custom(cluster: Any) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(cluster.api)
-
-
-@pytest.fixture
-def jobs(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str, cluster: Any, versitygw: Any
-) -> Jobs:
-    secret(cluster, namespace, "src", versitygw.endpoint)
-    secret(cluster, namespace, "dst", versitygw.endpoint)
-    return Jobs(custom, namespace)
 
 
 def test_copyjob_across_shards_succeeds_with_exact_counts_and_every_object_verified(
