@@ -1,7 +1,7 @@
 """`make dev-cluster`: a local control plane, a process kubelet, an S3 server and the Ferry operator
 until interrupted.
 
-Run as `python -m ferry.testbed.cluster`. It starts `ControlPlane`, `ProcessKubelet` and `VersityGW`
+Run as `python -m testbed.cluster`. It starts `ControlPlane`, `ProcessKubelet` and `VersityGW`
 with their state in `.dev-cluster/` of the repository, installs the CopyJob CRD and the chart's
 ServiceAccounts and RBAC, runs `ferry operator` under the chart's ServiceAccount (so
 `kubectl apply -f examples/...` just works), prints how to reach everything, and writes
@@ -27,17 +27,15 @@ from typing import Any
 
 from kubernetes import client, config
 
-from ferry.testbed.binaries import CONTROL_PLANE, REPO_ROOT, S3_SERVER, MissingBinariesError, find_binaries
-from ferry.testbed.controlplane import ControlPlane
-from ferry.testbed.install import NAMESPACE, RELEASE, install, operator_process
-from ferry.testbed.kubelet import ProcessKubelet
-from ferry.testbed.versitygw import VersityGW
+from testbed.binaries import CONTROL_PLANE, REPO_ROOT, S3_SERVER, MissingBinariesError, find_binaries
+from testbed.controlplane import ControlPlane
+from testbed.install import NAMESPACE, RELEASE, install, operator_process
+from testbed.kubelet import ProcessKubelet
+from testbed.versitygw import VersityGW
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ferry.testbed.cluster", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m testbed.cluster", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--state-dir", type=Path, default=REPO_ROOT / ".dev-cluster", help="where state and logs go"
     )

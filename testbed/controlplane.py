@@ -3,7 +3,7 @@
 `ControlPlane(bin_dir, workdir)` starts, as local processes built by `make testbin`:
 
 * etcd (one member, `--unsafe-no-fsync`: the data is thrown away anyway);
-* kube-apiserver with TLS from `ferry.testbed.pki`, bearer-token authentication from a static token
+* kube-apiserver with TLS from `testbed.pki`, bearer-token authentication from a static token
   file (an admin token in `system:masters`), `Node,RBAC` authorization and the ServiceAccount
   issuer/key flags, so the TokenRequest API works and the operator can run under its chart's
   ServiceAccount identity (`service_account_kubeconfig`);
@@ -11,7 +11,7 @@
   namespace, serviceaccount (+ token), ttl-after-finished, clusterrole-aggregation, the
   kube-root-ca.crt publisher, and deployment/replicaset for the operator's own Deployment.
 
-There is no scheduler and no kubelet here: `ferry.testbed.kubelet` binds and runs pods. The
+There is no scheduler and no kubelet here: `testbed.kubelet` binds and runs pods. The
 node-lifecycle controller is off, so the process kubelet's node needs no lease.
 
 Ports are chosen at run time, every log goes to a file in the work dir, and the processes are stopped
@@ -39,8 +39,8 @@ from typing import Any
 
 import yaml
 
-from ferry.testbed.binaries import TestBinaries
-from ferry.testbed.pki import Pki, make_pki
+from testbed.binaries import TestBinaries
+from testbed.pki import Pki, make_pki
 
 ADMIN_USER = "ferry-admin"
 SERVICE_CIDR = "10.0.0.0/24"

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ferry.testbed.s3server import MotoServer
+from testbed.s3server import MotoServer
 
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = REPO / "examples" / "demo.yaml"

@@ -17,7 +17,7 @@ Library use::
 
 Command line (for external tools)::
 
-    python -m ferry.testbed.faultproxy --upstream http://127.0.0.1:9000 --latency-ms 400 \\
+    python -m testbed.faultproxy --upstream http://127.0.0.1:9000 --latency-ms 400 \\
         --jitter-ms 20 --throttle-rate 0.05 --bandwidth 10MB
 """
 
@@ -815,7 +815,7 @@ def parse_rate(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m ferry.testbed.faultproxy",
+        prog="python -m testbed.faultproxy",
         description="Fault-injecting HTTP reverse proxy for S3 traffic, listening on 127.0.0.1. "
         "Prints its URL on stdout, serves until SIGINT/SIGTERM, then prints counters on stderr.",
     )

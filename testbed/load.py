@@ -31,12 +31,12 @@ from typing import Any
 
 from kubernetes import client, config
 
-from ferry.testbed.apiproxy import ApiFaultProxy
-from ferry.testbed.binaries import TestBinaries
-from ferry.testbed.controlplane import ControlPlane, wait_until
-from ferry.testbed.install import GROUP, PLURAL, VERSION, OperatorProcess, install, operator_process
-from ferry.testbed.kubelet import ProcessKubelet
-from ferry.testbed.versitygw import VersityGW
+from testbed.apiproxy import ApiFaultProxy
+from testbed.binaries import TestBinaries
+from testbed.controlplane import ControlPlane, wait_until
+from testbed.install import GROUP, PLURAL, VERSION, OperatorProcess, install, operator_process
+from testbed.kubelet import ProcessKubelet
+from testbed.versitygw import VersityGW
 
 TERMINAL = ("Succeeded", "Failed")
 

@@ -1,6 +1,6 @@
 """Throwaway PKI for the testbed's control plane, made with the `openssl` command line.
 
-`ferry.testbed.controlplane` needs a CA, a serving certificate for kube-apiserver on 127.0.0.1, and a
+`testbed.controlplane` needs a CA, a serving certificate for kube-apiserver on 127.0.0.1, and a
 key pair that signs and verifies ServiceAccount tokens. Clients authenticate with bearer tokens
 (a static token file), so no client certificates are issued. Everything lives in one directory
 of the control plane's work dir and is valid for a day: it never outlives a test session or a

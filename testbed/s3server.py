@@ -2,7 +2,7 @@
 
 The copy engine is tested against real S3 servers over HTTP on 127.0.0.1, never against in-process
 mocks: this module starts moto's server mode as a subprocess and describes it as an `S3Endpoint`,
-the value the tests hand to the engine (directly or behind `ferry.testbed.faultproxy`).
+the value the tests hand to the engine (directly or behind `testbed.faultproxy`).
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from ferry.testbed.binaries import TestBinaries
-from ferry.testbed.controlplane import ServerProcess, free_port
+from testbed.binaries import TestBinaries
+from testbed.controlplane import ServerProcess, free_port
 
 try:  # One value type for every S3 server the testbed starts.
-    from ferry.testbed.s3server import S3Endpoint
+    from testbed.s3server import S3Endpoint
 except ImportError:  # pragma: no cover - only while s3server.py does not exist
     from dataclasses import dataclass
 

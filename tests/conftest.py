@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ferry.testbed.s3server import MotoServer, S3Endpoint
+from testbed.s3server import MotoServer, S3Endpoint
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from ferry.testbed.faultproxy import FaultPlan, FaultProxy
 from support.engine import TEST_PART, digest_map, run_engine, spec
+from testbed.faultproxy import FaultPlan, FaultProxy
 
 
 def fill(client: Any, bucket: str, count: int, size: int = 4096) -> dict[str, str]:

@@ -26,8 +26,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ferry.testbed.faultproxy import FaultPlan, FaultProxy, parse_rate
-from ferry.testbed.s3server import S3Endpoint
+from testbed.faultproxy import FaultPlan, FaultProxy, parse_rate
+from testbed.s3server import S3Endpoint
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -431,7 +431,7 @@ def test_cli_prints_url_and_serves_until_sigterm(s3: Any) -> None:
         [
             sys.executable,
             "-m",
-            "ferry.testbed.faultproxy",
+            "testbed.faultproxy",
             "--upstream",
             s3.endpoint.url,
             "--latency-ms",

@@ -95,7 +95,7 @@ def test_missing_bucket_exits_2_with_reason(s3: Any, tmp_path: Path) -> None:
 
 
 def test_unreachable_endpoint_exits_2(s3: Any, tmp_path: Path) -> None:
-    from ferry.testbed.s3server import free_port
+    from testbed.s3server import free_port
 
     dst = s3.make_bucket("dst")
     job = write_job(
@@ -118,7 +118,7 @@ def test_secret_without_keys_exits_2(s3: Any, tmp_path: Path) -> None:
 
 
 def test_failed_objects_exit_3_and_go_to_the_report(s3: Any, tmp_path: Path) -> None:
-    from ferry.testbed.faultproxy import FaultPlan, FaultProxy
+    from testbed.faultproxy import FaultPlan, FaultProxy
 
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
     for i in range(5):
@@ -152,7 +152,7 @@ def test_invalid_yaml_and_bombs_exit_2(tmp_path: Path) -> None:
 
 
 def test_failed_objects_are_also_written_to_spec_report(s3: Any, tmp_path: Path) -> None:
-    from ferry.testbed.faultproxy import FaultPlan, FaultProxy
+    from testbed.faultproxy import FaultPlan, FaultProxy
 
     src, dst, reports = s3.make_bucket("src"), s3.make_bucket("dst"), s3.make_bucket("reports")
     for i in range(3):

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ferry.model import CopyJobSpec
-from ferry.testbed.s3server import S3Endpoint
 from ferry.worker.engine import CopyEngine, Summary
 from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter
 from ferry.worker.report import FailureReport
 from ferry.worker.retry import RetryPolicy
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
+from testbed.s3server import S3Endpoint
 
 #: Small parts so multipart paths run with objects of a few MiB.
 TEST_PART = 5 * 2**20

@@ -10,9 +10,9 @@ from typing import Any
 
 from kubernetes import client
 
-from ferry.testbed.install import GROUP, PLURAL, VERSION
 from support.engine import digest_map as md5s  # key -> MD5 of the content as read back
 from support.wait import wait_for
+from testbed.install import GROUP, PLURAL, VERSION
 
 __all__ = [
     "GROUP",

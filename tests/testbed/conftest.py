@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from ferry.testbed.binaries import CONTROL_PLANE, MissingBinariesError, TestBinaries, find_bin_dir
-from ferry.testbed.controlplane import ControlPlane
-from ferry.testbed.install import OperatorProcess, install, operator_process
-from ferry.testbed.kubelet import ProcessKubelet
-from ferry.testbed.versitygw import VersityGW
 from support.operator import Jobs, secret
 from support.wait import wait_for
+from testbed.binaries import CONTROL_PLANE, MissingBinariesError, TestBinaries, find_bin_dir
+from testbed.controlplane import ControlPlane
+from testbed.install import OperatorProcess, install, operator_process
+from testbed.kubelet import ProcessKubelet
+from testbed.versitygw import VersityGW
 
 __all__ = ["Cluster", "wait_for"]
 

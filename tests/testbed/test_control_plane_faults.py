@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from ferry.testbed.apiproxy import COPYJOB_STATUS_CONFLICT, ApiFaultProxy
-from ferry.testbed.controlplane import ControlPlane
-from ferry.testbed.faultproxy import FaultPlan, FaultProxy
-from ferry.testbed.install import OperatorProcess, install, operator_process
-from ferry.testbed.kubelet import ProcessKubelet
 from support.operator import Jobs, accounting_closes, condition, events, fill, md5s, secret, spec_for
 from support.wait import wait_for
+from testbed.apiproxy import COPYJOB_STATUS_CONFLICT, ApiFaultProxy
+from testbed.controlplane import ControlPlane
+from testbed.faultproxy import FaultPlan, FaultProxy
+from testbed.install import OperatorProcess, install, operator_process
+from testbed.kubelet import ProcessKubelet
 
 from .conftest import require
 

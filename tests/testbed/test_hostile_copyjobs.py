@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from ferry.testbed.install import OperatorProcess
 from support.operator import Jobs, condition, events, md5s, spec_for
 from support.wait import wait_for
+from testbed.install import OperatorProcess
 
 pytestmark = pytest.mark.timeout(300)
 

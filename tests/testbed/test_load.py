@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ferry.testbed.load import LoadConfig, percentile, run_load
+from testbed.load import LoadConfig, percentile, run_load
 
 pytestmark = pytest.mark.timeout(600)
 

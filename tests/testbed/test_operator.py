@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from ferry.testbed.faultproxy import FaultPlan, FaultProxy
-from ferry.testbed.install import OperatorProcess
 from support.operator import (
     GROUP,
     PLURAL,
@@ -31,6 +29,8 @@ from support.operator import (
     secret,
     spec_for,
 )
+from testbed.faultproxy import FaultPlan, FaultProxy
+from testbed.install import OperatorProcess
 
 from .conftest import wait_for
 

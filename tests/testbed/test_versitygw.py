@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from ferry.testbed.versitygw import VersityGW
+from testbed.versitygw import VersityGW
 
 pytestmark = pytest.mark.timeout(60)
 
