@@ -1,29 +1,39 @@
 # One image for the operator (`ferry operator`) and the worker pods it starts (`ferry worker`).
-#   docker build -t ferry:dev .
-# Non-root (uid 10001), no build tools or dev extras in the final stage, read-only-root friendly
-# (Python writes no .pyc at run time; the chart mounts an emptyDir at /tmp).
+#   docker build -t ferry:dev .                         (python:3.11-slim from a registry)
+#   make image                                          (a base made from Debian's packages, no registry)
+# Non-root (uid 10001), no build tools, dev extras or test tools in the final stage, read-only-root
+# friendly (Python writes no .pyc at run time; the chart mounts an emptyDir at /tmp).
+ARG BASE=python:3.11-slim
 
-FROM python:3.11-slim AS build
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-# Only what the package needs: see .dockerignore.
-COPY pyproject.toml README.md ./
-COPY ferry/ ferry/
-COPY operator/ operator/
-COPY worker/ worker/
-COPY testbed/ testbed/
-RUN python -m venv /opt/ferry \
- && /opt/ferry/bin/pip install --upgrade 'pip' 'setuptools>=77' wheel \
- && /opt/ferry/bin/pip install . \
- && /opt/ferry/bin/python -m compileall -q /opt/ferry/lib
+# The sources sit in /build, and every Python command runs from / in isolated mode (-I): the project's
+# operator/ folder must never be on sys.path, where it would shadow the standard library's `operator`.
+WORKDIR /
+COPY pyproject.toml /build/
+# Dependencies first, in their own layer: a change to Ferry's code rebuilds only the last step.
+RUN python -I -m venv /opt/ferry \
+ && /opt/ferry/bin/python -I -m pip install -q 'setuptools>=77' wheel \
+ && /opt/ferry/bin/python -I -c "import tomllib; print('\n'.join(tomllib.load(open('/build/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && /opt/ferry/bin/python -I -m pip install -q -r /tmp/requirements.txt
+COPY README.md /build/
+COPY ferry/ /build/ferry/
+COPY operator/ /build/operator/
+COPY worker/ /build/worker/
+RUN /opt/ferry/bin/python -I -m pip install -q --no-deps --no-build-isolation /build \
+ && /opt/ferry/bin/python -I -m compileall -q /opt/ferry/lib \
+ && /opt/ferry/bin/python -I -c "import ferry.cli, ferry.operator.handlers, ferry.worker.pod"
 
-FROM python:3.11-slim
+FROM ${BASE}
 LABEL org.opencontainers.image.title="ferry" \
       org.opencontainers.image.description="Bulk S3-to-S3 copy jobs: a Kubernetes operator and its workers" \
       org.opencontainers.image.licenses="Apache-2.0"
+# MALLOC_ARENA_MAX: glibc gives each busy thread its own arena, and freed part buffers stay in them;
+# two arenas keep a worker's resident memory close to what it has reserved (see worker/budget.py).
 ENV PATH=/opt/ferry/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    MALLOC_ARENA_MAX=2
 COPY --from=build /opt/ferry /opt/ferry
 RUN groupadd --system --gid 10001 ferry \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin ferry

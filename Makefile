@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml testbed/pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test test-unit test-integration test-reliability lint typecheck bench bench-smoke bench-load clean
@@ -18,16 +18,16 @@ help:
 	@echo "make bench      ferry against rclone, s5cmd and the AWS CLI (figures in bench/results)"
 	@echo "make bench-load 50 CopyJobs at once against one operator (figures in bench/results)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml testbed/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip 'setuptools>=77' wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./testbed
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/python -m ferry.testbed.demo
+	$(BIN)/python -m testbed.demo
 
 lint: venv
 	$(BIN)/ruff check --output-format concise .
@@ -49,8 +49,10 @@ test-unit: venv
 test-integration: venv
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
+# The image is built (or reused) first: the container-mode tests run it under real memory limits. Where no
+# engine can run, they skip with the reason, and the last line of `make test` repeats it.
 test: venv lint typecheck testbin
-	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/pytest $(PYTEST_ARGS)
+	@hack/test.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 # What proves Ferry loses nothing and leaks nothing: S3 faults on both sides, destinations lost mid-run,
 # worker pods and the operator killed, bad input at apply time and in files, planted secrets.
@@ -64,4 +66,5 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 -include hack/testbed.mk
+-include hack/engine.mk
 -include bench/bench.mk
