@@ -13,7 +13,7 @@ from typing import Any
 from ferry.model.plan import Shard
 from ferry.operator.conditions import Condition
 from ferry.worker.display import format_duration
-from ferry.worker.statusdoc import WorkerReport
+from ferry.worker.statusdoc import WorkerReport, parse_report
 
 FAILED_SAMPLE = 20
 
@@ -51,6 +51,52 @@ class Totals:
         total = self.objects["total"]
         done = total - self.objects["pending"]
         return 100 if total == 0 else min(100, int(100 * done / total))
+
+
+@dataclass(frozen=True)
+class WorkerFailures:
+    """Why worker pods failed, from their container states: what a user needs to fix the CopyJob."""
+
+    oom_killed: tuple[str, ...] = ()  # pod names, as the kubelet reported them
+    messages: tuple[str, ...] = ()  # the workers' own error lines (an invalid plan, a budget too small)
+
+    def summary(self, memory_limit: str) -> str:
+        """One sentence for the Failed condition; empty when no pod said why."""
+        parts = []
+        if self.oom_killed:
+            parts.append(
+                f"{len(self.oom_killed)} worker pod(s) were OOMKilled at their memory limit {memory_limit} "
+                f"(e.g. {self.oom_killed[0]}): raise spec.resources.memory, or set it to auto"
+            )
+        parts.extend(self.messages[:1])
+        return "; ".join(parts)
+
+
+#: Longest worker error line carried into a condition (the kubelet caps termination messages at 4 KiB).
+MESSAGE_LIMIT = 600
+
+
+def worker_failures(pods: list[dict[str, Any]], container: str = "worker") -> WorkerFailures:
+    """Failed worker pods: the kubelet's OOMKilled verdict and the worker's own termination report."""
+    oom: list[str] = []
+    messages: list[str] = []
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != "Failed":
+            continue
+        for state in status.get("containerStatuses") or []:
+            if state.get("name") != container:
+                continue
+            terminated = (state.get("state") or {}).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                oom.append(str((pod.get("metadata") or {}).get("name", ""))[:253])
+                continue
+            report = parse_report(str(terminated.get("message") or ""))
+            if report is not None and report.error:
+                text = " ".join(str(report.error).split())[:MESSAGE_LIMIT]
+                if text not in messages:
+                    messages.append(text)
+    return WorkerFailures(tuple(sorted(oom)), tuple(messages[:5]))
 
 
 def _sum(target: dict[str, int], source: dict[str, int], keys: tuple[str, ...]) -> None:

@@ -26,7 +26,7 @@ from ferry.model.plan import SHARDS_FILE, SUMMARY_FILE, Shard
 from ferry.model.quantity import parse_bytes, to_quantity
 from ferry.operator import conditions as cond
 from ferry.operator import ledger
-from ferry.operator.aggregate import JobView, Totals, phase_and_conditions, totals
+from ferry.operator.aggregate import JobView, Totals, phase_and_conditions, totals, worker_failures
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
 from ferry.operator.kube import Kube, fetch_worker_status
@@ -230,6 +230,11 @@ async def reconcile(
             ledger.additions(reports, ledger_data),
         )
         finished.update(reports)
+    failures = worker_failures(pods)
+    why = failures.summary(summary["podMemory"])
+    if why:
+        # The Job only says "failed indexes"; the pods say why (an OOM kill, a budget too small).
+        view = replace(view, failure_message=why)
     counted = totals(shards, finished, running, view, int(base["memory"]["peakBytes"] or 0))
     phase, updates = phase_and_conditions(
         planned=True, dry_run=False, suspended=spec.suspend, job=view, totals=counted
@@ -258,6 +263,8 @@ async def reconcile(
             "running": len(running),
             "succeeded": len(view.completed_indexes),
             "failed": view.failed_pods,
+            "oomKilled": len(failures.oom_killed),
+            **({"lastFailure": why} if why else {}),
         },
         "concurrency": {
             "total": sum(p["concurrency"] for p in counted.per_pod),

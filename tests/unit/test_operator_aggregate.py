@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from ferry.model.plan import Shard
-from ferry.operator.aggregate import FAILED_SAMPLE, JobView, Totals, phase_and_conditions, totals
+from ferry.operator.aggregate import (
+    FAILED_SAMPLE,
+    JobView,
+    Totals,
+    WorkerFailures,
+    phase_and_conditions,
+    totals,
+    worker_failures,
+)
 from ferry.operator.conditions import Condition
 from ferry.worker.statusdoc import WorkerReport
 
@@ -444,3 +453,69 @@ def test_running_message_shows_eta_only_when_known(eta: int | None, shown: bool)
     )
     message = next(c.message for c in conditions if c.type == "Progressing")
     assert ("ETA" in message) is shown
+
+
+def _pod(
+    name: str, phase: str, terminated: dict[str, object] | None, container: str = "worker"
+) -> dict[str, object]:
+    state = {"terminated": terminated} if terminated is not None else {"running": {}}
+    return {
+        "metadata": {"name": name},
+        "status": {"phase": phase, "containerStatuses": [{"name": container, "state": state}]},
+    }
+
+
+_BUDGET = json.dumps(
+    {
+        "format": "ferry.dev/worker-report/v1",
+        "state": "invalid",
+        "error": "memory budget 40 MiB is below the 70 MiB this worker needs;\nset spec.resources.memory to at least 96Mi",
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("pods", "oom", "messages"),
+    [
+        ([], (), ()),
+        # Running and succeeded pods say nothing about failures.
+        (
+            [_pod("a", "Running", None), _pod("b", "Succeeded", {"exitCode": 0, "reason": "Completed"})],
+            (),
+            (),
+        ),
+        # The kubelet's verdict, whatever the exit code says.
+        ([_pod("w-1", "Failed", {"exitCode": 137, "reason": "OOMKilled"})], ("w-1",), ()),
+        # The worker's own report, whitespace folded to one line; repeated messages once.
+        (
+            [
+                _pod(f"w-{i}", "Failed", {"exitCode": 2, "reason": "Error", "message": _BUDGET})
+                for i in range(3)
+            ],
+            (),
+            (
+                "memory budget 40 MiB is below the 70 MiB this worker needs; "
+                "set spec.resources.memory to at least 96Mi",
+            ),
+        ),
+        # Not a Ferry report (a crash's log tail): no words are taken from it.
+        ([_pod("w-2", "Failed", {"exitCode": 1, "reason": "Error", "message": "Traceback ..."})], (), ()),
+        # Another container's OOM is not the worker's.
+        ([_pod("w-3", "Failed", {"exitCode": 137, "reason": "OOMKilled"}, container="sidecar")], (), ()),
+    ],
+)
+def test_worker_failures_read_oom_kills_and_worker_reports(
+    pods: list[dict[str, object]], oom: tuple[str, ...], messages: tuple[str, ...]
+) -> None:
+    failures = worker_failures(pods)  # type: ignore[arg-type]
+    assert failures.oom_killed == oom
+    assert failures.messages == messages
+
+
+def test_worker_failure_summary_names_the_field_to_change() -> None:
+    failures = WorkerFailures(oom_killed=("job-workers-0-abc",), messages=("budget too small",))
+    text = failures.summary("256Mi")
+    assert "OOMKilled at their memory limit 256Mi" in text
+    assert "spec.resources.memory" in text
+    assert text.endswith("budget too small")
+    assert WorkerFailures().summary("1Gi") == ""
