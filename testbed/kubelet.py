@@ -1,12 +1,15 @@
 """A "process kubelet": runs the testbed's pods as local processes so Jobs really do their work.
 
-`ProcessKubelet(kubeconfig, workdir)` sits next to `ferry.testbed.controlplane` (which has no
-scheduler and no kubelet). In background threads it:
+`ProcessKubelet(kubeconfig, workdir)` sits next to `testbed.controlplane` (which has no
+scheduler and no kubelet). With `engine=DockerEngine(docker_host)` (from `testbed.containers`) it
+runs in container mode instead: each container runs from its image in a real engine (see "Container
+mode" below). In background threads it:
 
 * registers one Node (`ferry-proc-0` by default) with Ready status, capacity and the host's
   address, and removes the not-ready taint; the node-lifecycle controller is off, so no lease;
 * binds every pending pod (empty `spec.nodeName`, default scheduler) to that node through the
-  binding subresource; node selectors, affinity, taints and resources are not considered;
+  binding subresource; node selectors, affinity, taints and resources are not considered
+  (`schedule=False` binds nothing: then only pods naming the node in `spec.nodeName` run here);
 * runs each pod: init containers one after another, then all containers at once, each as a
   subprocess of `command + args` (the image is ignored; a container without `command` fails with
   reason StartError, because image entrypoints are unknown);
@@ -16,7 +19,7 @@ scheduler and no kubelet). In background threads it:
 * honours deletion: SIGTERM, `terminationGracePeriodSeconds`, SIGKILL, terminal status (Failed if
   it was still running), then a delete with grace 0 and a UID precondition.
 
-Mapping rules (documented here because they differ from a real node):
+Mapping rules of the process mode (documented here because they differ from a real node):
 
 * Programs: if the basename of `command[0]` is `python`, `python3` or `python3.N`, the testbed's
   own interpreter runs it (`sys.executable`, the venv's python under `make`); if it is `ferry`, the
@@ -50,6 +53,43 @@ namespaces, securityContext, lifecycle hooks, in-cluster configuration for code 
 `/var/run/secrets/kubernetes.io/serviceaccount/` by a hard-coded path (the token is materialised
 and the mountPath rewritten in args/env only; give such programs a KUBECONFIG instead), native sidecars (init containers with
 `restartPolicy: Always`), ephemeral containers, `kubectl logs/exec`, or eviction.
+
+Container mode (`engine=`; the docker calls live in `testbed.containers`), where it differs from the above:
+
+* Programs: each container is a container of the engine, created from its `image`; `command` replaces
+  the image's ENTRYPOINT (and its CMD), `args` alone replace the CMD, as in Kubernetes. No path is
+  rewritten and no program is mapped. `workingDir` is the container's working directory.
+* Images are never pulled, whatever `imagePullPolicy` says: an image that is not in the engine keeps
+  the container waiting with reason ErrImageNeverPull (`Container image "X" is not present with pull
+  policy of Never`), retried every second, so building the image later lets the pod start.
+* Network: `--network host` for every container, never a bridge; the pod IP is still the pod's
+  own 127.0.0.N (`status.podIP`, `FERRY_POD_IP`), reachable from the host since the network is the
+  host's. Ports are not isolated between pods.
+* Volumes are materialised as above and bind-mounted at each `mountPath` (`readOnly`, `subPath`
+  without leaving the volume; configMap, secret, downwardAPI and projected volumes are always
+  read-only). emptyDir is mode 0777; with `fsGroup` volumes become group-owned by it; the projected
+  ServiceAccount token is 0600 owned by the pod's common `runAsUser` (or the volume's defaultMode),
+  so in-cluster clients find it at /var/run/secrets/kubernetes.io/serviceaccount as admission put it.
+* Termination messages: `<pod dir>/termination/<container>` (mode 0666) is bind-mounted at
+  `terminationMessagePath`; `FERRY_TERMINATION_MESSAGE_PATH`, `PATH` and `HOME` are not set (the
+  image's own `PATH` and user apply).
+* Resources: `limits.memory` is the cgroup memory limit (`--memory`, swap equal: none),
+  `limits.cpu` the CPU quota (`--cpus`), `requests.cpu` the CPU shares; `--pids-limit 4096`.
+  A container the kernel OOM-killed ends with reason OOMKilled and the engine's exit code (137).
+* securityContext (container over pod): runAsUser/runAsGroup, supplementalGroups and fsGroup (as
+  extra groups), runAsNonRoot (checked against the image's user, CreateContainerConfigError as a
+  kubelet), readOnlyRootFilesystem, capabilities drop/add, allowPrivilegeEscalation: false
+  (no-new-privileges) and seccompProfile Unconfined; otherwise the engine's default seccomp profile.
+  Privileged containers are refused (CreateContainerConfigError).
+* PID 1 is the program (no init process); deletion sends SIGTERM with `docker kill`, then SIGKILL.
+  Output goes to the log file through the attached client, while the container runs.
+* Every container carries the label `dev.ferry.testbed=<kubelet id>`: the kubelet removes its own
+  at stop, and at start those of kubelets whose process is gone. The node reports
+  `containerRuntimeVersion: docker://<version>`; capacity stays the host's.
+
+Container mode does not do either: pod networking (no network namespace, no Services), image
+pulls, sharing of PID/IPC namespaces between a pod's containers, hostPID/hostIPC, privileged
+containers, AppArmor/SELinux options, sysctls or subPathExpr.
 """
 
 from __future__ import annotations
@@ -79,6 +119,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from testbed import containers
+from testbed.containers import ContainerProcess, DockerEngine, EngineError, SpecError
 
 DEFAULT_NODE = "ferry-proc-0"
 MESSAGE_LIMIT = 4096
@@ -225,7 +268,8 @@ class ContainerRun:
     init: bool
     log_path: Path
     message_path: Path
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | ContainerProcess | None = None
+    image_id: str = ""
     started_at: str | None = None
     restart_count: int = 0
     state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
@@ -248,8 +292,8 @@ class ContainerRun:
         return {
             "name": self.name,
             "image": self.spec.get("image", ""),
-            "imageID": "",
-            "containerID": f"ferry-proc://{self.proc.pid}" if self.proc else "",
+            "imageID": self.image_id,
+            "containerID": _container_id(self.proc),
             "ready": running,
             "started": running,
             "restartCount": self.restart_count,
@@ -322,6 +366,8 @@ class PodRunner:
         finally:
             for r in self.runs:
                 _kill(r.proc, signal.SIGKILL)
+                if isinstance(r.proc, ContainerProcess):
+                    r.proc.remove()
             self.done.set()
             self.kubelet.release_ip(self.pod_ip)
 
@@ -475,6 +521,8 @@ class PodRunner:
             run.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             self._write_status()
             return False
+        if self.kubelet.engine is not None:
+            return self._start_container(run, self.kubelet.engine, env)
         mounts = self._mounts_for(c, run)
         argv = [expand(a, env) for a in [*c.get("command", []), *c.get("args", [])]]
         argv = [rewrite_paths(a, mounts) for a in argv]
@@ -521,22 +569,93 @@ class PodRunner:
         run.state = {"running": {"startedAt": started}}
         return True
 
+    def _start_container(self, run: ContainerRun, engine: DockerEngine, env: dict[str, str]) -> bool:
+        """Container mode: create and start `run` from its image; False while it cannot start yet."""
+        c = run.spec
+        image = str(c.get("image", ""))
+
+        def wait(reason: str, message: str) -> bool:
+            if run.state.get("waiting", {}).get("reason") != reason:
+                self.kubelet.log(f"pod {self._ref()} container {run.name}: {reason}: {message}")
+            if run.terminated:  # a restart that cannot happen yet: keep what the last run did
+                run.last_state = {"terminated": run.terminated}
+            run.proc = None
+            run.state = {"waiting": {"reason": reason, "message": message}}
+            self._write_status()
+            return False
+
+        try:
+            info = engine.image(image)
+        except EngineError as exc:
+            return wait("ImageInspectError", str(exc))
+        if info is None:
+            # Nothing is ever pulled here, whatever imagePullPolicy says: the image must be built locally.
+            return wait(
+                "ErrImageNeverPull", f'Container image "{image}" is not present with pull policy of Never'
+            )
+        try:
+            spec = containers.container_spec(
+                self.pod,
+                c,
+                info,
+                env=env,
+                command=[expand(a, env) for a in c.get("command") or []],
+                args=[expand(a, env) for a in c.get("args") or []],
+                volumes_dir=self.dir / "volumes",
+                message_path=run.message_path,
+                labels=self.kubelet.container_labels(self.pod, run.name),
+                attempt=run.restart_count,
+            )
+        except (SpecError, ValueError) as exc:
+            return wait("CreateContainerConfigError", str(exc))
+        run.image_id = f"docker://{info.get('Id', '')}"
+        run.log_path.parent.mkdir(parents=True, exist_ok=True)
+        containers.prepare_message_file(run.message_path)
+        if run.state.get("terminated"):
+            run.last_state = {"terminated": run.state["terminated"]}
+        started = now()
+        with run.log_path.open("ab") as log:
+            try:
+                run.proc = engine.run(spec, log)
+            except EngineError as exc:
+                log.write(f"process kubelet: cannot start container {spec.name}: {exc}\n".encode())
+                run.proc = None
+                run.state = {
+                    "terminated": {
+                        "exitCode": 128,
+                        "reason": "StartError",
+                        "message": str(exc)[:MESSAGE_LIMIT],
+                        "startedAt": started,
+                        "finishedAt": now(),
+                    }
+                }
+                return True
+        run.started_at = started
+        run.state = {"running": {"startedAt": started}}
+        return True
+
     def _record_exit(self, run: ContainerRun) -> None:
         proc = run.proc
         if proc is None or proc.returncode is None or run.terminated:
             return
-        code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-        message = _read_limited(run.message_path, MESSAGE_LIMIT)
+        if isinstance(proc, ContainerProcess):
+            # The engine knows how it ended (OOM kill, start error); the container goes once read.
+            ended = proc.finish()
+        else:
+            code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+            ended = containers.ContainerExit(code, "Completed" if code == 0 else "Error")
+        code, reason = ended.exit_code, ended.reason
+        message = ended.message[:MESSAGE_LIMIT] or _read_limited(run.message_path, MESSAGE_LIMIT)
         if not message and code != 0 and run.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
             message = _log_tail(run.log_path)
         term: Obj = {
             "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
-            "startedAt": run.started_at or now(),
-            "finishedAt": now(),
-            "containerID": f"ferry-proc://{proc.pid}",
+            "reason": reason,
+            "startedAt": ended.started_at or run.started_at or now(),
+            "finishedAt": ended.finished_at or now(),
+            "containerID": _container_id(proc),
         }
-        if proc.returncode < 0:
+        if not isinstance(proc, ContainerProcess) and proc.returncode < 0:
             term["signal"] = -proc.returncode
         if message:
             term["message"] = message
@@ -607,14 +726,19 @@ class PodRunner:
         """What the kubelet adds to every container, before the pod's own env."""
         md = self.pod["metadata"]
         host, port = self.kubelet.api_host_port
-        return {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(self.dir),
+        env = {
             "HOSTNAME": self.pod["spec"].get("hostname") or md["name"],
             "KUBERNETES_SERVICE_HOST": host,
             "KUBERNETES_SERVICE_PORT": port,
             "KUBERNETES_SERVICE_PORT_HTTPS": port,
             "FERRY_POD_IP": self.pod_ip,
+        }
+        if self.kubelet.engine is not None:
+            return env  # PATH and HOME come from the image; the message file is at its real path
+        return {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.dir),
+            **env,
             "FERRY_TERMINATION_MESSAGE_PATH": str(self.dir / "termination" / c["name"]),
         }
 
@@ -676,6 +800,8 @@ class PodRunner:
                     if self.delete_grace is not None or self._stopping():
                         return
                     self._sleep(1.0)
+        if self.kubelet.engine is not None:
+            containers.settle_volume_permissions(self.pod, self.dir / "volumes")
 
     def _fill_volume(self, vol: Obj, local: Path) -> None:
         ns = self.pod["metadata"]["namespace"]
@@ -791,12 +917,21 @@ class PodRunner:
         return True
 
 
-def _kill(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+def _kill(proc: subprocess.Popen[bytes] | ContainerProcess | None, sig: int) -> None:
     if proc is None or proc.poll() is not None:
+        return
+    if isinstance(proc, ContainerProcess):
+        proc.send_signal(sig)  # `docker kill --signal`: to the container's PID 1
         return
     # The whole process group: a shell wrapper's children get the signal too.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
+
+
+def _container_id(proc: subprocess.Popen[bytes] | ContainerProcess | None) -> str:
+    if isinstance(proc, ContainerProcess):
+        return proc.uri
+    return f"ferry-proc://{proc.pid}" if proc else ""
 
 
 def _object_data(kind: str, obj: Obj) -> dict[str, bytes]:
@@ -859,8 +994,17 @@ class ProcessKubelet:
         python: str = sys.executable,
         command_map: Mapping[str, Sequence[str]] | None = None,
         max_pods: int = 250,
+        engine: DockerEngine | None = None,
+        schedule: bool = True,
     ):
         self.api = KubeApi.from_kubeconfig(Path(kubeconfig))
+        #: Container mode when set: containers run from their images in this engine (see module doc).
+        self.engine = engine
+        self.runtime_version = "ferry-proc://1"
+        #: False: bind nothing; pods run here only when they name this node in `spec.nodeName`.
+        self.schedule = schedule
+        #: The value of the label on every container this kubelet starts.
+        self.id = f"{node_name}.{os.getpid()}.{os.urandom(4).hex()}"
         self.kubeconfig = Path(kubeconfig)
         self.workdir = Path(workdir)
         self.node_name = node_name
@@ -900,12 +1044,16 @@ class ProcessKubelet:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.engine is not None:
+            self.runtime_version = f"docker://{self.engine.version()}"  # EngineError: one line
+            removed = self.engine.remove_orphans()
+            if removed:
+                self.log(f"removed {removed} containers left by kubelets that are gone")
         self.register_node()
-        for target, name in (
-            (self._schedule_loop, "scheduler"),
-            (self._pods_loop, "pods"),
-            (self._heartbeat, "hb"),
-        ):
+        loops = [(self._pods_loop, "pods"), (self._heartbeat, "hb")]
+        if self.schedule:
+            loops.insert(0, (self._schedule_loop, "scheduler"))
+        for target, name in loops:
             t = threading.Thread(target=target, name=f"kubelet-{name}", daemon=True)
             t.start()
             self.threads.append(t)
@@ -915,6 +1063,8 @@ class ProcessKubelet:
         self.interrupt_watches()
         with self.lock:
             runners = list(self.runners.values())
+        if self.engine is not None:
+            self._remove_containers()  # all at once, before the runners are told one by one
         for r in runners:
             r.stop_processes()
         for r in runners:
@@ -922,6 +1072,26 @@ class ProcessKubelet:
                 r.thread.join(5)
         for t in self.threads:
             t.join(5)
+        if self.engine is not None:
+            self._remove_containers()  # any a runner was still creating
+
+    def _remove_containers(self) -> None:
+        assert self.engine is not None
+        try:
+            self.engine.remove_labelled(self.id)
+        except EngineError as exc:
+            self.log(f"removing this kubelet's containers failed: {exc}")
+
+    def container_labels(self, pod: Obj, container: str) -> dict[str, str]:
+        md = pod["metadata"]
+        return {
+            containers.KUBELET_LABEL: self.id,
+            containers.PID_LABEL: str(os.getpid()),
+            "io.kubernetes.pod.namespace": md["namespace"],
+            "io.kubernetes.pod.name": md["name"],
+            "io.kubernetes.pod.uid": md["uid"],
+            "io.kubernetes.container.name": container,
+        }
 
     def interrupt_watches(self) -> None:
         """Cut the open watch connections; unless stopping, the loops relist and watch again."""
@@ -996,7 +1166,7 @@ class ProcessKubelet:
                 "bootID": "",
                 "kernelVersion": os.uname().release,
                 "osImage": "ferry process kubelet",
-                "containerRuntimeVersion": "ferry-proc://1",
+                "containerRuntimeVersion": self.runtime_version,
                 "kubeletVersion": "v0.0.0-ferry",
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
