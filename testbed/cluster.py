@@ -1,23 +1,34 @@
-"""`make dev-cluster`: a local control plane, a process kubelet, an S3 server and the Ferry operator
-until interrupted.
+"""`make dev-cluster`: a local control plane, a kubelet, an S3 server and the Ferry operator until
+interrupted.
 
-Run as `python -m testbed.cluster`. It starts `ControlPlane`, `ProcessKubelet` and `VersityGW`
-with their state in `.dev-cluster/` of the repository, installs the CopyJob CRD and the chart's
-ServiceAccounts and RBAC, runs `ferry operator` under the chart's ServiceAccount (so
-`kubectl apply -f examples/...` just works), prints how to reach everything, and writes
+Run as `python -m testbed.cluster`. It starts `ControlPlane`, the testbed kubelet and `VersityGW` with
+their state in `.dev-cluster/` of the repository, installs Ferry, prints how to reach everything, and
+writes
 `.dev-cluster/env` (shell assignments of KUBECONFIG, FERRY_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) once everything is ready, so another terminal can
 `source .dev-cluster/env`. SIGINT or SIGTERM stops every process it started. The credentials are
 generated for this run and only protect a server on 127.0.0.1.
+
+Two modes (`--mode`):
+
+* container (the default wherever the project's engine runs, `hack/engine.sh`): the image `ferry:dev`
+  is built (or reused), the kubelet runs pods from images under real cgroup limits, and Ferry is
+  installed as a platform team installs it, with `helm install` of charts/ferry: the operator runs as
+  the chart's Deployment, its worker pods from the same image;
+* process (where no engine can run, or when asked): pods run as local processes, the CRD and the
+  chart's ServiceAccounts and RBAC are applied, and `ferry operator` runs as a local process under the
+  chart's ServiceAccount.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,8 +39,9 @@ from typing import Any
 from kubernetes import client, config
 
 from testbed.binaries import CONTROL_PLANE, REPO_ROOT, S3_SERVER, MissingBinariesError, find_binaries
+from testbed.containers import DockerEngine
 from testbed.controlplane import ControlPlane
-from testbed.install import NAMESPACE, RELEASE, install, operator_process
+from testbed.install import NAMESPACE, RELEASE, helm_install, install, operator_process
 from testbed.kubelet import ProcessKubelet
 from testbed.versitygw import VersityGW
 
@@ -38,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.cluster", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--state-dir", type=Path, default=REPO_ROOT / ".dev-cluster", help="where state and logs go"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "container", "process"),
+        default="auto",
+        help="run pods in containers from ferry:dev (auto: wherever the engine runs) or as local processes",
     )
     args = parser.parse_args(argv)
 
@@ -59,16 +77,34 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
+    engine, image = _engine(args.mode)
+    if engine is None and args.mode == "container":
+        return 2
     started = time.monotonic()
     with (
         ControlPlane(bins, state / "controlplane") as cp,
-        ProcessKubelet(cp.admin_kubeconfig, state / "kubelet"),
+        ProcessKubelet(cp.admin_kubeconfig, state / "kubelet", engine=engine) as kubelet,
         VersityGW(bins, state / "s3") as s3,
+        contextlib.ExitStack() as stack,
     ):
         api = config.new_client_from_config(config_file=str(cp.admin_kubeconfig))
-        install(api, bins.bin_dir / "helm")
-        operator = operator_process(cp, state, interval=2.0)
-        next(operator)
+        if engine is not None:
+            print(f"dev-cluster: helm install {RELEASE} charts/ferry (image {image})", flush=True)
+            chart = helm_install(bins.bin_dir / "helm", cp.admin_kubeconfig, image)
+            pod = _operator_pod(api)
+            log_dir = kubelet.pod_dir(NAMESPACE, pod)
+            where = (
+                f"Deployment {NAMESPACE}/{RELEASE} from {image}, pod {pod} "
+                f"(log: {log_dir}/logs/operator.log; metrics on 127.0.0.1:{chart.metrics_port})"
+            )
+        else:
+            install(api, bins.bin_dir / "helm")
+            operator = operator_process(cp, state, interval=2.0)
+            next(operator)
+            stack.callback(operator.close)
+            where = (
+                f"ferry operator as system:serviceaccount:{NAMESPACE}:{RELEASE} (log: {state}/operator.log)"
+            )
         ep = s3.endpoint
         example = _seed(api, ep, state)
         env = {
@@ -90,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  S3 access key: {ep.access_key}\n"
             f"  S3 secret key: {ep.secret_key}\n"
             f"  kubectl:      {kubectl}\n"
-            f"  operator:     ferry operator as system:serviceaccount:{NAMESPACE}:{RELEASE} "
-            f"(log: {state}/operator.log)\n"
+            f"  pods:         {'containers from their images (real memory limits)' if engine else 'local processes'}\n"
+            f"  operator:     {where}\n"
             f"  logs:         {state}/controlplane/logs, {state}/kubelet, {state}/s3\n"
             f"  try it:       {kubectl} apply -f {example} && {kubectl} get copyjobs -w\n"
             f"In another shell: set -a; source {env_file}; set +a\n"
@@ -108,9 +144,33 @@ def main(argv: list[str] | None = None) -> int:
             if s3.proc is not None:
                 s3.proc.check_running()
         print("dev-cluster: stopping", flush=True)
-        operator.close()
     (state / "env").unlink(missing_ok=True)
     return 0
+
+
+def _engine(mode: str) -> tuple[DockerEngine | None, str]:
+    """The engine and the freshly built image for container mode; (None, "") for process mode."""
+    if mode == "process":
+        return None, ""
+    script = str(REPO_ROOT / "hack" / "engine.sh")
+    print("dev-cluster: building (or reusing) the image ferry:dev", flush=True)
+    built = subprocess.run(["bash", script, "image"], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        reason = (built.stderr.strip().splitlines() or ["unknown"])[-1]
+        if built.returncode != 3:
+            raise SystemExit(f"dev-cluster: {reason}")
+        print(f"dev-cluster: pods run as local processes: {reason}", flush=True)
+        return None, ""
+    host = subprocess.run(["bash", script, "env"], capture_output=True, text=True, check=True).stdout
+    return DockerEngine(host.strip().removeprefix("DOCKER_HOST=")), built.stdout.strip()
+
+
+def _operator_pod(api: Any) -> str:
+    pods = client.CoreV1Api(api).list_namespaced_pod(
+        NAMESPACE, label_selector="app.kubernetes.io/component=operator"
+    )
+    running = [p.metadata.name for p in pods.items if p.status.phase == "Running"]
+    return running[0] if running else "?"
 
 
 def _seed(api: object, endpoint: Any, state: Path, objects: int = 500) -> Path:

@@ -137,3 +137,62 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ChartOperator:
+    """The operator as a platform team runs it: `helm install` of charts/ferry, its Deployment's pod run
+    from the image by the testbed's container kubelet."""
+
+    metrics_port: int
+    liveness_port: int
+    image: str
+
+
+def helm_install(
+    helm: Path,
+    kubeconfig: Path,
+    image: str,
+    *,
+    aggregate_interval: int = 2,
+    extra_values: tuple[str, ...] = (),
+    timeout_seconds: int = 180,
+) -> ChartOperator:
+    """`helm upgrade --install` the chart with `image` (never pulled: it must exist in the engine) and
+    wait for the operator's Deployment. Pods share the host's network here, so the operator's ports are
+    free ports of this machine rather than the chart's defaults (8080 is the workers' status port)."""
+    repository, _, tag = image.rpartition(":")
+    ports = ChartOperator(free_port(), free_port(), image)
+    args = [
+        str(helm),
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(REPO / "charts" / "ferry"),
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--wait",
+        "--timeout",
+        f"{timeout_seconds}s",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        f"metrics.port={ports.metrics_port}",
+        "--set",
+        f"livenessPort={ports.liveness_port}",
+        "--set",
+        f"aggregateIntervalSeconds={aggregate_interval}",
+    ]
+    for value in extra_values:
+        args += ["--set", value]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_seconds + 60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"helm install failed: {result.stderr.strip()[-2000:]}")
+    return ports

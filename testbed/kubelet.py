@@ -889,8 +889,13 @@ class PodRunner:
             reason = "" if ready else "ContainersNotReady"
         self._set_condition("ContainersReady", ready, reason)
         self._set_condition("Ready", ready, reason)
+        phase = self.phase
+        if phase == "Running" and all("waiting" in r.state and not r.last_state for r in mains):
+            # As a kubelet reports it: a pod none of whose containers ever started is still Pending
+            # (ErrImageNeverPull, CreateContainerConfigError).
+            phase = "Pending"
         status: Obj = {
-            "phase": self.phase,
+            "phase": phase,
             "conditions": [
                 self.conditions[k] for k in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
             ],
