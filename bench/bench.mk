@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-tools bench-load
+.PHONY: bench bench-smoke bench-incident bench-tools bench-load
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -20,6 +20,12 @@ bench: venv testbin bench-tools
 # Small sizes and short caps: under 3 minutes on 2 cores.
 bench-smoke: venv bench-tools
 	BENCH_SMOKE=1 FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
+
+# The incident's memory manager against ferry's, both in containers of the incident pod's 1.8 GiB
+# (BENCH_CONTAINERS=auto: on the host, with a note, where the engine cannot run). Its own results folder,
+# so it never replaces the full benchmark's latest.{json,md}.
+bench-incident: venv testbin
+	BENCH_RESULTS_DIR=$${BENCH_RESULTS_DIR:-bench/results/incident} BENCH_SCENARIOS=incident BENCH_TOOLS=incident-policy,ferry-adaptive FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
 
 # The operator under load: 50 CopyJobs × 2,000 objects, two waves (about 15 minutes on 2 cores).
 bench-load: venv testbin

@@ -2,7 +2,7 @@
 
 Environment: LOAD_JOBS (50), LOAD_OBJECTS per job (2000), LOAD_WAVES (2), LOAD_INTERVAL, the operator's
 reconcile interval in seconds (5, the chart's default). Results go to bench/results/load-latest.json
-and load-latest.md. What is measured and how: `ferry.testbed.load`.
+and load-latest.md. What is measured and how: `testbed.load`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ferry.testbed.binaries import TestBinaries, find_bin_dir
-from ferry.testbed.load import LoadConfig, LoadResult, percentile, run_load
+from testbed.binaries import TestBinaries, find_bin_dir
+from testbed.load import LoadConfig, LoadResult, percentile, run_load
 
 HERE = Path(__file__).resolve().parent
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR", HERE / "results"))

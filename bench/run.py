@@ -1,7 +1,7 @@
 """Ferry's benchmark: ferry vs rclone, s5cmd and the AWS CLI on a local S3 server behind fault proxies.
 
 Run it with the project venv's interpreter (`make bench`, `make bench-smoke`); it imports only the
-installed `ferry.testbed` package and boto3. Every server listens on 127.0.0.1; every run has a time cap.
+installed `testbed` package and boto3. Every server listens on 127.0.0.1; every run has a time cap.
 bench/README.md describes the scenarios, the environment variables and the result files.
 """
 
@@ -26,8 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ferry.testbed.faultproxy import FaultPlan, FaultProxy
-from ferry.testbed.s3server import MotoServer, S3Endpoint
+import containers
+
+from testbed.faultproxy import FaultPlan, FaultProxy
+from testbed.s3server import MotoServer, S3Endpoint
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -73,10 +75,20 @@ class Params:
     tool_timeout: float = float(env("BENCH_TOOL_TIMEOUT", "900", "45"))
     total_timeout: float = float(env("BENCH_TOTAL_TIMEOUT", "10800", "170"))
     workers: int = int(env("BENCH_WORKERS", "64"))
+    incident_objects: int = int(env("BENCH_INCIDENT_OBJECTS", "3000", "300"))
+    incident_memory: int = parse_size(env("BENCH_INCIDENT_MEMORY", "1843Mi"))
+    containers: str = env("BENCH_CONTAINERS", "auto")
+    engine_timeout: float = float(env("BENCH_ENGINE_TIMEOUT", "1200"))
 
 
-SCENARIOS = ("small-latency", "small-throttled", "mixed-large", "zero-latency")
+SCENARIOS = ("small-latency", "small-throttled", "mixed-large", "zero-latency", "incident")
 TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy", "rclone", "s5cmd", "aws-cli")
+FERRY_TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy")
+#: The incident scenario compares the incident's memory manager with ferry's, in a pod of the incident's size.
+INCIDENT_TOOLS = ("incident-policy", "ferry-adaptive")
+#: The incident: 1,000,000 objects of ~100 KB at 1.14 objects/s (DESIGN.md).
+INCIDENT_OBJECTS = 1_000_000
+INCIDENT_RATE = 1.14
 
 
 # -- binaries ---------------------------------------------------------------------------------------------
@@ -133,6 +145,7 @@ class ChildResult:
     capped: bool
     timed_out: bool
     samples: list[tuple[float, int]]  # (t, PUT requests seen by the destination proxy)
+    container: containers.Outcome | None = None  # what the container's cgroup measured (container mode)
 
 
 def vm_hwm(pid: int) -> int:
@@ -159,11 +172,14 @@ def run_child(
     timeout: float,
     put_counter: Any = None,
     cwd: Path | None = None,
+    container: containers.Container | None = None,
 ) -> ChildResult:
     """Run one tool; wall time, user+sys CPU and peak RSS from wait4() of exactly this child.
 
     At `cap` seconds the child gets SIGINT (ferry finishes in-flight transfers and prints its summary),
-    20-60 s later or at `timeout` SIGKILL.
+    20-60 s later or at `timeout` SIGKILL. With `container`, `argv` is its `docker run`: wait4() then
+    sees only the docker client, so the container is sampled from the host every 50 ms, signalled through
+    the engine, and its cgroup's own counters are read after it exits (`ChildResult.container`).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
@@ -177,34 +193,54 @@ def run_child(
             start_new_session=True,
         )
         capped = timed_out = False
+        killed_at: float | None = None
         samples: list[tuple[float, int]] = []
         next_sample = 0.0
         status = 0
         rusage = None
         peak = 0
-        while True:
-            peak = max(peak, vm_hwm(proc.pid))
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            now = time.monotonic() - start
-            if put_counter is not None and now >= next_sample:
-                samples.append((round(now, 2), put_counter()))
-                next_sample += 1.0
-            if cap is not None and not capped and now > cap:
-                capped = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGINT)
-            # After SIGINT, transfers in flight finish: allow up to a minute for a large object.
-            if now > timeout or (capped and now > cap + min(60.0, max(20.0, cap))):  # type: ignore[operator]
-                timed_out = not capped
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(0.05)
+        try:
+            while True:
+                if container is None:
+                    peak = max(peak, vm_hwm(proc.pid))
+                else:
+                    container.sample()
+                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                now = time.monotonic() - start
+                if put_counter is not None and now >= next_sample:
+                    samples.append((round(now, 2), put_counter()))
+                    next_sample += 1.0
+                if cap is not None and not capped and now > cap:
+                    capped = True
+                    if container is not None:
+                        container.signal("INT")
+                    else:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(proc.pid, signal.SIGINT)
+                # After SIGINT, transfers in flight finish: allow up to a minute for a large object.
+                grace = min(60.0, max(20.0, cap)) if cap is not None else 0.0
+                if now > timeout or (cap is not None and capped and now > cap + grace):
+                    timed_out = not capped
+                    if container is not None and killed_at is None:
+                        killed_at = now  # the engine kills the container; its client then exits by itself
+                        container.signal("KILL")
+                    elif killed_at is None or now > killed_at + 10:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                time.sleep(0.05)
+        except BaseException:  # the bench itself is stopped (Ctrl-C, SIGTERM): stop the tool with it
+            if container is not None:
+                container.signal("KILL")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
         wall = time.monotonic() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # stray grandchildren
+        outcome = container.finish() if container is not None else None
         out.seek(0)
         err.seek(0)
         return ChildResult(
@@ -217,6 +253,7 @@ def run_child(
             capped=capped,
             timed_out=timed_out,
             samples=samples,
+            container=outcome,
         )
 
 
@@ -425,12 +462,15 @@ def seconds_to_90(points: list[tuple[float, float]]) -> float | None:
 
 
 class Bench:
-    def __init__(self, params: Params, workdir: Path) -> None:
+    def __init__(self, params: Params, workdir: Path, engine: containers.Engine | None) -> None:
         self.p = params
         self.workdir = workdir
+        self.engine = engine
         self.results: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self._startup: dict[str, float] = {}
+        self._runs = 0
+        self.started = T0
         self.help = ferry_help()
         self.has_timeline = "--timeline" in self.help
         self.has_policy = "--policy" in self.help
@@ -450,10 +490,39 @@ class Bench:
                 "ferry-fixed-1 ran --concurrency 1, incident-policy was skipped"
             )
 
+    def in_container(self, tool: str) -> bool:
+        """Container mode runs every tool in a container but the AWS CLI (a venv on the host, not an image)."""
+        return self.engine is not None and tool != "aws-cli"
+
+    def container(
+        self,
+        tool: str,
+        argv: list[str],
+        env: dict[str, str],
+        mounts: list[containers.Mount],
+        memory: int | None,
+    ) -> containers.Container:
+        """A container for `tool`: ferry in ferry:dev; rclone and s5cmd in the base image, binary mounted."""
+        assert self.engine is not None
+        self._runs += 1
+        rundir = self.workdir / f"ctr-{self._runs}"
+        if tool in ("rclone", "s5cmd"):
+            binary = self.rclone if tool == "rclone" else self.s5cmd
+            assert binary is not None
+            mounts = [*mounts, containers.Mount(binary, f"/usr/local/bin/{tool}")]
+            argv = [f"/usr/local/bin/{tool}", *argv[1:]]
+            image = self.engine.base
+        else:
+            image = self.engine.pinned or self.engine.image
+        spec = containers.Spec(image, argv, {"HOME": "/tmp", **env}, mounts, memory)
+        return containers.Container(self.engine, spec, rundir)
+
     def startup_cpu(self, tool: str) -> float:
         """CPU seconds a tool spends before copying anything (interpreter, imports), measured once.
 
         Subtracted for `cpuMsPerObjectNet`, so a short smoke run does not charge start-up to each object.
+        In container mode it is measured the same way as the run: the container's cgroup CPU (wrapper
+        included) of `ferry run --help` / `version` in the same image.
         """
         if tool in self._startup:
             return self._startup[tool]
@@ -463,15 +532,28 @@ class Bench:
             "s5cmd": [str(self.s5cmd), "version"],
             "aws-cli": [str(self.aws), "--version"],
         }[tool]
+        cpus: list[float] = []
         try:
-            cpus = [run_child(argv, base_env(), cap=None, timeout=60).cpu for _ in range(3)]
-            self._startup[tool] = min(cpus)
+            for _ in range(3):
+                if self.in_container(tool):
+                    inner = ["ferry", *argv[1:]] if tool == "ferry" else argv
+                    ctr = self.container(tool, inner, {}, [], None)
+                    res = run_child(ctr.argv(), ctr.client_env(), cap=None, timeout=60, container=ctr)
+                    if res.container is not None and res.container.cpu_seconds is not None:
+                        cpus.append(res.container.cpu_seconds)
+                else:
+                    cpus.append(run_child(argv, base_env(), cap=None, timeout=60).cpu)
         except OSError:
-            self._startup[tool] = 0.0
+            pass
+        self._startup[tool] = min(cpus) if cpus else 0.0
         return self._startup[tool]
 
     def remaining(self) -> float:
-        return self.p.total_timeout - (time.monotonic() - T0)
+        return self.p.total_timeout - (time.monotonic() - self.started)
+
+    def memory_limit(self, scenario: str) -> int | None:
+        """The scenario's memory limit: the hard limit of its containers (None: no limit)."""
+        return {"mixed-large": self.p.memory_limit, "incident": self.p.incident_memory}.get(scenario)
 
     # one tool, one scenario
     def run_tool(
@@ -482,6 +564,8 @@ class Bench:
         s3 = client(setup.ep)
         drop_bucket(setup.ep, dst)
         s3.create_bucket(Bucket=dst)
+        limit = self.memory_limit(scenario)
+        boxed = self.in_container(tool)
         row: dict[str, Any] = {
             "scenario": scenario,
             "name": tool,
@@ -489,6 +573,7 @@ class Bench:
             "mbPerSecond": None,
             "cpuMsPerObject": None,
             "peakRssBytes": None,
+            "cgroupPeakBytes": None,
             "memoryBudgetBytes": None,
             "secondsTo90Percent": None,
             "proxySecondsTo90Percent": None,
@@ -497,7 +582,10 @@ class Bench:
             "throttles": None,
             "retries": None,
             "capped": False,
+            "oomKilled": None,
             "copyMode": "streaming GET->PUT (two endpoints)",
+            "runsIn": "host",
+            "containerMemoryLimitBytes": limit if boxed else None,
             "wallSeconds": None,
             "note": "",
         }
@@ -507,12 +595,19 @@ class Bench:
         e = base_env()
         timeline = self.workdir / f"{scenario}-{tool}.timeline.jsonl"
         cwd = None
-        if tool.startswith("ferry") or tool == "incident-policy":
+        extra: dict[str, str] = {}  # the tool's own environment (in a container: all of it)
+        mounts: list[containers.Mount] = []
+        if tool in FERRY_TOOLS:
             job = self.workdir / f"{scenario}-{tool}.yaml"
             ferry_job(job, setup, data.bucket, dst, sizes)
-            argv = [str(FERRY), "run", "-f", str(job), "--output", "json", "--progress", "none"]
+            if boxed:
+                mounts.append(containers.Mount(job, "/job/copyjob.yaml"))
+                argv = ["ferry", "run", "-f", "/job/copyjob.yaml"]
+            else:
+                argv = [str(FERRY), "run", "-f", str(job)]
+            argv += ["--output", "json", "--progress", "none"]
             if self.has_timeline:
-                argv += ["--timeline", str(timeline)]
+                argv += ["--timeline", "/out/timeline.jsonl" if boxed else str(timeline)]
             if tool == "ferry-fixed-1":
                 argv += (
                     ["--policy", "fixed", "--concurrency", "1"] if self.has_policy else ["--concurrency", "1"]
@@ -521,11 +616,19 @@ class Bench:
                 argv += ["--policy", "incident"]
             elif self.has_policy:
                 argv += ["--policy", "adaptive"] if "adaptive" in self.help else []
-            e["FERRY_MEMORY_LIMIT"] = str(p.memory_limit)
-            row["memoryBudgetBytes"] = p.memory_limit
+            if boxed and limit:
+                # Like a worker pod: no FERRY_MEMORY_LIMIT, ferry takes 80% of its cgroup's limit itself.
+                row["memoryBudgetBytes"] = int(0.8 * limit)
+            elif limit and scenario == "incident":
+                # On the host the incident's pod is only a budget: what ferry would take from 1.8 GiB.
+                extra["FERRY_MEMORY_LIMIT"] = str(int(0.8 * limit))
+            else:
+                extra["FERRY_MEMORY_LIMIT"] = str(p.memory_limit)
+            if "FERRY_MEMORY_LIMIT" in extra:
+                row["memoryBudgetBytes"] = int(extra["FERRY_MEMORY_LIMIT"])
         elif tool == "rclone":
             for side, url in (("SRC", setup.src_url), ("DST", setup.dst_url)):
-                e |= {
+                extra |= {
                     f"RCLONE_CONFIG_{side}_TYPE": "s3",
                     f"RCLONE_CONFIG_{side}_PROVIDER": "Other",
                     f"RCLONE_CONFIG_{side}_ENDPOINT": url,
@@ -534,12 +637,14 @@ class Bench:
                     f"RCLONE_CONFIG_{side}_REGION": setup.ep.region,
                     f"RCLONE_CONFIG_{side}_FORCE_PATH_STYLE": "true",
                 }
-            e["RCLONE_CONFIG"] = str(self.workdir / "rclone-none.conf")
+            extra["RCLONE_CONFIG"] = (
+                "/tmp/rclone-none.conf" if boxed else str(self.workdir / "rclone-none.conf")
+            )
             argv = [str(self.rclone), "copy", f"src:{data.bucket}", f"dst:{dst}"]
             argv += ["--transfers", "64", "--checkers", "64", "--fast-list", "--s3-no-head"]
             argv += ["--s3-no-check-bucket", "--stats", "0", "--retries", "3"]
         elif tool == "s5cmd":
-            e |= self.aws_env(setup.ep)
+            extra |= self.aws_env(setup.ep)
             argv = [str(self.s5cmd), "--endpoint-url", setup.server_side_url, "--numworkers", "64"]
             argv += ["cp", f"s3://{data.bucket}/*", f"s3://{dst}/"]
             row["copyMode"] = "server-side CopyObject (one endpoint)"
@@ -549,7 +654,7 @@ class Bench:
                 "[default]\nregion = us-east-1\ns3 =\n  max_concurrent_requests = 64\n"
                 "  max_queue_size = 10000\n  addressing_style = path\n"
             )
-            e |= self.aws_env(setup.ep) | {
+            extra |= self.aws_env(setup.ep) | {
                 "AWS_CONFIG_FILE": str(cfg),
                 "AWS_SHARED_CREDENTIALS_FILE": str(self.workdir / "aws-none"),
             }
@@ -559,49 +664,97 @@ class Bench:
         else:
             raise AssertionError(tool)
 
+        ctr = None
+        if boxed:
+            assert self.engine is not None
+            ctr = self.container(tool, argv, extra, mounts, limit)
+            row["runsIn"] = f"container {self.engine.image if tool in FERRY_TOOLS else self.engine.base}"
+            argv = ctr.argv()
+            e = ctr.client_env()  # the docker client's; the tool's own goes through --env-file
+        else:
+            e |= extra
+            if self.engine is not None:
+                notes.append("on the host: the AWS CLI is a venv in the host's cache, not an image")
+
         proxies = self.proxies
         put_counter = None
         before = [px.stats() for px in proxies]
         if proxies:
             dst_px = proxies[-1] if row["copyMode"].startswith("streaming") else proxies[0]
             put_counter = lambda: dst_px.stats().by_method.get("PUT", 0)  # noqa: E731
-        log(f"{scenario}: {tool} ... (timeout {timeout:.0f}s{f', cap {cap:.0f}s' if cap else ''})")
-        res = run_child(argv, e, cap=cap, timeout=timeout, put_counter=put_counter, cwd=cwd)
+        where = f" in a container{f' of {limit / 2**20:.0f} MiB' if limit else ''}" if boxed else ""
+        log(f"{scenario}: {tool}{where} ... (timeout {timeout:.0f}s{f', cap {cap:.0f}s' if cap else ''})")
+        res = run_child(argv, e, cap=cap, timeout=timeout, put_counter=put_counter, cwd=cwd, container=ctr)
         after = [px.stats() for px in proxies]
         if proxies:
             row["throttles"] = sum(a.injected_503 + a.injected_429 for a in after) - sum(
                 b.injected_503 + b.injected_429 for b in before
             )
+        if ctr is not None:
+            timeline = ctr.out / "timeline.jsonl"
+        wall, cpu, rss = res.wall, res.cpu, res.maxrss or None
+        row["cpuSource"] = "wait4 (user+sys of the process)"
+        row["peakRssSource"] = "VmHWM of the process, sampled every 50 ms"
+        o = res.container
+        if o is not None:
+            # The tool's own wall time (start-up included), without creating and removing the container.
+            wall = o.tool_wall or res.wall
+            cpu = o.cpu_seconds  # type: ignore[assignment]
+            rss = o.vm_hwm
+            row |= containers.outcome_fields(o)
+            row["cpuSource"] = o.cpu_source
+            row["peakRssSource"] = (
+                "max VmHWM of the container's processes, sampled from the host every 50 ms"
+                if rss
+                else "not measured"
+            )
+            row["containerWallSeconds"] = round(res.wall, 2)
+            row["dockerClientCpuSeconds"] = round(res.cpu, 2)
+            notes += o.notes
+            if o.oom_killed or o.oom_kills:
+                limit_text = f"its {o.limit / 2**20:.0f} MiB limit" if o.limit else "no limit"
+                notes.append(
+                    f"OOM kill under {limit_text} (docker OOMKilled={o.oom_killed}, "
+                    f"cgroup oom_kill count {o.oom_kills})"
+                )
         intact, missing, corrupt = verify(setup.ep, data, dst)
         n = len(data.objects)
-        row["wallSeconds"] = round(res.wall, 2)
+        row["wallSeconds"] = round(wall, 2)
         row["capped"] = res.capped and missing > 0
         row["timedOut"] = res.timed_out
         row["exitCode"] = res.code
-        row["peakRssBytes"] = res.maxrss
+        row["peakRssBytes"] = rss
         done = intact
         done_bytes = sum(
             data.objects[k][0] for k in list_bucket(s3, dst) if k in data.objects
         )  # arrived bytes
         if done:
-            row["objectsPerSecond"] = round(done / res.wall, 2)
-            row["mbPerSecond"] = round(done_bytes / 1e6 / res.wall, 2)
-            row["cpuMsPerObject"] = round(res.cpu * 1000 / done, 3)
-            startup = self.startup_cpu("ferry" if row["memoryBudgetBytes"] else tool)
-            row["startupCpuMs"] = round(startup * 1000, 1)
-            row["cpuMsPerObjectNet"] = round(max(0.0, res.cpu - startup) * 1000 / done, 3)
-        row["cpuSeconds"] = round(res.cpu, 2)
+            row["objectsPerSecond"] = round(done / wall, 2)
+            row["mbPerSecond"] = round(done_bytes / 1e6 / wall, 2)
+            if cpu is not None:
+                row["cpuMsPerObject"] = round(cpu * 1000 / done, 3)
+                startup = self.startup_cpu("ferry" if tool in FERRY_TOOLS else tool)
+                row["startupCpuMs"] = round(startup * 1000, 1)
+                row["cpuMsPerObjectNet"] = round(max(0.0, cpu - startup) * 1000 / done, 3)
+        row["cpuSeconds"] = round(cpu, 2) if cpu is not None else None
         row["objectsCopied"] = done
         row["failedObjects"] = corrupt + (0 if res.capped else missing)
-        row["verified"] = corrupt == 0 and (res.capped or missing == 0) and done > 0
+        row["verified"] = (
+            corrupt == 0
+            and (res.capped or missing == 0)
+            and done > 0
+            and not (row.get("oomKilled") or row.get("cgroupOomKills"))
+        )
         if row["capped"]:
             notes.append(f"capped at {cap:.0f}s: {done}/{n} objects arrived; rate is over the capped run")
         if res.timed_out:
             notes.append(f"killed at the {timeout:.0f}s timeout")
         if res.code not in (0, None) and not res.capped:
-            tail = (res.stderr.strip().splitlines() or [""])[-1][:200]
+            lines = res.stderr.strip().splitlines() or [""]
+            # docker run's own failures (125-127) say what was wrong on their first line.
+            tail = (lines[0] if ctr is not None and res.code in (125, 126, 127) else lines[-1])[:200]
             notes.append(f"exit {res.code}: {tail}")
-        if tool in ("ferry-adaptive", "ferry-fixed-1", "incident-policy"):
+        if tool in FERRY_TOOLS:
             summary = None
             with contextlib.suppress(ValueError):
                 m = res.stdout.find("{")
@@ -615,15 +768,23 @@ class Bench:
                 row["timeline"] = rows
                 row["secondsTo90Percent"] = seconds_to_90([(r["t"], r["done"]) for r in rows])
                 row["peakRssTimelineBytes"] = max((r.get("rssBytes") or 0) for r in rows)
+                budgets = [r["budgetBytes"] for r in rows if r.get("budgetBytes")]
+                if budgets:
+                    row["memoryBudgetBytes"] = budgets[-1]  # what ferry itself reported
+        if scenario == "incident" and row["objectsPerSecond"]:
+            row["projectedHoursFor1M"] = round(INCIDENT_OBJECTS / row["objectsPerSecond"] / 3600, 1)
         if res.samples:
             row["proxyTimeline"] = res.samples
             if not res.capped:
                 row["proxySecondsTo90Percent"] = seconds_to_90([(t, float(c)) for t, c in res.samples])
         row["note"] = "; ".join(notes)
         rate = row["objectsPerSecond"]
+        cg = row["cgroupPeakBytes"]
         log(
-            f"{scenario}: {tool}: {done}/{n} objects in {res.wall:.1f}s = {rate} obj/s, "
-            f"cpu {res.cpu:.1f}s, rss {res.maxrss / 2**20:.0f} MiB, verified={row['verified']} {row['note']}"
+            f"{scenario}: {tool}: {done}/{n} objects in {wall:.1f}s = {rate} obj/s, "
+            f"cpu {fmt(cpu, 2)}s, VmHWM {fmt(rss / 2**20 if rss else None, 0)} MiB, "
+            f"cgroup peak {fmt(cg / 2**20 if cg else None, 0)} MiB, oomKilled={row['oomKilled']}, "
+            f"verified={row['verified']} {row['note']}"
         )
         drop_bucket(setup.ep, dst)
         return row
@@ -658,6 +819,17 @@ class Bench:
         elif name == "zero-latency":
             spec = [(p.zero_objects, p.size)]
             plan = None
+        elif name == "incident":
+            # The incident's objects at the remote latency, the incident's policy against ferry's, both in a
+            # container of the incident pod's size (BENCH_INCIDENT_MEMORY).
+            spec = [(p.incident_objects, p.size)]
+            plan = FaultPlan(latency_ms=p.latency_ms, jitter_ms=p.jitter_ms)
+            asked = tools
+            tools = [t for t in INCIDENT_TOOLS if t in asked]
+            if not tools:
+                log(f"incident: none of {', '.join(INCIDENT_TOOLS)} in BENCH_TOOLS; scenario skipped")
+                self.notes.append("scenario incident skipped: BENCH_TOOLS names neither of its tools")
+                return
         else:
             raise SystemExit(f"bench: unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
         sizes_all = sorted(s for c, s in spec for _ in range(min(c, 10_000)))
@@ -726,6 +898,48 @@ def ratio(a: Any, b: Any) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
+def mib(v: Any) -> str:
+    return fmt(v / 2**20 if v else None, 0)
+
+
+def runs_in(r: dict[str, Any]) -> str:
+    if not str(r.get("runsIn", "")).startswith("container"):
+        return "host"
+    lim = r.get("containerMemoryLimitBytes")
+    return f"container ({mib(lim)} MiB)" if lim else "container"
+
+
+def incident_table(srows: list[dict[str, Any]]) -> list[str]:
+    """The before/after table: the incident's memory manager against ferry's, in the incident pod's size."""
+    base = next((r for r in srows if r["name"] == "incident-policy" and r.get("objectsPerSecond")), {})
+    out = [
+        "| policy | runs in | obj/s | vs incident-policy | hours for 1,000,000 objects (projected) "
+        "| cgroup peak MiB | peak RSS MiB | budget MiB | OOMKilled | verified | capped | note |",
+        "|" + "---|" * 12,
+    ]
+    for r in srows:
+        if r.get("skipped") or r.get("error"):
+            out.append(f"| {r['name']} | | | | | | | | | | | {r.get('note') or r.get('error')} |")
+            continue
+        oom = r.get("oomKilled")
+        out.append(
+            f"| {r['name']} | {runs_in(r)} | {fmt(r.get('objectsPerSecond'), 2)} | "
+            f"{ratio(r.get('objectsPerSecond'), base.get('objectsPerSecond'))} | "
+            f"{fmt(r.get('projectedHoursFor1M'))} | {mib(r.get('cgroupPeakBytes'))} | "
+            f"{mib(r.get('peakRssBytes'))} | {mib(r.get('memoryBudgetBytes'))} | "
+            f"{'-' if oom is None else ('YES' if oom else 'no')} | {'yes' if r.get('verified') else 'NO'} | "
+            f"{'yes' if r.get('capped') else ''} | {r.get('note', '')} |"
+        )
+    out += [
+        "",
+        f"Hours for {INCIDENT_OBJECTS:,} objects are a projection: {INCIDENT_OBJECTS:,} / the measured "
+        f"objects/s, assuming the rate holds. The incident itself ran at {INCIDENT_RATE} objects/s "
+        f"({int(INCIDENT_OBJECTS / INCIDENT_RATE / 3600)} h). The incident policy adds two transfers every "
+        "30 s, so its capped rate is the rate of its first minutes.",
+    ]
+    return out
+
+
 def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     out = [f"# Ferry benchmark ({header['date']})", ""]
     out.append(
@@ -737,30 +951,35 @@ def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         srows = [r for r in rows if r["scenario"] == sc]
         base = next((r for r in srows if r["name"] == "ferry-adaptive" and r.get("objectsPerSecond")), {})
         out += [f"## {sc}", "", f"Parameters: `{json.dumps(header['scenarios'].get(sc, {}))}`", ""]
+        if sc == "incident":
+            out += [*incident_table(srows), ""]
+            continue
         out.append(
-            "| tool | mode | obj/s | vs ferry-adaptive | MB/s | CPU ms/obj (net of start-up) | peak RSS MiB | budget MiB "
-            "| s to 90% | failed | verified | 503s injected / seen | retries | capped | note |"
+            "| tool | runs in | mode | obj/s | vs ferry-adaptive | MB/s | CPU ms/obj (net of start-up) "
+            "| peak RSS MiB | cgroup peak MiB | budget MiB | s to 90% | failed | verified "
+            "| 503s injected / seen | retries | capped | note |"
         )
-        out.append("|" + "---|" * 15)
+        out.append("|" + "---|" * 17)
         for r in srows:
             if r.get("skipped") or r.get("error"):
-                out.append(f"| {r['name']} | | | | | | | | | | | | | | {r.get('note') or r.get('error')} |")
+                out.append(
+                    f"| {r['name']} | | | | | | | | | | | | | | | | {r.get('note') or r.get('error')} |"
+                )
                 continue
             mode = "server-side" if "server-side" in r.get("copyMode", "") else "GET+PUT"
             s90 = r.get("secondsTo90Percent")
             s90s = fmt(s90) if s90 is not None else fmt(r.get("proxySecondsTo90Percent"))
             if s90 is None and r.get("proxySecondsTo90Percent") is not None:
                 s90s += " (proxy)"
-            rss = r.get("peakRssBytes")
             throttles = fmt(r.get("throttles"))
             if r.get("ferryThrottles") is not None:
                 throttles += f" / {r['ferryThrottles']}"
-            budget = r.get("memoryBudgetBytes")
             out.append(
-                f"| {r['name']} | {mode} | {fmt(r.get('objectsPerSecond'))} | "
+                f"| {r['name']} | {runs_in(r)} | {mode} | {fmt(r.get('objectsPerSecond'))} | "
                 f"{ratio(r.get('objectsPerSecond'), base.get('objectsPerSecond'))} | {fmt(r.get('mbPerSecond'))} | "
-                f"{fmt(r.get('cpuMsPerObject'), 2)} ({fmt(r.get('cpuMsPerObjectNet'), 2)}) | {fmt(rss / 2**20 if rss else None, 0)} | "
-                f"{fmt(budget / 2**20 if budget else None, 0)} | {s90s} | {fmt(r.get('failedObjects'))} | "
+                f"{fmt(r.get('cpuMsPerObject'), 2)} ({fmt(r.get('cpuMsPerObjectNet'), 2)}) | "
+                f"{mib(r.get('peakRssBytes'))} | {mib(r.get('cgroupPeakBytes'))} | "
+                f"{mib(r.get('memoryBudgetBytes'))} | {s90s} | {fmt(r.get('failedObjects'))} | "
                 f"{'yes' if r.get('verified') else 'NO'} | {throttles} | {fmt(r.get('retries'))} | "
                 f"{'yes' if r.get('capped') else ''} | {r.get('note', '')} |"
             )
@@ -797,21 +1016,57 @@ def plot(rows: list[dict[str, Any]]) -> str | None:
 
 
 def main() -> int:
+    # `timeout` and CI stop the bench with SIGTERM: unwind, so its containers and servers are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = Params()
     wanted = [s.strip() for s in env("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s.strip()]
     tools = [t.strip() for t in env("BENCH_TOOLS", ",".join(TOOLS)).split(",") if t.strip()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     log(f"params {dataclasses.asdict(p)}; scenarios {wanted}; tools {tools}; workdir {workdir}")
-    bench = Bench(p, workdir)
-    server_name = ""
+    for sc in wanted:
+        if sc not in SCENARIOS:
+            raise SystemExit(f"bench: unknown scenario {sc!r} (known: {', '.join(SCENARIOS)})")
+    t = time.monotonic()
+    engine, why_not = containers.detect(p.containers, REPO, p.engine_timeout, log)
+    engine_seconds = time.monotonic() - t
     stack = contextlib.ExitStack()
+    stack.callback(containers.release, engine)  # last: the containers go first
+    stack.callback(containers.remove_all)
+    bench = Bench(p, workdir, engine)
+    bench.started += engine_seconds  # building the image does not count against BENCH_TOTAL_TIMEOUT
+    container_header: dict[str, Any] = {"mode": p.containers, "enabled": engine is not None}
+    if engine is not None:
+        container_header |= {
+            "image": f"{engine.image} ({engine.image_id[:19]})",
+            "baseImage": engine.base,
+            "cgroup": engine.cgroup,
+            "setupSeconds": round(engine_seconds, 1),
+        }
+        peak_file = "memory.peak" if engine.cgroup == "v2" else "memory.max_usage_in_bytes"
+        cpu_file = "cpu.stat usage_usec" if engine.cgroup == "v2" else "cpuacct.usage"
+        bench.notes.append(
+            f"container mode on (cgroup {engine.cgroup}): ferry in {engine.image} ({engine.image_id[:19]}), "
+            f"rclone and s5cmd in {engine.base} with their binary mounted read-only, all --network host, "
+            f"--read-only, uid {containers.UID}; the AWS CLI on the host (a venv, not an image). Memory: "
+            f"{peak_file} and CPU: {cpu_file} of the container's cgroup, read inside it at exit; "
+            "peak RSS: VmHWM of its processes, sampled from the host"
+        )
+        log(f"containers: on, {engine.image} ({engine.image_id[:19]}), {engine.base}, cgroup {engine.cgroup}")
+    else:
+        container_header["reason"] = why_not
+        bench.notes.append(
+            f"container mode off ({why_not}): every tool ran on the host; memory is VmHWM only, "
+            "CPU from wait4, and the incident scenario's 1.8 GiB is only ferry's budget, not a cgroup limit"
+        )
+        log(f"containers: off ({why_not})")
+    server_name = ""
     try:
         ep: S3Endpoint | None = None
         vgw = find_binary("versitygw")
         if vgw is not None:
             try:
-                from ferry.testbed.versitygw import VersityGW
+                from testbed.versitygw import VersityGW
 
                 gw = stack.enter_context(VersityGW(vgw.parent, workdir / "versitygw"))
                 ep = gw.endpoint
@@ -830,8 +1085,6 @@ def main() -> int:
             )
         log(f"server: {server_name} at {ep.url}")
         for sc in wanted:
-            if sc not in SCENARIOS:
-                raise SystemExit(f"bench: unknown scenario {sc!r} (known: {', '.join(SCENARIOS)})")
             if bench.remaining() < 20:
                 bench.notes.append(f"scenario {sc} skipped: total time budget used up")
                 continue
@@ -865,8 +1118,17 @@ def main() -> int:
             "memoryLimit": p.memory_limit,
         },
         "zero-latency": {"objects": p.zero_objects, "size": p.size, "latencyMs": 0, "proxy": False},
+        "incident": {
+            "objects": p.incident_objects,
+            "size": p.size,
+            "latencyMs": p.latency_ms,
+            "jitterMs": p.jitter_ms,
+            "memoryLimit": p.incident_memory,
+            "tools": list(INCIDENT_TOOLS),
+            "projectionFor": INCIDENT_OBJECTS,
+        },
     }
-    header = {
+    header: dict[str, Any] = {
         "header": True,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -880,6 +1142,7 @@ def main() -> int:
         "params": dataclasses.asdict(p),
         "scenarios": {k: v for k, v in scen.items() if k in wanted},
         "cappedTools": "ferry-fixed-1 and incident-policy stop at capSeconds (SIGINT) outside zero-latency",
+        "containers": container_header,
         "notes": bench.notes,
         "totalSeconds": round(time.monotonic() - T0, 1),
     }
