@@ -13,21 +13,33 @@ import math
 from dataclasses import dataclass
 
 from ferry.operator.planning import Histogram
-from ferry.worker.parts import DEFAULT_PART, transfer_memory
+from ferry.worker.budget import CGROUP_FRACTION, RUNTIME_RESERVE, minimum_memory_limit
+from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
 
 MiB = 2**20
-#: Interpreter, boto3 clients, listing buffers: measured RSS of an idle worker is ~90 MiB.
-BASELINE_BYTES = 128 * MiB
+#: A worker's baseline as its budget counts it: anonymous resident memory with both S3 clients made,
+#: before the first transfer (interpreter, botocore's S3 model and endpoint rules). Measured 48-52 MiB
+#: in ferry:dev under cgroup limits of 128-256 MiB (66 MiB RSS with shared libraries' file pages, which
+#: the kernel can reclaim); rounded up. The worker measures its own at start and sizes parts from it.
+WORKER_BASELINE_BYTES = 56 * MiB
+#: Memory outside every transfer's reservation: the baseline plus the worker's runtime reserve (listing
+#: pages, thread pool; budget.RUNTIME_RESERVE).
+BASELINE_BYTES = WORKER_BASELINE_BYTES + RUNTIME_RESERVE
 #: Per-transfer overhead beyond the payload buffer (thread, connection, parser state).
-OVERHEAD_BYTES = 256 * 1024
-#: FERRY_MEMORY_LIMIT is this share of the pod limit, like GOMEMLIMIT below a cgroup limit.
-SOFT_LIMIT_SHARE = 0.8
+OVERHEAD_BYTES = TRANSFER_OVERHEAD_BYTES
+#: FERRY_MEMORY_LIMIT is this share of the pod limit, like GOMEMLIMIT below a cgroup limit; the worker
+#: takes the same share of its cgroup limit when FERRY_MEMORY_LIMIT is absent.
+SOFT_LIMIT_SHARE = CGROUP_FRACTION
+#: The smallest pod memory a worker can copy in: its baseline and one transfer of a 5 MiB part in the
+#: soft limit. Below it the worker ends every shard at once (exit 2) with this figure in its message.
+MIN_WORKER_MEMORY = minimum_memory_limit(WORKER_BASELINE_BYTES)
 #: What one worker pod sustains on small objects over a remote link, conservatively (a worker process is
 #: bound by its own CPU near 250 objects/s on one core; planning assumes a fifth of that per pod so the
 #: target holds under latency and throttling).
 OBJECTS_PER_SECOND_PER_POD = 50.0
 #: What one worker pod sustains on large objects (bytes/s), conservatively.
 BYTES_PER_SECOND_PER_POD = 50 * MiB
+#: Floor of "auto" sizing: room for a handful of 8 MiB parts beside the baseline.
 MIN_POD_MEMORY = 256 * MiB
 MAX_CONCURRENCY_PER_POD = 512
 WORKING_SET_CAP = 1024 * MiB
@@ -97,6 +109,11 @@ def size(
         + (f" for a target of {needed_rate:.0f} objects/s" if needed_rate else "")
         + f"; {_mib(pod_memory)} per pod for up to {max_concurrency} transfers of {_mib(per_transfer_bytes(median, part_size), 2)}"
     )
+    if pod_memory < MIN_WORKER_MEMORY:
+        reason += (
+            f"; {_mib(pod_memory)} is below the {MIN_WORKER_MEMORY // MiB}Mi a worker needs (its baseline "
+            "and one 5 MiB part): every shard would fail at once; raise spec.resources.memory or set it to auto"
+        )
     return Sizing(pod_memory, memory_limit, initial, max_concurrency, parallelism, predicted, reason)
 
 

@@ -1,8 +1,11 @@
 """The adaptive manager: a `Limiter` that admits transfers by concurrency and by memory, and a driver
 thread that samples throughput, throttles, errors and RSS and applies the control law (`control.py`).
 
-Admission waits while a transfer's memory reservation (its part buffer plus a measured per-transfer
-overhead) does not fit the budget, so a flood of tiny objects and a few GiB objects both stay inside it.
+Admission reserves before anything is allocated: a transfer starts only when the measured baseline, the
+runtime reserve, every reservation in flight and its own (its part buffer plus per-transfer overhead) fit
+the budget (see budget.py for the rules). RSS samples only ever make admission stricter: memory the
+process holds beyond its reservations counts as held. A flood of tiny objects and a few GiB objects both
+stay inside the budget, and the worker never goes above it to find out.
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ferry.worker.budget import MemoryBudget, current_rss
+from ferry.worker import budget as memory
+from ferry.worker.budget import (
+    RUNTIME_RESERVE,
+    MemoryBudget,
+    MemoryPlan,
+    TransferTooLarge,
+    admits,
+    anonymous_rss,
+    committed,
+    plan_memory,
+)
 from ferry.worker.control import ControlConfig, ControlState, Sample, initial_state, step
 from ferry.worker.limits import LimiterState, Permit, TransferReport
+from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES
 
-#: Floor of the per-transfer overhead estimate (thread, connection, parser state), before measurement.
-MIN_OVERHEAD = 192 * 1024
+#: Held memory this far above the floor makes the driver ask the allocator to hand free pages back.
+TRIM_SLACK = 8 * 2**20
+TRIM_EVERY_SECONDS = 2.0
 
 
 class AdaptiveLimiter:
@@ -26,15 +41,17 @@ class AdaptiveLimiter:
         config: ControlConfig,
         budget: MemoryBudget,
         *,
-        rss: Callable[[], int] = current_rss,
+        rss: Callable[[], int] = anonymous_rss,
         clock: Callable[[], float] = time.monotonic,
         tick_seconds: float = 0.5,
+        trim: Callable[[], None] = memory.trim,
     ) -> None:
         self.config = config
         self.budget = budget
         self._rss = rss
         self._clock = clock
         self._tick = tick_seconds
+        self._trim = trim
         self._cv = threading.Condition()
         self._state: ControlState = initial_state(config)
         self._in_flight = 0
@@ -45,12 +62,33 @@ class AdaptiveLimiter:
         self._errors = 0
         self._requests = 0
         self._latencies: deque[float] = deque(maxlen=512)
+        # Until `plan` measures the baseline with the S3 clients made, what the process holds now.
         self._baseline_rss = rss()
-        self._overhead = float(MIN_OVERHEAD)
+        self._floor = self._baseline_rss + RUNTIME_RESERVE
+        self._held = self._floor
+        self.memory_plan: MemoryPlan | None = None
+        #: Learned cost per transfer beyond its reservation (0 while reservations are right).
+        self._extra = 0.0
         self._last_rss = self._baseline_rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drive, name="ferry-adaptive", daemon=True)
         self._thread.start()
+
+    def plan(self, preferred_part: int = DEFAULT_PART) -> MemoryPlan:
+        """Measure the baseline now (clients made, nothing in flight) and size parts for the budget.
+
+        Raises `BudgetTooSmall` when not even one transfer of a 5 MiB part fits beside the baseline.
+        """
+        self._trim()
+        baseline = self._rss()
+        plan = plan_memory(self.budget, baseline, preferred_part)
+        with self._cv:
+            self.memory_plan = plan
+            self._baseline_rss = baseline
+            self._floor = plan.floor
+            self._held = max(self._held, plan.floor)
+            self._cv.notify_all()
+        return plan
 
     # -- Limiter protocol ------------------------------------------------------------------------------
 
@@ -59,8 +97,12 @@ class AdaptiveLimiter:
         return self.config.maximum
 
     def acquire(self, reserve_bytes: int) -> Permit:
+        """Block until the transfer fits; raises `TransferTooLarge` when it never can."""
         with self._cv:
-            need = reserve_bytes + int(self._overhead)
+            room = self.budget.bytes - self._floor
+            if reserve_bytes > room:
+                raise TransferTooLarge(reserve_bytes, self.budget, self._floor)
+            need = reserve_bytes + min(int(self._extra), room - reserve_bytes)
             self._cv.wait_for(lambda: self._admits(need))
             self._in_flight += 1
             self._reserved += need
@@ -69,9 +111,14 @@ class AdaptiveLimiter:
     def _admits(self, need: int) -> bool:
         if self._in_flight >= self._state.concurrency:
             return False
-        if self._in_flight == 0:
-            return True  # one transfer always runs, or a budget smaller than one part would deadlock
-        return self._baseline_rss + self._reserved + need <= self.budget.bytes
+        return admits(
+            budget=self.budget.bytes,
+            floor=self._floor,
+            held=self._held,
+            reserved=self._reserved,
+            need=need,
+            in_flight=self._in_flight,
+        )
 
     def release(self, permit: Permit, report: TransferReport) -> None:
         with self._cv:
@@ -108,7 +155,7 @@ class AdaptiveLimiter:
                 budget_bytes=self.budget.bytes,
                 budget_source=self.budget.source,
                 rss_bytes=self._last_rss,
-                overhead_bytes=int(self._overhead),
+                overhead_bytes=TRANSFER_OVERHEAD_BYTES + int(self._extra),
                 latency_p50=_percentile(latencies, 0.5),
                 latency_p95=_percentile(latencies, 0.95),
                 latency_p99=_percentile(latencies, 0.99),
@@ -121,29 +168,41 @@ class AdaptiveLimiter:
     # -- driver ----------------------------------------------------------------------------------------
 
     def _drive(self) -> None:
+        last_trim = self._clock()
         while not self._stop.wait(self._tick):
-            rss = self._rss()
-            with self._cv:
-                self._last_rss = rss
-                if self._in_flight >= 8:
-                    # Learn what a transfer really costs beyond its payload reservation.
-                    payload = self._reserved - self._in_flight * self._overhead
-                    measured = (rss - self._baseline_rss - payload) / self._in_flight
-                    self._overhead = max(MIN_OVERHEAD, 0.9 * self._overhead + 0.1 * measured)
-                latencies = list(self._latencies)[-64:]
-                sample = Sample(
-                    now=self._clock(),
-                    objects=self._objects,
-                    bytes=self._bytes,
-                    throttles=self._throttles,
-                    errors=self._errors,
-                    requests=max(self._requests, self._objects + self._errors),
-                    rss=rss,
-                    in_flight=self._in_flight,
-                    mean_transfer_seconds=sum(latencies) / len(latencies) if latencies else 0.0,
-                )
-                self._state = step(self._state, sample, self.config, self.budget.bytes)
-                self._cv.notify_all()
+            excess = self.sample()
+            now = self._clock()
+            if excess > TRIM_SLACK and now - last_trim >= TRIM_EVERY_SECONDS:
+                self._trim()
+                last_trim = now
+
+    def sample(self) -> int:
+        """One tick of the driver: read RSS, update what is held and the control law. Returns how far
+        held memory is above the floor (memory the allocator may be keeping after transfers ended)."""
+        rss = self._rss()
+        with self._cv:
+            self._last_rss = rss
+            self._held = committed(self._floor, rss, self._reserved)
+            if self._in_flight >= 8:
+                # Learn what a transfer really costs beyond its reservation.
+                payload = self._reserved - self._in_flight * self._extra
+                measured = (rss - self._floor - payload) / self._in_flight
+                self._extra = max(0.0, 0.9 * self._extra + 0.1 * measured)
+            latencies = list(self._latencies)[-64:]
+            sample = Sample(
+                now=self._clock(),
+                objects=self._objects,
+                bytes=self._bytes,
+                throttles=self._throttles,
+                errors=self._errors,
+                requests=max(self._requests, self._objects + self._errors),
+                rss=rss,
+                in_flight=self._in_flight,
+                mean_transfer_seconds=sum(latencies) / len(latencies) if latencies else 0.0,
+            )
+            self._state = step(self._state, sample, self.config, self.budget.bytes)
+            self._cv.notify_all()
+            return self._held - self._floor
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

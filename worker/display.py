@@ -52,7 +52,10 @@ def describe(progress: Progress) -> str:
     if progress.throttles:
         parts.append(f"throttled {progress.throttles:,}")
     if limiter.rss_bytes and limiter.budget_bytes:
-        parts.append(f"memory {format_bytes(limiter.rss_bytes)}/{format_bytes(limiter.budget_bytes)}")
+        parts.append(
+            f"memory {format_bytes(limiter.rss_bytes)} of {format_bytes(limiter.budget_bytes)} budget "
+            f"({format_bytes(limiter.reserved_bytes)} reserved)"
+        )
     return " · ".join(parts)
 
 

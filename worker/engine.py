@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferry.model import CopyJobSpec, Overwrite
+from ferry.worker.budget import TransferTooLarge
 from ferry.worker.copier import Copier, CopyOptions
 from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
@@ -23,7 +24,7 @@ from ferry.worker.keys import destination_key
 from ferry.worker.limits import Limiter, LimiterState, TransferReport
 from ferry.worker.listing import ListingFailed, merge_join, prefetch
 from ferry.worker.objects import Action, FailedObject, KeyRange, ObjectInfo, Outcome
-from ferry.worker.parts import DEFAULT_PART, transfer_memory
+from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
 from ferry.worker.progress import Counts, RateWindow, eta_seconds
 from ferry.worker.ratelimit import TokenBucket
 from ferry.worker.report import FailureReport
@@ -32,8 +33,7 @@ from ferry.worker.s3 import list_pages
 
 log = logging.getLogger(__name__)
 
-#: Memory a transfer costs beyond its part buffer: thread stack in use, connection, parser state.
-TRANSFER_OVERHEAD_BYTES = 256 * 1024
+__all__ = ["TRANSFER_OVERHEAD_BYTES", "CopyEngine", "Progress", "Summary"]
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,13 @@ class CopyEngine:
             with self._lock:
                 self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
             return
+        # Reserve before allocating: the permit holds the part buffer's bytes before the copy starts.
         reserve = transfer_memory(source.size, self.part_size, self.server_side) + TRANSFER_OVERHEAD_BYTES
-        permit = self.limiter.acquire(reserve)
+        try:
+            permit = self.limiter.acquire(reserve)
+        except TransferTooLarge as exc:
+            self._fail(source, "MemoryBudgetTooSmall", str(exc), 0)
+            return
         future = pool.submit(self._transfer, source, target_key, permit)
         in_flight.add(future)
         future.add_done_callback(in_flight.discard)

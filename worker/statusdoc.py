@@ -17,6 +17,29 @@ TERMINATION_LIMIT = 4096
 FORMAT = "ferry.dev/worker-report/v1"
 
 
+@dataclass(frozen=True)
+class MemoryFigures:
+    """The worker's memory as measured: its peak (from the cgroup under a limit, else the process's
+    VmHWM), the hard limit, the budget, the baseline measured at start and the part size that follows."""
+
+    peak_bytes: int | None
+    peak_source: str
+    limit_bytes: int | None = None
+    budget_bytes: int | None = None
+    baseline_bytes: int | None = None
+    part_size_bytes: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "peakBytes": self.peak_bytes,
+            "peakSource": self.peak_source,
+            "limitBytes": self.limit_bytes,
+            "budgetBytes": self.budget_bytes,
+            "baselineBytes": self.baseline_bytes,
+            "partSizeBytes": self.part_size_bytes,
+        }
+
+
 def _counts(counts: Any) -> dict[str, Any]:
     return {
         "objects": {
@@ -36,8 +59,9 @@ def _counts(counts: Any) -> dict[str, Any]:
     }
 
 
-def status_document(shard: int, progress: Progress) -> dict[str, Any]:
+def status_document(shard: int, progress: Progress, memory: MemoryFigures | None = None) -> dict[str, Any]:
     limiter = progress.limiter
+    figures = {k: v for k, v in memory.as_json().items() if k != "budgetBytes"} if memory else {}
     return {
         "format": FORMAT,
         "shard": shard,
@@ -58,6 +82,7 @@ def status_document(shard: int, progress: Progress) -> dict[str, Any]:
             "rssBytes": limiter.rss_bytes,
             "reservedBytes": limiter.reserved_bytes,
             "overheadBytes": limiter.overhead_bytes,
+            **figures,
         },
         "latencySeconds": {
             "p50": limiter.latency_p50,
@@ -70,8 +95,13 @@ def status_document(shard: int, progress: Progress) -> dict[str, Any]:
     }
 
 
-def termination_message(shard: int, summary: Summary, peak_rss: int | None) -> str:
-    """A compact JSON summary that fits the termination-message limit, shrinking the failure sample."""
+def termination_message(
+    shard: int, summary: Summary, peak_rss: int | None, memory: MemoryFigures | None = None
+) -> str:
+    """A compact JSON summary that fits the termination-message limit, shrinking the failure sample.
+
+    ``peak_rss`` is the peak memory to report (`peakRssBytes`, which every operator version reads);
+    ``memory`` adds where it was measured and against which limit and budget."""
     document: dict[str, Any] = {
         "format": FORMAT,
         "shard": shard,
@@ -81,6 +111,7 @@ def termination_message(shard: int, summary: Summary, peak_rss: int | None) -> s
         "throttles": summary.throttles,
         "retries": summary.retries,
         "peakRssBytes": peak_rss,
+        **({"memory": memory.as_json()} if memory else {}),
         "error": summary.error[:1000] if summary.error else None,
         "failed": [
             {"key": f.key, "code": f.code, "message": f.message[:200], "size": f.size}
@@ -96,6 +127,8 @@ def termination_message(shard: int, summary: Summary, peak_rss: int | None) -> s
         elif document["error"]:
             # Shorten the error rather than cut the JSON: the counts must stay readable.
             document["error"] = document["error"][: len(document["error"]) // 2]
+        elif document.get("memory"):
+            document["memory"] = None
         else:
             document["peakRssBytes"] = None
             return json.dumps(document, separators=(",", ":"))
@@ -114,9 +147,13 @@ class WorkerReport:
     concurrency: int
     in_flight: int
     reason: str
+    #: Peak memory the worker reported: the cgroup's peak when it runs under a limit, else its RSS.
     rss_bytes: int | None
     failed: list[dict[str, Any]]
     error: str | None
+    #: Where ``rss_bytes`` was measured: "cgroup" (the cgroup's own high-water mark, what the kernel's
+    #: OOM killer compares with the limit), "rss" (the process's RSS or VmHWM), or None (not said).
+    peak_source: str | None = None
 
 
 def parse_report(text: str) -> WorkerReport | None:
@@ -146,7 +183,14 @@ def _report(raw: dict[str, Any]) -> WorkerReport:
         concurrency=int(concurrency.get("current") or 0),
         in_flight=int(concurrency.get("inFlight") or 0),
         reason=str(concurrency.get("reason") or ""),
-        rss_bytes=memory.get("rssBytes") or raw.get("peakRssBytes"),
+        rss_bytes=memory.get("peakBytes") or memory.get("rssBytes") or raw.get("peakRssBytes"),
+        peak_source=_peak_source(memory),
         failed=list(raw.get("failed") or []),
         error=raw.get("error"),
     )
+
+
+def _peak_source(memory: dict[str, Any]) -> str | None:
+    if memory.get("peakBytes"):
+        return "cgroup" if str(memory.get("peakSource") or "").startswith("cgroup") else "rss"
+    return "rss" if memory.get("rssBytes") else None

@@ -9,12 +9,23 @@ import pytest
 
 from ferry.operator.planning import Planner
 from ferry.operator.sizing import (
+    BASELINE_BYTES,
+    MIN_POD_MEMORY,
+    MIN_WORKER_MEMORY,
     OVERHEAD_BYTES,
     SOFT_LIMIT_SHARE,
+    WORKER_BASELINE_BYTES,
     Sizing,
     per_transfer_bytes,
     size,
     size_from_histogram,
+)
+from ferry.worker.budget import (
+    CGROUP_FRACTION,
+    RUNTIME_RESERVE,
+    MemoryBudget,
+    minimum_memory_limit,
+    plan_memory,
 )
 from ferry.worker.engine import TRANSFER_OVERHEAD_BYTES
 from ferry.worker.parts import DEFAULT_PART, transfer_memory
@@ -221,3 +232,39 @@ def test_empty_source_sizes_to_the_minimum() -> None:
 def test_sizing_per_transfer_matches_what_the_worker_reserves(object_size: int) -> None:
     worker = transfer_memory(object_size, DEFAULT_PART, server_side=False) + TRANSFER_OVERHEAD_BYTES
     assert per_transfer_bytes(object_size) == worker
+
+
+def test_sizing_baseline_matches_what_the_worker_counts() -> None:
+    """The operator's baseline is the worker's (measured, rounded up) plus the worker's runtime reserve,
+    and its soft limit is the share the worker takes of a cgroup limit."""
+    assert BASELINE_BYTES == WORKER_BASELINE_BYTES + RUNTIME_RESERVE
+    assert SOFT_LIMIT_SHARE == CGROUP_FRACTION
+    assert minimum_memory_limit(WORKER_BASELINE_BYTES) == MIN_WORKER_MEMORY
+    assert MIN_WORKER_MEMORY < MIN_POD_MEMORY  # "auto" never sizes a pod a worker refuses
+
+
+@pytest.mark.parametrize(
+    "sizing",
+    [
+        pytest.param(size(**INCIDENT), id="incident"),
+        pytest.param(size(objects=10, total_bytes=10 * GiB, median=GiB, p99=GiB, shards=1), id="large"),
+        pytest.param(size_from_histogram(Planner().histogram(), 1), id="empty"),
+    ],
+)
+def test_auto_sized_pods_leave_the_worker_room_for_8_mib_parts(sizing: Sizing) -> None:
+    worker_budget = sizing.memory_limit_bytes
+    plan = plan_memory(MemoryBudget(worker_budget, "FERRY_MEMORY_LIMIT"), WORKER_BASELINE_BYTES)
+    assert plan.part_size == DEFAULT_PART
+
+
+@pytest.mark.parametrize(
+    ("override", "warned"),
+    [(64 * MiB, True), (MIN_WORKER_MEMORY - MiB, True), (MIN_WORKER_MEMORY, False), (256 * MiB, False)],
+    ids=["64Mi", "just-below", "minimum", "256Mi"],
+)
+def test_a_memory_override_below_what_a_worker_needs_is_explained(override: int, warned: bool) -> None:
+    sizing = size(**INCIDENT, memory_override=override)
+    assert sizing.pod_memory_bytes == override
+    assert ("every shard would fail at once" in sizing.reason) is warned
+    if warned:
+        assert f"{MIN_WORKER_MEMORY // MiB}Mi" in sizing.reason

@@ -13,6 +13,7 @@ from ferry.worker.progress import Counts
 from ferry.worker.statusdoc import (
     FORMAT,
     TERMINATION_LIMIT,
+    MemoryFigures,
     parse_report,
     status_document,
     termination_message,
@@ -239,3 +240,78 @@ def test_parse_report_returns_none_for_anything_else(text: str) -> None:
 )
 def test_parse_report_malformed_document_is_none(document: dict[str, object]) -> None:
     assert parse_report(json.dumps(document)) is None
+
+
+CGROUP_PEAK = MemoryFigures(
+    peak_bytes=120 * 2**20,
+    peak_source="cgroup v1 memory.max_usage_in_bytes",
+    limit_bytes=160 * 2**20,
+    budget_bytes=128 * 2**20,
+    baseline_bytes=49 * 2**20,
+    part_size_bytes=8 * 2**20,
+)
+VMHWM_PEAK = MemoryFigures(peak_bytes=90 * 2**20, peak_source="VmHWM (peak RSS of the process)")
+
+
+@pytest.mark.parametrize(
+    ("figures", "rss", "peak", "source"),
+    [
+        pytest.param(CGROUP_PEAK, 200 * 2**20, 120 * 2**20, "cgroup", id="cgroup-peak-wins-over-rss"),
+        pytest.param(VMHWM_PEAK, 60 * 2**20, 90 * 2**20, "rss", id="no-limit-vmhwm"),
+        pytest.param(None, 200 * 2**20, 200 * 2**20, "rss", id="old-worker-rss-only"),
+        pytest.param(None, None, None, None, id="nothing-measured"),
+    ],
+)
+def test_status_document_carries_the_measured_peak(
+    figures: MemoryFigures | None, rss: int | None, peak: int | None, source: str | None
+) -> None:
+    document = status_document(0, progress(rss=rss), figures)
+    if figures is not None:
+        memory = document["memory"]
+        assert memory["peakBytes"] == figures.peak_bytes
+        assert memory["peakSource"] == figures.peak_source
+        assert memory["limitBytes"] == figures.limit_bytes
+        assert memory["baselineBytes"] == figures.baseline_bytes
+        assert memory["partSizeBytes"] == figures.part_size_bytes
+        assert memory["budgetBytes"] == 358 * 2**20  # the limiter's own figure stays
+    report = parse_report(json.dumps(document))
+    assert report is not None
+    assert (report.rss_bytes, report.peak_source) == (peak, source)
+
+
+@pytest.mark.parametrize(
+    ("figures", "source"),
+    [(CGROUP_PEAK, "cgroup"), (VMHWM_PEAK, "rss"), (None, None)],
+    ids=["cgroup", "vmhwm", "no-figures"],
+)
+def test_termination_message_carries_the_peak_and_where_it_was_measured(
+    figures: MemoryFigures | None, source: str | None
+) -> None:
+    peak = figures.peak_bytes if figures else 77 * 2**20
+    text = termination_message(3, summary(failures(2), DONE), peak, figures)
+    raw = json.loads(text)
+    assert raw["peakRssBytes"] == peak  # what every operator version reads
+    report = parse_report(text)
+    assert report is not None
+    assert (report.rss_bytes, report.peak_source) == (peak, source)
+    if figures is not None:
+        assert raw["memory"] == figures.as_json()
+
+
+def test_a_full_termination_message_with_memory_figures_still_fits_and_parses() -> None:
+    text = termination_message(
+        1, summary(failures(10, key_bytes=400, message_bytes=200), error="e" * 3000), 5, CGROUP_PEAK
+    )
+    assert len(text.encode()) <= TERMINATION_LIMIT
+    report = parse_report(text)
+    assert report is not None and report.objects["total"] == COUNTS.discovered
+
+
+def test_the_fail_fast_report_of_a_budget_too_small_parses_with_its_message() -> None:
+    message = (
+        "memory budget too small: 52 MiB (80% of cgroup v1 memory.limit_in_bytes) cannot hold ...; "
+        "set spec.resources.memory to at least 78Mi"
+    )
+    report = parse_report(json.dumps({"format": FORMAT, "state": "invalid", "shard": 4, "error": message}))
+    assert report is not None
+    assert (report.shard, report.state, report.error) == (4, "invalid", message)
