@@ -45,6 +45,8 @@ class Totals:
     peak_rss: int
     failed_objects: list[dict[str, Any]]
     lost_reports: list[int] = field(default_factory=list)
+    #: Where the highest peak was measured: "cgroup" (the pod's own high-water mark) or "rss".
+    peak_source: str | None = None
 
     @property
     def percent(self) -> int:
@@ -110,12 +112,13 @@ def totals(
     running: dict[int, tuple[str, WorkerReport]],
     job: JobView,
     previous_peak: int = 0,
+    previous_peak_source: str | None = None,
 ) -> Totals:
     objects = dict.fromkeys(("total", "copied", "skipped", "failed", "pending"), 0)
     data = dict.fromkeys(("total", "copied", "skipped", "failed"), 0)
     rate_objects = rate_bytes = 0.0
     per_pod: list[dict[str, Any]] = []
-    peak = previous_peak
+    peak, peak_source = previous_peak, previous_peak_source
     failures: list[dict[str, Any]] = []
     lost: list[int] = []
     for index, shard in enumerate(shards):
@@ -146,7 +149,8 @@ def totals(
                 objects["pending"] += shard.objects
                 data["total"] += shard.bytes
             continue
-        peak = max(peak, report.rss_bytes or 0)
+        if (report.rss_bytes or 0) > peak:
+            peak, peak_source = report.rss_bytes or 0, report.peak_source
         done = sum(int(report.objects.get(k, 0)) for k in ("copied", "skipped", "failed"))
         listed = int(report.objects.get("total", 0))
         final = index in finished
@@ -175,6 +179,7 @@ def totals(
         peak,
         failures[:FAILED_SAMPLE],
         lost,
+        peak_source,
     )
 
 

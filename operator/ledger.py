@@ -19,17 +19,23 @@ _OBJECT_FIELDS = ("total", "copied", "skipped", "failed")
 
 
 def encode(report: WorkerReport) -> str:
-    """Nine integers: objects total, copied, skipped, failed; the same in bytes; peak RSS in KiB."""
+    """Nine integers: objects total, copied, skipped, failed; the same in bytes; peak memory in KiB."""
     values = [
         *(report.objects.get(k, 0) for k in _OBJECT_FIELDS),
         *(report.bytes.get(k, 0) for k in _OBJECT_FIELDS),
     ]
-    return ",".join(str(int(v)) for v in [*values, (report.rss_bytes or 0) // 1024])
+    # The peak carries a "c" when the cgroup measured it (what the kernel compares with the limit).
+    peak = f"{(report.rss_bytes or 0) // 1024}{'c' if report.peak_source == 'cgroup' else ''}"
+    return ",".join([*(str(int(v)) for v in values), peak])
 
 
 def decode(shard: int, text: str, failed: list[dict[str, Any]] | None = None) -> WorkerReport | None:
+    fields = text.split(",")
+    cgroup = fields[-1].endswith("c")
+    if cgroup:
+        fields[-1] = fields[-1][:-1]
     try:
-        values = [int(v) for v in text.split(",")]
+        values = [int(v) for v in fields]
     except ValueError:
         return None
     if len(values) != 9:
@@ -51,6 +57,7 @@ def decode(shard: int, text: str, failed: list[dict[str, Any]] | None = None) ->
         rss_bytes=rss or None,
         failed=list(failed or []),
         error=None,
+        peak_source=("cgroup" if cgroup else "rss") if rss else None,
     )
 
 

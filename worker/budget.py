@@ -1,7 +1,7 @@
 """The worker's memory budget: where it comes from, what the process needs before its first transfer,
 what part size fits, and how much memory it really used.
 
-The rules (issue #10):
+The rules:
 
 1. **The budget.** `FERRY_MEMORY_LIMIT` (set by the operator, like Go's GOMEMLIMIT: a soft budget below
    the pod's hard limit) wins, capped at 80% of the cgroup's hard limit; else 80% of the cgroup's hard

@@ -1,4 +1,4 @@
-"""`ferry run` under a real kernel memory limit (issue #10): the image `ferry:dev`, run by the project's
+"""`ferry run` under a real kernel memory limit: the image `ferry:dev`, run by the project's
 container engine (`hack/engine.sh`) as a user runs it (`docker run --memory X --memory-swap X`, uid
 10001, read-only root, host networking to an S3 server on 127.0.0.1), copying 2 x 300 MiB + 300 x 100 KB
 objects streamed GET -> PUT.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ferry.operator import ledger
 from ferry.worker.statusdoc import WorkerReport
 
@@ -58,3 +60,27 @@ def test_failure_sample_is_shared_and_capped() -> None:
 
 def test_garbage_entries_are_ignored() -> None:
     assert ledger.read({"3": "nonsense", "4": "1,2,3", "x": "1,1,0,0,1,1,0,0,0", "failed": "{"}) == {}
+
+
+@pytest.mark.parametrize(("source", "suffix"), [("cgroup", "c"), ("rss", ""), (None, "")])
+def test_the_peak_keeps_where_it_was_measured(source: str | None, suffix: str) -> None:
+    report = WorkerReport(
+        shard=0,
+        state="complete",
+        objects={"total": 2, "copied": 2, "skipped": 0, "failed": 0},
+        bytes={"total": 20, "copied": 20, "skipped": 0, "failed": 0},
+        objects_per_second=0.0,
+        bytes_per_second=0.0,
+        concurrency=0,
+        in_flight=0,
+        reason="",
+        rss_bytes=300 * 1024 * 1024,
+        failed=[],
+        error=None,
+        peak_source=source,
+    )
+    text = ledger.encode(report)
+    assert text.endswith(f",{300 * 1024}{suffix}")
+    back = ledger.decode(0, text)
+    assert back is not None and back.rss_bytes == 300 * 1024 * 1024
+    assert back.peak_source == ("cgroup" if source == "cgroup" else "rss")
