@@ -11,7 +11,7 @@ testbin-dir:
 	@hack/testbin.sh --print-dir
 
 dev-cluster: venv testbin
-	FERRY_TESTBIN=$$(hack/testbin.sh --print-dir) $(BIN)/python -m testbed.cluster
+	FERRY_TESTBIN=$$(hack/testbin.sh --print-dir) $(BIN)/python -m testbed.cluster $(DEV_CLUSTER_ARGS)
 
 test-testbed: venv testbin
 	FERRY_TESTBIN=$$(hack/testbin.sh --print-dir) $(BIN)/pytest tests/testbed $(PYTEST_ARGS)
