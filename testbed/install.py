@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,7 @@ class OperatorProcess:
 
 def operator_process(
     controlplane: Any, workdir: Path, interval: float = 1.0, *, server: str | None = None
-) -> Iterator[OperatorProcess]:
+) -> Generator[OperatorProcess, None, None]:
     """Run `ferry operator` as the chart's ServiceAccount, with exactly the chart's RBAC: what the
     operator may do here is what it may do in a real cluster. `server` points it at a proxy."""
     kubeconfig = controlplane.service_account_kubeconfig(
