@@ -6,6 +6,7 @@ threads. Nothing outside this module touches the client.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import time
@@ -17,6 +18,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
+from ferry.errors import FerryError
+
 #: Seconds any API call may take; a hung request must not hold a reconciliation forever.
 TIMEOUT = 30
 #: Re-sends of a status merge-patch answered 409 Conflict, before the pass fails (and is retried).
@@ -25,7 +28,30 @@ API_REQUESTS = Counter(
     "ferry_api_requests", "Kubernetes API requests made by the operator", ["verb", "resource"]
 )
 GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
+#: Answers to a create that no retry can change: invalid (a ConfigMap over 1 MiB, a bad label), refused by
+#: a quota or an admission policy. 409 (it exists) is no refusal; 401, 404 and 5xx are the operator's
+#: or the cluster's problem and stay errors.
+REFUSED = (400, 403, 422)
 log = logging.getLogger(__name__)
+
+
+class Refused(FerryError):
+    """The API server refused to create an object, with its own explanation."""
+
+    def __init__(self, kind: str, namespace: str, name: str, status: int, reason: str) -> None:
+        super().__init__(
+            f"the API server refused to create {kind} {namespace}/{name} (HTTP {status}): {reason}"
+        )
+        self.status = status
+
+
+def _refusal(exc: ApiException, kind: str, body: dict[str, Any]) -> Refused:
+    try:
+        reason = str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        reason = str(exc.reason)
+    meta = body["metadata"]
+    return Refused(kind, meta["namespace"], meta["name"], int(exc.status or 0), reason[:1024])
 
 
 class Kube:
@@ -81,19 +107,30 @@ class Kube:
                 return None
             raise
 
-    def create_configmap(self, body: dict[str, Any]) -> None:
+    def create_configmap(self, body: dict[str, Any]) -> bool:
+        """Create; False when an object of that name exists already (whose it is, the caller checks).
+        Raises `Refused` when the API server will not take it."""
         API_REQUESTS.labels("create", "configmaps").inc()
         try:
             self.core.create_namespaced_config_map(
                 body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT
             )
         except ApiException as exc:
-            if exc.status != 409:
-                raise
+            if exc.status == 409:
+                return False
+            if exc.status in REFUSED:
+                raise _refusal(exc, "ConfigMap", body) from exc
+            raise
+        return True
 
-    def patch_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> None:
+    def patch_configmap_data(self, namespace: str, name: str, uid: str, data: dict[str, str]) -> None:
+        """Merge `data` into the ConfigMap of that name if it is still the object `uid`: a UID in a
+        patch is a precondition (the API server refuses to change it), so an object deleted and
+        re-created under the same name since it was read is never written."""
         API_REQUESTS.labels("patch", "configmaps").inc()
-        self.core.patch_namespaced_config_map(name, namespace, {"data": data}, _request_timeout=TIMEOUT)
+        self.core.patch_namespaced_config_map(
+            name, namespace, {"metadata": {"uid": uid}, "data": data}, _request_timeout=TIMEOUT
+        )
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         API_REQUESTS.labels("get", "jobs").inc()
@@ -104,26 +141,39 @@ class Kube:
                 return None
             raise
 
-    def create_job(self, body: dict[str, Any]) -> None:
+    def create_job(self, body: dict[str, Any]) -> bool:
+        """As `create_configmap`, for a Job."""
         API_REQUESTS.labels("create", "jobs").inc()
         try:
             self.batch.create_namespaced_job(
                 body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT
             )
         except ApiException as exc:
-            if exc.status != 409:
-                raise
+            if exc.status == 409:
+                return False
+            if exc.status in REFUSED:
+                raise _refusal(exc, "Job", body) from exc
+            raise
+        return True
 
-    def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_job(self, namespace: str, name: str, uid: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the Job of that name if it is still the object `uid` (see `patch_configmap_data`)."""
         API_REQUESTS.labels("patch", "jobs").inc()
-        self.batch.patch_namespaced_job(name, namespace, patch, _request_timeout=TIMEOUT)
+        body = {**patch, "metadata": {**patch.get("metadata", {}), "uid": uid}}
+        self.batch.patch_namespaced_job(name, namespace, body, _request_timeout=TIMEOUT)
 
-    def delete_job(self, namespace: str, name: str) -> None:
-        """Delete a Job and (in the background) its pods."""
+    def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the Job `uid` and (in the background) its pods; never another Job of the same name
+        (a UID precondition). Gone already is fine."""
         API_REQUESTS.labels("delete", "jobs").inc()
         try:
             self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT
+                name,
+                namespace,
+                body=client.V1DeleteOptions(
+                    propagation_policy="Background", preconditions=client.V1Preconditions(uid=uid)
+                ),
+                _request_timeout=TIMEOUT,
             )
         except ApiException as exc:
             if exc.status != 404:

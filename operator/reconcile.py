@@ -3,44 +3,55 @@
 Level-based: every pass starts from what exists (the plan ConfigMap, the Job, the pods, the progress
 ledger) and converges towards the spec, so an operator restarted at any point loses nothing and never
 re-plans a finished plan. The kopf wiring (`handlers.py`) calls `reconcile` on a timer.
+
+Children are found by name but trusted by ownership only (`ownership.py`): an object of a child's name
+that this CopyJob does not control stalls it with `NameConflict` and is never read as a plan, patched
+or deleted. Whatever cannot go on becomes a `Stalled` condition and one Warning Event; a failure after
+the source was listed never lists it again (the listing is kept until its plan is stored).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import botocore.exceptions
 from pydantic import ValidationError
 
 from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec, format_bytes
+from ferry.model.copyjob import copyjob_name_problem
 from ferry.model.loading import format_validation_error
-from ferry.model.plan import SHARDS_FILE, SUMMARY_FILE, Shard
+from ferry.model.plan import Shard
 from ferry.model.quantity import parse_bytes, to_quantity
 from ferry.operator import conditions as cond
 from ferry.operator import ledger
 from ferry.operator.aggregate import JobView, Totals, phase_and_conditions, totals, worker_failures
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
-from ferry.operator.kube import Kube, fetch_worker_status
-from ferry.operator.planning import Planner
+from ferry.operator.kube import Kube, Refused, fetch_worker_status
+from ferry.operator.ownership import NAME_CONFLICT, Ownership, conflict_message, controlled, ownership
+from ferry.operator.planfile import TIME_FORMAT, PlanUnreadable, StoredPlan, histogram_json, read_plan
+from ferry.operator.planning import Histogram, Planner
 from ferry.operator.render import (
+    CONFIGMAP_DATA_BYTES,
     LABEL_COPYJOB,
     Owner,
     child_name,
+    data_bytes,
     fit_shards,
     job_name,
     labels,
     plan_name,
     render_job,
     render_plan,
+    shards_budget,
 )
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing, size_from_histogram
@@ -55,7 +66,11 @@ log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: Plans by CopyJob uid: a plan never changes once written, so it is read from its ConfigMap once.
-_plans: dict[str, tuple[dict[str, Any], list[Shard]]] = {}
+_plans: dict[str, StoredPlan] = {}
+#: Plan ConfigMaps computed but not stored yet (the API server refused them, or a foreign object holds
+#: the name), by CopyJob uid, with the generation they were listed for: the next passes retry storing
+#: them instead of listing the source again.
+_unsaved: dict[str, tuple[int, dict[str, Any]]] = {}
 #: Last `/status` answer of each running pod, by pod name; bounded by the pods of this operator's jobs.
 _last_answers: dict[str, WorkerReport] = {}
 #: CopyJobs whose worker Job exists: their pods read the Secrets themselves, so a pass need not read them
@@ -64,7 +79,7 @@ _started: set[str] = set()
 
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime(TIME_FORMAT)
 
 
 def ledger_name(owner: str) -> str:
@@ -74,6 +89,7 @@ def ledger_name(owner: str) -> str:
 def forget(uid: str) -> None:
     """Drop what this process remembers of a deleted CopyJob."""
     _plans.pop(uid, None)
+    _unsaved.pop(uid, None)
     _started.discard(uid)
 
 
@@ -104,7 +120,27 @@ def _stalled_status(status: dict[str, Any], reason: str, message: str, generatio
         now(),
         generation,
     )
-    return {"observedGeneration": generation, "phase": "Pending", "conditions": conditions}
+    # Workers already running keep running (a stall found later, e.g. a foreign ledger, stops nothing).
+    phase = status.get("phase") if status.get("phase") in ("Running", "Suspended") else "Pending"
+    return {"observedGeneration": generation, "phase": phase, "conditions": conditions}
+
+
+def _stall(
+    ctx: Context, status: dict[str, Any], reason: str, message: str, generation: int
+) -> dict[str, Any]:
+    """The status of a stalled CopyJob; the Warning Event goes out once per distinct stall, not per pass."""
+    current = cond.get(status.get("conditions") or [], "Stalled") or {}
+    if (current.get("status"), current.get("reason"), current.get("message")) != ("True", reason, message):
+        ctx.post("Warning", reason, message)
+    return _stalled_status(status, reason, message, generation)
+
+
+def _require_owned(obj: dict[str, Any] | None, kind: str, owner: Owner) -> dict[str, Any] | None:
+    """`obj` when it is missing or this CopyJob's; a foreign object stalls the CopyJob."""
+    if ownership(obj, owner.uid) is Ownership.FOREIGN:
+        assert obj is not None
+        raise Stalled(NAME_CONFLICT, conflict_message(kind, obj, owner.name))
+    return obj
 
 
 async def reconcile(
@@ -115,42 +151,41 @@ async def reconcile(
     active_in_namespace: int,
 ) -> dict[str, Any]:
     """Return the status to write. Raises nothing for user errors: they become conditions and Events."""
-    name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+    owner = Owner(meta["name"], meta["namespace"], meta["uid"])
     generation = int(meta.get("generation") or 1)
-    owner = Owner(name, namespace, uid)
     if status.get("phase") in TERMINAL:
-        return await _after_finish(ctx, namespace, name, spec_raw, status, generation)
+        return await _after_finish(ctx, owner, spec_raw, status, generation)
     try:
-        spec = parse_spec(spec_raw)
-        credentials = (
-            {} if uid in _started else await asyncio.to_thread(_credentials, ctx.kube, namespace, spec)
-        )
-    except (InvalidSpec, Stalled) as exc:
-        reason = exc.reason if isinstance(exc, Stalled) else "InvalidSpec"
-        if not cond.is_true(status.get("conditions") or [], "Stalled") or _message(status, "Stalled") != str(
-            exc
-        ):
-            ctx.post("Warning", reason, str(exc))
-        return _stalled_status(status, reason, str(exc), generation)
+        return await _reconcile(ctx, owner, spec_raw, status, generation, active_in_namespace)
+    except InvalidSpec as exc:
+        return _stall(ctx, status, "InvalidSpec", str(exc), generation)
+    except (Stalled, PreflightError) as exc:
+        return _stall(ctx, status, exc.reason, str(exc), generation)
 
-    cached = _plans.get(uid)
-    plan = None if cached else await asyncio.to_thread(ctx.kube.configmap, namespace, plan_name(name))
-    if cached:
-        summary, shards = cached
-    elif plan is None:
-        try:
-            summary, shards = await _plan(ctx, owner, spec, credentials, status, generation)
-        except PreflightError as exc:
-            ctx.post("Warning", exc.reason, str(exc))
-            return _stalled_status(status, exc.reason, str(exc), generation)
-    else:
-        summary = json.loads(plan["data"][SUMMARY_FILE])
-        shards = [Shard.from_json(s) for s in json.loads(plan["data"][SHARDS_FILE])]
-    _plans[uid] = (summary, shards)
 
+async def _reconcile(
+    ctx: Context,
+    owner: Owner,
+    spec_raw: dict[str, Any],
+    status: dict[str, Any],
+    generation: int,
+    active_in_namespace: int,
+) -> dict[str, Any]:
+    name, namespace, uid = owner.name, owner.namespace, owner.uid
+    # Refused at apply time by today's CRD; a CopyJob stored under an older one stops here, before
+    # anything is listed (its name would fail as a label value after the whole listing).
+    problem = copyjob_name_problem(name)
+    if problem:
+        raise Stalled("InvalidName", problem)
+    spec = parse_spec(spec_raw)
+    credentials = {} if uid in _started else await asyncio.to_thread(_credentials, ctx.kube, namespace, spec)
+
+    plan = await _ensure_plan(ctx, owner, spec, credentials, status, generation)
+    sizing = size_workers(plan.histogram, len(plan.shards), spec, ctx.settings, plan.listed_at)
+    summary = plan_summary(plan, sizing, plan_name(name))
     base: dict[str, Any] = {
         "observedGeneration": generation,
-        "plan": {k: v for k, v in summary.items() if k != "reason"},
+        "plan": summary,
         "memory": {
             "limit": summary["podMemory"],
             "peakBytes": (status.get("memory") or {}).get("peakBytes", 0),
@@ -158,6 +193,7 @@ async def reconcile(
     }
     existing = [c for c in (status.get("conditions") or []) if c.get("type") != "Stalled"]
     stalled_cleared = Condition("Stalled", "False", "ReferencesValid", "")
+    planned = Condition("Planned", "True", "PlanReady", sizing.reason)
     capped = _caps_message(spec, ctx.settings)
     if spec.dry_run:
         phase, updates = phase_and_conditions(
@@ -166,20 +202,20 @@ async def reconcile(
         return {
             **base,
             "phase": phase,
-            "objects": _plan_objects(shards),
-            "bytes": _plan_bytes(shards),
+            "objects": _plan_objects(plan.shards),
+            "bytes": _plan_bytes(plan.shards),
             "progressPercent": 0,
             "conditions": cond.set_conditions(
-                existing,
-                [*updates, stalled_cleared, Condition("Planned", "True", "PlanReady", summary["reason"])],
-                now(),
-                generation,
+                existing, [*updates, stalled_cleared, planned], now(), generation
             ),
         }
 
-    job_manifest_name = job_name(name)
-    job = await asyncio.to_thread(ctx.kube.job, namespace, job_manifest_name)
-    parallelism = _parallelism(spec, summary, ctx.settings, len(shards))
+    # Both children are checked before either is created: nothing starts beside a foreign object.
+    job = _require_owned(await asyncio.to_thread(ctx.kube.job, namespace, job_name(name)), "Job", owner)
+    progress = _require_owned(
+        await asyncio.to_thread(ctx.kube.configmap, namespace, ledger_name(name)), "ConfigMap", owner
+    )
+    parallelism = _parallelism(spec, sizing.parallelism, ctx.settings, len(plan.shards))
     if job is None:
         cap = ctx.settings.max_jobs_per_namespace
         if cap is not None and active_in_namespace >= cap:
@@ -194,7 +230,6 @@ async def reconcile(
                     generation,
                 ),
             }
-        sizing = _sizing_from_summary(summary)
         settings, note = ctx.settings, ""
         account = settings.worker_service_account
         if account and not await asyncio.to_thread(ctx.kube.service_account_exists, namespace, account):
@@ -202,24 +237,31 @@ async def reconcile(
             # serves as well, since worker pods never mount a token.
             settings = replace(settings, worker_service_account="")
             note = f"; ServiceAccount {account!r} is not in {namespace}, using the default one (no token mounted)"
-        manifest = render_job(owner, spec, sizing, len(shards), settings, parallelism)
-        await asyncio.to_thread(ctx.kube.create_job, manifest)
-        await asyncio.to_thread(ctx.kube.create_configmap, _ledger(owner))
+        if progress is None:
+            progress = await _create_owned(ctx, owner, "ConfigMap", _ledger(owner), "JobRejected")
+        manifest = render_job(owner, spec, sizing, len(plan.shards), settings, parallelism)
+        job = await _create_owned(ctx, owner, "Job", manifest, "JobRejected")
         ctx.post(
             "Normal",
             "Started",
-            f"started {len(shards)} shard(s) on up to {parallelism} pod(s) of {summary['podMemory']} each{note}",
+            f"started {len(plan.shards)} shard(s) on up to {parallelism} pod(s) of {summary['podMemory']} each{note}",
         )
-        job = await asyncio.to_thread(ctx.kube.job, namespace, job_manifest_name)
-    assert job is not None
+    elif progress is None:
+        # The ledger was deleted under a running Job: counts of shards whose pods are gone are lost
+        # (reported as ReportsLost); a new ledger keeps the rest.
+        progress = await _create_owned(ctx, owner, "ConfigMap", _ledger(owner), "JobRejected")
     _started.add(uid)
     await asyncio.to_thread(_converge_job, ctx.kube, job, parallelism, spec.suspend)
 
     view = job_view(job)
-    ledger_map = await asyncio.to_thread(ctx.kube.configmap, namespace, ledger_name(name))
-    ledger_data: dict[str, str] = dict((ledger_map or {}).get("data") or {})
+    # The Job's own pod template says what its pods got (sized when it was created); status shows that.
+    pod_memory = _job_memory(job) or summary["podMemory"]
+    base["memory"]["limit"] = pod_memory
+    ledger_data: dict[str, str] = dict(progress.get("data") or {})
     finished = ledger.read(ledger_data)
-    pods = await asyncio.to_thread(ctx.kube.pods, namespace, f"{LABEL_COPYJOB}={name}")
+    # Listed by label, counted only when the Job controls them: a tenant's pod may carry any label.
+    labelled = await asyncio.to_thread(ctx.kube.pods, namespace, f"{LABEL_COPYJOB}={name}")
+    pods = [dict(p) for p in controlled(labelled, str(job["metadata"]["uid"]))]
     running, new_finished = await asyncio.to_thread(_collect, pods, view, finished, ctx.settings.status_port)
     if new_finished:
         reports = {i: r for i, t in new_finished.items() if (r := parse_report(t))}
@@ -227,19 +269,27 @@ async def reconcile(
             ctx.kube.patch_configmap_data,
             namespace,
             ledger_name(name),
+            str(progress["metadata"]["uid"]),
             ledger.additions(reports, ledger_data),
         )
         finished.update(reports)
     failures = worker_failures(pods)
-    why = failures.summary(summary["podMemory"])
+    why = failures.summary(pod_memory)
     if why:
         # The Job only says "failed indexes"; the pods say why (an OOM kill, a budget too small).
         view = replace(view, failure_message=why)
-    counted = totals(shards, finished, running, view, int(base["memory"]["peakBytes"] or 0))
+    counted = totals(
+        list(plan.shards),
+        finished,
+        running,
+        view,
+        int(base["memory"]["peakBytes"] or 0),
+        (status.get("memory") or {}).get("peakSource"),
+    )
     phase, updates = phase_and_conditions(
         planned=True, dry_run=False, suspended=spec.suspend, job=view, totals=counted
     )
-    extra = [stalled_cleared, Condition("Planned", "True", "PlanReady", summary["reason"])]
+    extra = [stalled_cleared, planned]
     if capped:
         extra.append(Condition("Capped", "True", "PlatformLimits", capped))
     if counted.lost_reports:
@@ -273,6 +323,8 @@ async def reconcile(
         "startTime": status.get("startTime") or now(),
     }
     new_status["memory"]["peakBytes"] = counted.peak_rss
+    if counted.peak_source:
+        new_status["memory"]["peakSource"] = counted.peak_source
     if spec.report is not None:
         new_status["report"] = f"s3://{spec.report.bucket}/{spec.report.prefix}{name}/"
     if phase in TERMINAL and status.get("phase") not in TERMINAL:
@@ -283,45 +335,102 @@ async def reconcile(
     return new_status
 
 
+async def _create_owned(
+    ctx: Context, owner: Owner, kind: str, body: dict[str, Any], refused_reason: str
+) -> dict[str, Any]:
+    """Create a child and return it as stored. An object of its name that appeared since it was read
+    stalls the CopyJob (`NameConflict`); one the API server refuses stalls it with `refused_reason`."""
+    create, read = (
+        (ctx.kube.create_job, ctx.kube.job)
+        if kind == "Job"
+        else (ctx.kube.create_configmap, ctx.kube.configmap)
+    )
+    meta = body["metadata"]
+    try:
+        await asyncio.to_thread(create, body)
+    except Refused as exc:
+        raise Stalled(
+            refused_reason, f"{exc}; fix the cause (a quota, an admission policy) and it is retried"
+        ) from exc
+    stored = _require_owned(await asyncio.to_thread(read, meta["namespace"], meta["name"]), kind, owner)
+    if stored is None:  # deleted the moment it was made; the next pass creates it again
+        raise RuntimeError(f"{kind} {meta['namespace']}/{meta['name']} vanished right after it was created")
+    return stored
+
+
+async def _ensure_plan(
+    ctx: Context,
+    owner: Owner,
+    spec: CopyJobSpec,
+    credentials: dict[str, Credentials | None],
+    status: dict[str, Any],
+    generation: int,
+) -> StoredPlan:
+    """The CopyJob's plan: remembered, read from its own ConfigMap, or listed and stored now."""
+    cached = _plans.get(owner.uid)
+    if cached is not None:
+        return cached
+    name = plan_name(owner.name)
+    stored = _require_owned(
+        await asyncio.to_thread(ctx.kube.configmap, owner.namespace, name), "ConfigMap", owner
+    )
+    if stored is None:
+        unsaved = _unsaved.get(owner.uid)
+        if unsaved is None or unsaved[0] != generation:
+            body = await _plan(ctx, owner, spec, credentials, status, generation)
+            _unsaved[owner.uid] = (generation, body)
+        else:
+            body = unsaved[1]
+        stored = await _create_owned(ctx, owner, "ConfigMap", body, "PlanRejected")
+        _unsaved.pop(owner.uid, None)
+    try:
+        plan = read_plan(stored.get("data"))
+    except PlanUnreadable as exc:
+        raise Stalled(
+            "PlanUnreadable",
+            f"ConfigMap {owner.namespace}/{name} holds no plan Ferry can use ({exc}): something other than "
+            f"the operator changed it. Delete it (kubectl -n {owner.namespace} delete configmap {name}) and "
+            "the CopyJob is planned again",
+        ) from exc
+    _plans[owner.uid] = plan
+    return plan
+
+
 async def _after_finish(
-    ctx: Context, namespace: str, name: str, spec_raw: dict[str, Any], status: dict[str, Any], generation: int
+    ctx: Context, owner: Owner, spec_raw: dict[str, Any], status: dict[str, Any], generation: int
 ) -> dict[str, Any]:
     """`ttlSecondsAfterFinished`: remove the Job and its pods once the final counts are in the status,
     keep the CopyJob. Done here rather than with the Job's own TTL, which could delete pods before
-    their termination messages were read."""
+    their termination messages were read. Only this CopyJob's own Job is ever deleted."""
     ttl = spec_raw.get("ttlSecondsAfterFinished")
     done = status.get("completionTime")
     if ttl is None or not done or cond.is_true(status.get("conditions") or [], "WorkersRemoved"):
         return {}
-    finished = datetime.strptime(done, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    finished = datetime.strptime(done, TIME_FORMAT).replace(tzinfo=UTC)
     if (datetime.now(UTC) - finished).total_seconds() < float(ttl):
         return {}
-    await asyncio.to_thread(ctx.kube.delete_job, namespace, job_name(name))
-    ctx.post(
-        "Normal",
-        "WorkersRemoved",
-        f"removed the worker Job {ttl} s after completion (ttlSecondsAfterFinished)",
-    )
-    return {
-        "conditions": cond.set_conditions(
-            status.get("conditions") or [],
-            [
-                Condition(
-                    "WorkersRemoved",
-                    "True",
-                    "TTLExpired",
-                    "ttlSecondsAfterFinished passed; final status kept",
-                )
-            ],
-            now(),
-            generation,
+    name = job_name(owner.name)
+    job = await asyncio.to_thread(ctx.kube.job, owner.namespace, name)
+    state = ownership(job, owner.uid)
+    if state is Ownership.FOREIGN:
+        assert job is not None
+        # This CopyJob's own Job is gone (names are unique): nothing of its own is left to remove.
+        message = conflict_message("Job", job, owner.name)
+        ctx.post("Warning", NAME_CONFLICT, message)
+        removed = Condition("WorkersRemoved", "True", NAME_CONFLICT, f"not removed: {message}")
+    else:
+        if state is Ownership.OWNED:
+            assert job is not None
+            await asyncio.to_thread(ctx.kube.delete_job, owner.namespace, name, str(job["metadata"]["uid"]))
+        ctx.post(
+            "Normal",
+            "WorkersRemoved",
+            f"removed the worker Job {ttl} s after completion (ttlSecondsAfterFinished)",
         )
-    }
-
-
-def _message(status: dict[str, Any], kind: str) -> str:
-    found = cond.get(status.get("conditions") or [], kind)
-    return str(found.get("message", "")) if found else ""
+        removed = Condition(
+            "WorkersRemoved", "True", "TTLExpired", "ttlSecondsAfterFinished passed; final status kept"
+        )
+    return {"conditions": cond.set_conditions(status.get("conditions") or [], [removed], now(), generation)}
 
 
 def _credentials(kube: Kube, namespace: str, spec: CopyJobSpec) -> dict[str, Credentials | None]:
@@ -351,6 +460,19 @@ def _credentials(kube: Kube, namespace: str, spec: CopyJobSpec) -> dict[str, Cre
     return result
 
 
+def _client(spec: CopyJobSpec, role: str, credentials: Credentials | None, options: ClientOptions) -> Any:
+    location = spec.source if role == "source" else spec.destination
+    try:
+        return make_client(location, credentials, options)
+    except (ValueError, botocore.exceptions.BotoCoreError) as exc:
+        # The model refuses what botocore is known to refuse; this catches whatever else it might.
+        raise Stalled(
+            "LocationInvalid",
+            f"spec.{role}: the S3 client refuses endpoint {location.endpoint!r} or region "
+            f"{location.region!r} ({type(exc).__name__}); fix spec.{role}.endpoint or spec.{role}.region",
+        ) from exc
+
+
 async def _plan(
     ctx: Context,
     owner: Owner,
@@ -358,13 +480,20 @@ async def _plan(
     credentials: dict[str, Credentials | None],
     status: dict[str, Any],
     generation: int,
-) -> tuple[dict[str, Any], list[Shard]]:
-    """List the source once, size the workers, cut shards and store the plan ConfigMap."""
+) -> dict[str, Any]:
+    """List the source once, size the workers, cut shards; return the plan ConfigMap to store."""
     options = ClientOptions(max_pool_connections=4)
-    source = make_client(spec.source, credentials["source"], options)
-    destination = make_client(spec.destination, credentials["destination"], options)
+    source = _client(spec, "source", credentials["source"], options)
+    destination = _client(spec, "destination", credentials["destination"], options)
     await asyncio.to_thread(check_location, source, spec.source, "spec.source")
     await asyncio.to_thread(check_location, destination, spec.destination, "spec.destination")
+    budget = shards_budget(spec)
+    if budget < MIN_SHARDS_BYTES:  # only a spec admitted under an older CRD: refuse it before listing
+        raise Stalled(
+            "PlanTooLarge",
+            f"spec is too large for its plan ConfigMap ({CONFIGMAP_DATA_BYTES} bytes with the shards); "
+            "use fewer filter patterns",
+        )
     ctx.post("Normal", "Planning", f"listing s3://{spec.source.bucket}/{spec.source.prefix}")
     planning_status = {
         "observedGeneration": generation,
@@ -405,46 +534,28 @@ async def _plan(
                 last = time.monotonic()
 
     await asyncio.to_thread(listing)
+    listed_at = datetime.now(UTC).replace(microsecond=0)
     histogram = planner.histogram()
-    memory_override = _memory_override(spec, ctx.settings)
-    target = spec.target
-    deadline = (target.deadline - datetime.now(UTC)).total_seconds() if target and target.deadline else None
-    sizing_args: dict[str, Any] = {
-        "target_objects_per_second": target.objects_per_second if target else None,
-        "deadline_seconds": deadline,
-        "parallelism_cap": _parallelism_cap(spec, ctx.settings),
-        "memory_override": memory_override,
-        "concurrency_max": spec.concurrency.max,
-    }
-    first = size_from_histogram(histogram, 1000, **sizing_args)
+    first = size_workers(histogram, 1000, spec, ctx.settings, listed_at)
     shards = fit_shards(
         planner.finish(
             max(1, min(first.parallelism * 4, max(1, histogram.objects // 100))),
             spec.shard_size.max_objects,
             spec.shard_size.max_bytes,
-        )
+        ),
+        budget,
     )
-    sizing = size_from_histogram(histogram, len(shards), **sizing_args)
-    summary = {
-        "objects": histogram.objects,
-        "bytes": histogram.bytes,
-        "shards": len(shards),
-        "configMap": plan_name(owner.name),
-        "histogram": [
-            {"le": to_quantity(int(str(h["le"]))) if h["le"] != "+Inf" else "+Inf", "count": h["count"]}
-            for h in histogram.as_json()
-        ],
-        "predictedSeconds": sizing.predicted_seconds,
-        "podMemory": to_quantity(sizing.pod_memory_bytes),
-        "memoryLimit": to_quantity(sizing.memory_limit_bytes),
-        "initialConcurrency": sizing.initial_concurrency,
-        "maxConcurrency": sizing.max_concurrency,
-        "parallelism": sizing.parallelism,
-        "listedAt": now(),
-        "listingProgress": {"objects": histogram.objects, "bytes": histogram.bytes},
-        "reason": sizing.reason,
-    }
-    await asyncio.to_thread(ctx.kube.create_configmap, render_plan(owner, spec, shards, summary))
+    plan = StoredPlan(histogram, tuple(shards), listed_at)
+    sizing = size_workers(histogram, len(shards), spec, ctx.settings, listed_at)
+    # The summary is for people reading the ConfigMap; the operator reads back only what was measured.
+    summary = {**plan_summary(plan, sizing, plan_name(owner.name)), "reason": sizing.reason}
+    body = render_plan(owner, spec, shards, summary)
+    if data_bytes(body["data"]) > CONFIGMAP_DATA_BYTES:
+        raise Stalled(
+            "PlanTooLarge",
+            f"the plan takes {data_bytes(body['data'])} bytes, more than a ConfigMap holds "
+            f"({CONFIGMAP_DATA_BYTES}); use fewer filter patterns",
+        )
     ctx.post(
         "Normal",
         "Planned",
@@ -452,7 +563,54 @@ async def _plan(
         f"{format_duration(time.monotonic() - started)}; {sizing.reason}; predicted "
         f"{format_duration(sizing.predicted_seconds)}",
     )
-    return summary, shards
+    return body
+
+
+#: Smallest room for shards.json that still holds one shard with two 1 KiB keys, however escaped.
+MIN_SHARDS_BYTES = 16 * 1024
+
+
+def plan_summary(plan: StoredPlan, sizing: Sizing, config_map: str) -> dict[str, Any]:
+    """`status.plan` (and the stored summary): what was measured, and the sizing computed from it now."""
+    histogram = plan.histogram
+    return {
+        "objects": histogram.objects,
+        "bytes": histogram.bytes,
+        "shards": len(plan.shards),
+        "configMap": config_map,
+        "histogram": histogram_json(histogram),
+        "largestObject": histogram.largest,
+        "predictedSeconds": sizing.predicted_seconds,
+        "podMemory": to_quantity(sizing.pod_memory_bytes),
+        "memoryLimit": to_quantity(sizing.memory_limit_bytes),
+        "initialConcurrency": sizing.initial_concurrency,
+        "maxConcurrency": sizing.max_concurrency,
+        "parallelism": sizing.parallelism,
+        "listedAt": plan.listed_at.strftime(TIME_FORMAT),
+        "listingProgress": {"objects": histogram.objects, "bytes": histogram.bytes},
+    }
+
+
+def size_workers(
+    histogram: Histogram, shards: int, spec: CopyJobSpec, settings: OperatorSettings, listed_at: datetime
+) -> Sizing:
+    """Size the workers from what was measured, under the platform's caps as they are now. A deadline
+    counts from the listing, so every pass computes the same figures for the same plan."""
+    target = spec.target
+    deadline = (target.deadline - listed_at).total_seconds() if target and target.deadline else None
+    args: dict[str, Any] = {
+        "target_objects_per_second": target.objects_per_second if target else None,
+        "deadline_seconds": deadline,
+        "parallelism_cap": _parallelism_cap(spec, settings),
+        "memory_override": _memory_override(spec, settings),
+        "concurrency_max": spec.concurrency.max,
+    }
+    sizing = size_from_histogram(histogram, shards, **args)
+    cap = settings.max_memory_per_pod
+    if cap is not None and sizing.pod_memory_bytes > cap:
+        # "auto" sized above the platform's cap: held to it, as an explicit request would be.
+        sizing = size_from_histogram(histogram, shards, **{**args, "memory_override": cap})
+    return sizing
 
 
 def _memory_override(spec: CopyJobSpec, settings: OperatorSettings) -> int | None:
@@ -469,9 +627,9 @@ def _parallelism_cap(spec: CopyJobSpec, settings: OperatorSettings) -> int | Non
     return min(caps) if caps else None
 
 
-def _parallelism(spec: CopyJobSpec, summary: dict[str, Any], settings: OperatorSettings, shards: int) -> int:
+def _parallelism(spec: CopyJobSpec, planned: int, settings: OperatorSettings, shards: int) -> int:
     """Pods now: the user's `spec.parallelism` when set (edits apply live), else the plan's, within caps."""
-    wanted = spec.parallelism or int(summary["parallelism"])
+    wanted = spec.parallelism or planned
     if settings.max_pods_per_job:
         wanted = min(wanted, settings.max_pods_per_job)
     return max(1, min(wanted, shards))
@@ -489,16 +647,14 @@ def _caps_message(spec: CopyJobSpec, settings: OperatorSettings) -> str:
     return "; ".join(notes) + (" by the platform's limits" if notes else "")
 
 
-def _sizing_from_summary(summary: dict[str, Any]) -> Sizing:
-    return Sizing(
-        parse_bytes(summary["podMemory"]),
-        parse_bytes(summary["memoryLimit"]),
-        int(summary["initialConcurrency"]),
-        int(summary["maxConcurrency"]),
-        int(summary["parallelism"]),
-        summary.get("predictedSeconds"),
-        summary.get("reason", ""),
-    )
+def _job_memory(job: dict[str, Any]) -> str | None:
+    """The memory limit of the Job's worker container, as a quantity."""
+    containers = ((job.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []
+    limit = ((containers[0].get("resources") or {}).get("limits") or {}).get("memory") if containers else None
+    try:
+        return to_quantity(parse_bytes(limit)) if limit is not None else None
+    except ValueError:
+        return None
 
 
 def _ledger(owner: Owner) -> dict[str, Any]:
@@ -524,7 +680,7 @@ def _converge_job(kube: Kube, job: dict[str, Any], parallelism: int, suspend: bo
         patch["suspend"] = suspend
     if patch:
         meta = job["metadata"]
-        kube.patch_job(meta["namespace"], meta["name"], {"spec": patch})
+        kube.patch_job(meta["namespace"], meta["name"], str(meta["uid"]), {"spec": patch})
 
 
 def parse_indexes(text: str | None) -> frozenset[int]:
@@ -596,12 +752,12 @@ def _collect(
     return running, new_finished
 
 
-def _plan_objects(shards: list[Shard]) -> dict[str, int]:
+def _plan_objects(shards: Sequence[Shard]) -> dict[str, int]:
     total = sum(s.objects for s in shards)
     return {"total": total, "copied": 0, "skipped": 0, "failed": 0, "pending": total}
 
 
-def _plan_bytes(shards: list[Shard]) -> dict[str, int]:
+def _plan_bytes(shards: Sequence[Shard]) -> dict[str, int]:
     return {"total": sum(s.bytes for s in shards), "copied": 0, "skipped": 0, "failed": 0}
 
 

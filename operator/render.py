@@ -19,8 +19,12 @@ from ferry.operator.sizing import Sizing
 
 LABEL_COPYJOB = "ferry.dev/copyjob"
 PLAN_MOUNT = "/etc/ferry/plan"
-#: ConfigMaps hold at most 1 MiB; keep room for the spec and metadata.
+#: What the API server accepts in one ConfigMap's data, keys and values together.
+CONFIGMAP_DATA_BYTES = 1024 * 1024
+#: Most the shard boundaries take of the plan; less when the spec is large (see `shards_budget`).
 MAX_SHARDS_BYTES = 900 * 1024
+#: Room kept for summary.json: at most 15 histogram buckets and one sentence of reasons, about 2 KiB.
+SUMMARY_ALLOWANCE = 8 * 1024
 WORKER_UID = 10001
 
 
@@ -73,6 +77,24 @@ def labels(owner: str, component: str) -> dict[str, str]:
     }
 
 
+def spec_json(spec: CopyJobSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def shards_budget(spec: CopyJobSpec) -> int:
+    """Bytes left for shards.json beside this spec and the summary in one ConfigMap. The CRD bounds the
+    spec (filter patterns: 16 Ki characters) so that this leaves room for hundreds of shards; one shard
+    (two keys of at most 1 KiB, escaped) takes at most 13 KiB."""
+    keys = len(SPEC_FILE) + len(SHARDS_FILE) + len(SUMMARY_FILE)
+    left = CONFIGMAP_DATA_BYTES - len(spec_json(spec)) - SUMMARY_ALLOWANCE - keys
+    return min(MAX_SHARDS_BYTES, left)
+
+
+def data_bytes(data: dict[str, str]) -> int:
+    """What a ConfigMap's data counts against its limit: keys and values in UTF-8."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+
+
 def fit_shards(shards: list[Shard], limit: int = MAX_SHARDS_BYTES) -> list[Shard]:
     """Merge neighbouring shards until their JSON fits the ConfigMap."""
     while len(shards) > 1 and len(json.dumps([s.as_json() for s in shards])) > limit:
@@ -99,7 +121,7 @@ def render_plan(
             "ownerReferences": [owner.reference()],
         },
         "data": {
-            SPEC_FILE: json.dumps(spec.model_dump(mode="json", by_alias=True, exclude_none=True)),
+            SPEC_FILE: spec_json(spec),
             SHARDS_FILE: json.dumps([s.as_json() for s in shards]),
             SUMMARY_FILE: json.dumps(summary),
         },

@@ -8,6 +8,7 @@ module works with frozen values. Field names in messages are the user's (camelCa
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import itertools
 import re
 from datetime import datetime
@@ -41,6 +42,37 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
+#: A CopyJob's name is the value of the `ferry.dev/copyjob` label on everything it owns, and label values
+#: are at most 63 characters (Kubernetes limits Job names to 63 for the same reason). Child names longer
+#: than their kind allows are hashed (`render.child_name`); a label value cannot be.
+MAX_NAME_LENGTH = 63
+
+# Endpoints and regions botocore accepts, in patterns both Python's `re` and the API server's RE2 read
+# (no look-arounds), so the CRD (crds/copyjob.yaml) carries the very same strings.
+# botocore.utils.is_valid_endpoint_url: host labels of letters, digits and '-', neither first nor last,
+# at most 63 each, the host at most 255 characters. A trailing '.' (which botocore also takes) is
+# refused: one spelling per host keeps the overlap check simple. IPv6 literals are checked in full by
+# `ipaddress` here; the CRD checks their characters only.
+_HOST_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_PATTERN = f"({_HOST_LABEL}[.])*{_HOST_LABEL}"
+MAX_HOSTNAME_LENGTH = 255
+PORT_PATTERN = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+ENDPOINT_PATTERN = rf"^https?://({HOSTNAME_PATTERN}|\[[0-9A-Fa-f:.]+\])(:{PORT_PATTERN})?/?$"
+#: botocore.utils.validate_region_name: one host label, not all digits.
+REGION_PATTERN = f"^{_HOST_LABEL}$"
+MAX_REGION_LENGTH = 63
+_ENDPOINT = re.compile(ENDPOINT_PATTERN)
+_REGION = re.compile(REGION_PATTERN)
+
+#: Characters of filter.include and filter.exclude together. The plan ConfigMap (at most 1 MiB) holds the
+#: spec beside the shard boundaries; 16 Ki characters take at most 192 KiB of JSON (12 bytes for an
+#: escaped character outside the BMP), which leaves the shards more than 700 KiB (`render.shards_budget`).
+MAX_FILTER_CHARACTERS = 16 * 1024
+
+#: What `storage_service` calls every AWS endpoint, and no endpoint at all.
+AWS = "aws"
+_AWS_HOST = re.compile(r"(^|[.])amazonaws[.]com([.]cn)?$")
+
 
 def _bytes(value: Any) -> int:
     return parse_bytes(value)
@@ -50,17 +82,84 @@ def _bytes(value: Any) -> int:
 ByteSize = Annotated[int, BeforeValidator(_bytes), PlainSerializer(to_quantity, return_type=str)]
 
 
+def copyjob_name_problem(name: str) -> str | None:
+    """Why the operator could not run a CopyJob of this name, or None."""
+    if len(name) > MAX_NAME_LENGTH:
+        return (
+            f"name {name!r} is {len(name)} characters; CopyJob names are at most {MAX_NAME_LENGTH} "
+            "(the name is the value of the ferry.dev/copyjob label of its Job and pods); use a shorter name"
+        )
+    return None
+
+
+def _copyjob_name(value: str) -> str:
+    problem = copyjob_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 def _endpoint(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not value.startswith(("http://", "https://")):
         raise ValueError(f"{value!r} is not an http(s) URL; write it like https://s3.example.com")
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. a bracketed host that is no IP address
+        raise ValueError(f"{value!r} is not a URL: {exc}") from exc
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{value!r} has a path or query; give only scheme, host and port")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "the endpoint holds a user name or password; give only scheme, host and port, and put "
+            "credentials in the Secret named by credentialsSecret"
+        )
+    if not _ENDPOINT.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an endpoint S3 clients accept: the host must be a DNS name (letters, digits, "
+            "'-' and '.'; no '_', no trailing '.') or an [IPv6] address, and the port 1-65535"
+        )
+    host = parts.hostname or ""
+    if len(host) > MAX_HOSTNAME_LENGTH:
+        raise ValueError(f"the host of {value!r} is {len(host)} characters; at most {MAX_HOSTNAME_LENGTH}")
+    if value.split("//", 1)[1].startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: [{host}] is not an IPv6 address") from exc
     return value.rstrip("/")
 
 
+def _region(value: str) -> str:
+    if not _REGION.fullmatch(value) or value.isdigit():
+        raise ValueError(
+            f"{value!r} is not a region name S3 clients accept: letters, digits and '-', not first or last, "
+            "not only digits (e.g. eu-west-1)"
+        )
+    return value
+
+
+def storage_service(endpoint: str | None) -> str:
+    """The S3 service an endpoint reaches, for telling whether two locations may hold the same bucket.
+
+    No endpoint and every AWS endpoint are one service: bucket names are global within AWS, so
+    https://s3.eu-west-1.amazonaws.com reaches the bucket the default endpoint does. Any other endpoint
+    is its host and port, lowercased, with :80 and :443 dropped: http and https of one host count as one
+    service (when in doubt the overlap check must refuse). The CRD's CEL rule computes the same.
+    """
+    if endpoint is None:
+        return AWS
+    netloc = urlsplit(endpoint.lower()).netloc
+    host = netloc if netloc.endswith("]") else netloc.rsplit(":", 1)[0]
+    if _AWS_HOST.search(host):
+        return AWS
+    for default in (":443", ":80"):
+        if netloc.endswith(default):
+            return netloc.removesuffix(default)
+    return netloc
+
+
 def _bucket(value: str) -> str:
-    if not _BUCKET.match(value) or ".." in value or _IP_ADDRESS.match(value):
+    if not _BUCKET.fullmatch(value) or ".." in value or _IP_ADDRESS.match(value):
         raise ValueError(
             f"{value!r} is not a valid bucket name: 3-63 characters of lowercase letters, digits, '.', '-'"
         )
@@ -76,7 +175,7 @@ def _prefix(value: str) -> str:
 
 
 def _secret_name(value: str) -> str:
-    if len(value) > 253 or not _SECRET_NAME.match(value):
+    if len(value) > 253 or not _SECRET_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid Secret name (lowercase DNS subdomain)")
     return value
 
@@ -88,7 +187,8 @@ def _glob(value: str) -> str:
     return value
 
 
-Endpoint = Annotated[str, AfterValidator(_endpoint)]
+Endpoint = Annotated[str, Field(max_length=512), AfterValidator(_endpoint)]
+Region = Annotated[str, Field(min_length=1, max_length=MAX_REGION_LENGTH), AfterValidator(_region)]
 Bucket = Annotated[str, AfterValidator(_bucket)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 SecretName = Annotated[str, AfterValidator(_secret_name)]
@@ -132,7 +232,7 @@ class Location(_Model):
     bucket: Bucket
     prefix: Prefix = ""
     endpoint: Endpoint | None = None
-    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    region: Region | None = None
     addressing_style: AddressingStyle = AddressingStyle.AUTO
     credentials_secret: SecretName | None = None
 
@@ -196,6 +296,13 @@ class Filter(_Model):
                 raise ValueError(f"{to_camel(name)} needs a time zone, e.g. 2024-01-01T00:00:00Z")
         if self.modified_after and self.modified_before and self.modified_after >= self.modified_before:
             raise ValueError("modifiedAfter must be earlier than modifiedBefore")
+        characters = sum(len(p) for p in (*self.include, *self.exclude))
+        if characters > MAX_FILTER_CHARACTERS:
+            raise ValueError(
+                f"include and exclude hold {characters} characters of patterns together, more than "
+                f"{MAX_FILTER_CHARACTERS}: the plan ConfigMap (1 MiB) must hold them beside the shard "
+                "boundaries; use fewer, broader patterns or a narrower source.prefix"
+            )
         return self
 
 
@@ -264,7 +371,7 @@ def _memory(value: Any) -> Any:
 
 def _cpu(value: Any) -> str:
     text = str(value)
-    if isinstance(value, bool) or not _CPU.match(text):
+    if isinstance(value, bool) or not _CPU.fullmatch(text):
         raise ValueError(f"{value!r} is not a CPU quantity; use forms like 500m or 2")
     return text
 
@@ -305,19 +412,22 @@ class CopyJobSpec(_Model):
 
     @model_validator(mode="after")
     def _no_overlap(self) -> CopyJobSpec:
+        # However the endpoints are spelled: a destination under the source would be listed and copied
+        # again by every shard that reaches it.
         src, dst = self.source, self.destination
-        same_bucket = src.endpoint == dst.endpoint and src.bucket == dst.bucket
+        service = storage_service(src.endpoint)
+        same_bucket = service == storage_service(dst.endpoint) and src.bucket == dst.bucket
         if same_bucket and (src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)):
             raise ValueError(
                 f"source and destination overlap: bucket {src.bucket!r} with prefixes "
-                f"{src.prefix!r} and {dst.prefix!r} on the same endpoint; use disjoint prefixes"
+                f"{src.prefix!r} and {dst.prefix!r} on the same endpoint ({service}); use disjoint prefixes"
             )
         return self
 
 
 class ObjectMeta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_copyjob_name)]
     namespace: str | None = None
 
 

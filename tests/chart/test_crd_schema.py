@@ -182,13 +182,25 @@ def test_bucket_and_quantity_patterns_match_the_model(schema: dict[str, Any]) ->
         bucket = spec[side]["properties"]["bucket"]
         assert bucket["pattern"] == "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
         assert bucket["maxLength"] == copyjob.MAX_BUCKET_LENGTH
-        assert spec[side]["properties"]["endpoint"]["pattern"] == "^https?://[^/?#]+/?$"
+        # The same strings as the model's: what the API server admits is what botocore accepts.
+        assert spec[side]["properties"]["endpoint"]["pattern"] == copyjob.ENDPOINT_PATTERN
+        assert spec[side]["properties"]["region"]["pattern"] == copyjob.REGION_PATTERN
+        assert spec[side]["properties"]["region"]["maxLength"] == copyjob.MAX_REGION_LENGTH
     pattern = re.compile(QUANTITY_SCHEMA_PATTERN)
     for text in ("100Ki", "4Mi", "5Gi", "1e6", "1500", "+1", "0.5Ki"):
         assert pattern.match(text), text
     for text in ("-1", "1KB", "Mi", "1 Mi", "1.5.2"):
         assert not pattern.match(text), text
     assert parse_bytes("1e6") == 1_000_000
+
+
+def test_the_name_and_filter_limits_are_the_model_s(schema: dict[str, Any]) -> None:
+    name = schema["properties"]["metadata"]["properties"]["name"]
+    assert name["x-kubernetes-validations"][0]["rule"] == f"self.size() <= {copyjob.MAX_NAME_LENGTH}"
+    filter_rules = schema["properties"]["spec"]["properties"]["filter"]["x-kubernetes-validations"]
+    assert any(f"<= {copyjob.MAX_FILTER_CHARACTERS}" in r["rule"] for r in filter_rules)
+    endpoint = schema["properties"]["spec"]["properties"]["source"]["properties"]["endpoint"]
+    assert f"<= {copyjob.MAX_HOSTNAME_LENGTH}" in endpoint["x-kubernetes-validations"][0]["rule"]
 
 
 def test_status_declares_conditions_as_a_map(schema: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from ferry.model.copyjob import parse_copyjob
+from ferry.model.copyjob import MAX_FILTER_CHARACTERS, parse_copyjob
+from support.spellings import SPELLINGS
 
 from .conftest import Cluster
 
@@ -224,6 +226,33 @@ INVALID: dict[str, tuple[Edit, tuple[str, ...]]] = {
         lambda s: s["source"].update(credentialsSecret="Not_A_Name"),
         ("spec.source.credentialsSecret",),
     ),
+    # What the operator could not run: botocore refuses these regions and hosts, and the plan could not
+    # hold so many patterns.
+    "region-with-underscores": (
+        lambda s: s["source"].update(region="eu_west_1"),
+        ("spec.source.region",),
+    ),
+    "region-of-digits": (lambda s: s["destination"].update(region="123"), ("spec.destination.region",)),
+    "endpoint-host-with-underscore": (
+        lambda s: s["source"].update(endpoint="http://my_minio:9000"),
+        ("spec.source.endpoint",),
+    ),
+    "endpoint-with-credentials": (
+        lambda s: s["destination"].update(endpoint="https://user:pass@s3.example.com"),
+        ("spec.destination.endpoint",),
+    ),
+    "endpoint-port-out-of-range": (
+        lambda s: s["source"].update(endpoint="https://s3.example.com:65536"),
+        ("spec.source.endpoint",),
+    ),
+    "endpoint-host-over-255": (
+        lambda s: s["source"].update(endpoint="https://" + "a." * 127 + "bc"),
+        ("spec.source.endpoint", "longer than 255"),
+    ),
+    "filter-patterns-over-the-plan-s-room": (
+        lambda s: s.update(filter={"include": ["x" * 1000] * 9, "exclude": ["y" * 1000] * 8}),
+        ("spec.filter.include", str(MAX_FILTER_CHARACTERS)),
+    ),
 }
 
 
@@ -240,6 +269,48 @@ def test_invalid_copyjob_is_refused_naming_the_field(cluster: Cluster, crd_names
     message = json.loads(raised.value.body)["message"]
     for text in expected:
         assert text in message, f"{text!r} not in the API server's error: {message}"
+
+
+def _overlapping(source: str | None, destination: str | None) -> dict[str, Any]:
+    body = base_job(f"spelling-{uuid.uuid4().hex[:8]}")
+    body["spec"]["source"] = {"bucket": "one-bucket", "prefix": "data/"}
+    body["spec"]["destination"] = {"bucket": "one-bucket", "prefix": "data/copy/"}
+    for side, endpoint in (("source", source), ("destination", destination)):
+        if endpoint is not None:
+            body["spec"][side]["endpoint"] = endpoint
+    return body
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "same"), [s[1:] for s in SPELLINGS], ids=[s[0] for s in SPELLINGS]
+)  # fmt: skip
+def test_overlap_is_found_however_the_endpoint_is_spelled(
+    cluster: Cluster, crd_namespace: str, source: str | None, destination: str | None, same: bool
+) -> None:
+    """The CRD's CEL rule and the model normalize endpoints alike (tests/support/spellings.py)."""
+    body = _overlapping(source, destination)
+    if not same:
+        parse_copyjob(copy.deepcopy(body))
+        create(cluster, crd_namespace, body)
+        return
+    with pytest.raises(ValidationError, match="overlap"):
+        parse_copyjob(copy.deepcopy(body))
+    with pytest.raises(ApiException) as raised:
+        create(cluster, crd_namespace, body)
+    message = json.loads(raised.value.body)["message"]
+    assert "spec.destination.prefix" in message and "overlap" in message, message
+
+
+def test_a_name_longer_than_a_label_value_is_refused(cluster: Cluster, crd_namespace: str) -> None:
+    """The name is the ferry.dev/copyjob label's value on the Job and pods: 63 characters at most."""
+    create(cluster, crd_namespace, base_job("n" * 63))
+    body = base_job("n" * 64)
+    with pytest.raises(ValidationError, match="at most 63"):
+        parse_copyjob(copy.deepcopy(body))
+    with pytest.raises(ApiException) as raised:
+        create(cluster, crd_namespace, body)
+    message = json.loads(raised.value.body)["message"]
+    assert "metadata.name" in message and "at most 63 characters" in message, message
 
 
 def test_unknown_field_is_pruned_without_strict_validation(cluster: Cluster, crd_namespace: str) -> None:
@@ -328,13 +399,17 @@ def test_chart_manifests_pass_server_side_dry_run(cluster: Cluster, crd_namespac
     if not helm.is_file():
         pytest.fail(f"helm not found at {helm}: run `make testbin`", pytrace=False)
     release_ns, team_a, team_b = (cluster.new_namespace(p) for p in ("ferry", "team-a", "team-b"))
+    # A release name of its own: cluster-scoped objects (the ClusterRole `ferry`) of an operator other
+    # tests installed would otherwise exist already, and kubectl warns that they lack its
+    # last-applied annotation. This test is about a fresh install, in any order of tests.
+    release = f"dry-{uuid.uuid4().hex[:8]}"
     rendered = []
     for extra in (
         [],
         ["--values", str(FULL_VALUES), "--set-json", f"watchNamespaces={json.dumps([team_a, team_b])}"],
     ):
         proc = subprocess.run(
-            [str(helm), "template", "ferry", str(CHART), "--namespace", release_ns, *extra],
+            [str(helm), "template", release, str(CHART), "--namespace", release_ns, *extra],
             capture_output=True,
             text=True,
             timeout=60,

@@ -7,6 +7,12 @@ of them copies anything or crashes the operator; and that the good CopyJob still
 A second test proves that awkward keys (control characters, spaces, XML metacharacters, unicode,
 1024-byte keys) are copied intact.
 
+Then a tenant's attacks through names and spellings: a plan ConfigMap or a worker Job made before the
+CopyJob under its child's name (stalls with NameConflict; never read, patched or deleted; the CopyJob
+continues once the name is free), a destination under the source behind a differently spelled endpoint
+(refused at apply time), and a plan the API server refuses at run time (one PlanRejected condition, the
+source listed once).
+
 Left out, because the testbed cannot produce them (not because Ferry would pass):
 - a region mismatch: versitygw signs and serves requests for any region, so a wrong `region` works;
 - spec errors the API server refuses at apply time: tests/testbed/test_crd_apply.py covers those.
@@ -19,6 +25,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,8 +33,11 @@ from functools import partial
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
 
-from support.operator import Jobs, condition, events, md5s, spec_for
+from ferry.model.copyjob import parse_copyjob
+from support.operator import Jobs, condition, copyjob, events, fill, md5s, spec_for
 from support.wait import wait_for
 from testbed.install import OperatorProcess
 
@@ -315,3 +325,203 @@ def test_awkward_keys_are_copied_intact(jobs: Jobs, s3: Any, versitygw: Any) -> 
     n = len(AWKWARD_KEYS)
     assert status["objects"] == {"total": n, "copied": n, "skipped": 0, "failed": 0, "pending": 0}
     assert md5s(s3, destination) == written
+
+
+# -- children the CopyJob does not own, and what it cannot run ----------------------------------------
+
+
+def stalled_with(jobs: Jobs, name: str, reason: str) -> dict[str, Any] | None:
+    status = stalled(jobs, name)
+    return status if status and condition(status, "Stalled")["reason"] == reason else None
+
+
+def planning_events(cluster: Any, namespace: str, name: str) -> int:
+    """How often the operator listed the source for this CopyJob (one Planning Event per listing)."""
+    return sum(1 for reason, _m in events(cluster, namespace, name) if reason == "Planning")
+
+
+def test_a_tenant_made_plan_configmap_stalls_the_copyjob_with_name_conflict_and_is_never_trusted(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    """The attack: a tenant writes `<name>-plan` before the CopyJob, with a pod size above the platform's
+    cap and a spec.json (which workers execute) that writes to a bucket the CopyJob never named."""
+    source, destination = fill(s3, 30, size=500)
+    elsewhere = f"elsewhere-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=elsewhere)
+    forged_spec = spec_for(versitygw.endpoint.url, source, elsewhere)
+    forged = cluster.core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {"name": "victim-plan"},
+            "data": {
+                "spec.json": json.dumps(forged_spec),
+                "shards.json": json.dumps([{"startAfter": None, "end": None, "objects": 30, "bytes": 1}]),
+                "summary.json": json.dumps(
+                    {"objects": 30, "bytes": 1, "histogram": [], "podMemory": "64Gi", "memoryLimit": "60Gi"}
+                ),
+            },
+        },
+    )
+    jobs.create("victim", spec_for(versitygw.endpoint.url, source, destination))
+
+    status = wait_for(
+        "victim NameConflict", partial(stalled_with, jobs, "victim", "NameConflict"), timeout=60
+    )
+    message = condition(status, "Stalled")["message"]
+    assert f"ConfigMap {namespace}/victim-plan" in message, message
+    assert f"kubectl -n {namespace} delete configmap victim-plan" in message, message
+    wait_for(
+        "a NameConflict event", partial(has_event, cluster, namespace, "victim", "NameConflict"), timeout=30
+    )
+    time.sleep(4)  # several passes at 1 s: still nothing started, nothing touched
+    assert not status.get("plan"), status
+    assert cluster.batch.list_namespaced_job(namespace).items == []
+    assert planning_events(cluster, namespace, "victim") == 0  # not even listed
+    again = cluster.core.read_namespaced_config_map("victim-plan", namespace)
+    assert again.metadata.resource_version == forged.metadata.resource_version
+    assert again.metadata.owner_references is None
+
+    # The name freed, the CopyJob plans itself and copies where it says, under the platform's sizing.
+    cluster.core.delete_namespaced_config_map("victim-plan", namespace)
+    done = jobs.wait_phase("victim", "Succeeded", "Failed", timeout=150)
+    assert done["phase"] == "Succeeded", done
+    assert md5s(s3, destination) == md5s(s3, source)
+    assert md5s(s3, elsewhere) == {}
+    assert done["plan"]["podMemory"] != "64Gi"
+    plan = cluster.core.read_namespaced_config_map("victim-plan", namespace)
+    uid = jobs.get("victim")["metadata"]["uid"]
+    assert [(r.uid, r.controller) for r in plan.metadata.owner_references] == [(uid, True)]
+
+
+def test_an_unowned_workers_job_is_never_patched_or_deleted(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    """The attack: a tenant's suspended Job named `<name>-workers`. Adopted, the operator would scale it
+    and resume it (running the tenant's pod template) and delete it after ttlSecondsAfterFinished."""
+    source, destination = fill(s3, 20, size=500)
+    squatter = cluster.batch.create_namespaced_job(
+        namespace,
+        {
+            "metadata": {"name": "squat-workers"},
+            "spec": {
+                "suspend": True,
+                "parallelism": 1,
+                "completions": 1,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "tenant", "image": "tenant/anything:1", "command": ["true"]}],
+                    }
+                },
+            },
+        },
+    )
+    jobs.create(
+        "squat",
+        spec_for(versitygw.endpoint.url, source, destination, parallelism=3, ttlSecondsAfterFinished=0),
+    )
+    status = wait_for("squat NameConflict", partial(stalled_with, jobs, "squat", "NameConflict"), timeout=60)
+    assert f"Job {namespace}/squat-workers" in condition(status, "Stalled")["message"]
+    time.sleep(4)
+    job = cluster.batch.read_namespaced_job("squat-workers", namespace)
+    # Never patched: the generation counts spec changes (the Job controller writes its status only).
+    assert job.metadata.generation == squatter.metadata.generation
+    assert (job.spec.suspend, job.spec.parallelism) == (True, 1)
+    assert job.metadata.owner_references is None
+    # Nothing started beside it: no progress ledger, no pods of the CopyJob.
+    names = [c.metadata.name for c in cluster.core.list_namespaced_config_map(namespace).items]
+    assert "squat-progress" not in names, names
+
+    # The tenant removes it: the CopyJob runs, and removes its own Job (only its own) after the TTL.
+    cluster.batch.delete_namespaced_job("squat-workers", namespace, propagation_policy="Background")
+    wait_for(
+        "the tenant's Job gone",
+        lambda: (
+            not [
+                j
+                for j in cluster.batch.list_namespaced_job(namespace).items
+                if j.metadata.uid == squatter.metadata.uid
+            ]
+        ),
+        timeout=30,
+    )
+    done = jobs.wait_phase("squat", "Succeeded", "Failed", timeout=150)
+    assert done["phase"] == "Succeeded", done
+    assert md5s(s3, destination) == md5s(s3, source)
+    removed = wait_for(
+        "squat's own Job removed",
+        lambda: next(
+            (c for c in jobs.status("squat").get("conditions", []) if c["type"] == "WorkersRemoved"), None
+        ),
+        timeout=30,
+    )
+    assert removed["reason"] == "TTLExpired", removed
+
+
+OVERLAPS = [
+    # (name, source endpoint, destination endpoint); "{url}" is versitygw's http://127.0.0.1:<port>
+    ("host-case", "http://localhost:{port}", "http://LocalHost:{port}/"),
+    ("http-and-https", "{url}", "https://127.0.0.1:{port}"),
+    ("default-port", "http://s3.example.com", "http://s3.example.com:80"),
+    ("aws-default-vs-none", None, "https://s3.amazonaws.com"),
+    ("aws-regional-vs-none", None, "https://s3.eu-west-1.amazonaws.com:443"),
+]
+
+
+@pytest.mark.parametrize(("source", "destination"), [o[1:] for o in OVERLAPS], ids=[o[0] for o in OVERLAPS])
+def test_overlap_is_refused_however_the_endpoint_is_spelled(
+    jobs: Jobs, s3: Any, versitygw: Any, source: str | None, destination: str | None
+) -> None:
+    """The attack: the destination prefix under the source on the same bucket, with the endpoint spelled
+    differently on each side, so that every run copies its own output again. Refused at apply time,
+    with the model agreeing; nothing is written."""
+    url = versitygw.endpoint.url
+    port = url.rsplit(":", 1)[1]
+    bucket = f"loop-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data/one.bin", Body=b"1")
+    spec: dict[str, Any] = {
+        "source": {"bucket": bucket, "prefix": "data/", "credentialsSecret": "src"},
+        "destination": {"bucket": bucket, "prefix": "data/copy/", "credentialsSecret": "dst"},
+    }
+    for side, endpoint in (("source", source), ("destination", destination)):
+        if endpoint is not None:
+            spec[side]["endpoint"] = endpoint.format(url=url, port=port)
+    with pytest.raises(ValidationError, match="overlap"):
+        parse_copyjob(copyjob("loop", spec))
+    with pytest.raises(ApiException) as raised:
+        jobs.create("loop", spec)
+    assert raised.value.status == 422 and "overlap" in raised.value.body
+    assert sorted(md5s(s3, bucket)) == ["data/one.bin"]
+
+
+def test_a_plan_the_apiserver_refuses_stalls_once_and_the_source_is_listed_once(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    """What the apiserver still refuses at run time (here a ConfigMap quota that is used up) becomes one
+    PlanRejected condition and Event; the source is not listed again every pass while it lasts, and the
+    listing already made is stored once the quota allows."""
+    source, destination = fill(s3, 40, size=500)
+    cluster.core.create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "configmaps"}, "spec": {"hard": {"configmaps": "1"}}}
+    )
+    # No resourcequota controller runs on the testbed: the quota's usage is what its status says.
+    cluster.core.patch_namespaced_resource_quota_status(
+        "configmaps", namespace, {"status": {"hard": {"configmaps": "1"}, "used": {"configmaps": "1"}}}
+    )
+    jobs.create("refused", spec_for(versitygw.endpoint.url, source, destination))
+    status = wait_for(
+        "refused PlanRejected", partial(stalled_with, jobs, "refused", "PlanRejected"), timeout=60
+    )
+    assert "exceeded quota" in condition(status, "Stalled")["message"], status
+    time.sleep(6)  # six passes at 1 s
+    assert planning_events(cluster, namespace, "refused") == 1
+    assert sum(1 for r, _m in events(cluster, namespace, "refused") if r == "PlanRejected") == 1
+
+    cluster.core.patch_namespaced_resource_quota_status(
+        "configmaps", namespace, {"status": {"hard": {"configmaps": "10"}, "used": {"configmaps": "1"}}}
+    )
+    done = jobs.wait_phase("refused", "Succeeded", "Failed", timeout=150)
+    assert done["phase"] == "Succeeded", done
+    assert md5s(s3, destination) == md5s(s3, source)
+    assert planning_events(cluster, namespace, "refused") == 1

@@ -11,7 +11,7 @@ from ferry.operator.reconcile import _caps_message, _memory_override, _paralleli
 from ferry.operator.settings import OperatorSettings
 
 BASE = {"source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}}
-SUMMARY = {"parallelism": 6}
+PLANNED = 6  # the parallelism sizing computed from the plan
 
 
 def spec(**extra: Any) -> CopyJobSpec:
@@ -32,7 +32,7 @@ def spec(**extra: Any) -> CopyJobSpec:
 def test_parallelism_follows_the_user_within_caps_and_shards(
     extra: dict[str, Any], settings: OperatorSettings, shards: int, expected: int
 ) -> None:
-    assert _parallelism(spec(**extra), SUMMARY, settings, shards) == expected
+    assert _parallelism(spec(**extra), PLANNED, settings, shards) == expected
 
 
 @pytest.mark.parametrize(
