@@ -4,6 +4,7 @@ reported with their key and error, and the accounting still closes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from support.engine import TEST_PART, digest_map, run_engine, spec
+from support.engine import FAST_RETRY, TEST_PART, digest_map, run_engine, spec
 from testbed.faultproxy import FaultPlan, FaultProxy
 
 
@@ -53,7 +54,10 @@ def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str) 
         FaultProxy(endpoint.url, destination_plan, seed=2) as destination,
     ):
         job = spec({"bucket": src, "endpoint": source.url}, {"bucket": dst, "endpoint": destination.url})
-        run = run_engine(job, endpoint, concurrency=8, transport=transport)
+        # 35% of object GETs fail here: with 8 attempts, one of 121 objects exhausts them in about 3% of
+        # runs (0.35^8 x 121); 16 attempts make that 1 in 10^5, so a failure means a lost retry.
+        retry = dataclasses.replace(FAST_RETRY, max_attempts=16)
+        run = run_engine(job, endpoint, concurrency=8, transport=transport, retry=retry)
         injected = source.stats().faults + destination.stats().faults
 
     summary = run.summary
