@@ -22,3 +22,8 @@ class PreflightError(FerryError):
         super().__init__(message)
         #: CamelCase category (e.g. ``BucketNotFound``) used in conditions and summaries.
         self.reason = reason
+
+
+class AddressNotAllowed(FerryError):
+    """A connection to an address the platform's endpoint policy refuses was about to be made; it was
+    not. The message is Ferry's own: the address, what it is, and what to do."""

@@ -9,8 +9,8 @@ import base64
 import json
 import logging
 import os
+import socket
 import time
-import urllib.request
 from typing import Any, cast
 
 import urllib3
@@ -217,10 +217,44 @@ class Kube:
         return False
 
 
-def fetch_worker_status(address: str, port: int, timeout: float = 2.0) -> str | None:
-    """GET a running worker's `/status`; None when it does not answer (starting, or gone)."""
+#: Most a worker's `/status` body takes (a real one is a few KiB: counts, and at most 20 sampled
+#: failures), and room for the status line and headers.
+STATUS_MAX_BYTES = 64 * 1024
+HEADER_ALLOWANCE = 8 * 1024
+
+
+def fetch_worker_status(
+    address: str, port: int, timeout: float = 2.0, max_bytes: int = STATUS_MAX_BYTES
+) -> str | None:
+    """GET a running worker's `/status`; None when it does not answer (starting, or gone).
+
+    Any pod may answer here (a tenant can run one that looks like a worker), so the exchange is bounded
+    as a whole, headers included, not per socket read: a pod that sends more than ``max_bytes``, or
+    trickles bytes past ``timeout`` seconds, gets the same as one that never answered. HTTP/1.0, so the
+    worker closes the connection after its answer (its server speaks 1.0 anyway)."""
+    deadline = time.monotonic() + timeout
+    data = bytearray()
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}/status", timeout=timeout) as response:
-            return str(response.read().decode())
-    except (OSError, ValueError):
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.sendall(f"GET /status HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                sock.settimeout(remaining)
+                chunk = sock.recv(64 * 1024)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > max_bytes + HEADER_ALLOWANCE:
+                    return None
+    except OSError:
+        return None
+    head, separator, body = bytes(data).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if not separator or len(status_line) < 2 or status_line[1] != b"200" or len(body) > max_bytes:
+        return None
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
         return None

@@ -36,9 +36,11 @@ from ferry.operator.aggregate import JobView, Totals, phase_and_conditions, tota
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
 from ferry.operator.kube import Kube, Refused, fetch_worker_status
+from ferry.operator.netguard import endpoint_problem, guard_client
 from ferry.operator.ownership import NAME_CONFLICT, Ownership, conflict_message, controlled, ownership
 from ferry.operator.planfile import TIME_FORMAT, PlanUnreadable, StoredPlan, histogram_json, read_plan
 from ferry.operator.planning import Histogram, Planner
+from ferry.operator.policy import ENDPOINT_NOT_ALLOWED, PolicyRefusal, identity
 from ferry.operator.render import (
     CONFIGMAP_DATA_BYTES,
     LABEL_COPYJOB,
@@ -59,6 +61,7 @@ from ferry.worker.credentials import credentials_from_values
 from ferry.worker.display import format_duration
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.preflight import check_location
+from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
 from ferry.worker.s3 import ClientOptions, Credentials, list_pages, make_client
 from ferry.worker.statusdoc import WorkerReport, parse_report
 
@@ -76,6 +79,13 @@ _last_answers: dict[str, WorkerReport] = {}
 #: CopyJobs whose worker Job exists: their pods read the Secrets themselves, so a pass need not read them
 #: again (two API reads per CopyJob per pass saved, and the operator touches credentials less often).
 _started: set[str] = set()
+#: CopyJobs listing their source now, by namespace (uids): the per-namespace planning limit counts these.
+#: Kept here, not read from the CopyJobs' phases, so that many CopyJobs applied at once cannot all pass
+#: the check before the first of them has written its phase.
+_planning: dict[str, set[str]] = {}
+#: Listings stopped by the platform's limits (ListingTooLong, TooManyObjects), by CopyJob uid, with the
+#: generation: the next passes stall again without listing, until the spec changes.
+_listing_stopped: dict[str, tuple[int, Stalled]] = {}
 
 
 def now() -> str:
@@ -91,6 +101,9 @@ def forget(uid: str) -> None:
     _plans.pop(uid, None)
     _unsaved.pop(uid, None)
     _started.discard(uid)
+    _listing_stopped.pop(uid, None)
+    for planning in _planning.values():
+        planning.discard(uid)
 
 
 @dataclass
@@ -135,6 +148,27 @@ def _stall(
     return _stalled_status(status, reason, message, generation)
 
 
+class WaitingForCapacity(Exception):
+    """The CopyJob waits for the platform's per-namespace limit; not an error, a Pending condition."""
+
+
+def _waiting_status(status: dict[str, Any], message: str, generation: int) -> dict[str, Any]:
+    existing = [c for c in (status.get("conditions") or []) if c.get("type") != "Stalled"]
+    return {
+        "observedGeneration": generation,
+        "phase": "Pending",
+        "conditions": cond.set_conditions(
+            existing,
+            [
+                Condition("Progressing", "False", "WaitingForCapacity", message),
+                Condition("Stalled", "False", "ReferencesValid", ""),
+            ],
+            now(),
+            generation,
+        ),
+    }
+
+
 def _require_owned(obj: dict[str, Any] | None, kind: str, owner: Owner) -> dict[str, Any] | None:
     """`obj` when it is missing or this CopyJob's; a foreign object stalls the CopyJob."""
     if ownership(obj, owner.uid) is Ownership.FOREIGN:
@@ -159,8 +193,10 @@ async def reconcile(
         return await _reconcile(ctx, owner, spec_raw, status, generation, active_in_namespace)
     except InvalidSpec as exc:
         return _stall(ctx, status, "InvalidSpec", str(exc), generation)
-    except (Stalled, PreflightError) as exc:
+    except (Stalled, PreflightError, PolicyRefusal) as exc:
         return _stall(ctx, status, exc.reason, str(exc), generation)
+    except WaitingForCapacity as exc:
+        return _waiting_status(status, str(exc), generation)
 
 
 async def _reconcile(
@@ -178,6 +214,20 @@ async def _reconcile(
     if problem:
         raise Stalled("InvalidName", problem)
     spec = parse_spec(spec_raw)
+    # The platform's credentials policy, before anything is read, listed or started: every location has
+    # a Secret, or the namespace may use workload identity under a ServiceAccount of its own.
+    who = identity(spec, namespace, ctx.settings.workload_identity_namespaces)
+    tenant_account = who.service_account
+    if (
+        tenant_account
+        and uid not in _started
+        and not await asyncio.to_thread(ctx.kube.service_account_exists, namespace, tenant_account)
+    ):
+        raise Stalled(
+            "ServiceAccountMissing",
+            f"ServiceAccount {tenant_account!r} named by spec.serviceAccountName does not exist in "
+            f"namespace {namespace}; create it with the cloud identity the worker pods should use",
+        )
     credentials = {} if uid in _started else await asyncio.to_thread(_credentials, ctx.kube, namespace, spec)
 
     plan = await _ensure_plan(ctx, owner, spec, credentials, status, generation)
@@ -232,14 +282,16 @@ async def _reconcile(
             }
         settings, note = ctx.settings, ""
         account = settings.worker_service_account
-        if account and not await asyncio.to_thread(ctx.kube.service_account_exists, namespace, account):
+        if who.ambient:
+            pass  # the tenant's own ServiceAccount, checked above
+        elif account and not await asyncio.to_thread(ctx.kube.service_account_exists, namespace, account):
             # Pods naming a missing ServiceAccount are never created; the namespace's default one
             # serves as well, since worker pods never mount a token.
             settings = replace(settings, worker_service_account="")
             note = f"; ServiceAccount {account!r} is not in {namespace}, using the default one (no token mounted)"
         if progress is None:
             progress = await _create_owned(ctx, owner, "ConfigMap", _ledger(owner), "JobRejected")
-        manifest = render_job(owner, spec, sizing, len(plan.shards), settings, parallelism)
+        manifest = render_job(owner, spec, sizing, len(plan.shards), settings, parallelism, identity=who)
         job = await _create_owned(ctx, owner, "Job", manifest, "JobRejected")
         ctx.post(
             "Normal",
@@ -377,7 +429,7 @@ async def _ensure_plan(
     if stored is None:
         unsaved = _unsaved.get(owner.uid)
         if unsaved is None or unsaved[0] != generation:
-            body = await _plan(ctx, owner, spec, credentials, status, generation)
+            body = await _plan_within_limits(ctx, owner, spec, credentials, status, generation)
             _unsaved[owner.uid] = (generation, body)
         else:
             body = unsaved[1]
@@ -460,10 +512,15 @@ def _credentials(kube: Kube, namespace: str, spec: CopyJobSpec) -> dict[str, Cre
     return result
 
 
-def _client(spec: CopyJobSpec, role: str, credentials: Credentials | None, options: ClientOptions) -> Any:
+def _client(
+    spec: CopyJobSpec, role: str, credentials: Credentials | None, options: ClientOptions, ctx: Context
+) -> Any:
+    """A client for the operator's own requests: signed with the tenant's Secret, or anonymous (never
+    the operator's identity), and connecting only where the endpoint policy allows."""
     location = spec.source if role == "source" else spec.destination
     try:
-        return make_client(location, credentials, options)
+        client = make_client(location, credentials, replace(options, anonymous=True))
+        return guard_client(client, ctx.settings.endpoints)
     except (ValueError, botocore.exceptions.BotoCoreError) as exc:
         # The model refuses what botocore is known to refuse; this catches whatever else it might.
         raise Stalled(
@@ -471,6 +528,47 @@ def _client(spec: CopyJobSpec, role: str, credentials: Credentials | None, optio
             f"spec.{role}: the S3 client refuses endpoint {location.endpoint!r} or region "
             f"{location.region!r} ({type(exc).__name__}); fix spec.{role}.endpoint or spec.{role}.region",
         ) from exc
+
+
+async def _plan_within_limits(
+    ctx: Context,
+    owner: Owner,
+    spec: CopyJobSpec,
+    credentials: dict[str, Credentials | None],
+    status: dict[str, Any],
+    generation: int,
+) -> dict[str, Any]:
+    """`_plan`, within the platform's limits: a listing stopped by them is not started again for the
+    same spec, and a namespace lists at most `max_planning_per_namespace` sources at once (dryRun too)."""
+    stopped = _listing_stopped.get(owner.uid)
+    if stopped is not None and stopped[0] == generation:
+        raise stopped[1]
+    cap = ctx.settings.max_planning_per_namespace
+    planning = _planning.setdefault(owner.namespace, set())
+    if cap is not None and owner.uid not in planning and len(planning) >= cap:
+        raise WaitingForCapacity(
+            f"namespace {owner.namespace} already plans {len(planning)} CopyJob(s), the platform's limit is "
+            f"{cap} (planning.maxPerNamespace); this one is planned when one of them is done"
+        )
+    # Checked and taken in one step of the event loop: no other pass runs in between.
+    planning.add(owner.uid)
+    try:
+        return await _plan(ctx, owner, spec, credentials, status, generation)
+    except Stalled as exc:
+        if exc.reason in (LISTING_TOO_LONG, TOO_MANY_OBJECTS):
+            _listing_stopped[owner.uid] = (generation, exc)
+        raise
+    finally:
+        planning.discard(owner.uid)
+        if not planning:
+            _planning.pop(owner.namespace, None)
+
+
+LISTING_TOO_LONG = "ListingTooLong"
+TOO_MANY_OBJECTS = "TooManyObjects"
+#: The operator's own S3 requests: a few attempts, and no single read waiting longer than this.
+LISTING_RETRY = RetryPolicy(max_attempts=3, base_seconds=0.5)
+READ_TIMEOUT_SECONDS = 20.0
 
 
 async def _plan(
@@ -482,11 +580,28 @@ async def _plan(
     generation: int,
 ) -> dict[str, Any]:
     """List the source once, size the workers, cut shards; return the plan ConfigMap to store."""
-    options = ClientOptions(max_pool_connections=4)
-    source = _client(spec, "source", credentials["source"], options)
-    destination = _client(spec, "destination", credentials["destination"], options)
-    await asyncio.to_thread(check_location, source, spec.source, "spec.source")
-    await asyncio.to_thread(check_location, destination, spec.destination, "spec.destination")
+    # Before any request: every name resolved, every address checked against the platform's policy.
+    refusal = await asyncio.to_thread(endpoint_problem, spec, ctx.settings.endpoints)
+    if refusal is not None:
+        raise Stalled(ENDPOINT_NOT_ALLOWED, refusal)
+    options = ClientOptions(max_pool_connections=4, read_timeout=READ_TIMEOUT_SECONDS)
+    source = _client(spec, "source", credentials["source"], options, ctx)
+    destination = _client(spec, "destination", credentials["destination"], options, ctx)
+    for role, client, location in (
+        ("source", source, spec.source),
+        ("destination", destination, spec.destination),
+    ):
+        try:
+            await asyncio.to_thread(check_location, client, location, f"spec.{role}")
+        except PreflightError as exc:
+            if credentials[role] is not None:
+                raise
+            raise PreflightError(
+                f"{exc}. The operator checks and lists locations without a credentialsSecret anonymously "
+                "(never with its own identity) until planning runs in pods: name a Secret in "
+                f"spec.{role}.credentialsSecret for a bucket that is not public",
+                reason=exc.reason,
+            ) from exc
     budget = shards_budget(spec)
     if budget < MIN_SHARDS_BYTES:  # only a spec admitted under an older CRD: refuse it before listing
         raise Stalled(
@@ -516,10 +631,35 @@ async def _plan(
     )
     object_filter = ObjectFilter.compile(spec.filter, spec.source.prefix)
     started = time.monotonic()
+    deadline = ctx.settings.listing_deadline_seconds
+    max_objects = ctx.settings.max_objects_per_copyjob
+    where = f"s3://{spec.source.bucket}/{spec.source.prefix}"
 
     def listing() -> None:
         last = time.monotonic()
-        for page in list_pages(source, spec.source.bucket, spec.source.prefix):
+        listed = 0
+        pages = list_pages(
+            source,
+            spec.source.bucket,
+            spec.source.prefix,
+            call=lambda request: call_with_retry(request, LISTING_RETRY),
+        )
+        for page in pages:
+            listed += len(page)
+            # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
+            if max_objects is not None and listed > max_objects:
+                raise Stalled(
+                    TOO_MANY_OBJECTS,
+                    f"{where} holds more than {max_objects:,} objects, the platform's limit for one CopyJob "
+                    "(planning.maxObjects); split it into CopyJobs of narrower source.prefix",
+                )
+            if deadline is not None and time.monotonic() - started > deadline:
+                raise Stalled(
+                    LISTING_TOO_LONG,
+                    f"listing {where} took longer than {format_duration(deadline)}, the platform's limit "
+                    f"(planning.listingDeadlineSeconds), after {listed:,} objects; split it into CopyJobs of "
+                    "narrower source.prefix, or check that spec.source.endpoint is a real S3 service",
+                )
             for obj in page:
                 if object_filter.accepts(obj):
                     planner.add(obj.key, obj.size)
@@ -533,7 +673,16 @@ async def _plan(
                 )
                 last = time.monotonic()
 
-    await asyncio.to_thread(listing)
+    try:
+        await asyncio.to_thread(listing)
+    except RetriesExhausted as exc:
+        # Ferry's words only (retry.classify): what the endpoint answered never reaches a condition.
+        reason = ENDPOINT_NOT_ALLOWED if exc.last.code == "EndpointNotAllowed" else "ListingFailed"
+        raise Stalled(
+            reason,
+            f"listing {where} failed after {exc.attempts} attempt(s): {exc.last.code}: {exc.last.message}; "
+            "it is retried at the next pass",
+        ) from exc
     listed_at = datetime.now(UTC).replace(microsecond=0)
     histogram = planner.histogram()
     first = size_workers(histogram, 1000, spec, ctx.settings, listed_at)

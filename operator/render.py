@@ -2,7 +2,9 @@
 values in, Kubernetes manifests (dicts) out.
 
 Worker pods run under the restricted Pod Security Standard with no Kubernetes token: they hold S3
-credentials only, taken from the Secrets the CopyJob names.
+credentials only, taken from the Secrets the CopyJob names. They get no ambient cloud identity (the
+metadata service is off for the AWS SDK) unless the platform allows workload identity for the namespace;
+then they run under the tenant's own ServiceAccount (`policy.Identity`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from ferry.model import CopyJobSpec
 from ferry.model.plan import SHARDS_FILE, SPEC_FILE, SUMMARY_FILE, Shard
+from ferry.operator.policy import Identity
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 
@@ -151,7 +154,10 @@ def render_job(
     shard_count: int,
     settings: OperatorSettings,
     parallelism: int,
+    *,
+    identity: Identity | None = None,
 ) -> dict[str, Any]:
+    identity = identity or Identity()
     memory = str(sizing.pod_memory_bytes)
     requests: dict[str, str] = {"memory": memory}
     cpu = spec.resources.cpu or settings.default_worker_cpu
@@ -169,6 +175,10 @@ def render_job(
         *_credential_env("DESTINATION", spec.destination.credentials_secret),
         *_credential_env("REPORT", spec.report.credentials_secret if spec.report else None),
     ]
+    if not identity.ambient:
+        # Every location has a Secret: nothing may find the node's instance role instead (IMDS), even
+        # if the worker's code path ever looked for one.
+        env.append({"name": "AWS_EC2_METADATA_DISABLED", "value": "true"})
     pod_labels = labels(owner.name, "worker")
     container = {
         "name": "worker",
@@ -230,7 +240,11 @@ def render_job(
             },
         },
     }
-    if settings.worker_service_account:
+    if identity.service_account:
+        # Workload identity: the tenant's own account (its token is projected by the cloud's webhook,
+        # not mounted as a Kubernetes token).
+        job_spec["template"]["spec"]["serviceAccountName"] = identity.service_account
+    elif settings.worker_service_account:
         job_spec["template"]["spec"]["serviceAccountName"] = settings.worker_service_account
     return {
         "apiVersion": "batch/v1",

@@ -24,11 +24,20 @@ REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "ferry-system"
 RELEASE = "ferry"
 GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
+#: The testbed's S3 servers and pods live on loopback addresses, which the operator refuses as endpoints
+#: unless the platform allows them: the testbed allows them the way a platform allows an internal
+#: endpoint, with the chart value endpoints.allow (FERRY_ALLOWED_ENDPOINTS for the operator process).
+ALLOWED_ENDPOINTS = ("127.0.0.0/8",)
+
+
+def policy_values(allowed: tuple[str, ...] = ALLOWED_ENDPOINTS) -> tuple[str, ...]:
+    """`--set` arguments of the testbed's endpoint policy."""
+    return (f"endpoints.allow={{{','.join(allowed)}}}",) if allowed else ()
 
 
 def render_chart(helm: Path, *values: str) -> list[dict[str, Any]]:
     args = [str(helm), "template", RELEASE, str(REPO / "charts" / "ferry"), "--namespace", NAMESPACE]
-    for value in values:
+    for value in (*policy_values(), *values):
         args += ["--set", value]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]
@@ -105,10 +114,18 @@ class OperatorProcess:
 
 
 def operator_process(
-    controlplane: Any, workdir: Path, interval: float = 1.0, *, server: str | None = None
+    controlplane: Any,
+    workdir: Path,
+    interval: float = 1.0,
+    *,
+    server: str | None = None,
+    allowed_endpoints: tuple[str, ...] = ALLOWED_ENDPOINTS,
+    extra_env: dict[str, str] | None = None,
 ) -> Generator[OperatorProcess, None, None]:
     """Run `ferry operator` as the chart's ServiceAccount, with exactly the chart's RBAC: what the
-    operator may do here is what it may do in a real cluster. `server` points it at a proxy."""
+    operator may do here is what it may do in a real cluster. `server` points it at a proxy;
+    `allowed_endpoints` is its endpoint allow-list (the testbed's loopback by default), `extra_env`
+    further settings (FERRY_* variables, as the chart's values set them)."""
     kubeconfig = controlplane.service_account_kubeconfig(
         NAMESPACE, RELEASE, workdir / "operator.kubeconfig", server=server
     )
@@ -121,10 +138,13 @@ def operator_process(
         "FERRY_WORKER_SERVICE_ACCOUNT": f"{RELEASE}-worker",
         "FERRY_MAX_PODS_PER_JOB": "50",
         "MALLOC_ARENA_MAX": "2",  # as the chart sets it
+        "FERRY_ALLOWED_ENDPOINTS": ",".join(allowed_endpoints),
     }
-    # The operator gets S3 credentials from the CopyJobs' Secrets only, never from its environment.
+    # The operator gets S3 credentials from the CopyJobs' Secrets only, never from its environment
+    # (unless a test gives it an identity on purpose, through `extra_env`, to show it is never used).
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         env.pop(name, None)
+    env.update(extra_env or {})
     handle = OperatorProcess(kubeconfig, workdir / "operator.log", env)
     handle.start()
     try:
@@ -190,7 +210,7 @@ def helm_install(
         "--set",
         f"aggregateIntervalSeconds={aggregate_interval}",
     ]
-    for value in extra_values:
+    for value in (*policy_values(), *extra_values):
         args += ["--set", value]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_seconds + 60, check=False)
     if result.returncode != 0:

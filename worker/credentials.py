@@ -1,7 +1,10 @@
 """Credentials for each CopyJob location, from Secrets named by ``credentialsSecret``. Pure.
 
 `ferry run` finds the Secrets in its input file; worker pods get them as environment variables from the
-same Secrets. A location without ``credentialsSecret`` uses the default AWS credential chain.
+same Secrets. A location without ``credentialsSecret`` uses the default AWS credential chain (in `ferry
+run`, the user's own machine; the operator allows that only where the platform allows workload identity).
+A Secret that is named but absent is an error, never a reason to fall back to whatever identity the
+environment holds.
 """
 
 from __future__ import annotations
@@ -28,16 +31,17 @@ def credentials_from_values(values: Mapping[str, str], where: str) -> Credential
 def resolve(
     location: Location, secrets: Mapping[str, SecretData], field: str, warn: list[str]
 ) -> Credentials | None:
-    """Credentials for ``location``; ``None`` means the default chain. Appends to ``warn`` what the user
-    should know (a named Secret absent from the file)."""
+    """Credentials for ``location``; ``None`` (no ``credentialsSecret``) means the default chain.
+    Raises `InvalidSpec` when the named Secret is not in the file. ``warn`` collects notes for the user
+    (none today; kept for callers that print them)."""
     name = location.credentials_secret
     if name is None:
         return None
     secret = secrets.get(name)
     if secret is None:
-        warn.append(
-            f"{field}.credentialsSecret names Secret {name!r}, which is not in the file; "
-            "using the default AWS credential chain"
+        raise InvalidSpec(
+            f"{field}.credentialsSecret names Secret {name!r}, which is not in the file; add the Secret "
+            f"(kind: Secret, metadata.name: {name}) to the file after a '---' line, or remove "
+            f"{field}.credentialsSecret to use the default AWS credential chain"
         )
-        return None
     return credentials_from_values(secret.values, f"Secret {name!r} (used by {field})")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass
 
 from ferry.model import Filter
+from ferry.worker.globs import GlobSet
 from ferry.worker.objects import ObjectInfo
 
 
@@ -16,21 +15,18 @@ class ObjectFilter:
 
     Globs use shell rules (``*``, ``?``, ``[ab]``) on the key relative to the source prefix; ``*`` also
     crosses ``/``, so ``tmp/*`` excludes everything below ``tmp/``. Exclude wins over include.
+    Matching costs one step per character of the key, whatever the patterns (`globs.GlobSet`): a
+    tenant's pattern cannot make the listing backtrack.
     """
 
     spec: Filter
     source_prefix: str
-    _include: re.Pattern[str] | None
-    _exclude: re.Pattern[str] | None
+    _include: GlobSet
+    _exclude: GlobSet
 
     @classmethod
     def compile(cls, spec: Filter, source_prefix: str) -> ObjectFilter:
-        def union(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-            if not patterns:
-                return None
-            return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), re.DOTALL)
-
-        return cls(spec, source_prefix, union(spec.include), union(spec.exclude))
+        return cls(spec, source_prefix, GlobSet.compile(spec.include), GlobSet.compile(spec.exclude))
 
     def accepts(self, obj: ObjectInfo) -> bool:
         spec = self.spec
@@ -43,6 +39,6 @@ class ObjectFilter:
         if spec.modified_before is not None and obj.last_modified >= spec.modified_before:
             return False
         relative = obj.key[len(self.source_prefix) :]
-        if self._exclude is not None and self._exclude.match(relative):
+        if self._exclude and self._exclude.matches(relative):
             return False
-        return self._include is None or bool(self._include.match(relative))
+        return not self._include or self._include.matches(relative)

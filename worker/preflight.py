@@ -24,16 +24,16 @@ _REASONS = {
     "AllAccessDisabled": ("AccessDenied", "all access to bucket {bucket!r} is disabled"),
     "InvalidAccessKeyId": (
         "CredentialsInvalid",
-        "the access key of {field} is not known at {endpoint}; check {field}.credentialsSecret",
+        "the access key of {field} is not known at {endpoint}; check {credentials}",
     ),
     # versitygw's answer (404) to an access key it has no user for, where AWS answers InvalidAccessKeyId.
     "XAdminUserNotFound": (
         "CredentialsInvalid",
-        "the access key of {field} is not known at {endpoint}; check {field}.credentialsSecret",
+        "the access key of {field} is not known at {endpoint}; check {credentials}",
     ),
     "SignatureDoesNotMatch": (
         "CredentialsInvalid",
-        "the secret key of {field} is wrong for {endpoint}; check {field}.credentialsSecret",
+        "the secret key of {field} is wrong for {endpoint}; check {credentials}",
     ),
     "InvalidToken": ("CredentialsInvalid", "the session token of {field} is invalid"),
     "ExpiredToken": ("CredentialsInvalid", "the session token of {field} has expired"),
@@ -49,8 +49,18 @@ _REASONS = {
 }
 
 
-def check_location(client: Any, location: Location, field: str, policy: RetryPolicy | None = None) -> None:
-    """List at most one key of the location's bucket and prefix; raise `PreflightError` if that fails."""
+def check_location(
+    client: Any,
+    location: Location,
+    field: str,
+    policy: RetryPolicy | None = None,
+    *,
+    credentials: str | None = None,
+) -> None:
+    """List at most one key of the location's bucket and prefix; raise `PreflightError` if that fails.
+
+    ``credentials`` says where the credentials came from (a Secret, environment variables, the default
+    chain), so a rejected key names what to fix; by default, ``<field>.credentialsSecret``."""
     endpoint = location.endpoint or "AWS S3"
     policy = policy or RetryPolicy(max_attempts=3, base_seconds=0.2)
     try:
@@ -61,7 +71,20 @@ def check_location(client: Any, location: Location, field: str, policy: RetryPol
         code = exc.last.code
         if code in _REASONS:
             reason, template = _REASONS[code]
-            message = template.format(bucket=location.bucket, endpoint=endpoint, field=field)
+            message = template.format(
+                bucket=location.bucket,
+                endpoint=endpoint,
+                field=field,
+                credentials=credentials or f"{field}.credentialsSecret",
+            )
+        elif code == "EndpointNotAllowed":  # Ferry's own words: the address and the platform's policy
+            reason = "EndpointNotAllowed"
+            message = f"{exc.last.message}; use an endpoint outside the cluster, or ask the platform team to allow it"
+        elif code in ("ResponseParserError", "UnrecognizedErrorCode"):
+            reason, message = (
+                "NotS3",
+                f"{endpoint} answered, but not like an S3 service; check {field}.endpoint",
+            )
         elif code in ("ConnectionError", "ReadTimeout"):
             reason = "EndpointUnreachable"
             message = f"cannot reach {endpoint}: {exc.last.message}; check {field}.endpoint"

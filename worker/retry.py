@@ -5,6 +5,7 @@ retry loop takes its clock and sleep from the caller so tests control time.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,35 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
+#: Ferry's words for the codes met most often. A message never quotes what the endpoint answered: an
+#: endpoint may be anything (an internal service named by mistake or on purpose), and its words must not
+#: reach a status, an Event or a log. Only the HTTP status and the error code (checked to look like one)
+#: are kept.
+_WORDS = {
+    "NoSuchKey": "the object does not exist",
+    "NoSuchBucket": "the bucket does not exist",
+    "NoSuchUpload": "the multipart upload does not exist",
+    "AccessDenied": "access was denied",
+    "InvalidAccessKeyId": "the access key is not known",
+    "SignatureDoesNotMatch": "the secret key is wrong",
+    "ExpiredToken": "the session token has expired",
+    "InvalidObjectState": "the object is archived",
+    "EntityTooLarge": "the object is too large for the destination",
+    "PreconditionFailed": "the object changed while it was copied",
+    "SlowDown": "the service asked to slow down",
+    "InternalError": "the service failed internally",
+    "ServiceUnavailable": "the service is unavailable",
+    "RequestTimeout": "the service timed out waiting for the request",
+}
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.]{0,63}$")
+
+
+def _code(text: str) -> str:
+    """The error code as the service sent it when it looks like one (S3 codes are CamelCase words,
+    bare HTTP statuses digits), else a word of Ferry's: a code is shown to users, a sentence is not."""
+    return text if _CODE.fullmatch(text) else "UnrecognizedErrorCode"
+
+
 @dataclass(frozen=True)
 class Classified:
     kind: Kind
@@ -65,6 +95,9 @@ def classify(exc: BaseException) -> Classified:
     # botocore is imported lazily so this module stays importable (and testable) without it.
     from botocore.exceptions import (
         ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
         HTTPClientError,
         IncompleteReadError,
         ReadTimeoutError,
@@ -75,25 +108,46 @@ def classify(exc: BaseException) -> Classified:
     )
     from urllib3.exceptions import HTTPError as Urllib3Error
 
+    from ferry.errors import AddressNotAllowed
+
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "Unknown")
-        message = str(error.get("Message") or exc)
+        code = _code(str(error.get("Code") or "Unknown"))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = f"{_WORDS.get(code, 'the service refused the request')} (HTTP {status})"
         if code in _THROTTLE_CODES or status in (429, 503):
             return Classified(Kind.THROTTLE, code, message)
         if code in _TRANSIENT_CODES or status >= 500:
             return Classified(Kind.TRANSIENT, code, message)
         return Classified(Kind.PERMANENT, code, message)
-    if isinstance(exc, (ReadTimeoutError, TimeoutError)):
+    # The endpoint policy refused the address before connecting (the operator's clients; netguard.py).
+    refused = exc if isinstance(exc, AddressNotAllowed) else getattr(exc, "kwargs", {}).get("error")
+    if isinstance(refused, AddressNotAllowed):
+        return Classified(Kind.PERMANENT, "EndpointNotAllowed", str(refused))
+    # botocore's own sentences for these name the endpoint URL only; any other exception text may quote
+    # bytes the endpoint sent (a status line, a banner, an unparsable body), so only its type is kept.
+    if isinstance(exc, ReadTimeoutError):
         return Classified(Kind.TRANSIENT, "ReadTimeout", str(exc))
-    if isinstance(exc, (IncompleteReadError, ResponseStreamingError)):
+    if isinstance(exc, TimeoutError):
+        return Classified(Kind.TRANSIENT, "ReadTimeout", "no answer in time")
+    if isinstance(exc, IncompleteReadError):
         return Classified(Kind.TRANSIENT, "IncompleteBody", str(exc))
-    if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, Urllib3Error)):
+    if isinstance(exc, ResponseStreamingError):
+        return Classified(Kind.TRANSIENT, "IncompleteBody", "the answer broke off")
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError)):
         return Classified(Kind.TRANSIENT, "ConnectionError", str(exc))
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError, Urllib3Error)):
+        return Classified(Kind.TRANSIENT, "ConnectionError", f"the connection failed ({type(exc).__name__})")
     if isinstance(exc, TransientCopyError):
         return Classified(Kind.TRANSIENT, exc.code, str(exc))
+    if type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
+        # e.g. botocore's ResponseParserError, whose text quotes the whole unparsable answer
+        return Classified(Kind.PERMANENT, type(exc).__name__, "the answer is not S3's")
     return Classified(Kind.PERMANENT, type(exc).__name__, str(exc))
+
+
+#: Packages whose exception texts may quote what the endpoint sent.
+_TRANSPORT_MODULES = frozenset({"botocore", "urllib3", "http", "xml", "ssl", "json"})
 
 
 class TransientCopyError(Exception):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 
 from ferry.model import Location
@@ -35,10 +36,14 @@ class ClientOptions:
     max_pool_connections: int = 64
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    #: Without credentials, send unsigned (anonymous) requests rather than look for any: the operator
+    #: never signs with its own identity, whatever its environment or node offers.
+    anonymous: bool = False
 
 
 def make_client(location: Location, credentials: Credentials | None, options: ClientOptions) -> Any:
-    """A thread-safe S3 client for one location; ``credentials=None`` uses the default AWS chain."""
+    """A thread-safe S3 client for one location; ``credentials=None`` uses the default AWS chain, or
+    no credentials at all with ``options.anonymous``."""
     config = Config(
         region_name=location.region or "us-east-1",
         max_pool_connections=options.max_pool_connections,
@@ -52,6 +57,8 @@ def make_client(location: Location, credentials: Credentials | None, options: Cl
         response_checksum_validation="when_required",
         tcp_keepalive=True,
     )
+    if credentials is None and options.anonymous:
+        config = config.merge(Config(signature_version=UNSIGNED))
     kwargs: dict[str, Any] = {}
     if credentials is not None:
         kwargs = {

@@ -7,7 +7,6 @@ module works with frozen values. Field names in messages are the user's (camelCa
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import itertools
 import re
@@ -41,6 +40,8 @@ MAX_BUCKET_LENGTH = 63
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+#: ServiceAccount names are DNS subdomains, like Secret names.
+_SERVICE_ACCOUNT_NAME = _SECRET_NAME
 
 #: A CopyJob's name is the value of the `ferry.dev/copyjob` label on everything it owns, and label values
 #: are at most 63 characters (Kubernetes limits Job names to 63 for the same reason). Child names longer
@@ -68,6 +69,11 @@ _REGION = re.compile(REGION_PATTERN)
 #: spec beside the shard boundaries; 16 Ki characters take at most 192 KiB of JSON (12 bytes for an
 #: escaped character outside the BMP), which leaves the shards more than 700 KiB (`render.shards_budget`).
 MAX_FILTER_CHARACTERS = 16 * 1024
+#: Patterns in filter.include, and again in filter.exclude, and characters in one pattern (the CRD's
+#: maxItems and maxLength). Every listed key is matched against all of them, in time linear in the key
+#: (`worker/globs.py`); these bounds and MAX_FILTER_CHARACTERS keep each step small.
+MAX_FILTER_PATTERNS = 1000
+MAX_PATTERN_LENGTH = MAX_KEY_BYTES
 
 #: What `storage_service` calls every AWS endpoint, and no endpoint at all.
 AWS = "aws"
@@ -180,10 +186,20 @@ def _secret_name(value: str) -> str:
     return value
 
 
+def _service_account_name(value: str) -> str:
+    if len(value) > 253 or not _SERVICE_ACCOUNT_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid ServiceAccount name (lowercase DNS subdomain)")
+    return value
+
+
 def _glob(value: str) -> str:
     if not value:
         raise ValueError("empty pattern")
-    fnmatch.translate(value)
+    if len(value) > MAX_PATTERN_LENGTH:
+        raise ValueError(
+            f"pattern is {len(value)} characters, more than {MAX_PATTERN_LENGTH} (a key's longest); "
+            "shorten it, a '*' stands for any run of characters"
+        )
     return value
 
 
@@ -192,6 +208,7 @@ Region = Annotated[str, Field(min_length=1, max_length=MAX_REGION_LENGTH), After
 Bucket = Annotated[str, AfterValidator(_bucket)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 SecretName = Annotated[str, AfterValidator(_secret_name)]
+ServiceAccountName = Annotated[str, AfterValidator(_service_account_name)]
 Glob = Annotated[str, AfterValidator(_glob)]
 
 
@@ -277,8 +294,8 @@ class Destination(Location):
 class Filter(_Model):
     """Which source objects are copied. Patterns match the key relative to the source prefix."""
 
-    include: tuple[Glob, ...] = ()
-    exclude: tuple[Glob, ...] = ()
+    include: Annotated[tuple[Glob, ...], Field(max_length=MAX_FILTER_PATTERNS)] = ()
+    exclude: Annotated[tuple[Glob, ...], Field(max_length=MAX_FILTER_PATTERNS)] = ()
     min_size: ByteSize | None = None
     max_size: ByteSize | None = None
     modified_after: datetime | None = None
@@ -409,6 +426,10 @@ class CopyJobSpec(_Model):
     suspend: StrictBool = False
     ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31_536_000)] | None = None
     shard_size: ShardSize = ShardSize()
+    #: A ServiceAccount of the CopyJob's namespace for its worker pods, carrying a cloud identity
+    #: (workload identity). Only where the platform allows it, and only for locations without
+    #: credentialsSecret; `ferry run` ignores it.
+    service_account_name: ServiceAccountName | None = None
 
     @model_validator(mode="after")
     def _no_overlap(self) -> CopyJobSpec:

@@ -32,6 +32,12 @@ OPERATOR_ENV = {
     "FERRY_MAX_PODS_PER_JOB",
     "FERRY_MAX_MEMORY_PER_POD",
     "FERRY_MAX_JOBS_PER_NAMESPACE",
+    "FERRY_WORKLOAD_IDENTITY_NAMESPACES",
+    "FERRY_ALLOWED_ENDPOINTS",
+    "FERRY_CLUSTER_CIDRS",
+    "FERRY_MAX_PLANNING_PER_NAMESPACE",
+    "FERRY_LISTING_DEADLINE_SECONDS",
+    "FERRY_MAX_OBJECTS_PER_COPYJOB",
     "FERRY_AGGREGATE_INTERVAL_SECONDS",
     "FERRY_RECONCILE_THREADS",
     "MALLOC_ARENA_MAX",
@@ -121,7 +127,23 @@ def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("setting", ["bogus=1", "image.iamge=x", "worker.maxPodsPerJob=0", "metrics.port=0"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "bogus=1",
+        "image.iamge=x",
+        "worker.maxPodsPerJob=0",
+        "metrics.port=0",
+        # A cloud identity on the shared worker account would be every tenant's.
+        "worker.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/x",
+        "worker.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=x@y.iam.gserviceaccount.com",
+        "workloadIdentity.namespaces={Not_A_Namespace}",
+        "workloadIdentity.everywhere=true",
+        "endpoints.podCIDRs={10.244.0.0}",
+        "endpoints.allow={http://minio:9000}",
+        "planning.maxPerNamespace=0",
+    ],
+)
 def test_values_schema_refuses_bad_values(helm: Path, setting: str) -> None:
     proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting)
     assert proc.returncode != 0, f"--set {setting} was accepted"
@@ -206,6 +228,13 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_MAX_PODS_PER_JOB": "50",
         "FERRY_MAX_MEMORY_PER_POD": "8Gi",
         "FERRY_MAX_JOBS_PER_NAMESPACE": "10",
+        # Secure by default: no workload identity anywhere, only the built-in endpoint refusals.
+        "FERRY_WORKLOAD_IDENTITY_NAMESPACES": "",
+        "FERRY_ALLOWED_ENDPOINTS": "",
+        "FERRY_CLUSTER_CIDRS": "",
+        "FERRY_MAX_PLANNING_PER_NAMESPACE": "2",
+        "FERRY_LISTING_DEADLINE_SECONDS": "7200",
+        "FERRY_MAX_OBJECTS_PER_COPYJOB": "20000000",
         "FERRY_AGGREGATE_INTERVAL_SECONDS": "5",
         "FERRY_RECONCILE_THREADS": "32",
         "MALLOC_ARENA_MAX": "2",
@@ -222,6 +251,29 @@ def test_operator_env_from_values(full_objects: list[dict[str, Any]]) -> None:
     assert env["FERRY_DEFAULT_WORKER_MEMORY"] == "2Gi"
     assert "@sha256:" in env["FERRY_WORKER_IMAGE"]
     assert env["FERRY_WORKER_IMAGE"] == operator_container(full_objects)["image"]
+    assert env["FERRY_WORKLOAD_IDENTITY_NAMESPACES"] == "team-b"
+    assert env["FERRY_ALLOWED_ENDPOINTS"] == "10.20.0.0/16,minio.storage.svc.cluster.local"
+    assert env["FERRY_CLUSTER_CIDRS"] == "10.244.0.0/16,10.96.0.0/12,fd00:10:96::/112"
+    assert (
+        env["FERRY_MAX_PLANNING_PER_NAMESPACE"],
+        env["FERRY_LISTING_DEADLINE_SECONDS"],
+        env["FERRY_MAX_OBJECTS_PER_COPYJOB"],
+    ) == ("3", "600", "5000000")
+
+
+def test_the_operator_reads_the_chart_s_policy(full_objects: list[dict[str, Any]]) -> None:
+    """What the chart renders is what the operator's settings parse (a typo in a CIDR fails here, not
+    at the operator's start in a cluster)."""
+    from ferry.operator.settings import OperatorSettings
+
+    env = {e["name"]: e["value"] for e in operator_container(full_objects)["env"]}
+    settings = OperatorSettings.from_env(env)
+    assert settings.workload_identity_namespaces == ("team-b",)
+    assert settings.endpoints.allowed_hosts == {"minio.storage.svc.cluster.local"}
+    assert [str(n) for n in settings.endpoints.allowed_networks] == ["10.20.0.0/16"]
+    assert "10.96.0.0/12" in {str(n) for n, _what in settings.endpoints.refused}
+    assert (settings.max_planning_per_namespace, settings.listing_deadline_seconds) == (3, 600.0)
+    assert settings.max_objects_per_copyjob == 5_000_000
 
 
 def test_worker_service_account_has_no_token_and_no_rbac(objects: list[dict[str, Any]]) -> None:

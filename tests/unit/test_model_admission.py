@@ -163,6 +163,32 @@ def test_filter_patterns_fit_the_plan(include: list[str], exclude: list[str], ok
 
 
 @pytest.mark.parametrize(
+    ("filter_", "match"),
+    [
+        ({"include": ["*.csv"] * 1001}, "at most 1000 items"),
+        ({"exclude": ["tmp/*"] * 1001}, "at most 1000 items"),
+        ({"include": ["x" * 1025]}, "more than 1024"),
+    ],
+    ids=["too-many-includes", "too-many-excludes", "pattern-too-long"],
+)
+def test_filter_globs_are_bounded_in_count_and_length(filter_: dict[str, Any], match: str) -> None:
+    """The CRD's maxItems and maxLength, in the model too: every listed key meets every pattern."""
+    with pytest.raises(ValidationError, match=match):
+        CopyJobSpec.model_validate(spec(filter=filter_))
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"), [("copier", True), ("team.copier-1", True), ("Copier", False), ("", False)]
+)
+def test_service_account_name(name: str, ok: bool) -> None:
+    if ok:
+        assert CopyJobSpec.model_validate(spec(serviceAccountName=name)).service_account_name == name
+    else:
+        with pytest.raises(ValidationError, match="serviceAccountName"):
+            CopyJobSpec.model_validate(spec(serviceAccountName=name))
+
+
+@pytest.mark.parametrize(
     ("a", "b", "same"), [s[1:] for s in SPELLINGS], ids=[s[0] for s in SPELLINGS]
 )  # fmt: skip
 def test_storage_service_normalizes_spellings(a: str | None, b: str | None, same: bool) -> None:
@@ -205,6 +231,7 @@ def test_the_largest_spec_admitted_leaves_its_plan_room_for_shards() -> None:
             },
             "report": {"bucket": "c" * 63, **location},
             "filter": {"include": [rocket * 1024] * 8, "exclude": ["\x01" * 1024] * 8},
+            "serviceAccountName": "s" * 253,
         }
     )
     assert shards_budget(worst) >= 700 * 1024

@@ -5,16 +5,24 @@ Proves: a foreign plan, Job or ledger stalls the CopyJob with NameConflict and i
 patched or deleted, and nothing is created beside it; a refused plan stalls once and is retried without
 listing the source again; a name too long for a label stalls before anything is listed; pods the Job
 does not control are not counted; sizing comes from the histogram, not from numbers in the ConfigMap.
+
+And the platform's tenancy policy: a location without a Secret stalls (CredentialsRequired) before any
+Secret is read or anything listed, unless the namespace may use workload identity under a ServiceAccount
+of its own; the operator's own clients are never signed with an ambient identity; endpoints the policy
+refuses stall (EndpointNotAllowed) before any request; a namespace plans at most so many CopyJobs at once
+(WaitingForCapacity, dryRun too); a listing past its deadline or object cap stalls once and is not
+started again; what a failing endpoint answered never reaches the status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,11 +34,16 @@ from ferry.operator.kube import Refused
 from ferry.operator.render import job_name, plan_name
 from ferry.operator.settings import OperatorSettings
 from ferry.worker.objects import ObjectInfo
+from ferry.worker.retry import RetryPolicy
 from ferry.worker.statusdoc import FORMAT
 
 NS, NAME, UID = "tenant-a", "migrate", "6f1c2a4e-0000-4000-8000-00000000c0de"
 MiB = 2**20
-SPEC = {"source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}}
+SPEC = {
+    "source": {"bucket": "src-bucket", "credentialsSecret": "src"},
+    "destination": {"bucket": "dst-bucket", "credentialsSecret": "dst"},
+}
+KEYS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-secret"}
 
 
 @dataclass
@@ -42,6 +55,9 @@ class FakeKube:
     refuse: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, name) -> HTTP status
     pod_list: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    secrets: dict[str, dict[str, str]] = field(default_factory=lambda: {"src": KEYS, "dst": KEYS})
+    accounts: set[str] = field(default_factory=lambda: {"ferry-worker"})
+    reads: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of Secrets and accounts
 
     def put(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         stored = copy.deepcopy(body)
@@ -61,10 +77,12 @@ class FakeKube:
         return True
 
     def secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        return None
+        self.reads.append(("Secret", name))
+        return self.secrets.get(name)
 
     def service_account_exists(self, namespace: str, name: str) -> bool:
-        return True
+        self.reads.append(("ServiceAccount", name))
+        return name in self.accounts
 
     def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.objects.get(("ConfigMap", name)))
@@ -126,12 +144,13 @@ class World:
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     listings: list[str] = []
 
-    def list_pages(client: Any, bucket: str, prefix: str) -> Iterator[list[ObjectInfo]]:
+    def list_pages(client: Any, bucket: str, prefix: str, **_: Any) -> Iterator[list[ObjectInfo]]:
         listings.append(bucket)
         stamp = datetime(2026, 1, 1, tzinfo=UTC)
         yield [ObjectInfo(f"k{i:05d}", 100_000, "etag", stamp) for i in range(2000)]
 
     monkeypatch.setattr(rc, "make_client", lambda *a: object())
+    monkeypatch.setattr(rc, "guard_client", lambda client, policy: client)
     monkeypatch.setattr(rc, "check_location", lambda *a: None)
     monkeypatch.setattr(rc, "list_pages", list_pages)
     rc.forget(UID)
@@ -301,3 +320,157 @@ def test_pods_the_job_does_not_control_are_not_counted(world: World) -> None:
     world.kube.pod_list = [pod("real", job_uid)]
     world.run(status)
     assert [w for w in world.kube.writes if w[0] == "patch" and w[2].endswith("-progress")]
+
+
+# -- the platform's tenancy policy ----------------------------------------------------------------
+
+NO_SECRETS = {"source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}}
+
+
+def test_a_copyjob_without_credentials_stalls_before_anything_is_read_or_listed(world: World) -> None:
+    status = world.passes(3, spec=NO_SECRETS)
+    condition = stalled(status)
+    assert condition["reason"] == "CredentialsRequired"
+    assert "spec.source and spec.destination have no credentialsSecret" in condition["message"]
+    assert world.kube.reads == [] and world.kube.writes == [] and world.listings == []
+    assert [e[1] for e in world.events] == ["CredentialsRequired"]
+
+
+def test_workload_identity_runs_under_the_tenant_s_own_account_and_never_the_operator_s(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[tuple[Any, Any]] = []
+    monkeypatch.setattr(rc, "make_client", lambda location, creds, options: made.append((creds, options)))
+    world.settings = replace(
+        world.settings, workload_identity_namespaces=(NS,), worker_service_account="ferry-worker"
+    )
+    world.kube.accounts.add("copier")
+    spec = {**NO_SECRETS, "serviceAccountName": "copier"}
+    status = world.run(spec=spec)
+    assert status["phase"] != "Pending", status
+    # No Secret read; the operator's own requests for those locations are anonymous.
+    assert ("Secret", "src") not in world.kube.reads
+    assert made and all(creds is None and options.anonymous for creds, options in made)
+    pod = world.kube.objects[("Job", job_name(NAME))]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "copier"
+    assert "AWS_EC2_METADATA_DISABLED" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+
+def test_a_tenant_account_that_does_not_exist_stalls(world: World) -> None:
+    world.settings = replace(world.settings, workload_identity_namespaces=(NS,))
+    status = world.run(spec={**NO_SECRETS, "serviceAccountName": "missing"})
+    assert stalled(status)["reason"] == "ServiceAccountMissing"
+    assert "'missing'" in stalled(status)["message"] and world.listings == []
+
+
+def test_workers_with_secrets_get_no_ambient_identity(world: World) -> None:
+    world.run()
+    env = world.kube.objects[("Job", job_name(NAME))]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"} in env
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:9090", "http://[::1]:8080", "http://169.254.169.254", "http://0.0.0.0:80"]
+)
+def test_an_endpoint_the_policy_refuses_stalls_before_any_request(
+    world: World, monkeypatch: pytest.MonkeyPatch, endpoint: str
+) -> None:
+    checked: list[Any] = []
+    monkeypatch.setattr(rc, "check_location", lambda *a: checked.append(a))
+    spec = {**SPEC, "source": {**SPEC["source"], "endpoint": endpoint}}
+    status = world.run(spec=spec)
+    condition = stalled(status)
+    assert condition["reason"] == "EndpointNotAllowed" and "spec.source.endpoint" in condition["message"]
+    assert checked == [] and world.listings == []
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["copy", "dry-run"])
+def test_a_namespace_plans_at_most_its_limit_at_once(world: World, dry_run: bool) -> None:
+    world.settings = replace(world.settings, max_planning_per_namespace=2)
+    rc._planning[NS] = {"other-1", "other-2"}  # two CopyJobs of the namespace listing right now
+    try:
+        status = world.passes(2, spec={**SPEC, "dryRun": dry_run})
+        waiting = next(c for c in status["conditions"] if c["type"] == "Progressing")
+        assert status["phase"] == "Pending" and waiting["reason"] == "WaitingForCapacity"
+        assert "already plans 2 CopyJob(s), the platform's limit is 2" in waiting["message"]
+        assert world.listings == []
+        rc._planning[NS].discard("other-1")  # one of them is done
+        status = world.run(status, spec={**SPEC, "dryRun": dry_run})
+        assert world.listings == ["src-bucket"] and status["phase"] in ("Planned", "Running"), status
+        assert rc._planning[NS] == {"other-2"}  # this one's slot is free again
+    finally:
+        rc._planning.pop(NS, None)
+
+
+def endless(page_size: int) -> Callable[..., Iterator[list[ObjectInfo]]]:
+    def list_pages(client: Any, bucket: str, prefix: str, **_: Any) -> Iterator[list[ObjectInfo]]:
+        stamp = datetime(2026, 1, 1, tzinfo=UTC)
+        for n in itertools.count():
+            yield [ObjectInfo(f"k{n:09d}-{i:04d}", 10, "etag", stamp) for i in range(page_size)]
+
+    return list_pages
+
+
+@pytest.mark.parametrize(
+    ("limits", "page_size", "reason", "fragment"),
+    [
+        ({"listing_deadline_seconds": 0.2}, 0, "ListingTooLong", "planning.listingDeadlineSeconds"),
+        ({"max_objects_per_copyjob": 5000}, 1000, "TooManyObjects", "more than 5,000 objects"),
+    ],
+    ids=["deadline", "object-cap"],
+)
+def test_an_endless_listing_stalls_once_and_is_not_listed_again(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    limits: dict[str, Any],
+    page_size: int,
+    reason: str,
+    fragment: str,
+) -> None:
+    calls: list[int] = []
+    pages = endless(page_size)
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[list[ObjectInfo]]:
+        calls.append(1)
+        return pages(*args, **kwargs)
+
+    monkeypatch.setattr(rc, "list_pages", counted)
+    world.settings = replace(world.settings, **limits)
+    status = world.passes(3)
+    condition = stalled(status)
+    assert condition["reason"] == reason and fragment in condition["message"], condition
+    assert len(calls) == 1  # the next passes stall again without listing
+    assert [e[1] for e in world.events].count(reason) == 1
+    assert not [w for w in world.kube.writes if w[0] == "create"]
+    # A new spec (generation) is listed again.
+    meta_generation = 2
+    ctx = rc.Context(kube=world.kube, settings=world.settings, post=lambda *e: None)  # type: ignore[arg-type]
+    meta = {"name": NAME, "namespace": NS, "uid": UID, "generation": meta_generation}
+    asyncio.run(rc.reconcile(ctx, meta, {**SPEC, "parallelism": 2}, status, 0))
+    assert len(calls) == 2
+
+
+CANARY = "CANARY-" + uuid.uuid4().hex
+
+
+def test_what_a_failing_endpoint_answered_never_reaches_the_status(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    def list_pages(client: Any, bucket: str, prefix: str, call: Any, **_: Any) -> Iterator[list[ObjectInfo]]:
+        def request() -> Any:
+            error: Any = {"Error": {"Code": "InternalError", "Message": CANARY}}
+            raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 500}}, "ListObjectsV2")
+
+        yield call(request)
+
+    monkeypatch.setattr(rc, "list_pages", list_pages)
+    monkeypatch.setattr(
+        rc, "LISTING_RETRY", RetryPolicy(max_attempts=2, base_seconds=0, throttle_base_seconds=0)
+    )
+    status = world.run()
+    condition = stalled(status)
+    assert condition["reason"] == "ListingFailed"
+    assert "InternalError: the service failed internally (HTTP 500)" in condition["message"]
+    assert CANARY not in json.dumps(status) and CANARY not in json.dumps(world.events)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ferry.operator.policy import EndpointPolicy
 from ferry.operator.settings import OperatorSettings
 
 GiB, MiB = 2**30, 2**20
@@ -50,6 +51,30 @@ CASES = [
         {"metrics_port": 9100, "liveness_port": 8081},
     ),
     ("unrelated", {"HOME": "/root", "FERRY_UNKNOWN": "x"}, {}),
+    (
+        "planning-limits",
+        {
+            "FERRY_MAX_PLANNING_PER_NAMESPACE": "2",
+            "FERRY_LISTING_DEADLINE_SECONDS": "7200",
+            "FERRY_MAX_OBJECTS_PER_COPYJOB": "20000000",
+        },
+        {
+            "max_planning_per_namespace": 2,
+            "listing_deadline_seconds": 7200.0,
+            "max_objects_per_copyjob": 20_000_000,
+        },
+    ),
+    ("planning-limits-blank", {"FERRY_LISTING_DEADLINE_SECONDS": " "}, {"listing_deadline_seconds": None}),
+    (
+        "workload-identity",
+        {"FERRY_WORKLOAD_IDENTITY_NAMESPACES": "team-a, team-b"},
+        {"workload_identity_namespaces": ("team-a", "team-b")},
+    ),
+    (
+        "endpoints",
+        {"FERRY_ALLOWED_ENDPOINTS": "127.0.0.0/8,minio.svc", "FERRY_CLUSTER_CIDRS": "10.96.0.0/12"},
+        {"endpoints": EndpointPolicy.build(["127.0.0.0/8", "minio.svc"], ["10.96.0.0/12"])},
+    ),
 ]
 
 
@@ -68,6 +93,9 @@ def test_defaults() -> None:
     assert settings.default_worker_memory is None
     assert settings.worker_image.startswith("ghcr.io/")
     assert settings.aggregate_interval_seconds == 5.0
+    # Secure by default: no workload identity, the built-in endpoint refusals, nothing allowed.
+    assert settings.workload_identity_namespaces == ()
+    assert settings.endpoints.allowed_networks == () and settings.endpoints.allowed_hosts == frozenset()
 
 
 def test_from_env_reads_the_given_mapping_not_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,8 +110,10 @@ def test_from_env_reads_the_given_mapping_not_the_process(monkeypatch: pytest.Mo
         {"FERRY_DEFAULT_WORKER_MEMORY": "lots"},
         {"FERRY_MAX_MEMORY_PER_POD": "-1Gi"},
         {"FERRY_MAX_PODS_PER_JOB": "twenty"},
+        {"FERRY_ALLOWED_ENDPOINTS": "http://minio:9000"},
+        {"FERRY_CLUSTER_CIDRS": "10.96.0.0/40"},
     ],
-    ids=["memory-garbage", "negative-memory", "pods-garbage"],
+    ids=["memory-garbage", "negative-memory", "pods-garbage", "endpoint-url", "cidr-garbage"],
 )
 def test_invalid_values_raise(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):

@@ -10,10 +10,14 @@ from botocore.exceptions import (
     ClientError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     IncompleteReadError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
+from urllib3.exceptions import ProtocolError
 
 from ferry.worker.retry import (
     Classified,
@@ -97,10 +101,37 @@ def test_classify(exc: BaseException, kind: Kind, code: str) -> None:
     assert result.code == code
 
 
-def test_classify_keeps_the_service_message() -> None:
-    assert (
-        classify(client_error("NoSuchKey", 404, "The key does not exist")).message == "The key does not exist"
-    )
+CANARY = "CANARY-7f3a9c-internal-secret"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pytest.param(client_error("NoSuchKey", 404, CANARY), id="error-message"),
+        pytest.param(client_error("InvalidArgument", 400, CANARY), id="unknown-code-message"),
+        pytest.param(client_error(f"<b>{CANARY}</b>", 400, "x"), id="code-that-is-no-code"),
+        pytest.param(client_error("InternalError", 500, CANARY), id="transient-message"),
+        pytest.param(
+            ResponseParserError(f"Unable to parse response, invalid XML received:\n{CANARY}"),
+            id="parser-error",
+        ),
+        pytest.param(
+            HTTPClientError(error=ProtocolError("Connection aborted.", Exception(f"SSH-2.0-{CANARY}"))),
+            id="banner-in-status-line",
+        ),
+        pytest.param(ResponseStreamingError(error=Exception(CANARY)), id="stream-error"),
+    ],
+)
+def test_classify_never_quotes_what_the_endpoint_sent(exc: BaseException) -> None:
+    """Only the HTTP status, the error code and Ferry's words: an endpoint may be an internal service
+    whose answers must not reach statuses, Events or logs."""
+    result = classify(exc)
+    assert CANARY not in result.message and CANARY not in result.code, result
+
+
+def test_classify_words_keep_the_status_and_code() -> None:
+    result = classify(client_error("NoSuchKey", 404, "The key does not exist"))
+    assert (result.code, result.message) == ("NoSuchKey", "the object does not exist (HTTP 404)")
 
 
 @pytest.mark.parametrize(
