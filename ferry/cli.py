@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from typing import NoReturn
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ferry", description="Bulk S3-to-S3 copy jobs.")
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that a usage error of `ferry run ... --output json` also puts a JSON
+    error document on stdout (exit 2), so a script can parse stdout whatever happened."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            from ferry.worker.run import EXIT_INVALID, error_json
+
+            print(json.dumps(error_json(f"{self.prog}: {message}", EXIT_INVALID), indent=2))
+        super().error(message)
+
+
+def _asks_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON output (read before parsing, for parse errors)."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return "--output=json" in argv or any(a == "--output" and b == "json" for a, b in pairs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ferry", description="Bulk S3-to-S3 copy jobs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details to stderr")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     from ferry.worker import run
 
@@ -23,13 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_arguments(run_parser)
     run_parser.set_defaults(handler=run.run_cli)
 
-    worker = commands.add_parser("worker", help="run one shard of a planned CopyJob (inside a worker pod)")
+    worker = commands.add_parser(
+        "worker",
+        help="run one shard of a planned CopyJob (inside a worker pod)",
+        description="Run one shard of a planned CopyJob; configured by the pod's environment and plan.",
+    )
     worker.set_defaults(handler=lambda _args: _worker())
-    operator = commands.add_parser("operator", help="run the CopyJob operator")
+    operator = commands.add_parser(
+        "operator", help="run the CopyJob operator", description="Run the CopyJob operator (kopf)."
+    )
     operator.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
     operator.set_defaults(handler=_operator)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _Parser.json_errors = _asks_json(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "operator":
         code: int = args.handler(args)  # kopf configures logging itself
         return code

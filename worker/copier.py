@@ -24,6 +24,7 @@ from ferry.model.copyjob import Destination, Preserve
 from ferry.worker import checksums
 from ferry.worker.objects import ObjectInfo
 from ferry.worker.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
+from ferry.worker.progress import OK_CODE, Operation
 from ferry.worker.ratelimit import TokenBucket
 from ferry.worker.retry import Classified, Kind, RetryPolicy, TransientCopyError, call_with_retry
 
@@ -64,9 +65,9 @@ class Copier:
     source_bucket: str
     destination_bucket: str
     options: CopyOptions
-    #: Told of every request made and every error seen, as they happen (the engine counts, the limiter
-    #: hears throttles).
-    on_request: Callable[[], None] = lambda: None
+    #: Told of every request when its answer is known, with its operation and `OK_CODE` or the error's
+    #: code, and of every error seen (the engine counts, the limiter hears throttles).
+    on_request: Callable[[Operation, str], None] = lambda _operation, _code: None
     on_error: Callable[[Classified], None] = lambda _error: None
     #: Lean GET/PUT transports for streamed objects (see leans3.py); None: boto3 for everything.
     source_lean: Any = None
@@ -90,13 +91,15 @@ class Copier:
 
     # -- plumbing --------------------------------------------------------------------------------------
 
-    def _call(self, result: CopyResult, operation: Callable[[], Any]) -> Any:
+    def _call(self, result: CopyResult, name: Operation, operation: Callable[[], Any]) -> Any:
         def counted() -> Any:
             self.requests.take()
-            self.on_request()
-            return operation()
+            answer = operation()
+            self.on_request(name, OK_CODE)
+            return answer
 
         def on_error(error: Classified) -> None:
+            self.on_request(name, error.code)
             if error.kind is Kind.THROTTLE:
                 result.throttles += 1
             self.on_error(error)
@@ -131,7 +134,9 @@ class Copier:
         if not self.options.preserve.tags or tag_count == 0:
             return None
         response = self._call(
-            result, lambda: self.source_client.get_object_tagging(Bucket=self.source_bucket, Key=key)
+            result,
+            Operation.GET_TAGGING,
+            lambda: self.source_client.get_object_tagging(Bucket=self.source_bucket, Key=key),
         )
         tags = response.get("TagSet") or []
         return urlencode([(t["Key"], t["Value"]) for t in tags]) if tags else None
@@ -157,7 +162,7 @@ class Copier:
                 raise TransientCopyError("IncompleteBody", f"read {len(body)} of {response['ContentLength']}")
             return response, body
 
-        head, body = self._call(result, fetch)
+        head, body = self._call(result, Operation.GET, fetch)
         self.bandwidth.take(len(body))
         args = self._destination_args(head, self._tagging(obj.key, head.get("TagCount", 0), result))
         args.update(self._verify_single(obj, head, body))
@@ -173,7 +178,7 @@ class Copier:
             )
             return response
 
-        response = self._call(result, put)
+        response = self._call(result, Operation.PUT, put)
         self._check_put(args, response)
 
     def _verify_single(self, obj: ObjectInfo, head: dict[str, Any], body: bytes) -> dict[str, Any]:
@@ -220,7 +225,7 @@ class Copier:
             )
             return response
 
-        response = self._call(result, copy)
+        response = self._call(result, Operation.COPY, copy)
         etag = str(response.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
         if (
             self.options.verify is Verify.ETAG
@@ -235,6 +240,7 @@ class Copier:
     def _multipart(self, obj: ObjectInfo, key: str, result: CopyResult, *, server_side: bool) -> None:
         head = self._call(
             result,
+            Operation.HEAD,
             lambda: self.source_client.head_object(
                 Bucket=self.source_bucket, Key=obj.key, IfMatch=f'"{obj.etag}"', **self._checksum_mode()
             ),
@@ -245,6 +251,7 @@ class Copier:
             args["ChecksumAlgorithm"] = "CRC32C"
         upload = self._call(
             result,
+            Operation.CREATE_MULTIPART,
             lambda: self.destination_client.create_multipart_upload(
                 Bucket=self.destination_bucket, Key=key, **args
             ),
@@ -254,6 +261,7 @@ class Copier:
             parts, whole_crc, digests = self._parts(obj, key, upload_id, size, result, server_side)
             completed = self._call(
                 result,
+                Operation.COMPLETE_MULTIPART,
                 lambda: self.destination_client.complete_multipart_upload(
                     Bucket=self.destination_bucket,
                     Key=key,
@@ -284,7 +292,7 @@ class Copier:
             if buffer is None:
                 buffer = bytearray(min(part_size, size))
             body = memoryview(buffer)[: last - first + 1]
-            self._call(result, partial(self._read_range_into, obj, first, last, body))
+            self._call(result, Operation.GET, partial(self._read_range_into, obj, first, last, body))
             part, digest = self._upload_part(key, upload_id, number, body, result)
             parts.append(part)
             if self.options.verify is Verify.CHECKSUM:
@@ -318,7 +326,7 @@ class Copier:
                 **extra,
             )
 
-        response = self._call(result, upload)
+        response = self._call(result, Operation.UPLOAD_PART, upload)
         part: dict[str, Any] = {"PartNumber": number, "ETag": response["ETag"]}
         if "ChecksumCRC32C" in extra:
             part["ChecksumCRC32C"] = response.get("ChecksumCRC32C") or extra["ChecksumCRC32C"]
@@ -336,6 +344,7 @@ class Copier:
     ) -> dict[str, Any]:
         response = self._call(
             result,
+            Operation.UPLOAD_PART_COPY,
             partial(
                 self.destination_client.upload_part_copy,
                 Bucket=self.destination_bucket,

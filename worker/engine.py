@@ -25,7 +25,15 @@ from ferry.worker.limits import Limiter, LimiterState, TransferReport
 from ferry.worker.listing import ListingFailed, merge_join, prefetch
 from ferry.worker.objects import Action, FailedObject, KeyRange, ObjectInfo, Outcome
 from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
-from ferry.worker.progress import Counts, RateWindow, eta_seconds
+from ferry.worker.progress import (
+    OK_CODE,
+    Counts,
+    LatencyHistogram,
+    Operation,
+    RateWindow,
+    code_label,
+    eta_seconds,
+)
 from ferry.worker.ratelimit import TokenBucket
 from ferry.worker.report import FailureReport
 from ferry.worker.retry import Classified, Kind, RetriesExhausted, RetryPolicy, call_with_retry, classify
@@ -49,6 +57,10 @@ class Progress:
     throttles: int
     retries: int
     requests: int
+    #: Requests by (operation, code label, count); both labels come from bounded sets (progress.py).
+    requests_by: tuple[tuple[str, str, int], ...] = ()
+    #: Seconds per successful transfer since the start.
+    latency: LatencyHistogram = LatencyHistogram()
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class CopyEngine:
     _throttles: int = field(default=0, init=False)
     _retries: int = field(default=0, init=False)
     _requests: int = field(default=0, init=False)
+    _requests_by: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
+    _latency: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
     _started: float | None = field(default=None, init=False)
     _finished: float | None = field(default=None, init=False)
     _rates: RateWindow = field(default_factory=RateWindow, init=False)
@@ -124,7 +138,8 @@ class CopyEngine:
         now = self.clock()
         with self._lock:
             counts = self._counts
-            self._rates.add(now, counts.done, counts.bytes_done)
+            if self._started is not None:  # the window starts with the run (seeded in `run`)
+                self._rates.add(now, counts.done, counts.bytes_done)
             objects_rate, bytes_rate = self._rates.rates()
             elapsed = ((self._finished or now) - self._started) if self._started is not None else 0.0
             return Progress(
@@ -137,11 +152,17 @@ class CopyEngine:
                 throttles=self._throttles,
                 retries=self._retries,
                 requests=self._requests,
+                requests_by=tuple((op, code, n) for (op, code), n in sorted(self._requests_by.items())),
+                latency=self._latency,
             )
 
-    def _count_request(self) -> None:
+    def _count_request(self, operation: Operation, code: str) -> None:
+        """One request answered (``code`` is `OK_CODE` or the error's code), counted when its answer is
+        known so a counter by code never has to take one back."""
+        label = (operation.value, code_label(code))
         with self._lock:
             self._requests += 1
+            self._requests_by[label] = self._requests_by.get(label, 0) + 1
         self.limiter.count_requests()
 
     def _count_error(self, error: Classified) -> None:
@@ -160,6 +181,10 @@ class CopyEngine:
         """Copy everything in the key range; returns when done, or when ``stop`` is set (in-flight finish)."""
         stop = stop or threading.Event()
         self._started = self.clock()
+        with self._lock:
+            # The rate window starts at the run's start with nothing done, so the first rate anyone
+            # reads is measured over the real elapsed time (not 0.0 from a window of one sample).
+            self._rates.add(self._started, 0, 0)
         error: str | None = None
         with ThreadPoolExecutor(self.limiter.ceiling, thread_name_prefix="ferry-copy") as pool:
             in_flight: set[Future[None]] = set()
@@ -194,12 +219,8 @@ class CopyEngine:
     def _pairs(self) -> Iterator[Any]:
         spec = self.spec
         start_after = self.key_range.start_after
-        sources = (
-            obj
-            for obj in prefetch(
-                self._list(self.source_client, spec.source.bucket, spec.source.prefix, start_after)
-            )
-            if self.filter.accepts(obj)
+        sources = prefetch(
+            self._counted(self._list(self.source_client, spec.source.bucket, spec.source.prefix, start_after))
         )
         destinations = None
         if spec.overwrite is not Overwrite.ALWAYS:
@@ -220,14 +241,40 @@ class CopyEngine:
             self.key_range,
         )
 
+    def _counted(self, pages: Iterator[list[ObjectInfo]]) -> Iterator[list[ObjectInfo]]:
+        """Filter the source pages and count them in the lister's thread, ahead of the copier, so the
+        total is known (`Counts.total`) as soon as the listing ends rather than when the copier takes in
+        the last object. Keeps exactly what `merge_join` keeps: in the key range, up to its end."""
+        end = self.key_range.end
+        for page in pages:
+            kept = [obj for obj in page if self.filter.accepts(obj) and self.key_range.contains(obj.key)]
+            past_end = end is not None and bool(page) and page[-1].key > end
+            with self._lock:
+                self._counts = self._counts.list_page(len(kept), sum(obj.size for obj in kept))
+                if past_end:  # nothing further is this shard's
+                    self._counts = replace(self._counts, listed_all=True)
+            yield kept
+            if past_end:
+                return
+        with self._lock:
+            self._counts = replace(self._counts, listed_all=True)
+
     def _list(
         self, client: Any, bucket: str, prefix: str, start_after: str | None
     ) -> Iterator[list[ObjectInfo]]:
-        """Listing pages, each request retried like any other S3 call."""
+        """Listing pages, each request retried like any other S3 call and counted per attempt."""
 
         def call(request: Callable[[], Any]) -> Any:
-            self._count_request()
-            return call_with_retry(request, self.retry, on_error=self._count_error)
+            def attempt() -> Any:
+                answer = request()
+                self._count_request(Operation.LIST, OK_CODE)
+                return answer
+
+            def on_error(error: Classified) -> None:
+                self._count_request(Operation.LIST, error.code)
+                self._count_error(error)
+
+            return call_with_retry(attempt, self.retry, on_error=on_error)
 
         return list_pages(client, bucket, prefix, start_after, call=call)
 
@@ -265,8 +312,10 @@ class CopyEngine:
             result = self.copier.copy(source, target_key)
             throttles = result.throttles
             ok = True
+            seconds = self.clock() - started
             with self._lock:
                 self._counts = self._counts.finish(Outcome.COPIED, source.size)
+                self._latency = self._latency.observe(seconds)
         except RetriesExhausted as exc:
             self._fail(source, exc.last.code, exc.last.message, exc.attempts)
         except Exception as exc:  # a bug or an unexpected library error must not stop the job

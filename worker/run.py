@@ -7,6 +7,9 @@ Exit codes scripts can trust:
     3  the job ran to the end but some objects failed (listed in the report)
     4  the job could not finish: the source listing broke off
     130 interrupted (Ctrl-C); what finished is kept, a re-run skips it
+
+With --output json, stdout holds one JSON document whatever the exit code: the summary of a run, or an
+error document ({"state": "invalid" | "error" | "interrupted", "exitCode", "error", "field", "reason"}).
 """
 
 from __future__ import annotations
@@ -15,16 +18,20 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ferry.errors import FerryError, InvalidSpec, PreflightError
-from ferry.model import CopyJob, CopyJobSpec, format_bytes
-from ferry.model.loading import load_job_file
+from ferry.model import CopyJob, CopyJobSpec, Location, format_bytes
+from ferry.model.loading import JobFile, SecretData, load_job_file
 from ferry.worker import credentials
 from ferry.worker.adaptive import AdaptiveLimiter, IncidentLimiter
 from ferry.worker.budget import (
@@ -38,12 +45,13 @@ from ferry.worker.budget import (
     tune_allocator,
 )
 from ferry.worker.control import ControlConfig, initial_concurrency
-from ferry.worker.display import ProgressDisplay, format_duration
-from ferry.worker.engine import CopyEngine, Summary
+from ferry.worker.display import PLAIN_INTERVAL, ProgressDisplay, format_duration
+from ferry.worker.engine import CopyEngine, Progress, Summary
 from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter, Limiter
 from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
+from ferry.worker.progress import Counts
 from ferry.worker.report import FailureReport
 from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, make_client
@@ -63,8 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--file", required=True, type=Path, help="CopyJob manifest (may also hold Secrets)"
     )
-    parser.add_argument("--output", choices=("text", "json"), default="text", help="final summary format")
-    parser.add_argument("--report", type=Path, help="write failed objects here as JSON lines")
+    parser.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="final summary format on stdout: text (default) or json (one document for every exit code, "
+        "errors included)",
+    )
+    parser.add_argument("--report", type=Path, metavar="PATH", help="write failed objects here as JSON lines")
     parser.add_argument(
         "--policy",
         choices=("adaptive", "fixed", "incident"),
@@ -74,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=int,
+        metavar="N",
         help="with --policy fixed (implied when given alone): transfers in flight, capped by spec.concurrency.max",
     )
     parser.add_argument(
@@ -84,33 +99,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fraction of botocore's CPU) or botocore (the reference path)",
     )
     parser.add_argument(
-        "--timeline", type=Path, help="write one JSON line per second of progress and concurrency"
+        "--timeline",
+        type=Path,
+        metavar="PATH",
+        help="write one JSON line per second of progress and concurrency",
     )
-    parser.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "live", "plain", "none"),
+        default="auto",
+        help="progress on stderr: auto (default; live on a terminal, plain otherwise), live (a redrawn "
+        "bar, a spinner while the source is listed), plain (a line every --progress-interval seconds, "
+        "for logs) or none",
+    )
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=PLAIN_INTERVAL,
+        metavar="SECONDS",
+        help=f"with plain progress: seconds between lines (default {PLAIN_INTERVAL:g})",
+    )
+
+
+class RunFailed(Exception):
+    """Ends `main` before the copy with an exit code, a message for stderr and the fields of the JSON
+    error document."""
+
+    def __init__(
+        self,
+        message: str,
+        exit_code: int = EXIT_INVALID,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        stderr: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.field = field
+        self.reason = reason
+        #: The stderr line when it says more than the message (the file name, the reason).
+        self.stderr = stderr or f"error: {message}"
 
 
 def main(args: argparse.Namespace) -> int:
+    job: CopyJob | None = None
     try:
-        job_file = load_job_file(args.file)
+        job_file = _load(args.file)
+        job = job_file.copyjob
+        return _run(args, job, job_file.secrets)
+    except RunFailed as exc:
+        return _fail(args, exc, job.metadata.name if job else None)
+
+
+def _load(path: Path) -> JobFile:
+    try:
+        return load_job_file(path)
     except InvalidSpec as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
-    job = job_file.copyjob
+        raise RunFailed(str(exc), field=first_field(str(exc))) from exc
+
+
+def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretData]) -> int:
     spec = job.spec
     warnings: list[str] = []
-    try:
-        source_creds = credentials.resolve(spec.source, job_file.secrets, "spec.source", warnings)
-        dest_creds = credentials.resolve(spec.destination, job_file.secrets, "spec.destination", warnings)
-        report_creds = (
-            credentials.resolve(spec.report, job_file.secrets, "spec.report", warnings)
-            if spec.report
-            else None
-        )
-    except InvalidSpec as exc:
-        print(f"error: {args.file}: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    creds: dict[str, credentials.Credentials | None] = {}
+    for field, location in (
+        ("spec.source", spec.source),
+        ("spec.destination", spec.destination),
+        ("spec.report", spec.report),
+    ):
+        if location is None:
+            continue
+        try:
+            creds[field] = credentials.resolve(location, secrets, field, warnings)
+        except InvalidSpec as exc:
+            raise RunFailed(
+                str(exc), field=f"{field}.credentialsSecret", stderr=f"error: {args.file}: {exc}"
+            ) from exc
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    source_creds, dest_creds = creds["spec.source"], creds["spec.destination"]
 
     tune_allocator()
     cgroup = find_cgroup()
@@ -118,18 +186,25 @@ def main(args: argparse.Namespace) -> int:
         budget = detect_budget(cgroup)
         limiter = make_limiter(args.policy, args.concurrency, spec, budget)
     except ValueError as exc:  # a bad FERRY_MEMORY_LIMIT, or a budget that can never hold one transfer
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        raise RunFailed(str(exc), field=first_field(str(exc))) from exc
     options = ClientOptions(max_pool_connections=limiter.ceiling + 8)
     source_client = make_client(spec.source, source_creds, options)
     dest_client = make_client(spec.destination, dest_creds, options)
-    try:
-        check_location(source_client, spec.source, "spec.source")
-        check_location(dest_client, spec.destination, "spec.destination")
-    except PreflightError as exc:
-        limiter.close()
-        print(f"error: {exc} [{exc.reason}]", file=sys.stderr)
-        return EXIT_INVALID
+    for client, location, field, found in (
+        (source_client, spec.source, "spec.source", source_creds),
+        (dest_client, spec.destination, "spec.destination", dest_creds),
+    ):
+        try:
+            origin = credentials_origin(location, found, field, os.environ)
+            check_location(client, location, field, credentials=origin)
+        except PreflightError as exc:
+            limiter.close()
+            raise RunFailed(
+                str(exc),
+                field=preflight_field(field, exc.reason),
+                reason=exc.reason,
+                stderr=f"error: {exc} [{exc.reason}]",
+            ) from exc
 
     lean = args.transport == "lean"
     source_lean = make_lean(spec.source, source_creds, options) if lean else None
@@ -142,8 +217,7 @@ def main(args: argparse.Namespace) -> int:
             part_size = limiter.plan(DEFAULT_PART).part_size
         except BudgetTooSmall as exc:
             limiter.close()
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
+            raise RunFailed(str(exc), field=first_field(str(exc))) from exc
     report = FailureReport(args.report)
     engine = CopyEngine(
         spec=spec,
@@ -163,11 +237,15 @@ def main(args: argparse.Namespace) -> int:
                 stack.enter_context(Timeline(args.timeline, engine.progress))
             if args.progress != "none":
                 live = {"auto": None, "live": True, "plain": False}[args.progress]
-                stack.enter_context(ProgressDisplay(engine.progress, live=live))
+                stack.enter_context(
+                    ProgressDisplay(engine.progress, live=live, plain_interval=args.progress_interval)
+                )
             summary = engine.run(stop)
     finally:
         signal.signal(signal.SIGINT, previous)
         limiter.close()
+    # Taken at once: its rates are those of the run's last window (the throughput at the end).
+    final = engine.progress()
 
     peak = memory_peak(cgroup, budget)
     memory = {
@@ -182,13 +260,15 @@ def main(args: argparse.Namespace) -> int:
         "partSizeBytes": part_size,
     }
     if spec.report is not None and summary.counts.failed:
-        _upload_report(job, report.path, report_creds)
-    _print_summary(job, summary, args.output, memory)
-    if summary.interrupted:
-        return EXIT_INTERRUPTED
+        _upload_report(job, report.path, creds.get("spec.report"))
+    if args.output == "json":
+        print(json.dumps(summary_json(job, summary, memory, final=final), indent=2))
+    else:
+        for line in summary_text(job.metadata.name, summary, final):
+            print(line)
     if summary.error:
-        return EXIT_INCOMPLETE
-    return EXIT_FAILED_OBJECTS if summary.counts.failed else EXIT_OK
+        print(f"error: {summary.error}", file=sys.stderr)
+    return ending(summary).exit_code
 
 
 def make_limiter(
@@ -221,29 +301,134 @@ def _interrupt(stop: threading.Event) -> None:
     stop.set()
 
 
-def summary_json(job: CopyJob, summary: Summary, memory: dict[str, Any] | None = None) -> dict[str, Any]:
+# -- pure renderings of a run's end -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended: the `state` of the JSON summary and the exit code."""
+
+    state: str
+    exit_code: int
+
+
+def ending(summary: Summary) -> Ending:
+    if summary.interrupted:
+        return Ending("interrupted", EXIT_INTERRUPTED)
+    if summary.error:
+        return Ending("incomplete", EXIT_INCOMPLETE)
+    if summary.counts.failed:
+        return Ending("failed", EXIT_FAILED_OBJECTS)
+    return Ending("complete", EXIT_OK)
+
+
+def not_copied(counts: Counts) -> tuple[int, bool]:
+    """Objects not copied (neither copied nor already present) and whether that is exact. While the
+    source had not been listed to its end, only a lower bound is known: what was listed and not done."""
+    handled = counts.copied + counts.skipped
+    total = counts.total
+    if total is not None:
+        return total - handled, True
+    return max(counts.listed, counts.discovered) - handled, False
+
+
+def accounted(counts: Counts) -> tuple[int, int, int]:
+    """Total objects, total bytes and objects pending, by the best total known: the listed total once
+    the source listing ended (an interrupted run knows it even though the copier never took in the
+    rest), else what the copier took in. total = copied + skipped + failed + pending either way."""
+    total = counts.total if counts.total is not None else counts.discovered
+    total_bytes = counts.bytes_total if counts.bytes_total is not None else counts.bytes_discovered
+    return total, total_bytes, total - counts.done
+
+
+def _rates(summary: Summary, final: Progress | None) -> dict[str, float]:
+    duration = summary.duration_seconds
+    return {
+        "objectsPerSecond": round(summary.objects_per_second, 2),
+        "bytesPerSecond": round(summary.counts.bytes_copied / duration, 1) if duration > 0 else 0.0,
+        "finalObjectsPerSecond": round(final.objects_per_second, 2) if final else 0.0,
+        "finalBytesPerSecond": round(final.bytes_per_second, 1) if final else 0.0,
+    }
+
+
+def ending_line(summary: Summary) -> str | None:
+    """The line that says how the run ended when it did not simply end well."""
+    end = ending(summary)
+    missing, exact = not_copied(summary.counts)
+    if exact:
+        left = f"{missing:,} of {summary.counts.total:,} objects not copied"
+    elif missing:
+        left = f"at least {missing:,} objects not copied (the source was still being listed)"
+    else:
+        left = "the objects not listed yet were not copied (the source was still being listed)"
+    if end.state == "interrupted":
+        return f"INTERRUPTED: {left}; run again to resume (what is done is kept and skipped)"
+    if end.state == "incomplete":
+        return f"INCOMPLETE: {summary.error}; {left}; run again to resume"
+    if end.state == "failed":
+        return (
+            f"FAILED: {summary.counts.failed:,} objects could not be copied (all of them in "
+            f"{summary.report_path}); run again to retry them"
+        )
+    return None
+
+
+def summary_text(name: str, summary: Summary, final: Progress | None = None) -> list[str]:
+    """The text summary: counts and duration, average and final throughput, failures, how it ended."""
     c = summary.counts
+    rates = _rates(summary, final)
+    total, total_bytes, pending = accounted(c)
+    lines = [
+        f"{name}: {total:,} objects ({format_bytes(total_bytes)}): "
+        f"{c.copied:,} copied ({format_bytes(c.bytes_copied)}), {c.skipped:,} skipped, {c.failed:,} failed"
+        + (f", {pending:,} not done" if pending else "")
+        + f" in {format_duration(summary.duration_seconds)}",
+        f"  throughput: {rates['objectsPerSecond']:,.1f} objects/s "
+        f"({format_bytes(int(rates['bytesPerSecond']))}/s) on average"
+        + (
+            f", {rates['finalObjectsPerSecond']:,.1f} objects/s "
+            f"({format_bytes(int(rates['finalBytesPerSecond']))}/s) at the end"
+            if final is not None
+            else ""
+        ),
+    ]
+    lines += [f"  failed: {f.key!r}: {f.code}: {f.message}" for f in summary.failures[:10]]
+    line = ending_line(summary)
+    if line:
+        lines.append(line)
+    return lines
+
+
+def summary_json(
+    job: CopyJob, summary: Summary, memory: dict[str, Any] | None = None, *, final: Progress | None = None
+) -> dict[str, Any]:
+    c = summary.counts
+    end = ending(summary)
+    missing, exact = not_copied(c)
+    total, total_bytes, pending = accounted(c)
     document = {
         "name": job.metadata.name,
+        "state": end.state,
+        "exitCode": end.exit_code,
         "complete": summary.complete,
         "objects": {
-            "total": c.discovered,
+            "total": total,
             "copied": c.copied,
             "skipped": c.skipped,
             "failed": c.failed,
-            "pending": c.pending,
+            "pending": pending,
         },
         "bytes": {
-            "total": c.bytes_discovered,
+            "total": total_bytes,
             "copied": c.bytes_copied,
             "skipped": c.bytes_skipped,
             "failed": c.bytes_failed,
         },
+        # Objects neither copied nor already present; a lower bound when the listing had not ended.
+        "notCopied": missing,
+        "totalKnown": exact,
         "durationSeconds": round(summary.duration_seconds, 3),
-        "objectsPerSecond": round(summary.objects_per_second, 2),
-        "bytesPerSecond": round(c.bytes_copied / summary.duration_seconds, 1)
-        if summary.duration_seconds
-        else 0,
+        **_rates(summary, final),
         "requests": summary.requests,
         "retries": summary.retries,
         "throttles": summary.throttles,
@@ -251,6 +436,7 @@ def summary_json(job: CopyJob, summary: Summary, memory: dict[str, Any] | None =
         "report": summary.report_path if c.failed else None,
         "error": summary.error,
         "interrupted": summary.interrupted,
+        "message": ending_line(summary),
     }
     if memory is not None:
         # Peak from the cgroup when the run has a memory limit (what the kernel's OOM killer compares).
@@ -258,23 +444,76 @@ def summary_json(job: CopyJob, summary: Summary, memory: dict[str, Any] | None =
     return document
 
 
-def _print_summary(job: CopyJob, summary: Summary, output: str, memory: dict[str, Any] | None = None) -> None:
-    if output == "json":
-        print(json.dumps(summary_json(job, summary, memory), indent=2))
-        return
-    c = summary.counts
-    print(
-        f"{job.metadata.name}: {c.discovered:,} objects ({format_bytes(c.bytes_discovered)}): "
-        f"{c.copied:,} copied ({format_bytes(c.bytes_copied)}), {c.skipped:,} skipped, {c.failed:,} failed"
-        + (f", {c.pending:,} not done" if c.pending else "")
-        + f" in {format_duration(summary.duration_seconds)} ({summary.objects_per_second:,.1f} objects/s)"
+def error_json(
+    message: str,
+    exit_code: int,
+    *,
+    name: str | None = None,
+    field: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The JSON document of a run that ended before (or instead of) a summary."""
+    state = {EXIT_INVALID: "invalid", EXIT_INTERRUPTED: "interrupted"}.get(exit_code, "error")
+    return {
+        "name": name,
+        "state": state,
+        "exitCode": exit_code,
+        "complete": False,
+        "error": message,
+        "field": field,
+        "reason": reason,
+    }
+
+
+_FIELD_LINE = re.compile(r"^((?:spec|metadata)(?:\.[A-Za-z0-9_]+|\[\d+\])+): ", re.MULTILINE)
+_FIELD_ANYWHERE = re.compile(r"\b(spec(?:\.[A-Za-z][A-Za-z0-9_]*)+)")
+
+
+def first_field(message: str) -> str | None:
+    """The first field a message names: a validation line (`spec.overwirte: unknown field`), else the
+    first `spec.…` path in the text (`set spec.resources.memory to …`)."""
+    match = _FIELD_LINE.search(message) or _FIELD_ANYWHERE.search(message)
+    return match.group(1) if match else None
+
+
+#: The field of a location a preflight reason points at (reasons not listed point at the location).
+_PREFLIGHT_FIELDS = {
+    "BucketNotFound": "bucket",
+    "EndpointUnreachable": "endpoint",
+    "NotS3": "endpoint",
+    "RegionMismatch": "region",
+}
+
+
+def preflight_field(location_field: str, reason: str) -> str:
+    sub = _PREFLIGHT_FIELDS.get(reason)
+    return f"{location_field}.{sub}" if sub else location_field
+
+
+def credentials_origin(
+    location: Location, found: credentials.Credentials | None, field: str, environ: Mapping[str, str]
+) -> str:
+    """Where the credentials of ``location`` came from, as an error message names it: the Secret when
+    one was used, else what the default AWS credential chain will have found first."""
+    name = location.credentials_secret
+    if found is not None:
+        return f"Secret {name!r} named by {field}.credentialsSecret"
+    why = (
+        f"Secret {name!r} named by {field}.credentialsSecret is not in the file"
+        if name
+        else f"{field} sets no credentialsSecret"
     )
-    for failure in summary.failures[:10]:
-        print(f"  failed: {failure.key!r}: {failure.code}: {failure.message}")
-    if c.failed:
-        print(f"  all {c.failed:,} failed objects: {summary.report_path}")
-    if summary.error:
-        print(f"error: {summary.error}", file=sys.stderr)
+    if environ.get(credentials.ACCESS_KEY):
+        return (
+            f"the environment variables {credentials.ACCESS_KEY}/{credentials.SECRET_KEY} "
+            f"({why}, so the default AWS credential chain used them)"
+        )
+    if environ.get("AWS_PROFILE"):
+        return f"the AWS profile {environ['AWS_PROFILE']!r} named by AWS_PROFILE ({why})"
+    return (
+        "the default AWS credential chain: ~/.aws/credentials, ~/.aws/config, or the instance or "
+        f"container role ({why})"
+    )
 
 
 def _upload_report(job: CopyJob, path: Path, creds: credentials.Credentials | None) -> None:
@@ -285,9 +524,27 @@ def _upload_report(job: CopyJob, path: Path, creds: credentials.Credentials | No
         print(f"report: {target}", file=sys.stderr)
 
 
+def _fail(args: argparse.Namespace, failure: RunFailed, name: str | None) -> int:
+    print(failure.stderr, file=sys.stderr)
+    if getattr(args, "output", "text") == "json":
+        document = error_json(
+            str(failure), failure.exit_code, name=name, field=failure.field, reason=failure.reason
+        )
+        print(json.dumps(document, indent=2))
+    return failure.exit_code
+
+
 def run_cli(args: argparse.Namespace) -> int:
     try:
         return main(args)
     except FerryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return _fail(args, RunFailed(str(exc), field=first_field(str(exc))), None)
+    except KeyboardInterrupt:  # the second Ctrl-C: no summary, but a document saying why
+        message = (
+            "aborted by a second Ctrl-C before the summary; what was copied is kept; run again to resume"
+        )
+        return _fail(args, RunFailed(message, EXIT_INTERRUPTED), None)
+    except Exception as exc:  # a bug: the traceback goes to stderr, scripts still get a document
+        traceback.print_exc()
+        message = f"internal error: {type(exc).__name__}: {exc} (a bug: please report it with the log)"
+        return _fail(args, RunFailed(message, EXIT_INTERNAL), None)

@@ -1,5 +1,11 @@
 """The worker's HTTP endpoints on its pod IP: `/status` (JSON for the operator), `/metrics` (Prometheus)
-and `/healthz`. A thin adapter: documents come from `statusdoc`, metrics from the engine's snapshot."""
+and `/healthz`. A thin adapter: documents come from `statusdoc`, metrics from the engine's snapshot.
+
+Metrics follow Prometheus conventions: counters end in `_total` (the client adds it), transfer time is a
+histogram (`ferry_transfer_seconds_bucket{le}`: quantiles can be aggregated across pods, which gauges
+of per-pod quantiles never can), and every label takes its values from a small fixed set — never a key,
+a bucket or a server's free text (see `progress.code_label`).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,37 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ferry.worker.engine import Progress
+from ferry.worker.progress import LatencyHistogram
+
+
+def _bound(value: float) -> str:
+    """A bucket bound as Prometheus writes it (`0.005`, `1.0`, `+Inf`)."""
+    return "+Inf" if value == float("inf") else repr(float(value))
+
+
+def latency_family(histogram: LatencyHistogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        "ferry_transfer_seconds",
+        "Seconds per successfully copied object, from its first request to its last",
+        buckets=[(_bound(bound), count) for bound, count in histogram.cumulative()],
+        sum_value=histogram.total_seconds,
+    )
+
+
+def requests_family(requests_by: tuple[tuple[str, str, int], ...]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "ferry_requests",
+        "S3 requests answered, by operation and by answer: 2xx, an S3 error code, an HTTP status class "
+        "or other",
+        labels=["operation", "code"],
+    )
+    for operation, code, count in requests_by:
+        family.add_metric([operation, code], count)
+    return family
 
 
 class EngineCollector(Collector):
@@ -48,18 +81,8 @@ class EngineCollector(Collector):
             "ferry_throttles", "Throttling answers (503 SlowDown, 429)", value=p.throttles
         )
         yield CounterMetricFamily("ferry_retries", "Retried requests", value=p.retries)
-        yield CounterMetricFamily("ferry_requests", "S3 requests made", value=p.requests)
-        latency = GaugeMetricFamily(
-            "ferry_transfer_latency_seconds", "Transfer time quantiles (recent)", labels=["quantile"]
-        )
-        for q, value in (
-            ("0.5", limiter.latency_p50),
-            ("0.95", limiter.latency_p95),
-            ("0.99", limiter.latency_p99),
-        ):
-            if value is not None:
-                latency.add_metric([q], value)
-        yield latency
+        yield requests_family(p.requests_by)
+        yield latency_family(p.latency)
 
 
 class StatusServer:

@@ -226,7 +226,10 @@ def test_below_the_smallest_workable_budget_it_exits_2_at_once_naming_the_field_
     assert "spec.resources.memory" in ran.stderr, ran.stderr
     needed = ran.stderr.split("at least ", 1)[1].split("Mi", 1)[0]
     assert limit_bytes(limit) < int(needed) * MiB < 2 * limit_bytes(limit), ran.stderr
-    assert ran.stdout == ""  # nothing was copied, so no summary claims otherwise
+    # Scripts get a document that says the run was refused, never a summary of a copy.
+    refused = json.loads(ran.stdout)
+    assert refused["state"] == "invalid" and refused["exitCode"] == 2
+    assert "spec.resources.memory" in refused["error"]
     assert not server.client().list_objects_v2(Bucket=destination).get("Contents")
 
 
