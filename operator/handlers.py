@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +26,23 @@ COPYJOBS = Gauge("ferry_copyjobs", "CopyJobs seen by this operator, by phase", [
 RECONCILE_ERRORS = Counter("ferry_reconcile_errors", "Reconciliations that raised an error")
 SETTINGS = OperatorSettings.from_env()
 _phases: dict[str, str] = {}
+#: What Events name as their source (`kubectl describe`'s "From", `reportingComponent`): kopf's default is "kopf".
+REPORTING_COMPONENT = "ferry-operator"
+_TICK = re.compile(r"^Timer '[^']*' succeeded\.$")
+
+
+class QuietTicks(logging.Filter):
+    """Demotes kopf's ``Timer 'reconcile' succeeded.`` to DEBUG.
+
+    kopf logs it at INFO after every timer run: every few seconds for every unfinished CopyJob, drowning the
+    lines that matter. The line stays visible with ``ferry --verbose operator``. Failures are not touched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _TICK.match(record.getMessage()):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 @kopf.on.startup()
@@ -39,6 +58,14 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="ferry.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="ferry.dev")
     settings.posting.level = logging.INFO
+    # Events come from the Ferry operator, not from "kopf"; the instance is the operator's pod.
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = os.environ.get("HOSTNAME") or REPORTING_COMPONENT
+    settings.posting.event_name_prefix = "ferry-"
+    # kopf's per-object logger: its lines carry the CopyJob and are printed as "[namespace/name] ...".
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietTicks) for f in objects.filters):
+        objects.addFilter(QuietTicks())
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     memo.kube = Kube(threads=SETTINGS.reconcile_threads)

@@ -246,12 +246,35 @@ class Verify(StrEnum):
 class Location(_Model):
     """Where objects are read from or written to."""
 
-    bucket: Bucket
-    prefix: Prefix = ""
-    endpoint: Endpoint | None = None
-    region: Region | None = None
-    addressing_style: AddressingStyle = AddressingStyle.AUTO
-    credentials_secret: SecretName | None = None
+    bucket: Bucket = Field(description="Bucket name: 3-63 lowercase letters, digits, '.' and '-'.")
+    prefix: Prefix = Field(
+        default="",
+        description='Only keys under this prefix (default "", the whole bucket); at most 1024 bytes of UTF-8. '
+        "Matched case-sensitively, as S3 does.",
+    )
+    endpoint: Endpoint | None = Field(
+        default=None,
+        description="An S3-compatible endpoint: scheme, host and port only, e.g. https://s3.example.com "
+        "(default: AWS's endpoint for the region). The host is a DNS name (no '_', no trailing '.') or an [IPv6] address, as botocore "
+        "requires; the platform may refuse endpoints it does not allow (EndpointNotAllowed).",
+    )
+    region: Region | None = Field(
+        default=None,
+        description="The region requests are signed for, as botocore spells it: eu-west-1, not eu_west_1 "
+        "(default: botocore's default). Use the bucket's region: a wrong one makes every request fail.",
+    )
+    addressing_style: AddressingStyle = Field(
+        default=AddressingStyle.AUTO,
+        description="How the bucket is addressed: auto (default; botocore chooses), path "
+        "(https://host/bucket/key, what most S3-compatible servers need) or virtual (https://bucket.host/key).",
+    )
+    credentials_secret: SecretName | None = Field(
+        default=None,
+        description="Name of a Secret in the CopyJob's namespace with AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (and optionally AWS_SESSION_TOKEN); only worker and planner pods read it. "
+        "Required, unless the platform allows workload identity in this namespace and "
+        "spec.serviceAccountName is set.",
+    )
 
     def same_service(self, other: Location) -> bool:
         """True when both locations are served by the same endpoint with the same credentials."""
@@ -263,8 +286,13 @@ class Location(_Model):
 
 
 class ServerSideEncryption(_Model):
-    type: Literal["aws:kms", "AES256"]
-    kms_key_id: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    type: Literal["aws:kms", "AES256"] = Field(
+        description="aws:kms (SSE-KMS) or AES256 (SSE-S3): how the destination encrypts every object written."
+    )
+    kms_key_id: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description="The KMS key (id, ARN or alias) for type aws:kms (default: the account's AWS-managed key).",
+    )
 
     @model_validator(mode="after")
     def _key_only_with_kms(self) -> ServerSideEncryption:
@@ -287,19 +315,45 @@ class Destination(Location):
             "EXPRESS_ONEZONE",
         ]
         | None
-    ) = None
-    server_side_encryption: ServerSideEncryption | None = None
+    ) = Field(
+        default=None,
+        description="The storage class of every object written (default: the destination bucket's default).",
+    )
+    server_side_encryption: ServerSideEncryption | None = Field(
+        default=None,
+        description="Server-side encryption of every object written (default: the bucket's default).",
+    )
 
 
 class Filter(_Model):
     """Which source objects are copied. Patterns match the key relative to the source prefix."""
 
-    include: Annotated[tuple[Glob, ...], Field(max_length=MAX_FILTER_PATTERNS)] = ()
-    exclude: Annotated[tuple[Glob, ...], Field(max_length=MAX_FILTER_PATTERNS)] = ()
-    min_size: ByteSize | None = None
-    max_size: ByteSize | None = None
-    modified_after: datetime | None = None
-    modified_before: datetime | None = None
+    include: Annotated[tuple[Glob, ...], Field(max_length=MAX_FILTER_PATTERNS)] = Field(
+        default=(),
+        description="Copy only keys matching one of these shell globs (default: every key): '*' is any run of "
+        "characters, '/' included, '?' one character, [ab] one of a set. The whole key relative to "
+        "source.prefix must match.",
+    )
+    exclude: Annotated[tuple[Glob, ...], Field(max_length=MAX_FILTER_PATTERNS)] = Field(
+        default=(), description="Skip keys matching one of these patterns, even when include matches them."
+    )
+    min_size: ByteSize | None = Field(
+        default=None,
+        description="Copy only objects of at least this many bytes (an integer or a quantity such as 1Mi).",
+    )
+    max_size: ByteSize | None = Field(
+        default=None,
+        description="Copy only objects of at most this many bytes (an integer or a quantity such as 5Gi).",
+    )
+    modified_after: datetime | None = Field(
+        default=None,
+        description="Copy only objects last modified after this time (RFC 3339 with a time zone, e.g. "
+        "2024-01-01T00:00:00Z).",
+    )
+    modified_before: datetime | None = Field(
+        default=None,
+        description="Copy only objects last modified before this time (RFC 3339 with a time zone).",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> Filter:
@@ -326,9 +380,12 @@ class Filter(_Model):
 class ObjectSizes(_Model):
     """The object-size distribution the user expects; planning replaces it with the measured one."""
 
-    median: ByteSize | None = None
-    p99: ByteSize | None = None
-    max: ByteSize | None = None
+    median: ByteSize | None = Field(
+        default=None,
+        description="The size half of the objects are below (an integer or a quantity such as 100Ki).",
+    )
+    p99: ByteSize | None = Field(default=None, description="The size 99% of the objects are below.")
+    max: ByteSize | None = Field(default=None, description="The size of the largest object.")
 
     @model_validator(mode="after")
     def _ordered(self) -> ObjectSizes:
@@ -340,13 +397,25 @@ class ObjectSizes(_Model):
 
 
 class Preserve(_Model):
-    metadata: StrictBool = True
-    tags: StrictBool = True
+    metadata: StrictBool = Field(
+        default=True,
+        description="Copy user metadata and the Content-Type, -Encoding, -Language, -Disposition, "
+        "Cache-Control and Expires headers (default true).",
+    )
+    tags: StrictBool = Field(default=True, description="Copy object tags (default true).")
 
 
 class Concurrency(_Model):
-    max: Annotated[StrictInt, Field(ge=1, le=4096)] = 512
-    initial: Annotated[StrictInt, Field(ge=1, le=4096)] | None = None
+    max: Annotated[StrictInt, Field(ge=1, le=4096)] = Field(
+        default=512,
+        description="Transfers in flight per worker pod at most (default 512); the adaptive manager never "
+        "goes above it.",
+    )
+    initial: Annotated[StrictInt, Field(ge=1, le=4096)] | None = Field(
+        default=None,
+        description="Transfers in flight per worker pod at start (default: planned from the object sizes); "
+        "the adaptive manager moves from there on objects/s, memory and throttling.",
+    )
 
     @model_validator(mode="after")
     def _initial_le_max(self) -> Concurrency:
@@ -356,8 +425,15 @@ class Concurrency(_Model):
 
 
 class RateLimit(_Model):
-    requests_per_second: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 0
-    bytes_per_second: ByteSize = 0
+    requests_per_second: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = Field(
+        default=0,
+        description="S3 requests per second each worker pod makes at most (default 0: unlimited).",
+    )
+    bytes_per_second: ByteSize = Field(
+        default=0,
+        description="Bytes per second each worker pod copies at most, an integer or a quantity such as "
+        "100Mi (default 0: unlimited).",
+    )
 
 
 class Report(Location):
@@ -367,8 +443,14 @@ class Report(Location):
 class Target(_Model):
     """What the operator sizes parallelism for: a rate, or a time by which the copy should be done."""
 
-    objects_per_second: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = None
-    deadline: datetime | None = None
+    objects_per_second: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = Field(
+        default=None, description="Size parallelism to copy this many objects per second."
+    )
+    deadline: datetime | None = Field(
+        default=None,
+        description="Size parallelism to finish by this time (RFC 3339 with a time zone, e.g. "
+        "2026-12-01T00:00:00Z).",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> Target:
@@ -396,40 +478,113 @@ def _cpu(value: Any) -> str:
 class Resources(_Model):
     """Worker pod resources. ``memory: auto`` (default) sizes the pod from the object-size histogram."""
 
-    memory: Annotated[Literal["auto"] | int, BeforeValidator(_memory)] = "auto"
-    cpu: Annotated[str, BeforeValidator(_cpu)] | None = None
+    memory: Annotated[Literal["auto"] | int, BeforeValidator(_memory)] = Field(
+        default="auto",
+        description='Memory limit of each worker pod: "auto" (default) sizes it from the object sizes, or a '
+        "byte size such as 2Gi. The platform may cap it.",
+    )
+    cpu: Annotated[str, BeforeValidator(_cpu)] | None = Field(
+        default=None,
+        description="CPU request of each worker pod, such as 500m or 2 (default: the platform's).",
+    )
 
 
 class ShardSize(_Model):
     """Upper bounds of one shard (one Indexed Job completion); absent = chosen by planning."""
 
-    max_objects: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = None
-    max_bytes: ByteSize | None = None
+    max_objects: Annotated[StrictInt, Field(ge=1, le=100_000_000)] | None = Field(
+        default=None, description="Objects in one shard at most (default: chosen by planning)."
+    )
+    max_bytes: ByteSize | None = Field(
+        default=None,
+        description="Bytes in one shard at most, an integer or a quantity such as 50Gi (default: chosen "
+        "by planning).",
+    )
 
 
 class CopyJobSpec(_Model):
-    source: Location
-    destination: Destination
-    filter: Filter = Filter()
-    object_sizes: ObjectSizes = ObjectSizes()
-    overwrite: Overwrite = Overwrite.IF_DIFFERENT
-    verify: Verify = Verify.CHECKSUM
-    preserve: Preserve = Preserve()
-    concurrency: Concurrency = Concurrency()
-    rate_limit: RateLimit = RateLimit()
-    report: Report | None = None
+    """What to copy, and how. Read when the CopyJob is planned; afterwards only parallelism, suspend and
+    ttlSecondsAfterFinished take effect on a running job (the plan ConfigMap keeps the spec it was planned
+    with)."""
+
+    source: Location = Field(description="Where objects are read from.")
+    destination: Destination = Field(
+        description="Where objects are written; destination.prefix replaces source.prefix in every key."
+    )
+    filter: Filter = Field(
+        default=Filter(),
+        description="Which source objects are copied (default: all under source.prefix); patterns match the "
+        "key relative to source.prefix.",
+    )
+    object_sizes: ObjectSizes = Field(
+        default=ObjectSizes(),
+        description="The object sizes you expect; sizing uses them until planning has measured the real ones.",
+    )
+    overwrite: Overwrite = Field(
+        default=Overwrite.IF_DIFFERENT,
+        description="Which destination objects are written: ifDifferent (default) copies what is missing or "
+        "differs (size and ETag or checksum); never copies only what is missing; always copies everything.",
+    )
+    verify: Verify = Field(
+        default=Verify.CHECKSUM,
+        description="How each copy is checked: checksum (default; CRC32C computed while streaming and compared "
+        "end to end), etag (Content-MD5 and plain MD5 ETags) or size.",
+    )
+    preserve: Preserve = Field(
+        default=Preserve(), description="What is copied beside the data (default: everything)."
+    )
+    concurrency: Concurrency = Field(
+        default=Concurrency(),
+        description="Transfers in flight per worker pod; the adaptive manager chooses the level below max.",
+    )
+    rate_limit: RateLimit = Field(
+        default=RateLimit(),
+        description="Limits on each worker pod's requests and bytes per second (default: unlimited).",
+    )
+    report: Report | None = Field(
+        default=None,
+        description="Where the list of failed objects is written as JSON lines (default: no report; a sample "
+        "of 20 stays in status.failedObjects).",
+    )
     # Fields the operator acts on; `ferry run` accepts them and uses none but dryRun.
-    parallelism: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
-    target: Target | None = None
-    resources: Resources = Resources()
-    dry_run: StrictBool = False
-    suspend: StrictBool = False
-    ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31_536_000)] | None = None
-    shard_size: ShardSize = ShardSize()
-    #: A ServiceAccount of the CopyJob's namespace for its worker pods, carrying a cloud identity
-    #: (workload identity). Only where the platform allows it, and only for locations without
-    #: credentialsSecret; `ferry run` ignores it.
-    service_account_name: ServiceAccountName | None = None
+    parallelism: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
+        default=None,
+        description="Worker pods (default: sized by the operator from target and the plan; never more than "
+        "the shards, and the platform may cap it). Edits apply to the running Job.",
+    )
+    target: Target | None = Field(
+        default=None,
+        description="What the operator sizes parallelism for: exactly one of objectsPerSecond and deadline. "
+        "Ignored when parallelism is set.",
+    )
+    resources: Resources = Field(default=Resources(), description="Resources of each worker pod.")
+    dry_run: StrictBool = Field(
+        default=False,
+        description="Plan only (default false): list the source and put the estimate (objects, bytes, "
+        "histogram, predicted duration, pod memory) in status.plan; nothing is copied.",
+    )
+    suspend: StrictBool = Field(
+        default=False,
+        description="true stops the worker pods (the Job is suspended) and keeps what was copied; false "
+        "resumes. Edits apply to the running Job.",
+    )
+    ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31_536_000)] | None = Field(
+        default=None,
+        description="Seconds after the CopyJob finished (Succeeded or Failed) after which its worker Job and "
+        "pods are deleted; the CopyJob and its status are kept (default: never deleted).",
+    )
+    shard_size: ShardSize = Field(
+        default=ShardSize(),
+        description="Upper bounds of one shard, a unit of work one worker pod takes at a time (default: "
+        "chosen by planning).",
+    )
+    #: `ferry run` ignores it.
+    service_account_name: ServiceAccountName | None = Field(
+        default=None,
+        description="A ServiceAccount of this namespace whose cloud identity (workload identity) the worker "
+        "pods use for the locations without credentialsSecret. Only in namespaces where the platform allows "
+        "workload identity; never a shared account.",
+    )
 
     @model_validator(mode="after")
     def _no_overlap(self) -> CopyJobSpec:

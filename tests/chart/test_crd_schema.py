@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 
-from ferry.model import copyjob
+from ferry.model import copyjob, crddoc
 from ferry.model.copyjob import CopyJobSpec
 from ferry.model.loading import load_job_file
 from ferry.model.quantity import QUANTITY_SCHEMA_PATTERN, parse_bytes
@@ -28,6 +28,7 @@ from ferry.model.quantity import QUANTITY_SCHEMA_PATTERN, parse_bytes
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "copyjob.yaml"
 CHART_CRD_PATH = REPO / "charts" / "ferry" / "crds" / "copyjob.yaml"
+REFERENCE_PATH = REPO / "docs" / "copyjob-reference.md"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
@@ -261,7 +262,8 @@ def test_names_and_subresources(crd: dict[str, Any], version: dict[str, Any]) ->
     assert crd["metadata"]["name"] == "copyjobs.ferry.dev"
     assert (spec["group"], spec["scope"], version["name"]) == ("ferry.dev", "Namespaced", "v1alpha1")
     assert spec["names"]["kind"] == copyjob.KIND
-    assert (spec["names"]["plural"], spec["names"]["shortNames"]) == ("copyjobs", ["cj", "cpj"])
+    # Not "cj": kubectl resolves that to CronJobs.
+    assert (spec["names"]["plural"], spec["names"]["shortNames"]) == ("copyjobs", ["cpj"])
     assert version["subresources"] == {"status": {}}
     assert version["served"] and version["storage"]
 
@@ -283,6 +285,7 @@ def test_printer_columns_reference_declared_fields(schema: dict[str, Any], versi
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert list(columns) == [
         "Phase",
+        "Reason",
         "Progress",
         "Copied",
         "Total",
@@ -301,6 +304,66 @@ def test_printer_columns_reference_declared_fields(schema: dict[str, Any], versi
         assert node is not None, f"column {name}: {column['jsonPath']} is not declared in the schema"
         assert json_types[node["type"]] == column["type"], f"column {name}: type differs from the schema"
     assert all(columns[n].get("priority") == 1 for n in ("Source", "Destination", "Message"))
+    assert all(c.get("description") for c in columns.values()), "every column says what it shows"
+
+
+def test_the_reason_column_is_shown_by_default(version: dict[str, Any]) -> None:
+    """`kubectl get cpj` shows why a job is stalled or failed, not only `Pending`/`Failed`."""
+    (reason,) = [c for c in version["additionalPrinterColumns"] if c["name"] == "Reason"]
+    assert reason["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
+    assert reason.get("priority", 0) == 0
+
+
+# -- descriptions: one source, the model; and the reference page -------------------------------------
+
+
+def test_spec_descriptions_are_the_model_s(schema: dict[str, Any]) -> None:
+    """`kubectl explain` prints the CRD's descriptions; they are the model's Field descriptions, word for word."""
+    crd = {
+        path: node.get("description")
+        for path, node, _ in crddoc.schema_fields(schema["properties"]["spec"], "spec")
+    }
+    crd["spec"] = schema["properties"]["spec"].get("description")
+    model = crddoc.model_descriptions()
+    assert set(crd) == set(model)
+    differing = {path: text for path, text in model.items() if crd[path] != text}
+    assert differing == {}, (
+        "these CRD descriptions differ from ferry/model/copyjob.py; put the model's text in crds/copyjob.yaml "
+        "(and its chart copy), then regenerate docs/copyjob-reference.md"
+    )
+
+
+def test_every_spec_and_status_field_is_described(schema: dict[str, Any]) -> None:
+    undescribed = [
+        path
+        for part in ("spec", "status")
+        for path, node, _ in crddoc.schema_fields(schema["properties"][part], part)
+        if len(str(node.get("description", "")).split()) < 2
+    ]
+    assert undescribed == []
+    assert "See ferry/model" not in schema["properties"]["spec"]["description"]
+
+
+def test_ttl_says_the_copyjob_is_kept(schema: dict[str, Any]) -> None:
+    text = schema["properties"]["spec"]["properties"]["ttlSecondsAfterFinished"]["description"]
+    assert "the CopyJob and its status are kept" in text and "Job and pods are deleted" in text
+
+
+def test_reference_page_is_up_to_date(crd: dict[str, Any]) -> None:
+    assert REFERENCE_PATH.read_text() == crddoc.reference(crd), (
+        "docs/copyjob-reference.md is stale; regenerate it: python -m ferry.model.crddoc > docs/copyjob-reference.md"
+    )
+
+
+def test_reference_page_lists_every_field_with_its_default(
+    crd: dict[str, Any], schema: dict[str, Any]
+) -> None:
+    page = crddoc.reference(crd)
+    for part in ("spec", "status"):
+        for path, _, _ in crddoc.schema_fields(schema["properties"][part], part):
+            assert f"| `{path}` |" in page, path
+    assert "| `spec.concurrency.max` | integer |  | `512` | 1-4096 |" in page
+    assert '| `spec.overwrite` | string |  | `"ifDifferent"` |' in page
 
 
 # -- the chart's copy and the examples --------------------------------------------------------------

@@ -26,6 +26,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from ferry.model.copyjob import MAX_FILTER_CHARACTERS, parse_copyjob
+from ferry.operator.reconcile import _stalled_status
 from support.spellings import SPELLINGS
 
 from .conftest import Cluster
@@ -378,6 +379,7 @@ def test_printer_columns(cluster: Cluster, crd_namespace: str) -> None:
     assert header.split() == [
         "NAME",
         "PHASE",
+        "REASON",
         "PROGRESS",
         "COPIED",
         "TOTAL",
@@ -388,7 +390,44 @@ def test_printer_columns(cluster: Cluster, crd_namespace: str) -> None:
         "DESTINATION",
         "MESSAGE",
     ]
-    assert row.split()[:7] == ["columns", "Running", "40", "1204551", "3000000", "812.5", "36m48s"]
+    assert row.split()[:8] == ["columns", "Running", "Copying", "40", "1204551", "3000000", "812.5", "36m48s"]
+
+
+def test_a_stalled_copyjob_shows_its_reason_by_default(cluster: Cluster, crd_namespace: str) -> None:
+    """The phase of a stalled CopyJob stays Pending (or Running); the default columns still say why."""
+    created = create(cluster, crd_namespace, base_job("stalled"))
+    generation = created["metadata"]["generation"]
+    message = "spec.source at https://s3.example.com is unreachable; check source.endpoint"
+    status = _stalled_status({}, "EndpointUnreachable", message, generation)  # what the operator writes
+    client.CustomObjectsApi(cluster.api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, crd_namespace, PLURAL, "stalled", {"status": status}, field_validation="Strict"
+    )
+    proc = kubectl(cluster, "get", "cpj", "-n", crd_namespace, "stalled")
+    assert proc.returncode == 0, proc.stderr
+    header, row = proc.stdout.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "PHASE", "REASON"]
+    assert row.split()[:3] == ["stalled", "Pending", "EndpointUnreachable"]
+    proc = kubectl(
+        cluster, "wait", "cpj/stalled", "-n", crd_namespace, "--for=condition=Stalled", "--timeout=10s"
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The README's loop for "wait until it ends, whichever way": it returns for a stalled job too.
+    kube = f"{cluster.controlplane.bins.path('kubectl')} --kubeconfig {cluster.kubeconfig} -n {crd_namespace}"
+    loop = (
+        f"until {kube} get cpj stalled -o jsonpath='{{range .status.conditions[*]}}{{.type}}={{.status}}{{\"\\n\"}}{{end}}'"
+        " | grep -qxE '(Succeeded|Failed|Stalled)=True'; do sleep 1; done"
+    )
+    subprocess.run(["bash", "-c", loop], check=True, timeout=20)
+
+
+def test_kubectl_explain_prints_the_model_s_descriptions(cluster: Cluster, crd_namespace: str) -> None:
+    proc = kubectl(cluster, "explain", "copyjob.spec.ttlSecondsAfterFinished")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "the CopyJob and its status are kept" in text
+    proc = kubectl(cluster, "explain", "cpj.spec.rateLimit.requestsPerSecond")
+    assert proc.returncode == 0, proc.stderr
+    assert "<no description>" not in proc.stdout and "unlimited" in proc.stdout
 
 
 # -- the chart -------------------------------------------------------------------------------------
