@@ -5,24 +5,30 @@
 # friendly (Python writes no .pyc at run time; the chart mounts an emptyDir at /tmp).
 ARG BASE=python:3.11-slim
 
-FROM ${BASE} AS build
+FROM ${BASE} AS deps
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # The sources sit in /build, and every Python command runs from / in isolated mode (-I): the project's
 # operator/ folder must never be on sys.path, where it would shadow the standard library's `operator`.
 WORKDIR /
 COPY pyproject.toml /build/
-# Dependencies first, in their own layer: a change to Ferry's code rebuilds only the last step.
+# Dependencies first, in their own stage: a change to Ferry's code rebuilds only the last steps.
 RUN python -I -m venv /opt/ferry \
  && /opt/ferry/bin/python -I -m pip install -q 'setuptools>=77' wheel \
  && /opt/ferry/bin/python -I -c "import tomllib; print('\n'.join(tomllib.load(open('/build/pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && /opt/ferry/bin/python -I -m pip install -q -r /tmp/requirements.txt
+ && /opt/ferry/bin/python -I -m pip install -q -r /tmp/requirements.txt \
+ && /opt/ferry/bin/python -I -m compileall -q /opt/ferry/lib
+
+FROM deps AS build
 COPY README.md /build/
 COPY ferry/ /build/ferry/
 COPY operator/ /build/operator/
 COPY worker/ /build/worker/
+# Ferry's own files (package, metadata, the `ferry` script) are staged under /stage with their paths, so
+# the final image adds them as one small layer on top of the cached dependencies.
 RUN /opt/ferry/bin/python -I -m pip install -q --no-deps --no-build-isolation /build \
- && /opt/ferry/bin/python -I -m compileall -q /opt/ferry/lib \
- && /opt/ferry/bin/python -I -c "import ferry.cli, ferry.operator.handlers, ferry.worker.pod"
+ && /opt/ferry/bin/python -I -c "import ferry.cli, ferry.operator.handlers, ferry.worker.pod" \
+ && /opt/ferry/bin/python -I -c "import ferry, pathlib, shutil; site = pathlib.Path(ferry.__file__).parent.parent; [shutil.copytree(p, '/stage' + str(p)) for p in (site / 'ferry', *site.glob('ferry-*.dist-info'))]; pathlib.Path('/stage/opt/ferry/bin').mkdir(parents=True); shutil.copy2('/opt/ferry/bin/ferry', '/stage/opt/ferry/bin/ferry')" \
+ && /opt/ferry/bin/python -I -m compileall -q -s /stage /stage/opt/ferry/lib
 
 FROM ${BASE}
 LABEL org.opencontainers.image.title="ferry" \
@@ -34,9 +40,10 @@ ENV PATH=/opt/ferry/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2
-COPY --from=build /opt/ferry /opt/ferry
 RUN groupadd --system --gid 10001 ferry \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin ferry
+COPY --from=deps /opt/ferry /opt/ferry
+COPY --from=build /stage/ /
 USER 10001:10001
 WORKDIR /tmp
 # kopf liveness (operator) / worker status and metrics; operator metrics.

@@ -143,18 +143,23 @@ content_key() {
 }
 
 image() {
-	local base_name key current
+	local base_name key current previous
 	base_name=$(base)
 	key=$(content_key "$base_name")
 	current=$(dk image inspect "$IMAGE" --format '{{index .Config.Labels "dev.ferry.content"}}' 2>/dev/null || true)
 	if [[ $current == "$key" ]]; then echo "$IMAGE"; return 0; fi
 	log "building $IMAGE on $base_name (log: $DIR/build.log)"
+	previous=$(dk image inspect "$IMAGE" --format '{{.Id}}' 2>/dev/null || true)
 	if ! dk build --network host --build-arg "BASE=$base_name" --label "dev.ferry.content=$key" \
 		-t "$IMAGE" "$ROOT" >"$DIR/build.log" 2>&1; then
 		tail -n 20 "$DIR/build.log" >&2
 		die "docker build failed (see $DIR/build.log)"
 	fi
-	dk image prune -f >/dev/null 2>&1 || true
+	# The replaced image goes; the build stages' images stay a day, as the cache of the next build.
+	if [[ -n $previous && $previous != "$(dk image inspect "$IMAGE" --format '{{.Id}}')" ]]; then
+		dk rmi "$previous" >/dev/null 2>&1 || true
+	fi
+	dk image prune -f --filter until=24h >/dev/null 2>&1 || true
 	echo "$IMAGE"
 }
 
