@@ -78,6 +78,7 @@ start() {
 		sleep 1
 	fi
 	rm -f "$SOCK"
+	unmount_leftovers  # a daemon that was killed (not stopped) leaves its mounts behind
 	log "starting dockerd on $SOCK (no bridge, no iptables; log: $DIR/dockerd.log)"
 	# setsid: the daemon outlives the make target that started it, and is stopped by `engine.sh stop`.
 	setsid dockerd --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
@@ -88,6 +89,11 @@ start() {
 		sleep 0.2
 	done
 	unavailable "dockerd did not answer within 20 s: $(tail -n 1 "$DIR/dockerd.log" 2>/dev/null)"
+}
+
+# dockerd leaves an nsfs mount (and, after a crash, overlay mounts) under its roots.
+unmount_leftovers() {
+	{ grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 }
 
 stop() {
@@ -102,8 +108,7 @@ stop() {
 		fi
 		rm -f "$DIR/dockerd.pid"
 	fi
-	# dockerd leaves an nsfs mount (and, after a crash, overlay mounts) under its roots.
-	grep -o " $DIR/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	unmount_leftovers
 	rm -f "$SOCK"
 	log "stopped"
 }
