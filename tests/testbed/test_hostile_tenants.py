@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from support.operator import Jobs, condition, events, fill, md5s, secret, spec_for
 from support.wait import wait_for
@@ -399,7 +400,12 @@ def test_a_fake_worker_pod_streaming_gigabytes_does_not_stall_the_operator(
         """The Job controller releases a pod its selector does not match; the tenant's own controller
         names the Job as the pod's owner again at once (a tenant may patch its pods as it likes)."""
         while not stop.wait(0.2):
-            pod = cluster.core.read_namespaced_pod("fake-worker", namespace)
+            try:
+                pod = cluster.core.read_namespaced_pod("fake-worker", namespace)
+            except ApiException as exc:
+                if exc.status == 404:  # the garbage collector removed it with the Job: nothing to keep
+                    return
+                raise
             if not pod.metadata.owner_references:
                 cluster.core.patch_namespaced_pod(
                     "fake-worker", namespace, {"metadata": {"ownerReferences": [owner]}}
