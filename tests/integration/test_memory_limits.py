@@ -39,7 +39,7 @@ from ferry.worker.leans3 import make_lean
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
 from support.containers import docker_host, ferry_image
-from support.engine import FAST_RETRY
+from support.engine import FAST_RETRY, digest_map
 from testbed.binaries import MissingBinariesError, TestBinaries, find_bin_dir
 from testbed.s3server import MotoServer, S3Endpoint
 from testbed.versitygw import VersityGW
@@ -97,18 +97,6 @@ def source(server: S3Endpoint) -> Source:
         s3.put_object(Bucket=bucket, Key=f"small/{i:04d}.bin", Body=body)
         digests[f"small/{i:04d}.bin"] = hashlib.md5(body).hexdigest()
     return Source(bucket, digests)
-
-
-def streamed_md5s(s3: Any, bucket: str) -> dict[str, str]:
-    """Key -> MD5 of the content read back in 8 MiB chunks (300 MiB objects never sit in memory)."""
-    result = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            md5 = hashlib.md5()
-            for chunk in s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].iter_chunks(8 * MiB):
-                md5.update(chunk)
-            result[item["Key"]] = md5.hexdigest()
-    return result
 
 
 def write_job(path: Path, endpoint: S3Endpoint, source: str, destination: str, prefix: str = "") -> Path:
@@ -209,7 +197,7 @@ def test_a_tight_limit_finishes_intact_under_its_limit_and_budget_without_an_oom
     # own memory. Seen: 83.8 MiB against a 76.8 MiB budget under 96 MiB, once in five runs.
     assert memory["baselineBytes"] < memory["budgetBytes"]
     assert memory["partSizeBytes"] >= 5 * MiB
-    assert streamed_md5s(s3, destination) == source.digests
+    assert digest_map(s3, destination) == source.digests
 
 
 @pytest.mark.parametrize("limit", ["64m"])
@@ -253,7 +241,7 @@ def test_the_incident_policy_runs_in_a_container_of_the_incidents_size(
     assert memory["source"].startswith("cgroup v") and 0 < memory["peakBytes"] < 1843 * MiB, memory
     assert memory["budgetBytes"] is None  # the incident's manager keeps no budget of its own
     small = {k: v for k, v in source.digests.items() if k.startswith("small/")}
-    assert streamed_md5s(s3, destination) == small
+    assert digest_map(s3, destination) == small
 
 
 def test_an_object_whose_part_can_never_fit_fails_alone_with_the_reason(server: S3Endpoint) -> None:

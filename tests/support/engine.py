@@ -70,10 +70,13 @@ def run_engine(
 
 
 def digest_map(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:
-    """Key (relative to prefix) -> MD5 of the content, read back object by object."""
+    """Key (relative to prefix) -> MD5 of the content, read back object by object in 8 MiB chunks (GiB
+    objects never sit in the test's memory)."""
     result = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-            result[item["Key"][len(prefix) :]] = hashlib.md5(body).hexdigest()
+            md5 = hashlib.md5()
+            for chunk in client.get_object(Bucket=bucket, Key=item["Key"])["Body"].iter_chunks(8 * 2**20):
+                md5.update(chunk)
+            result[item["Key"][len(prefix) :]] = md5.hexdigest()
     return result

@@ -26,6 +26,7 @@ from kubernetes import client, config
 
 from ferry.model.quantity import parse_bytes
 from support.containers import docker_host, ferry_image
+from support.engine import digest_map
 from support.operator import Jobs, condition, secret, spec_for
 from support.wait import wait_for
 from testbed.binaries import CONTROL_PLANE, TestBinaries
@@ -105,18 +106,6 @@ def mixed_source(versitygw: VersityGW) -> tuple[str, dict[str, str]]:
     return bucket, digests
 
 
-def streamed_md5s(s3: Any, bucket: str) -> dict[str, str]:
-    """Key -> MD5 of the content as read back in 8 MiB chunks (1 GiB objects never sit in memory)."""
-    result = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", []):
-            md5 = hashlib.md5()
-            for chunk in s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].iter_chunks(8 * MiB):
-                md5.update(chunk)
-            result[item["Key"]] = md5.hexdigest()
-    return result
-
-
 @pytest.fixture
 def tenant(container_cluster: ContainerCluster, versitygw: VersityGW) -> Jobs:
     """A fresh namespace with the Secrets `src` and `dst`, and a CopyJob client for it."""
@@ -178,7 +167,7 @@ def test_pods_sized_from_the_distribution_copy_large_and_small_objects_without_a
     name, destination, status = run_mixed_job(tenant, versitygw, source)
     assert status["phase"] == "Succeeded", condition(status, "Succeeded")
     assert status["objects"]["copied"] == LARGE + SMALL
-    assert streamed_md5s(versitygw.endpoint.client(), destination) == digests
+    assert digest_map(versitygw.endpoint.client(), destination) == digests
 
     limit = parse_bytes(status["memory"]["limit"])
     pods = worker_pods(container_cluster, tenant.namespace, name)
@@ -207,7 +196,7 @@ def test_a_pod_given_less_memory_than_sized_admits_fewer_transfers_and_finishes(
     name, destination, status = run_mixed_job(tenant, versitygw, source, resources={"memory": "160Mi"})
     assert status["phase"] == "Succeeded", condition(status, "Succeeded")
     assert status["memory"]["limit"] == "160Mi"
-    assert streamed_md5s(versitygw.endpoint.client(), destination) == digests
+    assert digest_map(versitygw.endpoint.client(), destination) == digests
     ends = terminations(worker_pods(container_cluster, tenant.namespace, name))
     assert ends and all(t.reason != "OOMKilled" for t in ends), ends
     assert status["memory"]["peakSource"] == "cgroup"
