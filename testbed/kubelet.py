@@ -553,17 +553,7 @@ class PodRunner:
                     start_new_session=True,
                 )
             except OSError as exc:
-                log.write(f"process kubelet: cannot start {argv!r}: {exc}\n".encode())
-                run.proc = None
-                run.state = {
-                    "terminated": {
-                        "exitCode": 128,
-                        "reason": "StartError",
-                        "message": str(exc)[:MESSAGE_LIMIT],
-                        "startedAt": started,
-                        "finishedAt": now(),
-                    }
-                }
+                _start_failed(run, log, f"cannot start {argv!r}", exc, started)
                 return True
         run.started_at = started
         run.state = {"running": {"startedAt": started}}
@@ -618,17 +608,7 @@ class PodRunner:
             try:
                 run.proc = engine.run(spec, log)
             except EngineError as exc:
-                log.write(f"process kubelet: cannot start container {spec.name}: {exc}\n".encode())
-                run.proc = None
-                run.state = {
-                    "terminated": {
-                        "exitCode": 128,
-                        "reason": "StartError",
-                        "message": str(exc)[:MESSAGE_LIMIT],
-                        "startedAt": started,
-                        "finishedAt": now(),
-                    }
-                }
+                _start_failed(run, log, f"cannot start container {spec.name}", exc, started)
                 return True
         run.started_at = started
         run.state = {"running": {"startedAt": started}}
@@ -920,6 +900,21 @@ class PodRunner:
             self.kubelet.log(f"pod {self._ref()}: status update failed: {exc!r}")
             return False
         return True
+
+
+def _start_failed(run: ContainerRun, log: Any, what: str, exc: Exception, started: str) -> None:
+    """A container that could not start ends as a kubelet reports it: terminated, StartError, 128."""
+    log.write(f"process kubelet: {what}: {exc}\n".encode())
+    run.proc = None
+    run.state = {
+        "terminated": {
+            "exitCode": 128,
+            "reason": "StartError",
+            "message": str(exc)[:MESSAGE_LIMIT],
+            "startedAt": started,
+            "finishedAt": now(),
+        }
+    }
 
 
 def _kill(proc: subprocess.Popen[bytes] | ContainerProcess | None, sig: int) -> None:
