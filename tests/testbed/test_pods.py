@@ -197,3 +197,16 @@ def test_pods_created_while_the_kubelet_rewatches_still_run(cluster: Cluster, na
     cluster.kubelet.interrupt_watches()
 
     assert finished(cluster, namespace, "after-cut").status.phase == "Succeeded"
+
+
+def test_a_command_that_cannot_start_ends_with_start_error_as_a_kubelet_reports_it(
+    cluster: Cluster, namespace: str
+):
+    body = pod("no-such-program", "", container={"command": ["/nonexistent/ferry-no-such-program"]})
+    cluster.core.create_namespaced_pod(namespace, body)
+    p = finished(cluster, namespace, "no-such-program")
+    assert p.status.phase == "Failed"
+    (state,) = p.status.container_statuses
+    assert state.state.terminated.reason == "StartError"
+    assert state.state.terminated.exit_code == 128
+    assert "No such file" in state.state.terminated.message
