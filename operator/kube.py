@@ -45,6 +45,20 @@ class Refused(FerryError):
         self.status = status
 
 
+def _created(create: Any, kind: str, body: dict[str, Any]) -> bool:
+    """Create `body` with `create`; False on 409 (the name is taken), `Refused` when the API server will
+    not take it (quota, admission, validation)."""
+    try:
+        create(body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        if exc.status in REFUSED:
+            raise _refusal(exc, kind, body) from exc
+        raise
+    return True
+
+
 def _refusal(exc: ApiException, kind: str, body: dict[str, Any]) -> Refused:
     try:
         reason = str(json.loads(exc.body or "{}").get("message") or exc.reason)
@@ -111,17 +125,7 @@ class Kube:
         """Create; False when an object of that name exists already (whose it is, the caller checks).
         Raises `Refused` when the API server will not take it."""
         API_REQUESTS.labels("create", "configmaps").inc()
-        try:
-            self.core.create_namespaced_config_map(
-                body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            if exc.status in REFUSED:
-                raise _refusal(exc, "ConfigMap", body) from exc
-            raise
-        return True
+        return _created(self.core.create_namespaced_config_map, "ConfigMap", body)
 
     def patch_configmap_data(self, namespace: str, name: str, uid: str, data: dict[str, str]) -> None:
         """Merge `data` into the ConfigMap of that name if it is still the object `uid`: a UID in a
@@ -144,17 +148,7 @@ class Kube:
     def create_job(self, body: dict[str, Any]) -> bool:
         """As `create_configmap`, for a Job."""
         API_REQUESTS.labels("create", "jobs").inc()
-        try:
-            self.batch.create_namespaced_job(
-                body["metadata"]["namespace"], cast(Any, body), _request_timeout=TIMEOUT
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            if exc.status in REFUSED:
-                raise _refusal(exc, "Job", body) from exc
-            raise
-        return True
+        return _created(self.batch.create_namespaced_job, "Job", body)
 
     def patch_job(self, namespace: str, name: str, uid: str, patch: dict[str, Any]) -> None:
         """Merge-patch the Job of that name if it is still the object `uid` (see `patch_configmap_data`)."""
