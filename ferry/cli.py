@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one shard of a planned CopyJob; configured by the pod's environment and plan.",
     )
     worker.set_defaults(handler=lambda _args: _worker())
+    planner = commands.add_parser(
+        "planner",
+        help="check the locations and list the source of a CopyJob (inside a planner pod)",
+        description="Plan a CopyJob in its own namespace; configured by the pod's environment and spec.",
+    )
+    planner.set_defaults(handler=lambda _args: _planner())
     operator = commands.add_parser(
         "operator", help="run the CopyJob operator", description="Run the CopyJob operator (kopf)."
     )
@@ -83,6 +89,12 @@ def _worker() -> int:
     return pod.main()
 
 
+def _planner() -> int:
+    from ferry.worker import planpod
+
+    return planpod.main()
+
+
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
@@ -94,9 +106,17 @@ def _operator(args: argparse.Namespace) -> int:
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{handlers.SETTINGS.liveness_port}/healthz",
+        liveness_endpoint=_http_url(
+            handlers.SETTINGS.listen_address, handlers.SETTINGS.liveness_port, "/healthz"
+        ),
     )
     return 0
+
+
+def _http_url(address: str, port: int, path: str) -> str:
+    """An http URL of an IP address; IPv6 ones in brackets, as URLs spell them."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}{path}"
 
 
 if __name__ == "__main__":

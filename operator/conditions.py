@@ -1,6 +1,9 @@
 """Kubernetes-style conditions (metav1.Condition semantics). Pure.
 
 `lastTransitionTime` changes only when `status` changes; reason and message may change at any time.
+Every condition written carries the generation of the pass that wrote it, updated or not: each pass
+evaluates the whole CopyJob at that generation (kubectl wait and Argo CD ignore a condition older than
+metadata.generation).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ class Condition:
 def set_conditions(
     existing: list[dict[str, Any]], updates: list[Condition], now: str, generation: int
 ) -> list[dict[str, Any]]:
-    """Apply ``updates`` to ``existing`` (a list of condition dicts), keeping order and transition times."""
-    by_type = {c.get("type"): dict(c) for c in existing}
+    """Apply ``updates`` to ``existing`` (a list of condition dicts), keeping order and transition times;
+    every condition is stamped with ``generation``."""
+    by_type = {c.get("type"): {**c, "observedGeneration": generation} for c in existing}
     for update in updates:
         previous = by_type.get(update.type)
         changed = previous is None or previous.get("status") != update.status

@@ -9,33 +9,43 @@ import asyncio
 import logging
 import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
 from ferry.operator import reconcile as reconcile_module
 from ferry.operator.errors import to_kopf
 from ferry.operator.kube import Kube
+from ferry.operator.metrics import CopyJobCollector, CopyJobSeries
 from ferry.operator.reconcile import TERMINAL, Context, reconcile
 from ferry.operator.settings import OperatorSettings
 
 GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
-COPYJOBS = Gauge("ferry_copyjobs", "CopyJobs seen by this operator, by phase", ["phase"])
-RECONCILE_ERRORS = Counter("ferry_reconcile_errors", "Reconciliations that raised an error")
+RECONCILE_ERRORS = Counter("ferry_reconcile_errors_total", "Reconciliations that raised an error")
+#: From milliseconds (a pass that only reads) to minutes (one held up by a slow apiserver, or listing).
+RECONCILE_SECONDS = Histogram(
+    "ferry_reconcile_duration_seconds",
+    "Seconds one reconciliation of one CopyJob took, errors included",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
 SETTINGS = OperatorSettings.from_env()
-_phases: dict[str, str] = {}
+#: What `ferry_copyjobs` and the per-CopyJob series say: every CopyJob's status as last written or seen.
+SERIES = CopyJobSeries(SETTINGS.max_copyjob_series)
+REGISTRY.register(CopyJobCollector(SERIES))
 #: What Events name as their source (`kubectl describe`'s "From", `reportingComponent`): kopf's default is "kopf".
 REPORTING_COMPONENT = "ferry-operator"
-_TICK = re.compile(r"^Timer '[^']*' succeeded\.$")
+_TICK = re.compile(r"^(Timer '[^']*'|Handler 'observe') succeeded\.$")
 
 
 class QuietTicks(logging.Filter):
-    """Demotes kopf's ``Timer 'reconcile' succeeded.`` to DEBUG.
+    """Demotes kopf's ``Timer 'reconcile' succeeded.`` and ``Handler 'observe' succeeded.`` to DEBUG.
 
-    kopf logs it at INFO after every timer run: every few seconds for every unfinished CopyJob, drowning the
-    lines that matter. The line stays visible with ``ferry --verbose operator``. Failures are not touched.
+    kopf logs them at INFO after every timer run and every watch event: every few seconds for every
+    unfinished CopyJob, drowning the lines that matter. They stay visible with ``ferry --verbose operator``.
+    Failures are not touched.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -69,7 +79,8 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     memo.kube = Kube(threads=SETTINGS.reconcile_threads)
-    start_http_server(SETTINGS.metrics_port)
+    memo.copyjobs = reconcile_module.Memory()
+    start_http_server(SETTINGS.metrics_port, SETTINGS.listen_address)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -81,10 +92,24 @@ def active_by_namespace(
     return {namespace or "": name} if phase in ("Planning", "Running", "Suspended") else None
 
 
-def _needs_reconcile(status: Any, spec: Any) -> bool:
-    """Finished CopyJobs need no timer, except to remove their workers after ttlSecondsAfterFinished."""
+if SETTINGS.workload_identity_selector is not None:
+    # Only a platform that selects namespaces by label needs their labels: then, and only then, the
+    # operator watches Namespaces (list and watch, which its ClusterRole grants in every mode), and a label
+    # added or removed counts from the next pass on.
+
+    @kopf.index("v1", "namespaces")
+    def namespace_labels(*, name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+        """Each Namespace's labels, for workloadIdentity.namespaceSelector."""
+        return {name: dict(labels)}
+
+
+def _needs_reconcile(status: Any, spec: Any, generation: Any = None) -> bool:
+    """Finished CopyJobs need no timer, except to remove their workers after ttlSecondsAfterFinished, and
+    to observe an edit (a Succeeded one follows the generation, a Failed one resumes: resume.py)."""
     status = dict(status or {})
     if status.get("phase") not in TERMINAL:
+        return True
+    if generation is not None and generation != status.get("observedGeneration"):
         return True
     removed = any(
         c.get("type") == "WorkersRemoved" and c.get("status") == "True"
@@ -99,7 +124,7 @@ def _needs_reconcile(status: Any, spec: Any) -> bool:
     PLURAL,
     interval=SETTINGS.aggregate_interval_seconds,
     id="reconcile",
-    when=lambda status, spec, **_: _needs_reconcile(status, spec),
+    when=lambda status, spec, meta, **_: _needs_reconcile(status, spec, meta.get("generation")),
 )
 async def reconcile_copyjob(
     *,
@@ -116,7 +141,12 @@ async def reconcile_copyjob(
     namespace, name = meta["namespace"], meta["name"]
     active_by_namespace: kopf.Index[str, str] = kwargs["active_by_namespace"]
     others = [n for n in active_by_namespace.get(namespace, []) if n != name]
-    context = Context(kube=memo.kube, settings=SETTINGS, post=post)
+    by_namespace: kopf.Index[str, dict[str, str]] | None = kwargs.get("namespace_labels")
+    labels = next(iter(by_namespace.get(namespace, [])), {}) if by_namespace is not None else None
+    context = Context(
+        kube=memo.kube, settings=SETTINGS, post=post, memory=memo.copyjobs, namespace_labels=labels
+    )
+    started = time.monotonic()
     try:
         new_status = await reconcile(context, dict(meta), dict(spec), dict(status), len(others))
         # Written here, not through kopf's `patch`: kopf applies that patch after the handler, outside
@@ -127,15 +157,24 @@ async def reconcile_copyjob(
     except Exception as exc:
         RECONCILE_ERRORS.inc()
         raise to_kopf(exc, SETTINGS.aggregate_interval_seconds) from exc
-    _phases[f"{namespace}/{name}"] = str(
-        new_status.get("phase") or dict(status or {}).get("phase") or "Pending"
-    )
-    for phase in ("Pending", "Planning", "Planned", "Running", "Suspended", "Succeeded", "Failed"):
-        COPYJOBS.labels(phase).set(sum(1 for p in _phases.values() if p == phase))
+    finally:
+        RECONCILE_SECONDS.observe(time.monotonic() - started)
+    # The status as merge-patched: what the watch delivers next, already now (a pass that changes nothing
+    # brings no watch event, and a series freed by a deleted CopyJob is taken at the next pass).
+    SERIES.observe(namespace, name, {**dict(status or {}), **new_status})
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def observe(*, type: str | None, meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
+    """Every CopyJob on the watch, finished ones included (their timers never run), feeds the metrics."""
+    if type == "DELETED":
+        SERIES.forget(meta["namespace"], meta["name"])
+    else:
+        SERIES.observe(meta["namespace"], meta["name"], dict(status or {}))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(*, meta: kopf.Meta, **_: Any) -> None:
-    """Children go with ownerReferences; only the metrics need to forget the CopyJob."""
-    _phases.pop(f"{meta['namespace']}/{meta['name']}", None)
-    reconcile_module.forget(str(meta.get("uid", "")))
+def forget(*, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """Children go with ownerReferences; only the metrics and the passes' memory forget the CopyJob."""
+    SERIES.forget(meta["namespace"], meta["name"])
+    memo.copyjobs.forget(str(meta.get("uid", "")))

@@ -5,13 +5,13 @@ threads. Nothing outside this module touches the client.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import socket
 import time
 from typing import Any, cast
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client, config
@@ -88,18 +88,6 @@ class Kube:
     def _plain(self, obj: Any) -> dict[str, Any]:
         return dict(self._api.sanitize_for_serialization(obj))
 
-    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        API_REQUESTS.labels("get", "secrets").inc()
-        try:
-            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        values = {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
-        values.update(secret.string_data or {})
-        return values
-
     def service_account_exists(self, namespace: str, name: str) -> bool:
         API_REQUESTS.labels("get", "serviceaccounts").inc()
         try:
@@ -127,14 +115,29 @@ class Kube:
         API_REQUESTS.labels("create", "configmaps").inc()
         return _created(self.core.create_namespaced_config_map, "ConfigMap", body)
 
-    def patch_configmap_data(self, namespace: str, name: str, uid: str, data: dict[str, str]) -> None:
-        """Merge `data` into the ConfigMap of that name if it is still the object `uid`: a UID in a
-        patch is a precondition (the API server refuses to change it), so an object deleted and
-        re-created under the same name since it was read is never written."""
+    def patch_configmap_data(self, namespace: str, name: str, uid: str, data: dict[str, str | None]) -> None:
+        """Merge `data` into the ConfigMap of that name (a None value removes its key) if it is still the
+        object `uid`: a UID in a patch is a precondition (the API server refuses to change it), so an
+        object deleted and re-created under the same name since it was read is never written."""
         API_REQUESTS.labels("patch", "configmaps").inc()
         self.core.patch_namespaced_config_map(
             name, namespace, {"metadata": {"uid": uid}, "data": data}, _request_timeout=TIMEOUT
         )
+
+    def delete_configmap(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the ConfigMap `uid` (a plan or ledger a spec edit made obsolete); never another of the
+        same name (a UID precondition). Gone already is fine."""
+        API_REQUESTS.labels("delete", "configmaps").inc()
+        try:
+            self.core.delete_namespaced_config_map(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         API_REQUESTS.labels("get", "jobs").inc()
@@ -218,9 +221,16 @@ HEADER_ALLOWANCE = 8 * 1024
 
 
 def fetch_worker_status(
-    address: str, port: int, timeout: float = 2.0, max_bytes: int = STATUS_MAX_BYTES
+    address: str, port: int, timeout: float = 2.0, max_bytes: int = STATUS_MAX_BYTES, pod: str = ""
 ) -> str | None:
-    """GET a running worker's `/status`; None when it does not answer (starting, or gone).
+    """GET a running worker's (or planner's) `/status`; None when it does not answer (starting, or gone).
+    ``pod`` names the pod asked: a stopped worker waits for a reader that names it."""
+    path = f"/status?pod={quote(pod, safe='')}" if pod else "/status"
+    return fetch_from_pod(address, port, path, timeout, max_bytes)
+
+
+def fetch_from_pod(address: str, port: int, path: str, timeout: float, max_bytes: int) -> str | None:
+    """GET ``path`` from a pod; the body of a 200 answer, else None.
 
     Any pod may answer here (a tenant can run one that looks like a worker), so the exchange is bounded
     as a whole, headers included, not per socket read: a pod that sends more than ``max_bytes``, or
@@ -230,7 +240,7 @@ def fetch_worker_status(
     data = bytearray()
     try:
         with socket.create_connection((address, port), timeout=timeout) as sock:
-            sock.sendall(f"GET /status HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -252,3 +262,33 @@ def fetch_worker_status(
         return body.decode()
     except UnicodeDecodeError:
         return None
+
+
+def push_worker_limits(address: str, port: int, token: str, body: str, timeout: float = 2.0) -> bool:
+    """`PUT /limits` to a running worker: its share of spec.rateLimit (``body``, `RateShare.encode`),
+    authenticated with its CopyJob's ``token``. True when the worker took it (204).
+
+    Bounded like `fetch_from_pod`: ``timeout`` seconds for the whole exchange, and only the status line
+    of the answer is read (at most 1 KiB of it). Nothing of the exchange is logged: the token is a secret."""
+    deadline = time.monotonic() + timeout
+    request = (
+        f"PUT /limits HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}"
+    ).encode()
+    answer = bytearray()
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            while b"\r\n" not in answer and len(answer) <= 1024:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                sock.settimeout(remaining)
+                chunk = sock.recv(1024)
+                if not chunk:
+                    break
+                answer += chunk
+    except (OSError, ValueError):  # unreachable, refused, reset, or an address no socket takes
+        return False
+    status_line = bytes(answer).split(b"\r\n", 1)[0].split()
+    return len(status_line) >= 2 and status_line[0].startswith(b"HTTP/") and status_line[1] == b"204"

@@ -1,16 +1,25 @@
-"""The progress ledger: final counts of finished shards, kept in the owned ConfigMap `<name>-progress`
-so they survive pod deletion and operator restarts. Pure encoding.
+"""The progress ledger: final counts of finished shards, and the floor and resume point of every
+unfinished one, kept in the owned ConfigMap `<name>-progress` so they survive pod deletion and operator
+restarts. Pure encoding.
 
-One short line per shard (a ConfigMap holds at most 1 MiB; 10,000 shards of terabytes each take about
-850 KB) plus one
-capped sample of failed objects shared by all shards.
+One short line per finished shard (a ConfigMap holds at most 1 MiB; 10,000 shards of terabytes each take
+about 850 KB), one capped sample of failed objects shared by all shards, and one `resume-<shard>` entry
+per started, unfinished shard (`ferry.model.checkpoint.LedgerEntry`: the highest counts shown for it and
+its latest resume point, a key of at most 1 KiB). The ledger is mounted read-only into worker pods,
+where a new pod of a shard reads its resume point. Its contents are read as untrusted (the namespace's
+users can edit it): bounded, schema-checked, and a resume point outside its shard's range is ignored.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from ferry.model.checkpoint import RESUME_PREFIX, Checkpoint, LedgerEntry, read_entry, resume_key
+from ferry.model.plan import Shard
+from ferry.operator.accounting import ShardCount, Tally
 from ferry.worker.statusdoc import WorkerReport
 
 FAILED_KEY = "failed"
@@ -87,4 +96,107 @@ def additions(new: dict[int, WorkerReport], existing: dict[str, str]) -> dict[st
     grown = failed + [f for report in new.values() for f in report.failed]
     if len(grown) != len(failed) and len(failed) < FAILED_SAMPLE:
         patch[FAILED_KEY] = json.dumps(grown[:FAILED_SAMPLE])
+    return patch
+
+
+#: Most the ledger's data may take (keys and values): a ConfigMap holds 1 MiB; the rest is headroom for
+#: the finished lines and the failure sample written in the same patch.
+LEDGER_BYTES = 1024 * 1024 - 32 * 1024
+
+
+def _shard_of(key: str, shard_count: int) -> int | None:
+    digits = key[len(RESUME_PREFIX) :]
+    if not key.startswith(RESUME_PREFIX) or not digits.isdigit() or len(digits) > 7:
+        return None
+    index = int(digits)
+    return index if index < shard_count else None
+
+
+def entries(data: Mapping[str, Any], shard_count: int) -> dict[int, LedgerEntry]:
+    """The resume entries of shards of this plan (others, and malformed parts, are ignored)."""
+    found: dict[int, LedgerEntry] = {}
+    for key, text in data.items():
+        index = _shard_of(str(key), shard_count)
+        if index is not None:
+            found[index] = read_entry(text)
+    return found
+
+
+def floors(data: Mapping[str, Any], shard_count: int) -> dict[int, Tally]:
+    """The highest counts shown for each unfinished shard: no later pass shows less."""
+    return {i: Tally.of(e.floor) for i, e in entries(data, shard_count).items() if e.floor is not None}
+
+
+def _size(data: Mapping[str, Any]) -> int:
+    return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in data.items() if v is not None)
+
+
+def _further(candidate: Checkpoint | None, current: Checkpoint | None, shard: Shard) -> Checkpoint | None:
+    """The resume point to keep: a new one only inside the shard's range and past the current one (a
+    late answer of an older pod never moves it back)."""
+    if current is not None and not current.within(shard.start_after, shard.end):
+        current = None
+    if candidate is None or not candidate.within(shard.start_after, shard.end):
+        return current
+    return candidate if current is None or candidate.after > current.after else current
+
+
+def progress_patch(
+    shards: Sequence[Shard],
+    shown: Mapping[int, ShardCount],
+    finished: Mapping[int, WorkerReport],
+    reports: Mapping[int, WorkerReport],
+    data: Mapping[str, Any],
+) -> dict[str, str | None]:
+    """The ConfigMap data to merge after a pass (None removes a key):
+
+    - a finished shard that had an entry gets its line rewritten with the counts shown for it (its
+      worker's own report may count as skipped what an earlier pod copied) and loses its entry;
+    - every other shard shown with counts gets its floor and the furthest resume point its pods
+      reported (``reports``: this pass's answers), within the ledger's size limit.
+    """
+    existing = entries(data, len(shards))
+    patch: dict[str, str | None] = {}
+    for index, report in finished.items():
+        key = resume_key(index)
+        if key not in data:
+            continue
+        patch[key] = None
+        count = shown.get(index)
+        if count is not None:
+            tally = count.tally
+            patch[str(index)] = encode(
+                replace(
+                    report,
+                    objects={
+                        "total": count.total,
+                        "copied": tally.copied,
+                        "skipped": tally.skipped,
+                        "failed": tally.failed,
+                    },
+                    bytes={
+                        "total": count.bytes_total,
+                        "copied": tally.bytes_copied,
+                        "skipped": tally.bytes_skipped,
+                        "failed": tally.bytes_failed,
+                    },
+                )
+            )
+    size = _size({**data, **patch})
+    for index in sorted(shown):
+        if index in finished or index >= len(shards):
+            continue
+        key = resume_key(index)
+        before = existing.get(index, LedgerEntry(None))
+        answer = reports.get(index)
+        resume = _further(answer.resume if answer else None, before.resume, shards[index])
+        text = LedgerEntry(shown[index].tally.counts(), resume).text()
+        old = data.get(key)
+        if text == old:
+            continue
+        grown = len(text.encode()) + (len(key) if old is None else -len(str(old).encode()))
+        if size + grown > LEDGER_BYTES:
+            continue  # full: the entry keeps its older floor and resume point, still true, only older
+        patch[key] = text
+        size += grown
     return patch

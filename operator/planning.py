@@ -100,49 +100,60 @@ class Planner:
     def histogram(self) -> Histogram:
         return Histogram(tuple(self._counts), self._objects, self._bytes, self._largest)
 
-    def finish(
-        self, shards: int, max_objects: int | None = None, max_bytes: int | None = None
-    ) -> list[Shard]:
-        """Group the pieces into about ``shards`` ranges of similar cost (objects and bytes weigh
-        equally), never above ``max_objects``/``max_bytes`` where a piece allows. The last range is
-        open-ended, so keys written after planning are still copied."""
+    def pieces(self) -> list[Shard]:
+        """The fine contiguous ranges seen so far, the last one open-ended: together they cover the
+        whole key space of the listing, so grouping them never loses a key."""
         pieces = list(self._pieces)
         if self._open_objects or not pieces:
             pieces.append(Shard(self._start, None, self._open_objects, self._open_bytes))
-        total_objects, total_bytes = max(1, self._objects), max(1, self._bytes)
-        # Objects and bytes weigh equally; with no bytes at all (empty objects) objects weigh for both.
-        byte_weight = 1.0 if self._bytes else 0.0
-        object_weight = 2.0 - byte_weight
-        budget = 2.0 / max(1, shards)
-        result: list[Shard] = []
-        current: Shard | None = None
-        for piece in pieces:
-            if current is None:
-                current = piece
-                continue
-            before = (
-                object_weight * current.objects / total_objects + byte_weight * current.bytes / total_bytes
+        last = pieces[-1]
+        pieces[-1] = Shard(last.start_after, None, last.objects, last.bytes)
+        return pieces
+
+    def finish(
+        self, shards: int, max_objects: int | None = None, max_bytes: int | None = None
+    ) -> list[Shard]:
+        return group_pieces(self.pieces(), shards, max_objects, max_bytes)
+
+
+def group_pieces(
+    pieces: list[Shard], shards: int, max_objects: int | None = None, max_bytes: int | None = None
+) -> list[Shard]:
+    """Group contiguous pieces into about ``shards`` ranges of similar cost (objects and bytes weigh
+    equally), never above ``max_objects``/``max_bytes`` where a piece allows. The last range is
+    open-ended, so keys written after planning are still copied."""
+    assert pieces, "a listing always has at least one (possibly empty) piece"
+    total_objects = max(1, sum(p.objects for p in pieces))
+    all_bytes = sum(p.bytes for p in pieces)
+    total_bytes = max(1, all_bytes)
+    # Objects and bytes weigh equally; with no bytes at all (empty objects) objects weigh for both.
+    byte_weight = 1.0 if all_bytes else 0.0
+    object_weight = 2.0 - byte_weight
+    budget = 2.0 / max(1, shards)
+    result: list[Shard] = []
+    current: Shard | None = None
+    for piece in pieces:
+        if current is None:
+            current = piece
+            continue
+        before = object_weight * current.objects / total_objects + byte_weight * current.bytes / total_bytes
+        after = (
+            object_weight * (current.objects + piece.objects) / total_objects
+            + byte_weight * (current.bytes + piece.bytes) / total_bytes
+        )
+        too_big = (max_objects is not None and current.objects + piece.objects > max_objects) or (
+            max_bytes is not None and current.bytes + piece.bytes > max_bytes
+        )
+        # Close when adding the piece would overshoot the budget more than leaving it out undershoots.
+        if (after > budget and after - budget > budget - before) or too_big:
+            result.append(current)
+            current = piece
+        else:
+            current = Shard(
+                current.start_after, piece.end, current.objects + piece.objects, current.bytes + piece.bytes
             )
-            after = (
-                object_weight * (current.objects + piece.objects) / total_objects
-                + byte_weight * (current.bytes + piece.bytes) / total_bytes
-            )
-            too_big = (max_objects is not None and current.objects + piece.objects > max_objects) or (
-                max_bytes is not None and current.bytes + piece.bytes > max_bytes
-            )
-            # Close when adding the piece would overshoot the budget more than leaving it out undershoots.
-            if (after > budget and after - budget > budget - before) or too_big:
-                result.append(current)
-                current = piece
-            else:
-                current = Shard(
-                    current.start_after,
-                    piece.end,
-                    current.objects + piece.objects,
-                    current.bytes + piece.bytes,
-                )
-        assert current is not None
-        result.append(current)
-        last = result[-1]
-        result[-1] = Shard(last.start_after, None, last.objects, last.bytes)
-        return result
+    assert current is not None
+    result.append(current)
+    last = result[-1]
+    result[-1] = Shard(last.start_after, None, last.objects, last.bytes)
+    return result

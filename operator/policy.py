@@ -4,8 +4,8 @@ look ServiceAccounts up.
 
 Credentials. A tenant must never borrow an identity the platform did not give them: the operator's own
 (IRSA, an instance profile, its environment) or the node's. So every location needs a Secret of the
-tenant's (`credentialsSecret`), except in namespaces the platform allows to run on workload identity;
-there, a CopyJob names a ServiceAccount of its own namespace (`spec.serviceAccountName`) whose cloud
+tenant's (`credentialsSecret`), except in namespaces the platform allows to run on workload identity (by
+name, or by the Namespace's labels); there, a CopyJob names a ServiceAccount of its own namespace (`spec.serviceAccountName`) whose cloud
 identity its worker pods use. Anything else stalls the CopyJob before anything is listed or started.
 
 Endpoints. The operator sends requests to the endpoints tenants name, from its own pod. Unless the
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ferry.model import CopyJobSpec
 from ferry.model.copyjob import HOSTNAME_PATTERN
@@ -43,6 +44,7 @@ ALWAYS_REFUSED: tuple[tuple[str, str], ...] = (
     ("fd00:ec2::254/128", "the AWS metadata service"),
 )
 _HOSTNAME = re.compile(HOSTNAME_PATTERN)
+CLUSTER_RANGE = "the cluster's own range"
 
 
 # -- credentials ----------------------------------------------------------------------------------
@@ -82,10 +84,27 @@ def locations(spec: CopyJobSpec) -> list[tuple[str, str | None, str | None]]:
     return found
 
 
-def identity(spec: CopyJobSpec, namespace: str, workload_identity_namespaces: Sequence[str]) -> Identity:
-    """The identity the CopyJob's requests may carry; raises `PolicyRefusal` when it has none it may use."""
-    allowed = namespace in workload_identity_namespaces
-    without = [field for field, _endpoint, secret in locations(spec) if secret is None]
+def identity(
+    spec: CopyJobSpec,
+    namespace: str,
+    workload_identity_namespaces: Sequence[str],
+    *,
+    selector: LabelSelector | None = None,
+    namespace_labels: Mapping[str, str] | None = None,
+) -> Identity:
+    """The identity the CopyJob's requests may carry; raises `PolicyRefusal` when it has none it may use.
+
+    The namespace may use workload identity when the platform lists it by name, or when `selector` matches
+    its labels (``namespace_labels``, those of the Namespace object)."""
+    allowed = namespace in workload_identity_namespaces or (
+        selector is not None and selector.matches(namespace_labels or {})
+    )
+    # A dry run reads only the source: its destination is checked when it has credentials, never needs them.
+    without = [
+        field
+        for field, _endpoint, secret in locations(spec)
+        if secret is None and not (spec.dry_run and field == "spec.destination")
+    ]
     account = spec.service_account_name
     if not without:
         if account is not None and not allowed:
@@ -103,7 +122,8 @@ def identity(spec: CopyJobSpec, namespace: str, workload_identity_namespaces: Se
             f"{fields} {'has' if len(without) == 1 else 'have'} no credentialsSecret: create a Secret with "
             f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in namespace {namespace} and name it in "
             f"{without[0]}.credentialsSecret. Ferry never uses its own or the node's cloud identity; "
-            f"workload identity is for namespaces the platform lists in workloadIdentity.namespaces",
+            f"workload identity is for namespaces the platform lists in workloadIdentity.namespaces or "
+            f"selects by their labels with workloadIdentity.namespaceSelector",
         )
     if account is None:
         raise PolicyRefusal(
@@ -114,6 +134,99 @@ def identity(spec: CopyJobSpec, namespace: str, workload_identity_namespaces: Se
             f"{without[0]}.credentialsSecret",
         )
     return Identity(account)
+
+
+# -- namespaces selected by their labels ----------------------------------------------------------
+
+#: Label keys and values as Kubernetes accepts them: an optional DNS-subdomain prefix and a name of at
+#: most 63 characters; values of at most 63 characters, possibly empty.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(
+    rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+)
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One ``matchExpressions`` entry of a Kubernetes label selector."""
+
+    key: str
+    operator: str  # one of SELECTOR_OPERATORS
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "Exists":
+            return self.key in labels
+        if self.operator == "DoesNotExist":
+            return self.key not in labels
+        present = self.key in labels and labels[self.key] in self.values
+        return present if self.operator == "In" else not present
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector (``matchLabels`` and ``matchExpressions``, all of them must hold)."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """As Kubernetes decides it: a selector without requirements matches every set of labels."""
+        return all(labels.get(k) == v for k, v in self.match_labels) and all(
+            r.matches(labels) for r in self.match_expressions
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+
+def parse_selector(raw: Any, where: str = "namespaceSelector") -> LabelSelector:
+    """A label selector from its JSON form (``{"matchLabels": {...}, "matchExpressions": [...]}``), checked
+    as the API server checks one. Raises ValueError naming ``where`` and what is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be an object with matchLabels and/or matchExpressions")
+    unknown = sorted(set(raw) - {"matchLabels", "matchExpressions"})
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}; allowed: matchLabels, matchExpressions")
+    labels = raw.get("matchLabels") or {}
+    if not isinstance(labels, dict):
+        raise ValueError(f"{where}.matchLabels must be a map of label keys to values")
+    for key, value in labels.items():
+        _check_label(f"{where}.matchLabels", key, value)
+    expressions = raw.get("matchExpressions") or []
+    if not isinstance(expressions, list):
+        raise ValueError(f"{where}.matchExpressions must be a list")
+    requirements = []
+    for i, entry in enumerate(expressions):
+        at = f"{where}.matchExpressions[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"key", "operator", "values"}:
+            raise ValueError(f"{at} must be an object with key, operator and values")
+        key, operator, values = entry.get("key"), entry.get("operator"), entry.get("values") or []
+        if operator not in SELECTOR_OPERATORS:
+            raise ValueError(f"{at}.operator {operator!r} is not one of {', '.join(SELECTOR_OPERATORS)}")
+        if not isinstance(values, list):
+            raise ValueError(f"{at}.values must be a list of strings")
+        for value in values:
+            _check_label(at, key, value)
+        _check_label(at, key, "")
+        if operator in ("In", "NotIn") and not values:
+            raise ValueError(f"{at}: operator {operator} needs at least one value")
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise ValueError(f"{at}: operator {operator} takes no values")
+        requirements.append(Requirement(str(key), str(operator), frozenset(values)))
+    return LabelSelector(tuple(sorted(labels.items())), tuple(requirements))
+
+
+def _check_label(where: str, key: Any, value: Any) -> None:
+    if not isinstance(key, str) or not _LABEL_KEY.fullmatch(key) or len(key) > 317:
+        raise ValueError(f"{where}: {key!r} is not a label key such as example.com/team or team")
+    if not isinstance(value, str) or not _LABEL_VALUE.fullmatch(value):
+        raise ValueError(
+            f"{where}: {value!r} for {key} is not a label value (at most 63 letters, digits, -_.)"
+        )
 
 
 # -- endpoints ------------------------------------------------------------------------------------
@@ -142,10 +255,16 @@ class EndpointPolicy:
         refused = [(ipaddress.ip_network(cidr), what) for cidr, what in ALWAYS_REFUSED]
         for cidr in cluster_cidrs:
             try:
-                refused.append((ipaddress.ip_network(cidr.strip(), strict=False), "the cluster's own range"))
+                refused.append((ipaddress.ip_network(cidr.strip(), strict=False), CLUSTER_RANGE))
             except ValueError as exc:
                 raise ValueError(f"cluster CIDR {cidr!r} is not a CIDR such as 10.96.0.0/12") from exc
         return cls(tuple(networks), frozenset(hosts), tuple(refused))
+
+    def as_env(self) -> dict[str, str]:
+        """The platform's lists again, as the environment `build` is read from in planner pods."""
+        allowed = [*(str(n) for n in self.allowed_networks), *sorted(self.allowed_hosts)]
+        cluster = [str(n) for n, what in self.refused if what == CLUSTER_RANGE]
+        return {"FERRY_ALLOWED_ENDPOINTS": ",".join(allowed), "FERRY_CLUSTER_CIDRS": ",".join(cluster)}
 
 
 def parse_allow_entry(entry: str) -> Network | str:

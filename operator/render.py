@@ -15,13 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.model import CopyJobSpec
-from ferry.model.plan import SHARDS_FILE, SPEC_FILE, SUMMARY_FILE, Shard
+from ferry.model.plan import (
+    FINISHED_SHARDS_ENV,
+    FINISHED_SHARDS_LIMIT,
+    SHARDS_FILE,
+    SPEC_FILE,
+    SUMMARY_FILE,
+    Shard,
+    index_ranges,
+)
+from ferry.model.quantity import parse_cpu, to_cpu_quantity
 from ferry.operator.policy import Identity
+from ferry.operator.ratesplit import split
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
+from ferry.worker.ratelimit import SHARE_ENV, TOKEN_ENV, RateShare
 
 LABEL_COPYJOB = "ferry.dev/copyjob"
 PLAN_MOUNT = "/etc/ferry/plan"
+#: The progress ledger, mounted read-only: a restarted shard finds its resume point there.
+PROGRESS_MOUNT = "/etc/ferry/progress"
 #: What the API server accepts in one ConfigMap's data, keys and values together.
 CONFIGMAP_DATA_BYTES = 1024 * 1024
 #: Most the shard boundaries take of the plan; less when the spec is large (see `shards_budget`).
@@ -65,6 +78,16 @@ def child_name(owner: str, suffix: str, limit: int = 52, label: bool = True) -> 
 
 def plan_name(owner: str) -> str:
     return child_name(owner, "plan", 253, label=False)
+
+
+def progress_name(owner: str) -> str:
+    """The progress ledger ConfigMap (`ledger.py`)."""
+    return child_name(owner, "progress", 253, label=False)
+
+
+def final_status_seconds(settings: OperatorSettings) -> int:
+    """How long a stopped worker waits for its last `/status` to be read: a few passes of the operator."""
+    return int(min(20.0, max(5.0, 3 * settings.aggregate_interval_seconds)))
 
 
 def job_name(owner: str) -> str:
@@ -131,7 +154,7 @@ def render_plan(
     }
 
 
-def _credential_env(prefix: str, secret: str | None) -> list[dict[str, Any]]:
+def credential_env(prefix: str, secret: str | None) -> list[dict[str, Any]]:
     if secret is None:
         return []
     return [
@@ -147,6 +170,14 @@ def _credential_env(prefix: str, secret: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def worker_cpu(spec: CopyJobSpec, settings: OperatorSettings) -> str | None:
+    """A worker pod's CPU request: the CopyJob's, else the platform's default, at most the platform's cap."""
+    cpu = spec.resources.cpu or settings.default_worker_cpu
+    if cpu and settings.max_cpu_per_pod is not None and parse_cpu(cpu) > settings.max_cpu_per_pod:
+        return to_cpu_quantity(settings.max_cpu_per_pod)
+    return cpu
+
+
 def render_job(
     owner: Owner,
     spec: CopyJobSpec,
@@ -156,24 +187,46 @@ def render_job(
     parallelism: int,
     *,
     identity: Identity | None = None,
+    limits_token: str | None = None,
+    finished: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
+    """The worker Job. ``limits_token`` is the CopyJob's secret for changing its workers' rate limits
+    (`ratecontrol`); without one, the workers take no changes. ``finished``: shards the progress ledger
+    counts as done under an earlier Job (one re-created after an edit); their pods end at once."""
+    done = index_ranges(finished)
     identity = identity or Identity()
     memory = str(sizing.pod_memory_bytes)
     requests: dict[str, str] = {"memory": memory}
-    cpu = spec.resources.cpu or settings.default_worker_cpu
+    limits: dict[str, str] = {"memory": memory}
+    cpu = worker_cpu(spec, settings)
     if cpu:
         requests["cpu"] = cpu
+        if settings.worker_cpu_limit:
+            limits["cpu"] = cpu
     env: list[dict[str, Any]] = [
         {"name": "FERRY_COPYJOB", "value": owner.name},
         {"name": "FERRY_PLAN_DIR", "value": PLAN_MOUNT},
+        {"name": "FERRY_PROGRESS_DIR", "value": PROGRESS_MOUNT},
+        {"name": "FERRY_FINAL_STATUS_SECONDS", "value": str(final_status_seconds(settings))},
         {"name": "FERRY_MEMORY_LIMIT", "value": str(sizing.memory_limit_bytes)},
         {"name": "FERRY_INITIAL_CONCURRENCY", "value": str(sizing.initial_concurrency)},
         {"name": "FERRY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        # Named in /status, so an answer from whatever listens on a pod's address after it is the
+        # pod's own (addresses are reused).
+        {"name": "FERRY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "FERRY_STATUS_PORT", "value": str(settings.status_port)},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        *_credential_env("SOURCE", spec.source.credentials_secret),
-        *_credential_env("DESTINATION", spec.destination.credentials_secret),
-        *_credential_env("REPORT", spec.report.credentials_secret if spec.report else None),
+        # Each pod's share of the job-wide spec.rateLimit until the operator sends a newer one.
+        {"name": SHARE_ENV, "value": split(RateShare.of(spec.rate_limit), parallelism).encode()},
+        *([{"name": TOKEN_ENV, "value": limits_token}] if limits_token else []),
+        *(
+            [{"name": FINISHED_SHARDS_ENV, "value": done}]
+            if done and len(done) <= FINISHED_SHARDS_LIMIT
+            else []
+        ),
+        *credential_env("SOURCE", spec.source.credentials_secret),
+        *credential_env("DESTINATION", spec.destination.credentials_secret),
+        *credential_env("REPORT", spec.report.credentials_secret if spec.report else None),
     ]
     if not identity.ambient:
         # Every location has a Secret: nothing may find the node's instance role instead (IMDS), even
@@ -186,7 +239,7 @@ def render_job(
         "command": ["ferry", "worker"],
         "env": env,
         "ports": [{"name": "status", "containerPort": settings.status_port, "protocol": "TCP"}],
-        "resources": {"requests": requests, "limits": {"memory": memory}},
+        "resources": {"requests": requests, "limits": limits},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -197,6 +250,7 @@ def render_job(
         },
         "volumeMounts": [
             {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
+            {"name": "progress", "mountPath": PROGRESS_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "terminationMessagePath": "/dev/termination-log",
@@ -214,6 +268,12 @@ def render_job(
                 {
                     "action": "FailIndex",
                     "onExitCodes": {"containerName": "worker", "operator": "In", "values": [2]},
+                },
+                # Exit 5: a shard's transfers kept failing the same job-wide way (a wrong region, refused
+                # credentials): every other shard would meet it too, so the whole Job stops at once.
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "worker", "operator": "In", "values": [5]},
                 },
                 # Evictions and preemptions are not the shard's fault and do not count against it.
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
@@ -235,6 +295,8 @@ def render_job(
                 "containers": [container],
                 "volumes": [
                     {"name": "plan", "configMap": {"name": plan_name(owner.name)}},
+                    # Optional: a pod starts from the shard's beginning when the ledger is gone.
+                    {"name": "progress", "configMap": {"name": progress_name(owner.name), "optional": True}},
                     {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                 ],
             },

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ferry.operator.planning import Histogram
 from ferry.worker.budget import CGROUP_FRACTION, RUNTIME_RESERVE, minimum_memory_limit
+from ferry.worker.display import format_duration
 from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
 
 MiB = 2**20
@@ -54,6 +55,9 @@ class Sizing:
     parallelism: int
     predicted_seconds: int | None
     reason: str  # one sentence a user can check
+    #: Objects/s spec.target asks for (a deadline's: the objects over the time left); None without one,
+    #: or when the deadline had passed before the listing.
+    needed_objects_per_second: float | None = None
 
 
 def per_transfer_bytes(size: int, part_size: int = DEFAULT_PART) -> int:
@@ -98,23 +102,56 @@ def size(
     needed_rate = None
     if target_objects_per_second:
         needed_rate = float(target_objects_per_second)
-    elif deadline_seconds:
+    elif deadline_seconds is not None and deadline_seconds > 0:
         needed_rate = objects / max(1.0, deadline_seconds)
     pods = math.ceil(needed_rate / per_pod_rate) if needed_rate else min(4, shards)
     cap = parallelism_cap or 1000
     parallelism = max(1, min(pods, shards, cap))
-    predicted = int(objects / (parallelism * per_pod_rate)) if objects else 0
-    reason = (
-        f"{parallelism} pod(s) x {per_pod_rate:.3g} objects/s planned per pod"
-        + (f" for a target of {needed_rate:.0f} objects/s" if needed_rate else "")
-        + f"; {_mib(pod_memory)} per pod for up to {max_concurrency} transfers of {_mib(per_transfer_bytes(median, part_size), 2)}"
+    # Rounded up: ten objects take a moment, not "0s".
+    predicted = math.ceil(objects / (parallelism * per_pod_rate)) if objects else 0
+    reason = f"{parallelism} pod(s) x {_rate(per_pod_rate)} objects/s planned per pod"
+    if target_objects_per_second:
+        reason += f" for a target of {_rate(needed_rate or 0)} objects/s"
+        if pods > parallelism:
+            reason += (
+                f"; held to {parallelism} pod(s) by the shards or the parallelism limit, about "
+                f"{_rate(parallelism * per_pod_rate)} objects/s"
+            )
+    elif deadline_seconds is not None:
+        reason += _deadline_note(deadline_seconds, needed_rate, predicted, pods > parallelism)
+    reason += (
+        f"; {_mib(pod_memory)} per pod for up to {max_concurrency} transfers of "
+        f"{_mib(per_transfer_bytes(median, part_size), 2)}"
     )
     if pod_memory < MIN_WORKER_MEMORY:
         reason += (
             f"; {_mib(pod_memory)} is below the {MIN_WORKER_MEMORY // MiB}Mi a worker needs (its baseline "
             "and one 5 MiB part): every shard would fail at once; raise spec.resources.memory or set it to auto"
         )
-    return Sizing(pod_memory, memory_limit, initial, max_concurrency, parallelism, predicted, reason)
+    return Sizing(
+        pod_memory, memory_limit, initial, max_concurrency, parallelism, predicted, reason, needed_rate
+    )
+
+
+def _deadline_note(seconds: float, needed_rate: float | None, predicted: int, capped: bool) -> str:
+    """How spec.target.deadline was sized for, counted from the listing: the rate it needs and, when the
+    pods allowed cannot meet it, by how much the prediction misses it."""
+    if seconds <= 0:
+        return (
+            f"; spec.target.deadline had passed {format_duration(-seconds)} before the source was listed: "
+            "sized as without a target"
+        )
+    note = (
+        f" for the deadline {format_duration(seconds)} after the listing, which needs "
+        f"{_rate(needed_rate or 0)} objects/s"
+    )
+    if capped and predicted > seconds:
+        note += (
+            f"; at that the copy takes about {format_duration(predicted)}, "
+            f"{format_duration(predicted - seconds)} past the deadline: it needs more pods than there are "
+            "shards or the parallelism limit allows"
+        )
+    return note
 
 
 def size_from_histogram(histogram: Histogram, shards: int, **kwargs: object) -> Sizing:
@@ -130,6 +167,11 @@ def size_from_histogram(histogram: Histogram, shards: int, **kwargs: object) -> 
 
 def _round_up(value: int, step: int = 64 * MiB) -> int:
     return -(-value // step) * step
+
+
+def _rate(value: float) -> str:
+    """Objects/s as people read them: 0.0116, 2.5, 27.8, 1,389 (never "0" for a rate above zero)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _mib(value: int, digits: int = 0) -> str:

@@ -2,12 +2,12 @@
 interrupted.
 
 Run as `python -m testbed.cluster`. It starts `ControlPlane`, the testbed kubelet and `VersityGW` with
-their state in `.dev-cluster/` of the repository, installs Ferry, prints how to reach everything, and
-writes
-`.dev-cluster/env` (shell assignments of KUBECONFIG, FERRY_S3_ENDPOINT, AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) once everything is ready, so another terminal can
-`source .dev-cluster/env`. SIGINT or SIGTERM stops every process it started. The credentials are
-generated for this run and only protect a server on 127.0.0.1.
+their state in `.dev-cluster/` of the repository, installs Ferry, prints how to reach everything (the
+operator's metrics URL included), and writes `.dev-cluster/env` (shell assignments of KUBECONFIG,
+FERRY_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
+FERRY_OPERATOR_METRICS_URL) once everything is ready, so another terminal can `source .dev-cluster/env`.
+SIGINT or SIGTERM stops every process it started. The credentials are generated for this run and only
+protect a server on 127.0.0.1.
 
 Two modes (`--mode`):
 
@@ -94,17 +94,18 @@ def main(argv: list[str] | None = None) -> int:
             pod = _operator_pod(api)
             log_dir = kubelet.pod_dir(NAMESPACE, pod)
             where = (
-                f"Deployment {NAMESPACE}/{RELEASE} from {image}, pod {pod} "
-                f"(log: {log_dir}/logs/operator.log; metrics on 127.0.0.1:{chart.metrics_port})"
+                f"Deployment {NAMESPACE}/{RELEASE} from {image}, pod {pod} (log: {log_dir}/logs/operator.log)"
             )
+            metrics = chart.metrics_url
         else:
             install(api, bins.bin_dir / "helm")
             operator = operator_process(cp, state, interval=2.0)
-            next(operator)
+            handle = next(operator)
             stack.callback(operator.close)
             where = (
                 f"ferry operator as system:serviceaccount:{NAMESPACE}:{RELEASE} (log: {state}/operator.log)"
             )
+            metrics = handle.metrics_url
         ep = s3.endpoint
         example = _seed(api, ep, state)
         env = {
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "AWS_ACCESS_KEY_ID": ep.access_key,
             "AWS_SECRET_ACCESS_KEY": ep.secret_key,
             "AWS_DEFAULT_REGION": ep.region,
+            "FERRY_OPERATOR_METRICS_URL": metrics,
         }
         env_file = state / "env"
         env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  kubectl:      {kubectl}\n"
             f"  pods:         {'containers from their images (real memory limits)' if engine else 'local processes'}\n"
             f"  operator:     {where}\n"
+            f"  metrics:      {metrics}\n"
             f"  logs:         {state}/controlplane/logs, {state}/kubelet, {state}/s3\n"
             f"  try it:       {kubectl} apply -f {example} && {kubectl} get copyjobs -w\n"
             f"In another shell: set -a; source {env_file}; set +a\n"

@@ -28,6 +28,9 @@ GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
 #: unless the platform allows them: the testbed allows them the way a platform allows an internal
 #: endpoint, with the chart value endpoints.allow (FERRY_ALLOWED_ENDPOINTS for the operator process).
 ALLOWED_ENDPOINTS = ("127.0.0.0/8",)
+#: Where the operator's /metrics and /healthz listen here: loopback, like every testbed server. (In a
+#: cluster the chart's default is the pod's address; the testbed's pods share the host's network.)
+LISTEN_ADDRESS = "127.0.0.1"
 
 
 def policy_values(allowed: tuple[str, ...] = ALLOWED_ENDPOINTS) -> tuple[str, ...]:
@@ -44,8 +47,8 @@ def render_chart(helm: Path, *values: str) -> list[dict[str, Any]]:
 
 
 def install(api: client.ApiClient, helm: Path) -> None:
-    """CRD, namespace, and the chart's ServiceAccounts and RBAC (not its Deployment: the operator runs
-    here as a process)."""
+    """CRD, namespace, and the chart's ServiceAccounts, RBAC and admission policy on the operator's writes
+    (not its Deployment: the operator runs here as a process)."""
     ext = client.ApiextensionsV1Api(api)
     crd = yaml.safe_load((REPO / "crds" / "copyjob.yaml").read_text())
     try:
@@ -65,7 +68,15 @@ def install(api: client.ApiClient, helm: Path) -> None:
     except ApiException as exc:
         if exc.status != 409:
             raise
-    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    wanted = {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for obj in render_chart(helm):
         if obj["kind"] in wanted:
             try:
@@ -109,6 +120,11 @@ class OperatorProcess:
                 self.process.wait(5)
             self.process = None
 
+    @property
+    def metrics_url(self) -> str:
+        address = self.env.get("FERRY_LISTEN_ADDRESS", LISTEN_ADDRESS)
+        return f"http://{address}:{self.env['FERRY_METRICS_PORT']}/metrics"
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -135,6 +151,7 @@ def operator_process(
         "FERRY_AGGREGATE_INTERVAL_SECONDS": str(interval),
         "FERRY_METRICS_PORT": str(free_port()),
         "FERRY_LIVENESS_PORT": str(free_port()),
+        "FERRY_LISTEN_ADDRESS": LISTEN_ADDRESS,
         "FERRY_WORKER_SERVICE_ACCOUNT": f"{RELEASE}-worker",
         "FERRY_MAX_PODS_PER_JOB": "50",
         "MALLOC_ARENA_MAX": "2",  # as the chart sets it
@@ -167,6 +184,10 @@ class ChartOperator:
     metrics_port: int
     liveness_port: int
     image: str
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LISTEN_ADDRESS}:{self.metrics_port}/metrics"
 
 
 def helm_install(
@@ -207,6 +228,8 @@ def helm_install(
         f"metrics.port={ports.metrics_port}",
         "--set",
         f"livenessPort={ports.liveness_port}",
+        "--set",
+        f"listenAddress={LISTEN_ADDRESS}",
         "--set",
         f"aggregateIntervalSeconds={aggregate_interval}",
     ]

@@ -26,7 +26,14 @@ from ferry.worker.objects import ObjectInfo
 from ferry.worker.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
 from ferry.worker.progress import OK_CODE, Operation
 from ferry.worker.ratelimit import TokenBucket
-from ferry.worker.retry import Classified, Kind, RetryPolicy, TransientCopyError, call_with_retry
+from ferry.worker.retry import (
+    Classified,
+    Kind,
+    RetriesExhausted,
+    RetryPolicy,
+    TransientCopyError,
+    call_with_retry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +111,10 @@ class Copier:
                 result.throttles += 1
             self.on_error(error)
 
-        return call_with_retry(counted, self.options.retry, on_error=on_error)
+        try:
+            return call_with_retry(counted, self.options.retry, on_error=on_error)
+        except RetriesExhausted as exc:
+            raise RetriesExhausted(exc.last, exc.attempts, name.value) from exc
 
     def _destination_args(self, source_head: dict[str, Any], tagging: str | None) -> dict[str, Any]:
         """PUT/CreateMultipartUpload arguments: preserved content fields, metadata and tags, overrides."""
@@ -225,6 +235,8 @@ class Copier:
             )
             return response
 
+        # The service moves the bytes, but they load the source all the same: bytesPerSecond holds.
+        self.bandwidth.take(obj.size)
         response = self._call(result, Operation.COPY, copy)
         etag = str(response.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
         if (
@@ -342,6 +354,7 @@ class Copier:
         last: int,
         result: CopyResult,
     ) -> dict[str, Any]:
+        self.bandwidth.take(last - first + 1)
         response = self._call(
             result,
             Operation.UPLOAD_PART_COPY,
@@ -397,6 +410,7 @@ class Copier:
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
+            self.requests.take()
             self.destination_client.abort_multipart_upload(
                 Bucket=self.destination_bucket, Key=key, UploadId=upload_id
             )

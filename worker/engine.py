@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferry.model import CopyJobSpec, Overwrite
+from ferry.model.checkpoint import Checkpoint
 from ferry.worker.budget import TransferTooLarge
 from ferry.worker.copier import Copier, CopyOptions
 from ferry.worker.decide import decide
@@ -34,10 +35,12 @@ from ferry.worker.progress import (
     code_label,
     eta_seconds,
 )
-from ferry.worker.ratelimit import TokenBucket
+from ferry.worker.ratelimit import RateShare, TokenBucket
 from ferry.worker.report import FailureReport
 from ferry.worker.retry import Classified, Kind, RetriesExhausted, RetryPolicy, call_with_retry, classify
 from ferry.worker.s3 import list_pages
+from ferry.worker.settled import SettledMark
+from ferry.worker.systematic import Attempt, Side, Streak, SystematicFailure, observe, side_of
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,12 @@ class Progress:
     requests_by: tuple[tuple[str, str, int], ...] = ()
     #: Seconds per successful transfer since the start.
     latency: LatencyHistogram = LatencyHistogram()
+    #: Where a restarted run could resume: every object up to this key is settled (see `settled.py`).
+    checkpoint: Checkpoint | None = None
+    #: Set once the run was stopped because its transfers kept failing the same job-wide way.
+    systematic: SystematicFailure | None = None
+    #: The rate limits applied now (this pod's share of spec.rateLimit; 0: unlimited).
+    rate_share: RateShare = RateShare()
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class Summary:
     report_path: str
     error: str | None = None
     interrupted: bool = False
+    checkpoint: Checkpoint | None = None
+    #: Why the run stopped early: its transfers kept failing the same job-wide way (systematic.py).
+    systematic: SystematicFailure | None = None
 
     @property
     def objects_per_second(self) -> float:
@@ -81,7 +93,12 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        return self.error is None and not self.interrupted and self.counts.pending == 0
+        return (
+            self.error is None
+            and not self.interrupted
+            and self.systematic is None
+            and self.counts.pending == 0
+        )
 
 
 @dataclass
@@ -97,6 +114,12 @@ class CopyEngine:
     clock: Callable[[], float] = time.monotonic
     source_lean: Any = None
     destination_lean: Any = None
+    #: A resume point of an earlier run of this key range: listing starts after it, and the counts of the
+    #: objects up to it are carried forward (the caller checks it lies in the key range).
+    resume: Checkpoint | None = None
+    #: This pod's share of spec.rateLimit (the operator splits the job-wide limits over the pods and
+    #: changes shares with `set_rate_share`); None: the spec's limits as they are (`ferry run`).
+    rate_share: RateShare | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _counts: Counts = field(default_factory=Counts, init=False)
     _throttles: int = field(default=0, init=False)
@@ -107,9 +130,35 @@ class CopyEngine:
     _started: float | None = field(default=None, init=False)
     _finished: float | None = field(default=None, init=False)
     _rates: RateWindow = field(default_factory=RateWindow, init=False)
+    _mark: SettledMark = field(default_factory=SettledMark, init=False)
+    _streak: Streak = field(default_factory=Streak, init=False)
+    _systematic: SystematicFailure | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        resume = self.resume
+        if resume is not None and resume.within(self.key_range.start_after, self.key_range.end):
+            self.key_range = KeyRange(resume.after, self.key_range.end)
+            self._mark = SettledMark(resume)
+            # Carried objects were listed and settled by the earlier run: the accounting closes over both.
+            self._counts = Counts(
+                discovered=resume.done,
+                copied=resume.copied,
+                skipped=resume.skipped,
+                failed=resume.failed,
+                bytes_discovered=resume.bytes_done,
+                bytes_copied=resume.bytes_copied,
+                bytes_skipped=resume.bytes_skipped,
+                bytes_failed=resume.bytes_failed,
+                listed=resume.done,
+                bytes_listed=resume.bytes_done,
+            )
+        else:
+            self.resume = None
         self.server_side = self.spec.source.same_service(self.spec.destination)
+        share = self.rate_share or RateShare.of(self.spec.rate_limit)
+        self.rate_share = share
+        self._request_bucket = TokenBucket(share.requests_per_second)
+        self._byte_bucket = TokenBucket(share.bytes_per_second)
         self.copier = Copier(
             source_client=self.source_client,
             destination_client=self.destination_client,
@@ -127,8 +176,8 @@ class CopyEngine:
             destination_lean=self.destination_lean,
             on_request=self._count_request,
             on_error=self._count_error,
-            requests=TokenBucket(self.spec.rate_limit.requests_per_second),
-            bandwidth=TokenBucket(self.spec.rate_limit.bytes_per_second),
+            requests=self._request_bucket,
+            bandwidth=self._byte_bucket,
         )
         self.filter = ObjectFilter.compile(self.spec.filter, self.spec.source.prefix)
 
@@ -154,7 +203,17 @@ class CopyEngine:
                 requests=self._requests,
                 requests_by=tuple((op, code, n) for (op, code), n in sorted(self._requests_by.items())),
                 latency=self._latency,
+                checkpoint=self._mark.checkpoint,
+                systematic=self._systematic,
+                rate_share=self.rate_share or RateShare(),
             )
+
+    def set_rate_share(self, share: RateShare) -> None:
+        """Apply a new share of the rate limits at once, to transfers and listings already waiting too."""
+        with self._lock:
+            self.rate_share = share
+        self._request_bucket.set_rate(share.requests_per_second)
+        self._byte_bucket.set_rate(share.bytes_per_second)
 
     def _count_request(self, operation: Operation, code: str) -> None:
         """One request answered (``code`` is `OK_CODE` or the error's code), counted when its answer is
@@ -182,15 +241,15 @@ class CopyEngine:
         stop = stop or threading.Event()
         self._started = self.clock()
         with self._lock:
-            # The rate window starts at the run's start with nothing done, so the first rate anyone
-            # reads is measured over the real elapsed time (not 0.0 from a window of one sample).
-            self._rates.add(self._started, 0, 0)
+            # The rate window starts at the run's start with nothing done by this run (carried counts
+            # are not its work), so the first rate anyone reads is measured over the real elapsed time.
+            self._rates.add(self._started, self._counts.done, self._counts.bytes_done)
         error: str | None = None
         with ThreadPoolExecutor(self.limiter.ceiling, thread_name_prefix="ferry-copy") as pool:
             in_flight: set[Future[None]] = set()
             try:
                 for pair in self._pairs():
-                    if stop.is_set():
+                    if stop.is_set() or self._systematic is not None:
                         break
                     self._handle(pair.source, pair.destination_key, pair.existing, pool, in_flight)
                 else:
@@ -214,6 +273,8 @@ class CopyEngine:
                 report_path=str(self.report.path),
                 error=error,
                 interrupted=stop.is_set(),
+                checkpoint=self._mark.checkpoint,
+                systematic=self._systematic,
             )
 
     def _pairs(self) -> Iterator[Any]:
@@ -266,6 +327,7 @@ class CopyEngine:
 
         def call(request: Callable[[], Any]) -> Any:
             def attempt() -> Any:
+                self._request_bucket.take()  # listing requests count against spec.rateLimit too
                 answer = request()
                 self._count_request(Operation.LIST, OK_CODE)
                 return answer
@@ -292,6 +354,7 @@ class CopyEngine:
         if decision.action is Action.SKIP:
             with self._lock:
                 self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
+                self._mark.settled(source.key, Outcome.SKIPPED, source.size)
             return
         # Reserve before allocating: the permit holds the part buffer's bytes before the copy starts.
         reserve = transfer_memory(source.size, self.part_size, self.server_side) + TRANSFER_OVERHEAD_BYTES
@@ -300,11 +363,17 @@ class CopyEngine:
         except TransferTooLarge as exc:
             self._fail(source, "MemoryBudgetTooSmall", str(exc), 0)
             return
-        future = pool.submit(self._transfer, source, target_key, permit)
+        if self._systematic is not None:
+            # Stopped while this transfer waited for its permit: it does not start (it stays pending).
+            self.limiter.release(permit, TransferReport(ok=False, size=0, seconds=0.0, throttles=0))
+            return
+        with self._lock:
+            ticket = self._mark.opened(source.key, source.size)
+        future = pool.submit(self._transfer, source, target_key, permit, ticket)
         in_flight.add(future)
         future.add_done_callback(in_flight.discard)
 
-    def _transfer(self, source: ObjectInfo, target_key: str, permit: Any) -> None:
+    def _transfer(self, source: ObjectInfo, target_key: str, permit: Any, ticket: int) -> None:
         started = self.clock()
         throttles = 0
         ok = False
@@ -315,20 +384,42 @@ class CopyEngine:
             seconds = self.clock() - started
             with self._lock:
                 self._counts = self._counts.finish(Outcome.COPIED, source.size)
+                self._mark.closed(ticket, Outcome.COPIED)
                 self._latency = self._latency.observe(seconds)
+                self._streak, _ = observe(self._streak, Attempt(ok=True))
         except RetriesExhausted as exc:
-            self._fail(source, exc.last.code, exc.last.message, exc.attempts)
+            side = side_of(exc.operation)
+            self._fail(source, exc.last.code, exc.last.message, exc.attempts, ticket, side)
         except Exception as exc:  # a bug or an unexpected library error must not stop the job
             classified = classify(exc)
             log.exception("unexpected error copying %r", source.key)
-            self._fail(source, classified.code, classified.message, 1)
+            self._fail(source, classified.code, classified.message, 1, ticket)
         finally:
             self.limiter.release(
                 permit,
                 TransferReport(ok=ok, size=source.size, seconds=self.clock() - started, throttles=throttles),
             )
 
-    def _fail(self, source: ObjectInfo, code: str, message: str, attempts: int) -> None:
+    def _fail(
+        self,
+        source: ObjectInfo,
+        code: str,
+        message: str,
+        attempts: int,
+        ticket: int | None = None,
+        side: Side | None = None,
+    ) -> None:
         self.report.record(FailedObject(source.key, code, message[:500], attempts, source.size))
         with self._lock:
             self._counts = self._counts.finish(Outcome.FAILED, source.size)
+            # Failed objects are settled too: a resumed run does not try them again, and they stay
+            # counted as failed (they are in the report this run uploads).
+            if ticket is None:
+                self._mark.settled(source.key, Outcome.FAILED, source.size)
+            else:
+                self._mark.closed(ticket, Outcome.FAILED)
+            self._streak, verdict = observe(self._streak, Attempt(ok=False, code=code, side=side))
+            if verdict is None or self._systematic is not None:
+                return
+            self._systematic = verdict
+        log.error("stopping: %s", verdict.message())

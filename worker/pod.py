@@ -11,25 +11,37 @@ Exit codes (the Job's podFailurePolicy relies on them):
        memory budget too small for the worker's baseline plus one transfer, which the termination
        message explains with the `spec.resources.memory` it needs (never a loop of OOM kills)
     4  the shard could not finish (listing broke off): Kubernetes retries the index
+    5  the shard was stopped early: its transfers kept failing the same job-wide way (refused
+       credentials, a wrong region, denied access, a missing bucket; `systematic.py`). The podFailurePolicy
+       fails the whole Job at once, so no other shard meets the same failure; the termination message
+       says which side, which S3 code and what to fix
+
+A shard the Job lists as finished (`FERRY_FINISHED_SHARDS`: counted in the progress ledger under an
+earlier Job of the same CopyJob, re-created after an edit) ends at once with exit 0: only the shards that
+did not finish run again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec
+from ferry.model.checkpoint import MAX_ENTRY_CHARS, Checkpoint, resume_for, resume_key
 from ferry.model.loading import format_validation_error
-from ferry.model.plan import SHARDS_FILE, SPEC_FILE, Shard
+from ferry.model.plan import FINISHED_SHARDS_ENV, SHARDS_FILE, SPEC_FILE, Shard, in_ranges
 from ferry.worker.adaptive import AdaptiveLimiter
 from ferry.worker.budget import (
     BudgetTooSmall,
@@ -47,16 +59,24 @@ from ferry.worker.leans3 import make_lean
 from ferry.worker.objects import KeyRange
 from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
+from ferry.worker.ratelimit import RateShare, limits_token, starting_share
 from ferry.worker.report import FailureReport
 from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
-from ferry.worker.statusdoc import MemoryFigures, status_document, termination_message
-from ferry.worker.statusserver import StatusServer
+from ferry.worker.statusdoc import FORMAT, MemoryFigures, status_document, termination_message
+from ferry.worker.statusserver import LimitsEndpoint, StatusServer
 
 EXIT_DONE = 0
 EXIT_INVALID = 2
 EXIT_RETRY = 4
+EXIT_SYSTEMATIC = 5
 STATUS_PORT = 8080
+#: A stopped worker exits within this long of SIGTERM, inside the pods' 30 s terminationGracePeriodSeconds
+#: (render.py), so that its termination message is written before any SIGKILL.
+STOP_WITHIN_SECONDS = 25.0
+#: A stopped worker's last `/status` is read this many times before it exits: an answer the operator's
+#: deadline cut off (the operator sees none) is read again at its next pass.
+FINAL_READS = 2
 
 
 @dataclass(frozen=True)
@@ -71,9 +91,31 @@ class WorkerConfig:
     status_address: tuple[str, int]
     termination_path: Path
     initial_concurrency: int | None
+    #: Where an earlier pod of this shard stopped (from the mounted progress ledger), if anywhere.
+    resume: Checkpoint | None = None
+    #: After an interruption, how long the worker keeps answering `/status` until its final counts and
+    #: resume point have been read (the operator records them for the shard's next pod).
+    final_status_seconds: float = 0.0
+    #: This pod's share of spec.rateLimit until the operator sends another (None: the spec's limits).
+    rate_share: RateShare | None = None
+    #: What the operator's `PUT /limits` carries; None: no such endpoint.
+    limits_token: str | None = None
 
 
-def _credentials(env: Mapping[str, str], role: str) -> Credentials | None:
+def read_resume(directory: str | None, index: int, shard: Shard) -> Checkpoint | None:
+    """This shard's resume point in the mounted progress ledger; None when there is none, or it is not
+    one this shard can use (the ledger is a ConfigMap its namespace's users can edit)."""
+    if not directory:
+        return None
+    try:
+        with (Path(directory) / resume_key(index)).open("rb") as file:
+            raw = file.read(4 * MAX_ENTRY_CHARS + 1)
+    except OSError:
+        return None
+    return resume_for(raw.decode("utf-8", "replace"), shard.start_after, shard.end)
+
+
+def credentials_from_env(env: Mapping[str, str], role: str) -> Credentials | None:
     key, secret = env.get(f"FERRY_{role}_ACCESS_KEY_ID"), env.get(f"FERRY_{role}_SECRET_ACCESS_KEY")
     if not key and not secret:
         return None
@@ -106,12 +148,16 @@ def config_from(env: Mapping[str, str]) -> WorkerConfig:
         spec=spec,
         shard_index=index,
         shard=shard,
-        source=_credentials(env, "SOURCE"),
-        destination=_credentials(env, "DESTINATION"),
-        report=_credentials(env, "REPORT"),
+        source=credentials_from_env(env, "SOURCE"),
+        destination=credentials_from_env(env, "DESTINATION"),
+        report=credentials_from_env(env, "REPORT"),
         status_address=(host, int(env.get("FERRY_STATUS_PORT", STATUS_PORT))),
         termination_path=Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
         initial_concurrency=int(initial) if initial else None,
+        resume=read_resume(env.get("FERRY_PROGRESS_DIR"), index, shard),
+        final_status_seconds=min(60.0, max(0.0, float(env.get("FERRY_FINAL_STATUS_SECONDS") or 0))),
+        rate_share=starting_share(env, env.get("FERRY_PROGRESS_DIR")),
+        limits_token=limits_token(env),
     )
 
 
@@ -133,6 +179,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         config = config_from(env)
         shard = config.shard_index
+        if in_ranges(shard, env.get(FINISHED_SHARDS_ENV)):
+            return _already_finished(config)
         budget = detect_budget(cgroup, env)
         # Before the S3 clients exist: a budget that cannot hold them and one transfer ends here.
         check_before_clients(budget, anonymous_rss())
@@ -185,9 +233,17 @@ def main(env: Mapping[str, str] | None = None) -> int:
         report=FailureReport(),
         key_range=KeyRange(config.shard.start_after, config.shard.end),
         part_size=plan.part_size,
+        resume=config.resume,
+        rate_share=config.rate_share,
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stopped_at: list[float] = []
+
+    def on_sigterm(*_: object) -> None:
+        stopped_at.append(time.monotonic())
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     peak_rss = [current_rss()]
 
     def figures() -> MemoryFigures:
@@ -206,14 +262,28 @@ def main(env: Mapping[str, str] | None = None) -> int:
         peak_rss[0] = max(peak_rss[0], progress.limiter.rss_bytes or 0)
         return progress
 
-    server = StatusServer(
-        config.status_address,
-        lambda: status_document(config.shard_index, snapshot(), figures()),
-        snapshot,
-    )
+    pod_name = env.get("FERRY_POD_NAME") or None
+    ended: list[str] = []  # how the run ended, once it has
+    final_reads = [0]
+    final_read = threading.Event()
+
+    def document() -> dict[str, Any]:
+        state = ended[0] if ended else "running"
+        return status_document(config.shard_index, snapshot(), figures(), state, pod_name)
+
+    def on_read(asker: str) -> None:
+        # Only readers that name this pod count (its operator does; others may reach its address too).
+        if ended and (pod_name is None or asker == pod_name):
+            final_reads[0] += 1
+            if final_reads[0] >= FINAL_READS:
+                final_read.set()
+
+    limits = LimitsEndpoint(config.limits_token, engine.set_rate_share) if config.limits_token else None
+    server = StatusServer(config.status_address, document, snapshot, limits, read=on_read)
+    resumed = f", resuming after {config.resume.after!r}" if config.resume else ""
     print(
         f"ferry worker: {config.name} shard {config.shard_index} "
-        f"({config.shard.start_after!r} .. {config.shard.end!r}), status on {server.address}",
+        f"({config.shard.start_after!r} .. {config.shard.end!r}){resumed}, status on {server.address}",
         flush=True,
     )
     try:
@@ -223,8 +293,15 @@ def main(env: Mapping[str, str] | None = None) -> int:
     # The cgroup's peak under a limit (what the OOM killer compares), else the process's VmHWM.
     memory = figures()
     peak = memory.peak_bytes or max(peak_rss[0], current_rss())
-    if spec.report is not None and summary.counts.failed:
+    # Only this run's failures: carried ones are in the report of the run that met them.
+    if spec.report is not None and engine.report.count:
         _upload_report(config, summary.report_path)
+    if summary.interrupted and config.final_status_seconds > 0:
+        # Stopped (suspend, fewer pods, eviction): what settled is counted only once the operator has
+        # read it, so answer `/status` a little longer; its reader records the resume point.
+        ended.append("interrupted")
+        left = STOP_WITHIN_SECONDS - (time.monotonic() - stopped_at[0]) if stopped_at else STOP_WITHIN_SECONDS
+        final_read.wait(max(0.0, min(config.final_status_seconds, left)))
     _terminate(config.termination_path, termination_message(config.shard_index, summary, peak, memory))
     server.close()
     c = summary.counts
@@ -233,7 +310,17 @@ def main(env: Mapping[str, str] | None = None) -> int:
         + (f"; {summary.error}" if summary.error else ""),
         flush=True,
     )
+    if summary.systematic is not None:
+        print(f"error: shard {config.shard_index}: {summary.systematic.message()}", file=sys.stderr)
+        return EXIT_SYSTEMATIC
     return EXIT_DONE if summary.complete else EXIT_RETRY
+
+
+def _already_finished(config: WorkerConfig) -> int:
+    print(f"ferry worker: shard {config.shard_index} finished in an earlier run; nothing to do", flush=True)
+    document = {"format": FORMAT, "shard": config.shard_index, "state": "finishedBefore"}
+    _terminate(config.termination_path, json.dumps(document))
+    return EXIT_DONE
 
 
 def _terminate(path: Path, text: str) -> None:
@@ -243,8 +330,15 @@ def _terminate(path: Path, text: str) -> None:
         print(f"warning: cannot write termination message to {path}: {exc}", file=sys.stderr)
 
 
+def report_name(config: WorkerConfig) -> str:
+    """The shard's report; a resumed run names its own after its resume point, so it never replaces
+    the report of the run before it (whose failures it carries but did not meet)."""
+    name = f"{config.name}/shard-{config.shard_index:05d}"
+    if config.resume is not None:
+        name += f"-after-{hashlib.sha256(config.resume.after.encode()).hexdigest()[:12]}"
+    return f"{name}.jsonl"
+
+
 def _upload_report(config: WorkerConfig, path: str) -> None:
     assert config.spec.report is not None
-    report_upload(
-        path, config.spec.report, config.report, f"{config.name}/shard-{config.shard_index:05d}.jsonl"
-    )
+    report_upload(path, config.spec.report, config.report, report_name(config))

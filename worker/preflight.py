@@ -1,6 +1,10 @@
 """Checks that a location can be used before any copying starts: the endpoint answers, speaks S3, the
 bucket exists and the credentials may list it. Each failure becomes a `PreflightError` with a reason a
 condition or an exit message can carry.
+
+The listing is a real request signed for the location's region, and Ferry's clients never follow
+botocore's region redirects (`s3.make_client`): a wrong `region` is refused here exactly as it would
+refuse every object of the copy, before any object is tried.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from ferry.errors import PreflightError
 from ferry.model import Location
 from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
 
+#: The region in a message is the one Ferry signed with (the spec's), never one an endpoint named.
+_REGION = (
+    "{endpoint} refused a request signed for region {region!r}: bucket {bucket!r} is in another region; "
+    "set {field}.region"
+)
 _REASONS = {
     "NoSuchBucket": (
         "BucketNotFound",
@@ -37,14 +46,14 @@ _REASONS = {
     ),
     "InvalidToken": ("CredentialsInvalid", "the session token of {field} is invalid"),
     "ExpiredToken": ("CredentialsInvalid", "the session token of {field} has expired"),
-    "PermanentRedirect": ("RegionMismatch", "bucket {bucket!r} is in another region; set {field}.region"),
-    "AuthorizationHeaderMalformed": (
+    "PermanentRedirect": ("RegionMismatch", _REGION),
+    "AuthorizationHeaderMalformed": ("RegionMismatch", _REGION),
+    "AuthorizationQueryParametersError": ("RegionMismatch", _REGION),
+    "IllegalLocationConstraintException": ("RegionMismatch", _REGION),
+    "IncorrectEndpoint": (
         "RegionMismatch",
-        "bucket {bucket!r} is in another region; set {field}.region",
-    ),
-    "IllegalLocationConstraintException": (
-        "RegionMismatch",
-        "bucket {bucket!r} is in another region; set {field}.region",
+        "{endpoint} is not the endpoint of bucket {bucket!r} in region {region!r}; set {field}.region "
+        "and {field}.endpoint to the bucket's own",
     ),
 }
 
@@ -74,6 +83,7 @@ def check_location(
             message = template.format(
                 bucket=location.bucket,
                 endpoint=endpoint,
+                region=location.region or "us-east-1",
                 field=field,
                 credentials=credentials or f"{field}.credentialsSecret",
             )

@@ -174,10 +174,13 @@ class RetryPolicy:
 
 
 class RetriesExhausted(Exception):
-    def __init__(self, last: Classified, attempts: int) -> None:
+    def __init__(self, last: Classified, attempts: int, operation: str | None = None) -> None:
         super().__init__(f"{last.code}: {last.message} (after {attempts} attempts)")
         self.last = last
         self.attempts = attempts
+        #: The request that gave up (a `progress.Operation` value) when the caller knows it: it says
+        #: which side refused.
+        self.operation = operation
 
 
 def call_with_retry(

@@ -3,7 +3,9 @@
 Exit codes scripts can trust:
     0  every object was copied or skipped as already present
     1  an unexpected internal error (a bug: please report it with the log)
-    2  invalid input: bad file, unknown field, unreachable endpoint, missing bucket, denied access
+    2  invalid input: bad file, unknown field, unreachable endpoint, missing bucket, denied access; also
+       a run stopped early because its transfers kept failing the same job-wide way (a wrong region,
+       refused credentials, denied access, a missing bucket: state "systematicFailure")
     3  the job ran to the end but some objects failed (listed in the report)
     4  the job could not finish: the source listing broke off
     130 interrupted (Ctrl-C); what finished is kept, a re-run skips it
@@ -268,6 +270,8 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
             print(line)
     if summary.error:
         print(f"error: {summary.error}", file=sys.stderr)
+    if summary.systematic is not None:
+        print(f"error: {summary.systematic.message()} [SystematicFailure]", file=sys.stderr)
     return ending(summary).exit_code
 
 
@@ -313,6 +317,9 @@ class Ending:
 
 
 def ending(summary: Summary) -> Ending:
+    if summary.systematic is not None:
+        # The cause is the configuration, as for input refused before the run: a re-run alone fails again.
+        return Ending("systematicFailure", EXIT_INVALID)
     if summary.interrupted:
         return Ending("interrupted", EXIT_INTERRUPTED)
     if summary.error:
@@ -361,6 +368,9 @@ def ending_line(summary: Summary) -> str | None:
         left = f"at least {missing:,} objects not copied (the source was still being listed)"
     else:
         left = "the objects not listed yet were not copied (the source was still being listed)"
+    if end.state == "systematicFailure":
+        assert summary.systematic is not None
+        return f"STOPPED: {summary.systematic.message()}; {left}; fix it and run again (what is done is kept)"
     if end.state == "interrupted":
         return f"INTERRUPTED: {left}; run again to resume (what is done is kept and skipped)"
     if end.state == "incomplete":
@@ -438,6 +448,10 @@ def summary_json(
         "interrupted": summary.interrupted,
         "message": ending_line(summary),
     }
+    if summary.systematic is not None:
+        stopped: dict[str, Any] = summary.systematic.as_json()
+        stopped["field"] = first_field(summary.systematic.fix())
+        document["systematicFailure"] = stopped
     if memory is not None:
         # Peak from the cgroup when the run has a memory limit (what the kernel's OOM killer compares).
         document["memory"] = memory

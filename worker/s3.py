@@ -70,7 +70,20 @@ def make_client(location: Location, credentials: Credentials | None, options: Cl
     # (about 12 MB), so a session per client cost the operator 1.2 GB with 50 CopyJobs planning at
     # once. Sessions are not thread-safe; clients made from one are, and creating them is serialised.
     with _SESSION_LOCK:
-        return _shared_session().client("s3", endpoint_url=location.endpoint, config=config, **kwargs)
+        client = _shared_session().client("s3", endpoint_url=location.endpoint, config=config, **kwargs)
+    # After the redirector has annotated the request, so it finds it "already redirected".
+    client.meta.events.register_last("before-parameter-build.s3", _no_region_redirect)
+    return client
+
+
+def _no_region_redirect(context: dict[str, Any], **_: Any) -> None:
+    """Keep every request in the configured region. botocore re-sends a request answered "wrong region"
+    (AuthorizationHeaderMalformed, PermanentRedirect, 301) signed for the region the answer names; the lean
+    transport (leans3.py) cannot, and so a wrong `region` passed the preflight listing and then failed
+    every object. Without the redirect the preflight meets the same answer as the copy and names the field."""
+    redirect = context.get("s3_redirect")
+    if isinstance(redirect, dict):
+        redirect["redirected"] = True
 
 
 _SESSION_LOCK = threading.Lock()

@@ -11,7 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ferry.model.checkpoint import Checkpoint, checkpoint_from_json
 from ferry.worker.engine import Progress, Summary
+from ferry.worker.systematic import SystematicFailure
 
 TERMINATION_LIMIT = 4096
 FORMAT = "ferry.dev/worker-report/v1"
@@ -59,14 +61,48 @@ def _counts(counts: Any) -> dict[str, Any]:
     }
 
 
-def status_document(shard: int, progress: Progress, memory: MemoryFigures | None = None) -> dict[str, Any]:
+#: The state of a shard stopped because its transfers kept failing the same job-wide way (systematic.py).
+SYSTEMATIC_STATE = "systematicFailure"
+
+
+def final_state(summary: Summary) -> str:
+    """How a shard's run ended, as its termination message says: the cause to fix comes first."""
+    if summary.systematic is not None:
+        return SYSTEMATIC_STATE
+    if summary.complete:
+        return "complete"
+    return "interrupted" if summary.interrupted else "incomplete"
+
+
+def _systematic(failure: SystematicFailure | None) -> dict[str, Any]:
+    return {SYSTEMATIC_STATE: failure.as_json()} if failure is not None else {}
+
+
+def _resume(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    return checkpoint.as_json() if checkpoint is not None else None
+
+
+def status_document(
+    shard: int,
+    progress: Progress,
+    memory: MemoryFigures | None = None,
+    state: str = "running",
+    pod: str | None = None,
+) -> dict[str, Any]:
+    """The `/status` document. ``state`` is "running", or how the run ended while the worker still
+    answers (an interrupted worker waits until its final counts and resume point have been read);
+    ``pod`` is the pod's name, by which the reader knows the answer is from the pod it asked."""
     limiter = progress.limiter
     figures = {k: v for k, v in memory.as_json().items() if k != "budgetBytes"} if memory else {}
     return {
         "format": FORMAT,
         "shard": shard,
-        "state": "running",
+        **({"pod": pod} if pod else {}),
+        # Stopped on a systematic failure, the worker still answers while its last transfers end.
+        "state": SYSTEMATIC_STATE if progress.systematic is not None and state == "running" else state,
+        **_systematic(progress.systematic),
         **_counts(progress.counts),
+        "resume": _resume(progress.checkpoint),
         "elapsedSeconds": round(progress.elapsed_seconds, 3),
         "objectsPerSecond": round(progress.objects_per_second, 2),
         "bytesPerSecond": round(progress.bytes_per_second),
@@ -92,6 +128,7 @@ def status_document(shard: int, progress: Progress, memory: MemoryFigures | None
         "throttles": progress.throttles,
         "retries": progress.retries,
         "requests": progress.requests,
+        "rateLimit": progress.rate_share.as_json(),
     }
 
 
@@ -105,8 +142,10 @@ def termination_message(
     document: dict[str, Any] = {
         "format": FORMAT,
         "shard": shard,
-        "state": "complete" if summary.complete else ("interrupted" if summary.interrupted else "incomplete"),
+        "state": final_state(summary),
+        **_systematic(summary.systematic),
         **_counts(summary.counts),
+        "resume": _resume(summary.checkpoint),
         "durationSeconds": round(summary.duration_seconds, 3),
         "throttles": summary.throttles,
         "retries": summary.retries,
@@ -129,6 +168,9 @@ def termination_message(
             document["error"] = document["error"][: len(document["error"]) // 2]
         elif document.get("memory"):
             document["memory"] = None
+        elif document.get("resume"):
+            # A key of control characters escapes to six bytes each: the counts matter more.
+            document["resume"] = None
         else:
             document["peakRssBytes"] = None
             return json.dumps(document, separators=(",", ":"))
@@ -154,13 +196,24 @@ class WorkerReport:
     #: Where ``rss_bytes`` was measured: "cgroup" (the cgroup's own high-water mark, what the kernel's
     #: OOM killer compares with the limit), "rss" (the process's RSS or VmHWM), or None (not said).
     peak_source: str | None = None
+    #: The shard's resume point (None from workers that predate it, or before anything settled).
+    resume: Checkpoint | None = None
+    #: The pod that answered, as it names itself (None from workers that predate it).
+    pod: str | None = None
+    #: Why the shard was stopped early (state "systematicFailure"), as checked values.
+    systematic: SystematicFailure | None = None
+
+    def answers_for(self, shard: int, pod: str) -> bool:
+        """Whether this is the answer of that pod for that shard: a pod's address can be another pod's
+        once it has stopped, and its counts and resume point must never count for this shard."""
+        return self.shard == shard and (self.pod is None or self.pod == pod)
 
 
 def parse_report(text: str) -> WorkerReport | None:
     """Parse what a worker wrote; None for anything else (an OOM kill leaves no message)."""
     try:
         raw = json.loads(text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: nested deeper than Python parses
         return None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         return None
@@ -187,7 +240,16 @@ def _report(raw: dict[str, Any]) -> WorkerReport:
         peak_source=_peak_source(memory),
         failed=list(raw.get("failed") or []),
         error=raw.get("error"),
+        # Checked on its own: a malformed resume point is ignored, the counts beside it still count.
+        resume=checkpoint_from_json(raw.get("resume")),
+        pod=_pod(raw.get("pod")),
+        systematic=SystematicFailure.from_json(raw.get(SYSTEMATIC_STATE)),
     )
+
+
+def _pod(value: Any) -> str | None:
+    """A pod's name as it says it (at most 253 characters, a Kubernetes name's limit), or None."""
+    return value if isinstance(value, str) and 0 < len(value) <= 253 else None
 
 
 def _peak_source(memory: dict[str, Any]) -> str | None:

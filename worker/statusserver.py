@@ -1,5 +1,10 @@
 """The worker's HTTP endpoints on its pod IP: `/status` (JSON for the operator), `/metrics` (Prometheus)
-and `/healthz`. A thin adapter: documents come from `statusdoc`, metrics from the engine's snapshot.
+and `/healthz`, and `PUT /limits`, where the operator sends this pod's share of spec.rateLimit. A thin
+adapter: documents come from `statusdoc`, metrics from the engine's snapshot, shares go to the engine.
+
+Anything on the pod network can reach these endpoints. `PUT /limits` answers only a request carrying the
+CopyJob's token (which only the operator and the pods of its Job hold), reads at most `SHARE_MAX_BYTES`
+of body, and takes only a share `ratelimit.parse_share` accepts; its answers carry no body.
 
 Metrics follow Prometheus conventions: counters end in `_total` (the client adds it), transfer time is a
 histogram (`ferry_transfer_seconds_bucket{le}`: quantiles can be aggregated across pods, which gauges
@@ -9,11 +14,14 @@ a bucket or a server's free text (see `progress.code_label`).
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -21,6 +29,11 @@ from prometheus_client.registry import Collector
 
 from ferry.worker.engine import Progress
 from ferry.worker.progress import LatencyHistogram
+from ferry.worker.ratelimit import SHARE_MAX_BYTES, RateShare, parse_share
+
+#: Seconds a client may take over each read or write of a request: one that stops sending, or sends a
+#: byte at a time, ties up its thread no longer.
+REQUEST_TIMEOUT = 10.0
 
 
 def _bound(value: float) -> str:
@@ -83,6 +96,24 @@ class EngineCollector(Collector):
         yield CounterMetricFamily("ferry_retries", "Retried requests", value=p.retries)
         yield requests_family(p.requests_by)
         yield latency_family(p.latency)
+        yield GaugeMetricFamily(
+            "ferry_rate_limit_requests_per_second",
+            "This pod's share of spec.rateLimit.requestsPerSecond (0: unlimited)",
+            value=p.rate_share.requests_per_second,
+        )
+        yield GaugeMetricFamily(
+            "ferry_rate_limit_bytes_per_second",
+            "This pod's share of spec.rateLimit.bytesPerSecond (0: unlimited)",
+            value=p.rate_share.bytes_per_second,
+        )
+
+
+@dataclass(frozen=True)
+class LimitsEndpoint:
+    """`PUT /limits`: ``apply`` gets each share sent with ``token`` (`Authorization: Bearer <token>`)."""
+
+    token: str
+    apply: Callable[[RateShare], None]
 
 
 class StatusServer:
@@ -93,13 +124,21 @@ class StatusServer:
         address: tuple[str, int],
         document: Callable[[], dict[str, Any]],
         snapshot: Callable[[], Progress],
+        limits: LimitsEndpoint | None = None,
+        read: Callable[[str], None] | None = None,
     ) -> None:
+        """``read``, if given, hears of every `/status` answer sent, with the pod name the asker gave
+        (`?pod=`; "" when none): a stopped worker waits until its own operator has read the last one."""
         registry = CollectorRegistry()
         registry.register(EngineCollector(snapshot))
+        expected = f"Bearer {limits.token}".encode() if limits else b""
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT
+
             def do_GET(self) -> None:
-                if self.path == "/status":
+                path, _, query = self.path.partition("?")
+                if path == "/status":
                     body, kind = json.dumps(document()).encode(), "application/json"
                 elif self.path == "/metrics":
                     body, kind = generate_latest(registry), "text/plain; version=0.0.4"
@@ -113,6 +152,44 @@ class StatusServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                if path == "/status" and read is not None:
+                    read((parse_qs(query[:1024]).get("pod") or [""])[0])
+
+            def do_PUT(self) -> None:
+                if self.path != "/limits" or limits is None:
+                    self._answer(404)
+                    return
+                # Before the body is read: a stranger's request costs its headers only.
+                given = self.headers.get("Authorization", "").encode(errors="replace")
+                if not hmac.compare_digest(given, expected):
+                    self._answer(401)
+                    return
+                length = self.headers.get("Content-Length", "")
+                if not (length.isascii() and length.isdigit()):
+                    self._answer(411)
+                    return
+                if int(length) > SHARE_MAX_BYTES:
+                    self._answer(413)
+                    return
+                try:
+                    body = self.rfile.read(int(length))
+                except OSError:  # too slow (REQUEST_TIMEOUT) or gone: nothing to answer
+                    self.close_connection = True
+                    return
+                try:
+                    if len(body) != int(length):
+                        raise ValueError("the body ended early")
+                    share = parse_share(body)
+                except ValueError:
+                    self._answer(400)
+                    return
+                limits.apply(share)
+                self._answer(204)
+
+            def _answer(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *_args: object) -> None:
                 """Polled every few seconds; access logs would drown the worker's own."""

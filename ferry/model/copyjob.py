@@ -427,12 +427,13 @@ class Concurrency(_Model):
 class RateLimit(_Model):
     requests_per_second: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = Field(
         default=0,
-        description="S3 requests per second each worker pod makes at most (default 0: unlimited).",
+        description="S3 requests per second the whole job makes at most, split over its worker pods "
+        "(default 0: unlimited).",
     )
     bytes_per_second: ByteSize = Field(
         default=0,
-        description="Bytes per second each worker pod copies at most, an integer or a quantity such as "
-        "100Mi (default 0: unlimited).",
+        description="Bytes per second the whole job copies at most, split over its worker pods; an integer "
+        "or a quantity such as 100Mi (default 0: unlimited).",
     )
 
 
@@ -485,7 +486,8 @@ class Resources(_Model):
     )
     cpu: Annotated[str, BeforeValidator(_cpu)] | None = Field(
         default=None,
-        description="CPU request of each worker pod, such as 500m or 2 (default: the platform's).",
+        description="CPU request of each worker pod, such as 500m or 2 (default: the platform's). The "
+        "platform may cap it.",
     )
 
 
@@ -503,9 +505,11 @@ class ShardSize(_Model):
 
 
 class CopyJobSpec(_Model):
-    """What to copy, and how. Read when the CopyJob is planned; afterwards only parallelism, suspend and
-    ttlSecondsAfterFinished take effect on a running job (the plan ConfigMap keeps the spec it was planned
-    with)."""
+    """What to copy, and how. Read when the CopyJob is planned; afterwards only parallelism, rateLimit,
+    suspend and ttlSecondsAfterFinished take effect on a running job (the plan ConfigMap keeps the spec it
+    was planned with). Edited once Failed, or Stalled by a systematic failure, it runs its unfinished shards
+    again under the new spec (planned again when source, filter or shardSize changed); edited once
+    Succeeded, it is only observed."""
 
     source: Location = Field(description="Where objects are read from.")
     destination: Destination = Field(
@@ -539,7 +543,8 @@ class CopyJobSpec(_Model):
     )
     rate_limit: RateLimit = Field(
         default=RateLimit(),
-        description="Limits on each worker pod's requests and bytes per second (default: unlimited).",
+        description="Limits on the whole job's S3 requests and bytes per second, shared by its worker pods "
+        "(default: unlimited). Edits apply to the running job within seconds.",
     )
     report: Report | None = Field(
         default=None,

@@ -1,4 +1,5 @@
-"""Kubernetes quantity notation for byte sizes (``100Ki``, ``4Mi``, ``5Gi``, ``1e6``, ``1500``).
+"""Kubernetes quantity notation for byte sizes (``100Ki``, ``4Mi``, ``5Gi``, ``1e6``, ``1500``) and CPU
+(``500m``, ``2``).
 
 Pure parsing used by the CopyJob model; the CRD's schema accepts the same strings.
 """
@@ -6,7 +7,7 @@ Pure parsing used by the CopyJob model; the CRD's schema accepts the same string
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
@@ -75,3 +76,40 @@ def to_quantity(count: int) -> str:
         if count and count % factor == 0:
             return f"{count // factor}{suffix}"
     return str(count)
+
+
+def to_display_quantity(count: int) -> str:
+    """A byte count in Kubernetes notation rounded to one decimal (``77700000`` -> ``74.1Mi``), for status
+    fields people read beside the exact count; exact quantities stay exact (``256Mi``)."""
+    if count < 1024:
+        return str(count)
+    suffix, factor = next((s, f) for s, f in reversed(_BINARY.items()) if count >= f)
+    if count % factor == 0:
+        return f"{count // factor}{suffix}"
+    return f"{count / factor:.1f}".removesuffix(".0") + suffix
+
+
+_CPU = re.compile(r"^([0-9]+)m$|^([0-9]+(?:\.[0-9]+)?)$")
+
+
+def parse_cpu(value: str | int) -> int:
+    """Return the millicores a CPU quantity denotes (``500m`` -> 500, ``2`` -> 2000, ``1.5`` -> 1500).
+
+    The forms are the CopyJob's (``spec.resources.cpu``); a fraction of a millicore is rounded up, as the
+    API server rounds it.
+
+    Raises:
+        ValueError: not a CPU quantity; the message shows accepted forms.
+    """
+    match = None if isinstance(value, bool) else _CPU.fullmatch(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a CPU quantity; use forms like 500m or 2")
+    millis, cores = match.groups()
+    if millis is not None:
+        return int(millis)
+    return int((Decimal(cores) * 1000).to_integral_value(rounding=ROUND_CEILING))
+
+
+def to_cpu_quantity(millis: int) -> str:
+    """The shortest exact CPU quantity for millicores (``2000`` -> ``2``, ``1500`` -> ``1500m``)."""
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"

@@ -232,18 +232,28 @@ def test_status_declares_what_the_operator_writes(schema: dict[str, Any]) -> Non
         "objects",
         "bytes",
         "throughput",
+        "durationSeconds",
         "progressPercent",
         "eta",
         "etaSeconds",
         "plan",
         "workers",
         "concurrency",
+        "rateLimit",
         "memory",
         "failedObjects",
         "report",
         "lastProgressTime",
     }
     assert set(status["objects"]["properties"]) == {"total", "copied", "skipped", "failed", "pending"}
+    # The rate now, the average over the running time, and when the running time was last advanced.
+    assert set(status["throughput"]["properties"]) == {
+        "objectsPerSecond",
+        "bytesPerSecond",
+        "averageObjectsPerSecond",
+        "averageBytesPerSecond",
+        "sampledAt",
+    }
     assert status["phase"]["enum"] == [
         "Pending",
         "Planning",
@@ -255,6 +265,8 @@ def test_status_declares_what_the_operator_writes(schema: dict[str, Any]) -> Non
     ]
     assert status["failedObjects"]["maxItems"] == 20
     assert status["concurrency"]["properties"]["perPod"]["maxItems"] == 1000
+    # Memory in bytes for programs, and rounded (74.1Mi) for people, beside the limit it is compared with.
+    assert set(status["memory"]["properties"]) == {"limit", "peakBytes", "peak", "peakSource"}
 
 
 def test_names_and_subresources(crd: dict[str, Any], version: dict[str, Any]) -> None:

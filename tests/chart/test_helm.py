@@ -31,8 +31,11 @@ OPERATOR_ENV = {
     "FERRY_DEFAULT_WORKER_CPU",
     "FERRY_MAX_PODS_PER_JOB",
     "FERRY_MAX_MEMORY_PER_POD",
+    "FERRY_MAX_CPU_PER_POD",
+    "FERRY_WORKER_CPU_LIMIT",
     "FERRY_MAX_JOBS_PER_NAMESPACE",
     "FERRY_WORKLOAD_IDENTITY_NAMESPACES",
+    "FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR",
     "FERRY_ALLOWED_ENDPOINTS",
     "FERRY_CLUSTER_CIDRS",
     "FERRY_MAX_PLANNING_PER_NAMESPACE",
@@ -43,6 +46,8 @@ OPERATOR_ENV = {
     "MALLOC_ARENA_MAX",
     "FERRY_METRICS_PORT",
     "FERRY_LIVENESS_PORT",
+    "FERRY_LISTEN_ADDRESS",
+    "FERRY_MAX_COPYJOB_SERIES",
 }
 METRICS = {
     "ferry_objects_total",
@@ -56,7 +61,11 @@ METRICS = {
     "ferry_transfer_seconds",
     "ferry_copyjobs",
     "ferry_reconcile_errors_total",
+    "ferry_reconcile_duration_seconds",
     "ferry_api_requests_total",
+    "ferry_copyjob_progress_ratio",
+    "ferry_copyjob_expected_objects",
+    "ferry_copyjob_objects",
 }
 
 
@@ -134,6 +143,8 @@ def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
         "image.iamge=x",
         "worker.maxPodsPerJob=0",
         "metrics.port=0",
+        "listenAddress=localhost",
+        "metrics.maxCopyJobSeries=-1",
         # A cloud identity on the shared worker account would be every tenant's.
         "worker.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/x",
         "worker.serviceAccount.annotations.iam\\.gke\\.io/gcp-service-account=x@y.iam.gserviceaccount.com",
@@ -142,6 +153,15 @@ def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
         "endpoints.podCIDRs={10.244.0.0}",
         "endpoints.allow={http://minio:9000}",
         "planning.maxPerNamespace=0",
+        "worker.maxCpuPerPod=4Gi",
+        "worker.cpuLimit=yes",
+        "admissionPolicy.enable=false",
+        "workloadIdentity.namespaceSelector.matchLabel.tier=gold",
+        "workloadIdentity.namespaceSelector.matchLabels.-tier=gold",
+        "workloadIdentity.namespaceSelector.matchExpressions[0].key=tier,workloadIdentity.namespaceSelector.matchExpressions[0].operator=Equals",
+        # In and NotIn need values; Exists and DoesNotExist take none (as the API server says).
+        "workloadIdentity.namespaceSelector.matchExpressions[0].key=tier,workloadIdentity.namespaceSelector.matchExpressions[0].operator=In",
+        "workloadIdentity.namespaceSelector.matchExpressions[0].key=tier,workloadIdentity.namespaceSelector.matchExpressions[0].operator=Exists,workloadIdentity.namespaceSelector.matchExpressions[0].values={gold}",
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Path, setting: str) -> None:
@@ -227,9 +247,12 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_DEFAULT_WORKER_CPU": "1",
         "FERRY_MAX_PODS_PER_JOB": "50",
         "FERRY_MAX_MEMORY_PER_POD": "8Gi",
+        "FERRY_MAX_CPU_PER_POD": "4",
+        "FERRY_WORKER_CPU_LIMIT": "false",
         "FERRY_MAX_JOBS_PER_NAMESPACE": "10",
         # Secure by default: no workload identity anywhere, only the built-in endpoint refusals.
         "FERRY_WORKLOAD_IDENTITY_NAMESPACES": "",
+        "FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": "{}",
         "FERRY_ALLOWED_ENDPOINTS": "",
         "FERRY_CLUSTER_CIDRS": "",
         "FERRY_MAX_PLANNING_PER_NAMESPACE": "2",
@@ -240,6 +263,9 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "MALLOC_ARENA_MAX": "2",
         "FERRY_METRICS_PORT": "9090",
         "FERRY_LIVENESS_PORT": "8080",
+        # The pod's address: Prometheus and the kubelet's probe reach it (outside a pod the default is loopback).
+        "FERRY_LISTEN_ADDRESS": "0.0.0.0",
+        "FERRY_MAX_COPYJOB_SERIES": "1000",
     }
     assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), image
 
@@ -252,6 +278,11 @@ def test_operator_env_from_values(full_objects: list[dict[str, Any]]) -> None:
     assert "@sha256:" in env["FERRY_WORKER_IMAGE"]
     assert env["FERRY_WORKER_IMAGE"] == operator_container(full_objects)["image"]
     assert env["FERRY_WORKLOAD_IDENTITY_NAMESPACES"] == "team-b"
+    assert json.loads(env["FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR"]) == {
+        "matchLabels": {"platform.example.com/workload-identity": "allowed"},
+        "matchExpressions": [{"key": "platform.example.com/frozen", "operator": "DoesNotExist"}],
+    }
+    assert (env["FERRY_MAX_CPU_PER_POD"], env["FERRY_WORKER_CPU_LIMIT"]) == ("2500m", "true")
     assert env["FERRY_ALLOWED_ENDPOINTS"] == "10.20.0.0/16,minio.storage.svc.cluster.local"
     assert env["FERRY_CLUSTER_CIDRS"] == "10.244.0.0/16,10.96.0.0/12,fd00:10:96::/112"
     assert (
@@ -269,11 +300,19 @@ def test_the_operator_reads_the_chart_s_policy(full_objects: list[dict[str, Any]
     env = {e["name"]: e["value"] for e in operator_container(full_objects)["env"]}
     settings = OperatorSettings.from_env(env)
     assert settings.workload_identity_namespaces == ("team-b",)
+    selector = settings.workload_identity_selector
+    assert selector is not None
+    assert selector.matches({"platform.example.com/workload-identity": "allowed"})
+    assert not selector.matches(
+        {"platform.example.com/workload-identity": "allowed", "platform.example.com/frozen": ""}
+    )
+    assert (settings.max_cpu_per_pod, settings.worker_cpu_limit) == (2500, True)
     assert settings.endpoints.allowed_hosts == {"minio.storage.svc.cluster.local"}
     assert [str(n) for n in settings.endpoints.allowed_networks] == ["10.20.0.0/16"]
     assert "10.96.0.0/12" in {str(n) for n, _what in settings.endpoints.refused}
     assert (settings.max_planning_per_namespace, settings.listing_deadline_seconds) == (3, 600.0)
     assert settings.max_objects_per_copyjob == 5_000_000
+    assert (settings.listen_address, settings.max_copyjob_series) == ("::", 200)
 
 
 def test_worker_service_account_has_no_token_and_no_rbac(objects: list[dict[str, Any]]) -> None:
@@ -316,9 +355,8 @@ def grants(rule_list: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 ADAPTER = {
     ("ferry.dev", "copyjobs/status", "patch"),
     *(("batch", "jobs", v) for v in ("get", "create", "patch", "delete")),
-    *(("", "configmaps", v) for v in ("get", "create", "patch")),
+    *(("", "configmaps", v) for v in ("get", "create", "patch", "delete")),
     ("", "pods", "list"),
-    ("", "secrets", "get"),
     ("", "serviceaccounts", "get"),
 }
 #: What kopf calls: it lists, watches and patches the CopyJobs (never a GET of one), posts core Events
@@ -330,6 +368,8 @@ KOPF = {
     ("", "events", "create"),
 }
 NAMESPACED = ADAPTER | KOPF
+#: Cluster-wide in every mode: kopf's discovery, and the operator's watch of Namespaces' labels when the
+#: platform sets workloadIdentity.namespaceSelector (a kopf index; list and watch, never a GET).
 DISCOVERY = {
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")),
     *(("", "namespaces", v) for v in ("list", "watch")),
@@ -378,7 +418,16 @@ def test_namespaced_rbac(full_objects: list[dict[str, Any]]) -> None:
 
 def test_optional_objects_are_off_by_default(default_objects: list[dict[str, Any]]) -> None:
     kinds = {o["kind"] for o in default_objects}
-    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"}
+    assert kinds == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Service",
+        "Deployment",
+        # On by default, like RBAC: least privilege is not an option (admissionPolicy.enabled turns it off).
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
 
 
 def test_monitors(full_objects: list[dict[str, Any]]) -> None:
@@ -400,11 +449,16 @@ def test_network_policies(full_objects: list[dict[str, Any]]) -> None:
     operator = policies[(NAMESPACE, f"{RELEASE}-operator")]
     assert operator["spec"]["policyTypes"] == ["Ingress", "Egress"]
     egress_ports = {p["port"] for rule in operator["spec"]["egress"] for p in rule["ports"]}
-    assert {443, 6443, 8080} <= egress_ports
+    # The API server (by address) and the pods' status port: never S3, which planner and worker pods
+    # speak, and no DNS, which only S3 endpoint names needed.
+    assert egress_ports == {443, 6443, 8080}
+    pods = next(r for r in operator["spec"]["egress"] if {"port": 8080, "protocol": "TCP"} in r["ports"])
+    components = {"key": "app.kubernetes.io/component", "operator": "In", "values": ["worker", "planner"]}
+    assert components in pods["to"][0]["podSelector"]["matchExpressions"]
     for namespace in ("team-a", "team-b"):
         worker = policies[(namespace, f"{RELEASE}-workers")]
         assert worker["spec"]["policyTypes"] == ["Ingress"]
-        assert worker["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+        assert components in worker["spec"]["podSelector"]["matchExpressions"]
         (rule,) = worker["spec"]["ingress"]
         assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
         peer = rule["from"][0]
@@ -435,6 +489,102 @@ def test_pdb_never_blocks_drains(full_objects: list[dict[str, Any]]) -> None:
     pdb = the(full_objects, "PodDisruptionBudget")
     assert "minAvailable" not in pdb["spec"]
     assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_the_namespace_label_watch_is_granted_in_every_mode(objects: list[dict[str, Any]]) -> None:
+    """The operator learns Namespaces' labels from a kopf index (operator/handlers.py), which lists and
+    watches them cluster-wide whatever watchNamespaces says; the ClusterRole grants exactly that."""
+    source = (REPO / "operator" / "handlers.py").read_text()
+    assert re.findall(r"@kopf\.(\w+)\(\"v1\", \"namespaces\"", source) == ["index"]
+    granted = grants(rules(objects, "ClusterRole"))
+    assert {g for g in granted if g[1] == "namespaces"} == {
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+    }
+
+
+# -- the admission policy on the operator's writes ---------------------------------------------------
+
+
+def policy_and_binding(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return the(objects, "ValidatingAdmissionPolicy"), the(objects, "ValidatingAdmissionPolicyBinding")
+
+
+def test_the_admission_policy_holds_the_operator_s_own_account_everywhere(
+    objects: list[dict[str, Any]],
+) -> None:
+    policy, binding = policy_and_binding(objects)
+    name = policy["metadata"]["name"]
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    # Bound in every namespace (no matchResources), denying: a warning or an audit note stops nothing.
+    assert binding["spec"] == {"policyName": name, "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    account = the(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    (condition,) = policy["spec"]["matchConditions"]
+    assert (
+        condition["expression"]
+        == f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{account}'"
+    )
+    matched = {
+        (group, resource, operation)
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for operation in rule["operations"]
+    }
+    # What RBAC lets the operator write, less Events (kopf posts them) and CopyJobs (its own resource).
+    assert matched == {
+        (group, resource, operation)
+        for group, resource in (("", "configmaps"), ("batch", "jobs"))
+        for operation in ("CREATE", "UPDATE", "DELETE")
+    }
+    for validation in policy["spec"]["validations"]:
+        assert name in validation["messageExpression"] and validation["reason"] == "Forbidden"
+
+
+def test_the_admission_policy_asks_for_exactly_what_the_operator_puts_on_its_children(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    """The labels and ownerReference the policy requires are those of operator/render.py: a change to
+    one without the other fails here, not as a denied write in a cluster."""
+    from ferry.operator.render import LABEL_COPYJOB, Owner, labels
+
+    policy, _binding = policy_and_binding(default_objects)
+    variables = {v["name"]: " ".join(v["expression"].split()) for v in policy["spec"]["variables"]}
+    managed_by = labels("cj", "plan")["app.kubernetes.io/managed-by"]
+    reference = Owner("cj", "ns", "uid").reference()
+    assert reference["controller"] is True
+    for variable, obj in (("writesFerrys", "object"), ("touchesFerrys", "oldObject")):
+        expression = variables[variable]
+        for fragment in (
+            f"{obj}.metadata.labels['app.kubernetes.io/managed-by'] == '{managed_by}'",
+            f"'{LABEL_COPYJOB}' in {obj}.metadata.labels",
+            f"r.apiVersion == '{reference['apiVersion']}'",
+            f"r.kind == '{reference['kind']}'",
+            "has(r.controller) && r.controller",
+            f"r.name == {obj}.metadata.labels['{LABEL_COPYJOB}']",
+        ):
+            assert fragment in expression, (variable, fragment)
+    rules = [v["expression"] for v in policy["spec"]["validations"]]
+    assert rules == [
+        "request.operation == 'CREATE' || variables.touchesFerrys",
+        "request.operation == 'DELETE' || variables.writesFerrys",
+    ]
+
+
+def test_the_admission_policy_follows_the_operator_s_service_account_name(helm: Path) -> None:
+    objects = render(helm, "--set", "serviceAccount.name=copy-operator", "--set", "fullnameOverride=copy")
+    policy, binding = policy_and_binding(objects)
+    assert policy["metadata"]["name"] == binding["spec"]["policyName"] == "copy-operator-writes"
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"].endswith(f"'system:serviceaccount:{NAMESPACE}:copy-operator'")
+
+
+def test_the_admission_policy_can_be_left_out_on_clusters_before_1_30(helm: Path) -> None:
+    objects = render(helm, "--set", "admissionPolicy.enabled=false")
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert "ClusterRole" in kinds
 
 
 # -- the image ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ferry.worker.systematic import FAILURES_AFTER_SUCCESS, FIRST_FAILURES
 from support.engine import FAST_RETRY, TEST_PART, digest_map, run_engine, spec
 from testbed.faultproxy import FaultPlan, FaultProxy
 
@@ -128,7 +129,7 @@ def test_a_missing_bucket_ends_the_job_at_once_with_the_reason(s3: Any) -> None:
     [(403, "InvalidAccessKeyId"), (404, "NoSuchBucket")],
     ids=["credentials-revoked", "bucket-deleted"],
 )
-def test_destination_lost_mid_run_ends_with_the_exact_list_of_failed_objects(
+def test_destination_lost_mid_run_stops_after_a_bounded_run_of_failures_each_listed_by_key(
     s3: Any, status: int, code: str
 ) -> None:
     endpoint, client = s3.endpoint, s3.client
@@ -152,12 +153,18 @@ def test_destination_lost_mid_run_ends_with_the_exact_list_of_failed_objects(
     summary = result["run"].summary
     arrived = digest_map(client, dst)
     c = summary.counts
-    assert c.discovered == 300 and c.pending == 0
-    assert c.copied == len(arrived) and c.failed == 300 - len(arrived) > 0
+    # Copies had succeeded, so the shard stops only after a long run of refusals (systematic.py), not
+    # after failing every object left. Refusals come back at once while the copies in flight at the
+    # switch still wait on the link, so their late successes restart the run a few times.
+    assert summary.systematic is not None and summary.systematic.after_success
+    assert (summary.systematic.side.value, summary.systematic.code) == ("destination", code)
+    assert FAILURES_AFTER_SUCCESS <= c.failed < 2 * FAILURES_AFTER_SUCCESS
+    assert c.copied == len(arrived) and c.copied + c.failed + c.pending == c.discovered < 300
     assert arrived == {k: v for k, v in digests.items() if k in arrived}  # what arrived is intact
     with open(summary.report_path) as report:
         failed = [json.loads(line) for line in report]
-    assert {f["key"] for f in failed} == set(digests) - set(arrived)  # exactly the rest, by key
+    failed_keys = {f["key"] for f in failed}
+    assert len(failed_keys) == c.failed and not failed_keys & set(arrived)  # each failed object, by key
     assert {f["code"] for f in failed} == {code}
     assert {f["attempts"] for f in failed} == {1}  # permanent: not retried
 
@@ -185,16 +192,20 @@ def test_source_lost_mid_listing_ends_incomplete_with_exact_accounting(
         summary = run_engine(job, endpoint, concurrency=8).summary
     c = summary.counts
     assert not summary.complete
-    assert summary.error is not None and code in summary.error, summary.error
-    assert c.discovered == 1000 and c.pending == 0
-    assert c.copied + c.skipped + c.failed == c.discovered
+    assert c.copied + c.skipped + c.failed + c.pending == c.discovered
     arrived = digest_map(client, dst)
     assert arrived == {k: digests[k] for k in arrived}  # whatever arrived is intact
     if regex == "continuation-token":
+        assert summary.error is not None and code in summary.error, summary.error
+        assert c.discovered == 1000 and c.pending == 0
         assert c.copied == 1000 and c.failed == 0
     else:
+        # Every object refused from the first: the copy stops after the first few (systematic.py)
+        # rather than failing all it listed.
+        assert summary.systematic is not None and summary.systematic.side.value == "source"
+        assert summary.systematic.code == code
         with open(summary.report_path) as report:
             failed = [json.loads(line) for line in report]
-        assert c.copied == len(arrived) == 0 and c.failed == 1000
-        assert {f["key"] for f in failed} == set(sorted(digests)[:1000])  # exactly the listed ones
-        assert {f["code"] for f in failed} == {code}
+        assert c.copied == len(arrived) == 0 and FIRST_FAILURES <= c.failed <= FIRST_FAILURES + 8
+        assert {f["key"] for f in failed} <= set(sorted(digests)[:1000])  # listed ones, by key
+        assert len(failed) == c.failed and {f["code"] for f in failed} == {code}

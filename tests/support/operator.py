@@ -99,6 +99,16 @@ class Jobs:
             timeout,
         )
 
+    def wait_stalled(self, name: str, timeout: float = 90) -> dict[str, Any]:
+        """The status once the CopyJob is Stalled (planning runs in a pod first, so not at once)."""
+
+        def stalled() -> dict[str, Any] | None:
+            s = self.status(name)
+            found = [c for c in s.get("conditions", []) if c["type"] == "Stalled" and c["status"] == "True"]
+            return s if found else None
+
+        return wait_for(f"{name} Stalled", stalled, timeout)
+
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next(c for c in status.get("conditions", []) if c["type"] == kind)

@@ -274,7 +274,13 @@ def test_an_endpoint_on_the_operators_loopback_is_refused_endpoint_not_allowed(
         assert got["reason"] == "EndpointNotAllowed", (name, got)
         assert f"spec.source.endpoint {endpoint}" in got["message"], (name, got)
         assert "endpoints.allow" in got["message"], (name, got)
-        assert not any(r == "Planning" for r, _m in events(cluster, namespace, name))
+    # The operator never connects to a tenant's endpoint at all (its planner pod refused these); nothing
+    # was planned or started.
+    names = {c.metadata.name for c in cluster.core.list_namespaced_config_map(namespace).items}
+    assert not {f"{name}-plan" for name in targets} & names
+    assert not [
+        j for j in cluster.batch.list_namespaced_job(namespace).items if j.metadata.name.endswith("-workers")
+    ]
 
 
 def test_a_failing_endpoints_response_body_never_reaches_status_events_or_logs(
@@ -361,8 +367,15 @@ def test_a_fake_worker_pod_streaming_gigabytes_does_not_stall_the_operator(
     stop = threading.Event()
     jobs.create("victim", spec_for(versitygw.endpoint.url, source, destination, suspend=True))
     job = wait_for(
-        "victim's Job",
-        lambda: next(iter(cluster.batch.list_namespaced_job(namespace).items), None),
+        "victim's worker Job",
+        lambda: next(
+            (
+                j
+                for j in cluster.batch.list_namespaced_job(namespace).items
+                if j.metadata.name == "victim-workers"
+            ),
+            None,
+        ),
         timeout=60,
     )
     baseline = rss_bytes(operator.process.pid)

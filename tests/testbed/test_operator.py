@@ -83,7 +83,8 @@ def test_suspend_pauses_and_resume_finishes(
     jobs.create("paused", spec_for(versitygw.endpoint.url, source, destination, suspend=True))
     status = jobs.wait_phase("paused", "Suspended")
     assert condition(status, "Suspended")["status"] == "True"
-    assert cluster.core.list_namespaced_pod(namespace, label_selector="ferry.dev/copyjob=paused").items == []
+    workers = "ferry.dev/copyjob=paused,app.kubernetes.io/component=worker"
+    assert cluster.core.list_namespaced_pod(namespace, label_selector=workers).items == []
     jobs.patch("paused", {"suspend": False})
     status = jobs.wait_phase("paused", "Succeeded", "Failed")
     assert status["phase"] == "Succeeded"
@@ -102,7 +103,7 @@ def test_missing_secret_stalls_with_a_reason_and_creating_it_resumes(
     secret(cluster, namespace, "src", versitygw.endpoint)
     source, destination = fill(s3, 100)
     jobs.create("waits", spec_for(versitygw.endpoint.url, source, destination))
-    status = wait_for("Stalled condition", lambda: (s := jobs.status("waits")).get("conditions") and s)
+    status = jobs.wait_stalled("waits")
     stalled = condition(status, "Stalled")
     assert (stalled["status"], stalled["reason"]) == ("True", "CredentialsSecretMissing")
     assert "'dst'" in stalled["message"] and "spec.destination.credentialsSecret" in stalled["message"]
@@ -118,7 +119,7 @@ def test_missing_secret_stalls_with_a_reason_and_creating_it_resumes(
 def test_missing_bucket_stalls_with_bucket_not_found(jobs: Jobs, s3: Any, versitygw: Any) -> None:
     source, _destination = fill(s3, 10)
     jobs.create("nobucket", spec_for(versitygw.endpoint.url, source, "no-such-bucket-here"))
-    status = wait_for("Stalled", lambda: (s := jobs.status("nobucket")).get("conditions") and s)
+    status = jobs.wait_stalled("nobucket")
     stalled = condition(status, "Stalled")
     assert stalled["reason"] == "BucketNotFound" and "no-such-bucket-here" in stalled["message"]
 
@@ -131,7 +132,14 @@ def test_parallelism_edit_applies_to_the_live_job(
         jobs.create(
             "resize", spec_for(slow.url, source, destination, parallelism=1, shardSize={"maxObjects": 100})
         )
-        wait_for("job", lambda: cluster.batch.list_namespaced_job(namespace).items)
+        wait_for(
+            "the workers' Job",
+            lambda: [
+                j
+                for j in cluster.batch.list_namespaced_job(namespace).items
+                if j.metadata.name == "resize-workers"
+            ],
+        )
         jobs.patch("resize", {"parallelism": 4})
         wait_for(
             "parallelism 4 on the Job",
@@ -337,7 +345,7 @@ def test_planted_secret_values_never_leak(
     jobs = Jobs(custom, namespace)
     source, destination = fill(s3, 20)
     jobs.create("secrecy", spec_for(versitygw.endpoint.url, source, destination))
-    wait_for("a Stalled condition", lambda: (s := jobs.status("secrecy")).get("conditions") and s)
+    jobs.wait_stalled("secrecy")
     # Now let it run with a working destination Secret.
     cluster.core.patch_namespaced_secret(
         "dst",

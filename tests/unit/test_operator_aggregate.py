@@ -256,7 +256,7 @@ def test_peak_rss(previous: int, rss: tuple[int | None, int | None], expected: i
 # --- phase and conditions --------------------------------------------------------------------------------
 
 
-def some_totals(failed: int = 0, pending: int = 0, eta: int | None = None) -> Totals:
+def some_totals(failed: int = 0, pending: int = 0, eta: int | None = None, reporting: int = 0) -> Totals:
     copied = 400 - failed - pending
     return Totals(
         {"total": 400, "copied": copied, "skipped": 0, "failed": failed, "pending": pending},
@@ -264,7 +264,10 @@ def some_totals(failed: int = 0, pending: int = 0, eta: int | None = None) -> To
         10.0,
         10_000,
         eta,
-        [],
+        [
+            {"pod": f"w-{i}", "shard": i, "concurrency": 8, "inFlight": 2, "reason": "growing"}
+            for i in range(reporting)
+        ],
         0,
         [],
     )
@@ -300,9 +303,37 @@ PHASES = [
         "Running",
         {
             "Progressing": ("True", "Copying"),
-            "Suspended": ("False", "Running"),
+            "Suspended": ("False", "NotSuspended"),
             "Succeeded": ("Unknown", "Copying"),
         },
+    ),
+    (
+        "workers-starting",
+        {
+            "planned": True,
+            "dry_run": False,
+            "suspended": False,
+            "job": JobView(exists=True, active=2),
+            "totals": some_totals(pending=400),
+        },
+        "Running",
+        {
+            "Progressing": ("True", "StartingWorkers"),
+            "Suspended": ("False", "NotSuspended"),
+            "Succeeded": ("Unknown", "StartingWorkers"),
+        },
+    ),
+    (
+        "first-worker-reporting",
+        {
+            "planned": True,
+            "dry_run": False,
+            "suspended": False,
+            "job": JobView(exists=True, active=2),
+            "totals": some_totals(pending=400, reporting=1),
+        },
+        "Running",
+        {"Progressing": ("True", "Copying"), "Succeeded": ("Unknown", "Copying")},
     ),
     (
         "suspended",
@@ -316,9 +347,33 @@ PHASES = [
         "Suspended",
         {
             "Progressing": ("False", "Suspended"),
-            "Suspended": ("True", "SuspendRequested"),
+            "Suspended": ("True", "JobSuspended"),
             "Succeeded": ("Unknown", "Suspended"),
         },
+    ),
+    (
+        "suspend-requested-pods-stopping",
+        {
+            "planned": True,
+            "dry_run": False,
+            "suspended": True,
+            "job": JobView(exists=True, suspended=True, active=2),
+            "totals": some_totals(pending=100),
+        },
+        "Suspended",
+        {"Suspended": ("True", "SuspendRequested"), "Succeeded": ("Unknown", "Suspended")},
+    ),
+    (
+        "suspend-requested-job-not-yet-suspended",
+        {
+            "planned": True,
+            "dry_run": False,
+            "suspended": True,
+            "job": JobView(exists=True),
+            "totals": some_totals(pending=100),
+        },
+        "Suspended",
+        {"Suspended": ("True", "SuspendRequested")},
     ),
     (
         "complete",
@@ -333,8 +388,8 @@ PHASES = [
         {
             "Progressing": ("False", "Finished"),
             "Succeeded": ("True", "AllObjectsCopied"),
-            "Failed": ("False", "Finished"),
-            "Suspended": ("False", "Finished"),
+            "Failed": ("False", "AllObjectsCopied"),
+            "Suspended": ("False", "NotSuspended"),
         },
     ),
     (
@@ -351,7 +406,7 @@ PHASES = [
             "Progressing": ("False", "Finished"),
             "Succeeded": ("False", "ObjectsFailed"),
             "Failed": ("True", "ObjectsFailed"),
-            "Suspended": ("False", "Finished"),
+            "Suspended": ("False", "NotSuspended"),
         },
     ),
     (
@@ -373,7 +428,7 @@ PHASES = [
             "Progressing": ("False", "ShardsFailed"),
             "Succeeded": ("False", "ShardsFailed"),
             "Failed": ("True", "ShardsFailed"),
-            "Suspended": ("False", "Finished"),
+            "Suspended": ("False", "NotSuspended"),
         },
     ),
     (
@@ -417,6 +472,12 @@ def test_phase_and_conditions(
     for c in conditions:
         assert c.status in ("True", "False", "Unknown")
         assert c.reason and c.reason[0].isupper() and c.reason.isalnum()
+    # Reasons tell the truth: Finished only once the job ended; Suspended=False says why.
+    finished = [c.type for c in conditions if c.reason == "Finished"]
+    assert not finished or got_phase in ("Succeeded", "Failed"), finished
+    if by_type.get("Suspended") and by_type["Suspended"].status == "False":
+        expected_reason = "Finished" if kwargs["suspended"] else "NotSuspended"
+        assert by_type["Suspended"].reason == expected_reason
     # Succeeded and Failed are never both True.
     assert not (
         by_type.get("Succeeded", Condition("", "", "")).status

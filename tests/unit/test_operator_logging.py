@@ -18,13 +18,14 @@ def _record(message: str, level: int = logging.INFO) -> logging.LogRecord:
     return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
 
 
+@pytest.mark.parametrize("message", ["Timer 'reconcile' succeeded.", "Handler 'observe' succeeded."])
 @pytest.mark.parametrize("verbose", [False, True])
-def test_timer_success_is_demoted_to_debug(verbose: bool) -> None:
+def test_per_pass_and_per_event_success_is_demoted_to_debug(verbose: bool, message: str) -> None:
     logger = logging.getLogger("kopf.objects")
     before = logger.level
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)  # `ferry --verbose operator` or not
     try:
-        record = _record("Timer 'reconcile' succeeded.")
+        record = _record(message)
         assert handlers.QuietTicks().filter(record) is verbose
         assert (record.levelno, record.levelname) == (logging.DEBUG, "DEBUG")
     finally:
@@ -47,7 +48,7 @@ def test_other_lines_pass_unchanged(message: str, level: int) -> None:
 
 def test_startup_names_the_ferry_operator_as_the_source_of_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSTNAME", "ferry-operator-7d9c-abcde")
-    monkeypatch.setattr(handlers, "start_http_server", lambda port: None)
+    monkeypatch.setattr(handlers, "start_http_server", lambda port, address: None)
     monkeypatch.setattr(handlers, "Kube", lambda threads: object())
     settings = kopf.OperatorSettings()
     asyncio.run(handlers.configure(settings=settings, memo=kopf.Memo()))

@@ -10,10 +10,10 @@ import pytest
 
 from ferry.model import CopyJobSpec
 from ferry.model.plan import SHARDS_FILE, SPEC_FILE, SUMMARY_FILE, Shard
+from ferry.operator.caps import plan_summary, size_workers
 from ferry.operator.ownership import Ownership, conflict_message, controlled, controller_uid, ownership
 from ferry.operator.planfile import PlanUnreadable, StoredPlan, read_plan
 from ferry.operator.planning import Planner
-from ferry.operator.reconcile import plan_summary, size_workers
 from ferry.operator.render import Owner, render_plan
 from ferry.operator.settings import OperatorSettings
 

@@ -6,12 +6,16 @@ patched or deleted, and nothing is created beside it; a refused plan stalls once
 listing the source again; a name too long for a label stalls before anything is listed; pods the Job
 does not control are not counted; sizing comes from the histogram, not from numbers in the ConfigMap.
 
-And the platform's tenancy policy: a location without a Secret stalls (CredentialsRequired) before any
-Secret is read or anything listed, unless the namespace may use workload identity under a ServiceAccount
-of its own; the operator's own clients are never signed with an ambient identity; endpoints the policy
-refuses stall (EndpointNotAllowed) before any request; a namespace plans at most so many CopyJobs at once
+Planning runs in a planner pod, simulated here by running `worker/planpod.py`'s own functions on the
+environment and spec the operator rendered for it (Secrets resolved as the kubelet would, a missing one
+keeping the pod waiting). The operator reads no Secret and makes no S3 client.
+
+And the platform's tenancy policy: a location without a Secret stalls (CredentialsRequired) before
+anything is created or listed, unless the namespace may use workload identity under a ServiceAccount of
+its own; the planner gets no ambient identity otherwise; endpoints the policy refuses stall
+(EndpointNotAllowed) before any request; a namespace plans at most so many CopyJobs at once
 (WaitingForCapacity, dryRun too); a listing past its deadline or object cap stalls once and is not
-started again; what a failing endpoint answered never reaches the status.
+started again until the spec changes; what a failing endpoint answered never reaches the status.
 """
 
 from __future__ import annotations
@@ -20,19 +24,25 @@ import asyncio
 import copy
 import itertools
 import json
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ferry.model.plan import SUMMARY_FILE
+from ferry.operator import planstep
 from ferry.operator import reconcile as rc
 from ferry.operator.kube import Refused
+from ferry.operator.plannerjob import planner_name
+from ferry.operator.planresult import PlannerFailure
 from ferry.operator.render import job_name, plan_name
 from ferry.operator.settings import OperatorSettings
+from ferry.worker import planpod
 from ferry.worker.objects import ObjectInfo
 from ferry.worker.retry import RetryPolicy
 from ferry.worker.statusdoc import FORMAT
@@ -48,7 +58,8 @@ KEYS = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example-se
 
 @dataclass
 class FakeKube:
-    """The adapter's surface, over a dict of objects; records every write."""
+    """The adapter's surface, over a dict of objects; records every write. A planner Job "runs" when it
+    is created: `planpod`'s preflight and listing on the environment and spec rendered for it."""
 
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, kind, name)
@@ -57,7 +68,10 @@ class FakeKube:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[str, dict[str, str]] = field(default_factory=lambda: {"src": KEYS, "dst": KEYS})
     accounts: set[str] = field(default_factory=lambda: {"ferry-worker"})
-    reads: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of Secrets and accounts
+    reads: list[tuple[str, str]] = field(default_factory=list)  # (kind, name) of accounts
+    #: What each planner pod serves on /plan, by pod IP, and the pods of planner Jobs, by Job uid.
+    served: dict[str, str] = field(default_factory=dict)
+    planner_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def put(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         stored = copy.deepcopy(body)
@@ -73,12 +87,72 @@ class FakeKube:
             raise Refused(kind, NS, name, self.refuse[(kind, name)], "exceeded quota")
         if (kind, name) in self.objects:
             return False
-        self.put(kind, body)
+        stored = self.put(kind, body)
+        if (
+            kind == "Job"
+            and (body["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "planner"
+        ):
+            self._run_planner(stored)
         return True
 
-    def secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        self.reads.append(("Secret", name))
-        return self.secrets.get(name)
+    def _run_planner(self, job: dict[str, Any]) -> None:
+        """The kubelet and the planner pod, in one step: resolve the env, run planpod, record the outcome."""
+        uid = job["metadata"]["uid"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        ip = f"10.0.0.{len(self.planner_pods) + 1}"
+        pod_meta = {
+            "name": f"{job['metadata']['name']}-x{len(self.planner_pods)}",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "ownerReferences": [{"kind": "Job", "uid": uid, "controller": True}],
+        }
+        env: dict[str, str] = {}
+        for var in container["env"]:
+            ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                env[var["name"]] = var.get("value", "")
+                continue
+            values = self.secrets.get(ref["name"])
+            problem = (
+                f'secret "{ref["name"]}" not found'
+                if values is None
+                else None
+                if ref["key"] in values or ref.get("optional")
+                else f"couldn't find key {ref['key']} in Secret {NS}/{ref['name']}"
+            )
+            if problem:
+                waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": problem}}
+                self.planner_pods[uid] = [
+                    {
+                        "metadata": pod_meta,
+                        "status": {"phase": "Pending", "containerStatuses": [{"state": waiting}]},
+                    }
+                ]
+                return
+            if ref["key"] in values:
+                env[var["name"]] = values[ref["key"]]
+        spec_json = self.objects[("ConfigMap", planner_name(NAME))]["data"]["spec.json"]
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / "spec.json").write_text(spec_json)
+            config = planpod.config_from({**env, "FERRY_PLAN_DIR": folder})
+        try:
+            text = planpod.plan(config, planpod.preflight(config), planpod.Listing()).to_json()
+        except planpod.PlanningStopped as exc:
+            message = PlannerFailure(exc.reason, str(exc)).to_json()
+            terminated = {"terminated": {"exitCode": 4 if exc.retry else 2, "message": message}}
+            self.planner_pods[uid] = [
+                {
+                    "metadata": pod_meta,
+                    "status": {"phase": "Failed", "containerStatuses": [{"state": terminated}]},
+                }
+            ]
+            failed = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}
+            job["status"] = {"conditions": [{**failed, "lastTransitionTime": rc.now()}]}
+            return
+        self.served[ip] = text
+        self.planner_pods[uid] = [{"metadata": pod_meta, "status": {"phase": "Running", "podIP": ip}}]
+
+    def fetch(self, address: str, port: int, path: str, *_: Any) -> str | None:
+        return self.served.get(address) if path == "/plan" else None
 
     def service_account_exists(self, namespace: str, name: str) -> bool:
         self.reads.append(("ServiceAccount", name))
@@ -108,8 +182,12 @@ class FakeKube:
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         self.writes.append(("delete", "Job", name))
         assert self.objects[("Job", name)]["metadata"]["uid"] == uid
+        if name == planner_name(NAME):  # planners go at once (workers stay, as the TTL tests need)
+            del self.objects[("Job", name)]
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        if selector.startswith(planstep.CONTROLLER_UID_LABEL + "="):
+            return copy.deepcopy(self.planner_pods.get(selector.split("=", 1)[1], []))
         return copy.deepcopy(self.pod_list)
 
     def patch_status(
@@ -125,18 +203,37 @@ class World:
     events: list[tuple[str, str, str]]
     listings: list[str]
     settings: OperatorSettings
+    memory: rc.Memory = field(default_factory=rc.Memory)
 
     def run(
-        self, status: dict[str, Any] | None = None, spec: dict[str, Any] | None = None, name: str = NAME
+        self,
+        status: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
+        name: str = NAME,
+        generation: int = 1,
     ) -> dict[str, Any]:
-        ctx = rc.Context(kube=self.kube, settings=self.settings, post=lambda *e: self.events.append(e))  # type: ignore[arg-type]
-        meta = {"name": name, "namespace": NS, "uid": UID, "generation": 1}
+        ctx = rc.Context(
+            kube=self.kube,  # type: ignore[arg-type]
+            settings=self.settings,
+            post=lambda *e: self.events.append(e),
+            memory=self.memory,
+        )
+        meta = {"name": name, "namespace": NS, "uid": UID, "generation": generation}
         return asyncio.run(rc.reconcile(ctx, meta, spec or SPEC, status or {}, 0))
 
     def passes(self, count: int, **kwargs: Any) -> dict[str, Any]:
         status: dict[str, Any] = {}
         for _ in range(count):
             status = {**status, **self.run(status, **kwargs)}
+        return status
+
+    def until_planned(self, status: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Passes until the plan is stored (the planner pod answers on the second pass)."""
+        status = dict(status or {})
+        for _ in range(4):
+            status = {**status, **self.run(status, **kwargs)}
+            if status.get("phase") not in ("Planning", "Pending", None):
+                break
         return status
 
 
@@ -149,13 +246,13 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         stamp = datetime(2026, 1, 1, tzinfo=UTC)
         yield [ObjectInfo(f"k{i:05d}", 100_000, "etag", stamp) for i in range(2000)]
 
-    monkeypatch.setattr(rc, "make_client", lambda *a: object())
-    monkeypatch.setattr(rc, "guard_client", lambda client, policy: client)
-    monkeypatch.setattr(rc, "check_location", lambda *a: None)
-    monkeypatch.setattr(rc, "list_pages", list_pages)
-    rc.forget(UID)
-    yield World(FakeKube(), [], listings, OperatorSettings(max_memory_per_pod=512 * MiB))
-    rc.forget(UID)
+    monkeypatch.setattr(planpod, "make_client", lambda *a: object())
+    monkeypatch.setattr(planpod, "guard_client", lambda client, policy: client)
+    monkeypatch.setattr(planpod, "check_location", lambda *a: None)
+    monkeypatch.setattr(planpod, "list_pages", list_pages)
+    kube = FakeKube()
+    monkeypatch.setattr(planstep, "fetch_from_pod", kube.fetch)
+    yield World(kube, [], listings, OperatorSettings(max_memory_per_pod=512 * MiB))
 
 
 def stalled(status: dict[str, Any]) -> dict[str, Any]:
@@ -173,16 +270,40 @@ def tenant_made(kind: str, name: str, data: dict[str, str] | None = None) -> dic
 
 def test_a_happy_pass_creates_owned_children(world: World) -> None:
     status = world.run()
-    assert status["phase"] != "Pending", status
-    assert [w[:2] for w in world.kube.writes] == [
-        ("create", "ConfigMap"),
-        ("create", "ConfigMap"),
-        ("create", "Job"),
+    assert status["phase"] == "Planning", status
+    assert world.kube.writes == [
+        ("create", "ConfigMap", planner_name(NAME)),
+        ("create", "Job", planner_name(NAME)),
     ]
-    for key in (("ConfigMap", plan_name(NAME)), ("ConfigMap", f"{NAME}-progress"), ("Job", job_name(NAME))):
+    status = world.run(status)
+    assert status["phase"] != "Pending", status
+    assert world.kube.writes[2:] == [
+        ("create", "ConfigMap", plan_name(NAME)),
+        ("delete", "Job", planner_name(NAME)),  # its plan is stored: the planner pod stops
+        ("create", "ConfigMap", f"{NAME}-progress"),
+        ("create", "Job", job_name(NAME)),
+    ]
+    for key in (
+        ("ConfigMap", plan_name(NAME)),
+        ("ConfigMap", planner_name(NAME)),
+        ("ConfigMap", f"{NAME}-progress"),
+        ("Job", job_name(NAME)),
+    ):
         refs = world.kube.objects[key]["metadata"]["ownerReferences"]
         assert refs[0]["uid"] == UID and refs[0]["controller"] is True
     assert world.listings == ["src-bucket"]
+    assert [r for r in world.kube.reads if r[0] == "Secret"] == []
+
+
+def test_the_operator_reads_only_checked_plans_from_the_planner_pod(world: World) -> None:
+    world.run()
+    (ip,) = world.kube.served
+    result = json.loads(world.kube.served[ip])
+    result["histogram"]["counts"][0] += 5  # counts that do not add up to the objects
+    world.kube.served[ip] = json.dumps(result)
+    status = world.run({})
+    assert stalled(status)["reason"] == "PlanInvalid" and "do not add up" in stalled(status)["message"]
+    assert ("ConfigMap", plan_name(NAME)) not in world.kube.objects
 
 
 def test_a_tenant_made_plan_stalls_with_name_conflict_and_is_never_read(world: World) -> None:
@@ -202,10 +323,10 @@ def test_a_tenant_made_plan_stalls_with_name_conflict_and_is_never_read(world: W
 
 def test_an_unowned_workers_job_is_never_patched_or_deleted(world: World) -> None:
     world.kube.put("Job", tenant_made("Job", job_name(NAME)))
-    status = world.passes(2, spec={**SPEC, "parallelism": 3, "suspend": True})
+    status = world.passes(3, spec={**SPEC, "parallelism": 3, "suspend": True})
     assert stalled(status)["reason"] == "NameConflict" and "Job " in stalled(status)["message"]
     # The plan is the CopyJob's own; neither the ledger nor a Job was created beside the foreign one.
-    assert [w for w in world.kube.writes if w[1] == "Job" or w[2].endswith("-progress")] == []
+    assert [w for w in world.kube.writes if w[2] == job_name(NAME) or w[2].endswith("-progress")] == []
     # After the foreign Job is gone the CopyJob starts, without listing the source again.
     del world.kube.objects[("Job", job_name(NAME))]
     world.run(status)
@@ -215,14 +336,14 @@ def test_an_unowned_workers_job_is_never_patched_or_deleted(world: World) -> Non
 def test_a_foreign_ledger_starts_no_job(world: World) -> None:
     forged = {"0": "1000,1000,0,0,1,1,0,0,0"}  # "shard 0 finished": would count as copied
     world.kube.put("ConfigMap", tenant_made("ConfigMap", f"{NAME}-progress", forged))
-    status = world.run()
+    status = world.passes(2)
     assert stalled(status)["reason"] == "NameConflict"
     assert ("Job", job_name(NAME)) not in world.kube.objects
     assert "objects" not in status
 
 
 def test_a_ledger_replaced_under_a_running_job_is_not_trusted(world: World) -> None:
-    status = world.run()
+    status = world.until_planned()
     del world.kube.objects[("ConfigMap", f"{NAME}-progress")]
     world.kube.put("ConfigMap", tenant_made("ConfigMap", f"{NAME}-progress", {"0": "1,1,0,0,1,1,0,0,0"}))
     status = world.run(status)
@@ -240,7 +361,7 @@ def test_an_unowned_job_is_not_removed_after_ttl(world: World) -> None:
 
 
 def test_the_own_job_is_removed_after_ttl_by_uid(world: World) -> None:
-    world.run()
+    world.until_planned()
     done = {"phase": "Succeeded", "completionTime": "2020-01-01T00:00:00Z", "conditions": []}
     world.run(done, spec={**SPEC, "ttlSecondsAfterFinished": 0})
     assert ("delete", "Job", job_name(NAME)) in world.kube.writes  # the fake checks the UID
@@ -251,7 +372,8 @@ def test_a_refused_plan_stalls_once_and_never_lists_again(world: World) -> None:
     status = world.passes(4)
     condition = stalled(status)
     assert condition["reason"] == "PlanRejected" and "exceeded quota" in condition["message"]
-    assert world.listings == ["src-bucket"]  # listed once, then only the create is retried
+    # Listed once; the planner pod keeps serving its plan while the create is retried.
+    assert world.listings == ["src-bucket"]
     assert [e[1] for e in world.events].count("PlanRejected") == 1
     assert [e[1] for e in world.events].count("Planning") == 1
     del world.kube.refuse[("ConfigMap", plan_name(NAME))]
@@ -261,7 +383,7 @@ def test_a_refused_plan_stalls_once_and_never_lists_again(world: World) -> None:
 
 def test_a_refused_job_stalls_and_is_retried_without_listing(world: World) -> None:
     world.kube.refuse[("Job", job_name(NAME))] = 422
-    status = world.passes(3)
+    status = world.passes(4)
     assert stalled(status)["reason"] == "JobRejected"
     assert world.listings == ["src-bucket"]
 
@@ -273,13 +395,13 @@ def test_a_name_too_long_for_a_label_stalls_before_listing(world: World) -> None
 
 
 def test_sizing_ignores_numbers_edited_into_the_own_plan(world: World) -> None:
-    world.run()
+    world.until_planned()
     plan = world.kube.objects[("ConfigMap", plan_name(NAME))]
     summary = json.loads(plan["data"][SUMMARY_FILE])
     # The tenant edits the operator's own plan, and the Job is gone so that it is created again.
     plan["data"][SUMMARY_FILE] = json.dumps({**summary, "podMemory": "64Gi", "memoryLimit": "60Gi"})
     del world.kube.objects[("Job", job_name(NAME))]
-    rc.forget(UID)
+    world.memory.forget(UID)
     status = world.run()
     limits = world.kube.objects[("Job", job_name(NAME))]["spec"]["template"]["spec"]["containers"][0]
     assert int(limits["resources"]["limits"]["memory"]) <= 512 * MiB
@@ -287,7 +409,7 @@ def test_sizing_ignores_numbers_edited_into_the_own_plan(world: World) -> None:
 
 
 def test_pods_the_job_does_not_control_are_not_counted(world: World) -> None:
-    status = world.run()
+    status = world.until_planned()
     job_uid = world.kube.objects[("Job", job_name(NAME))]["metadata"]["uid"]
     report = json.dumps(
         {
@@ -339,21 +461,29 @@ def test_a_copyjob_without_credentials_stalls_before_anything_is_read_or_listed(
 def test_workload_identity_runs_under_the_tenant_s_own_account_and_never_the_operator_s(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[tuple[Any, Any]] = []
-    monkeypatch.setattr(rc, "make_client", lambda location, creds, options: made.append((creds, options)))
+    made: list[Any] = []
+    monkeypatch.setattr(planpod, "make_client", lambda location, creds, options: made.append(creds))
     world.settings = replace(
         world.settings, workload_identity_namespaces=(NS,), worker_service_account="ferry-worker"
     )
     world.kube.accounts.add("copier")
     spec = {**NO_SECRETS, "serviceAccountName": "copier"}
-    status = world.run(spec=spec)
+    status = world.until_planned(spec=spec)
     assert status["phase"] != "Pending", status
-    # No Secret read; the operator's own requests for those locations are anonymous.
-    assert ("Secret", "src") not in world.kube.reads
-    assert made and all(creds is None and options.anonymous for creds, options in made)
-    pod = world.kube.objects[("Job", job_name(NAME))]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "copier"
-    assert "AWS_EC2_METADATA_DISABLED" not in {e["name"] for e in pod["containers"][0]["env"]}
+    # The planner pod, not the operator, signs requests: under the tenant's own account, with no keys.
+    assert made == [None, None]
+    for job in (world.kube.objects[("Job", job_name(NAME))],):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "copier"
+        assert "AWS_EC2_METADATA_DISABLED" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+
+def test_the_planner_runs_under_the_tenant_s_account_too(world: World) -> None:
+    world.settings = replace(world.settings, workload_identity_namespaces=(NS,))
+    world.kube.accounts.add("copier")
+    world.run(spec={**NO_SECRETS, "serviceAccountName": "copier"})
+    pod = world.kube.objects[("Job", planner_name(NAME))]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "copier" and pod["automountServiceAccountToken"] is False
 
 
 def test_a_tenant_account_that_does_not_exist_stalls(world: World) -> None:
@@ -363,10 +493,36 @@ def test_a_tenant_account_that_does_not_exist_stalls(world: World) -> None:
     assert "'missing'" in stalled(status)["message"] and world.listings == []
 
 
-def test_workers_with_secrets_get_no_ambient_identity(world: World) -> None:
+def test_planner_and_workers_with_secrets_get_no_ambient_identity(world: World) -> None:
     world.run()
+    env = world.kube.objects[("Job", planner_name(NAME))]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"} in env
+    world.until_planned()
     env = world.kube.objects[("Job", job_name(NAME))]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "AWS_EC2_METADATA_DISABLED", "value": "true"} in env
+
+
+def test_a_missing_secret_keeps_the_planner_waiting_and_stalls_naming_the_field(world: World) -> None:
+    del world.kube.secrets["dst"]
+    status = world.passes(3)
+    condition = stalled(status)
+    assert condition["reason"] == "CredentialsSecretMissing"
+    assert "'dst'" in condition["message"] and "spec.destination.credentialsSecret" in condition["message"]
+    assert world.listings == []
+
+
+def test_a_dry_run_plans_without_destination_credentials(world: World) -> None:
+    del world.kube.secrets["dst"]
+    spec = {"source": SPEC["source"], "destination": {"bucket": "dst-bucket"}, "dryRun": True}
+    status = world.run(spec=spec)
+    planner = world.kube.objects[("Job", planner_name(NAME))]["spec"]["template"]["spec"]["containers"][0]
+    assert "FERRY_DESTINATION_ACCESS_KEY_ID" not in {e["name"] for e in planner["env"]}
+    assert {"name": "FERRY_CHECK_DESTINATION", "value": "false"} in planner["env"]
+    status = world.until_planned(status, spec=spec)
+    assert status["phase"] == "Planned", status
+    planned = next(c for c in status["conditions"] if c["type"] == "Planned")
+    assert "destination was not checked" in planned["message"]
+    assert world.listings == ["src-bucket"]
 
 
 @pytest.mark.parametrize(
@@ -376,9 +532,9 @@ def test_an_endpoint_the_policy_refuses_stalls_before_any_request(
     world: World, monkeypatch: pytest.MonkeyPatch, endpoint: str
 ) -> None:
     checked: list[Any] = []
-    monkeypatch.setattr(rc, "check_location", lambda *a: checked.append(a))
+    monkeypatch.setattr(planpod, "check_location", lambda *a: checked.append(a))
     spec = {**SPEC, "source": {**SPEC["source"], "endpoint": endpoint}}
-    status = world.run(spec=spec)
+    status = world.passes(2, spec=spec)
     condition = stalled(status)
     assert condition["reason"] == "EndpointNotAllowed" and "spec.source.endpoint" in condition["message"]
     assert checked == [] and world.listings == []
@@ -387,19 +543,18 @@ def test_an_endpoint_the_policy_refuses_stalls_before_any_request(
 @pytest.mark.parametrize("dry_run", [False, True], ids=["copy", "dry-run"])
 def test_a_namespace_plans_at_most_its_limit_at_once(world: World, dry_run: bool) -> None:
     world.settings = replace(world.settings, max_planning_per_namespace=2)
-    rc._planning[NS] = {"other-1", "other-2"}  # two CopyJobs of the namespace listing right now
-    try:
-        status = world.passes(2, spec={**SPEC, "dryRun": dry_run})
-        waiting = next(c for c in status["conditions"] if c["type"] == "Progressing")
-        assert status["phase"] == "Pending" and waiting["reason"] == "WaitingForCapacity"
-        assert "already plans 2 CopyJob(s), the platform's limit is 2" in waiting["message"]
-        assert world.listings == []
-        rc._planning[NS].discard("other-1")  # one of them is done
-        status = world.run(status, spec={**SPEC, "dryRun": dry_run})
-        assert world.listings == ["src-bucket"] and status["phase"] in ("Planned", "Running"), status
-        assert rc._planning[NS] == {"other-2"}  # this one's slot is free again
-    finally:
-        rc._planning.pop(NS, None)
+    world.memory.planning[NS] = {"other-1", "other-2"}  # two CopyJobs of the namespace planning now
+    status = world.passes(2, spec={**SPEC, "dryRun": dry_run})
+    waiting = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert status["phase"] == "Pending" and waiting["reason"] == "WaitingForCapacity"
+    assert "already plans 2 CopyJob(s), the platform's limit is 2" in waiting["message"]
+    assert world.listings == [] and world.kube.writes == []
+    world.memory.planning[NS].discard("other-1")  # one of them is done
+    status = world.run(status, spec={**SPEC, "dryRun": dry_run})
+    assert status["phase"] == "Planning" and world.memory.planning[NS] == {"other-2", UID}
+    status = world.run(status, spec={**SPEC, "dryRun": dry_run})
+    assert world.listings == ["src-bucket"] and status["phase"] in ("Planned", "Running"), status
+    assert world.memory.planning[NS] == {"other-2"}  # this one's slot is free again
 
 
 def endless(page_size: int) -> Callable[..., Iterator[list[ObjectInfo]]]:
@@ -434,19 +589,18 @@ def test_an_endless_listing_stalls_once_and_is_not_listed_again(
         calls.append(1)
         return pages(*args, **kwargs)
 
-    monkeypatch.setattr(rc, "list_pages", counted)
+    monkeypatch.setattr(planpod, "list_pages", counted)
     world.settings = replace(world.settings, **limits)
-    status = world.passes(3)
+    status = world.passes(4)
     condition = stalled(status)
     assert condition["reason"] == reason and fragment in condition["message"], condition
-    assert len(calls) == 1  # the next passes stall again without listing
+    assert "edit the CopyJob to plan it again" in condition["message"]
+    assert len(calls) == 1  # the next passes stall again without starting a planner
     assert [e[1] for e in world.events].count(reason) == 1
-    assert not [w for w in world.kube.writes if w[0] == "create"]
-    # A new spec (generation) is listed again.
-    meta_generation = 2
-    ctx = rc.Context(kube=world.kube, settings=world.settings, post=lambda *e: None)  # type: ignore[arg-type]
-    meta = {"name": NAME, "namespace": NS, "uid": UID, "generation": meta_generation}
-    asyncio.run(rc.reconcile(ctx, meta, {**SPEC, "parallelism": 2}, status, 0))
+    assert [w[2] for w in world.kube.writes if w[0] == "create"] == [planner_name(NAME)] * 2
+    assert ("ConfigMap", plan_name(NAME)) not in world.kube.objects
+    # A new spec (generation) is planned again, by a new planner.
+    world.passes(2, spec={**SPEC, "parallelism": 2}, generation=2)
     assert len(calls) == 2
 
 
@@ -465,12 +619,46 @@ def test_what_a_failing_endpoint_answered_never_reaches_the_status(
 
         yield call(request)
 
-    monkeypatch.setattr(rc, "list_pages", list_pages)
+    monkeypatch.setattr(planpod, "list_pages", list_pages)
     monkeypatch.setattr(
-        rc, "LISTING_RETRY", RetryPolicy(max_attempts=2, base_seconds=0, throttle_base_seconds=0)
+        planpod, "LISTING_RETRY", RetryPolicy(max_attempts=2, base_seconds=0, throttle_base_seconds=0)
     )
-    status = world.run()
+    status = world.passes(2)
     condition = stalled(status)
     assert condition["reason"] == "ListingFailed"
     assert "InternalError: the service failed internally (HTTP 500)" in condition["message"]
     assert CANARY not in json.dumps(status) and CANARY not in json.dumps(world.events)
+
+
+def test_a_failed_check_is_retried_by_a_new_planner_after_a_delay(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferry.errors import PreflightError
+
+    def missing(client: Any, location: Any, field: str) -> None:
+        raise PreflightError(f"{field}: bucket {location.bucket!r} does not exist", reason="BucketNotFound")
+
+    monkeypatch.setattr(planpod, "check_location", missing)
+    status = world.passes(3)
+    assert stalled(status)["reason"] == "BucketNotFound" and "planned again at" in stalled(status)["message"]
+    assert [w[2] for w in world.kube.writes if w[:2] == ("create", "Job")] == [planner_name(NAME)]
+    # The bucket is created; once the delay has passed, a new planner plans the CopyJob.
+    monkeypatch.setattr(planpod, "check_location", lambda *a: None)
+    job = world.kube.objects[("Job", planner_name(NAME))]
+    job["status"]["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00+00:00"
+    status = world.until_planned(status)
+    assert status["phase"] not in ("Pending", "Planning"), status
+    assert [w[2] for w in world.kube.writes if w[:2] == ("create", "Job")] == [
+        planner_name(NAME),
+        planner_name(NAME),
+        job_name(NAME),
+    ]
+
+
+def test_an_empty_source_is_said_out_loud(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planpod, "list_pages", lambda *a, **k: iter([[]]))
+    spec = {**SPEC, "source": {**SPEC["source"], "prefix": "Data/"}}
+    world.until_planned(spec=spec)
+    warnings = [e for e in world.events if e[0] == "Warning"]
+    assert [e[1] for e in warnings] == ["SourceEmpty"]
+    assert "s3://src-bucket/Data/" in warnings[0][2] and "case-sensitive" in warnings[0][2]

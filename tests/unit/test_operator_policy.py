@@ -14,12 +14,14 @@ from ferry.operator.policy import (
     WORKLOAD_IDENTITY_NOT_ALLOWED,
     EndpointPolicy,
     Identity,
+    LabelSelector,
     PolicyRefusal,
     address_refusal,
     endpoint_refusal,
     host_of,
     identity,
     parse_allow_entry,
+    parse_selector,
 )
 
 NS = "tenant-a"
@@ -280,3 +282,201 @@ def test_endpoint_problem(
         assert problem is None
     else:
         assert problem is not None and problem.startswith(f"{refused}.endpoint"), problem
+
+
+# -- namespaces selected by their labels ------------------------------------------------------------
+
+TEAM = {"kubernetes.io/metadata.name": NS, "platform.example.com/tier": "gold", "env": "prod"}
+
+SELECTOR_CASES = [
+    # id, selector (as the chart gives it), namespace labels, matches
+    ("match-labels", {"matchLabels": {"env": "prod"}}, TEAM, True),
+    ("match-labels-wrong-value", {"matchLabels": {"env": "dev"}}, TEAM, False),
+    ("match-labels-absent", {"matchLabels": {"team": "a"}}, TEAM, False),
+    (
+        "match-labels-all-of",
+        {"matchLabels": {"env": "prod", "platform.example.com/tier": "gold"}},
+        TEAM,
+        True,
+    ),
+    (
+        "match-labels-one-fails",
+        {"matchLabels": {"env": "prod", "platform.example.com/tier": "silver"}},
+        TEAM,
+        False,
+    ),
+    ("in", {"matchExpressions": [{"key": "env", "operator": "In", "values": ["dev", "prod"]}]}, TEAM, True),
+    (
+        "in-other-values",
+        {"matchExpressions": [{"key": "env", "operator": "In", "values": ["dev"]}]},
+        TEAM,
+        False,
+    ),
+    ("in-absent", {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]}, TEAM, False),
+    ("notin", {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}]}, TEAM, True),
+    (
+        "notin-listed",
+        {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]},
+        TEAM,
+        False,
+    ),
+    (
+        "notin-absent",
+        {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]},
+        TEAM,
+        True,
+    ),
+    (
+        "exists",
+        {"matchExpressions": [{"key": "platform.example.com/tier", "operator": "Exists"}]},
+        TEAM,
+        True,
+    ),
+    ("exists-absent", {"matchExpressions": [{"key": "team", "operator": "Exists"}]}, TEAM, False),
+    ("does-not-exist", {"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}, TEAM, True),
+    (
+        "does-not-exist-present",
+        {"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]},
+        TEAM,
+        False,
+    ),
+    (
+        "labels-and-expressions",
+        {"matchLabels": {"env": "prod"}, "matchExpressions": [{"key": "frozen", "operator": "DoesNotExist"}]},
+        {**TEAM, "frozen": "true"},
+        False,
+    ),
+    ("empty-value", {"matchLabels": {"env": ""}}, {"env": ""}, True),
+    ("no-labels", {"matchLabels": {"env": "prod"}}, {}, False),
+    (
+        "by-name",
+        {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": [NS]}]},
+        TEAM,
+        True,
+    ),
+    ("empty-selector-matches-all", {}, {}, True),  # Kubernetes' rule; settings turn {} into no selector
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "labels", "matches"), [c[1:] for c in SELECTOR_CASES], ids=[c[0] for c in SELECTOR_CASES]
+)
+def test_label_selector_matches_as_kubernetes_does(
+    raw: dict[str, Any], labels: dict[str, str], matches: bool
+) -> None:
+    assert parse_selector(raw).matches(labels) is matches
+
+
+SELECTOR_REFUSALS = [
+    # id, selector, fragment of the message
+    ("not-an-object", ["env=prod"], "must be an object"),
+    ("unknown-field", {"matchLabel": {"env": "prod"}}, "unknown field 'matchLabel'"),
+    ("labels-not-a-map", {"matchLabels": ["env"]}, "matchLabels must be a map"),
+    ("bad-key", {"matchLabels": {"-env": "prod"}}, "is not a label key"),
+    ("bad-prefix", {"matchLabels": {"Example.com/env": "prod"}}, "is not a label key"),
+    ("bad-value", {"matchLabels": {"env": "prod env"}}, "is not a label value"),
+    ("long-value", {"matchLabels": {"env": "v" * 64}}, "is not a label value"),
+    ("value-not-a-string", {"matchLabels": {"env": True}}, "is not a label value"),
+    ("expressions-not-a-list", {"matchExpressions": {"key": "env"}}, "must be a list"),
+    (
+        "unknown-operator",
+        {"matchExpressions": [{"key": "env", "operator": "Equals", "values": ["a"]}]},
+        "'Equals' is not one of",
+    ),
+    (
+        "in-without-values",
+        {"matchExpressions": [{"key": "env", "operator": "In"}]},
+        "needs at least one value",
+    ),
+    (
+        "exists-with-values",
+        {"matchExpressions": [{"key": "env", "operator": "Exists", "values": ["a"]}]},
+        "takes no values",
+    ),
+    (
+        "expression-unknown-field",
+        {"matchExpressions": [{"key": "env", "operator": "Exists", "value": "a"}]},
+        "key, operator and values",
+    ),
+    ("expression-without-key", {"matchExpressions": [{"operator": "Exists"}]}, "is not a label key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"), [c[1:] for c in SELECTOR_REFUSALS], ids=[c[0] for c in SELECTOR_REFUSALS]
+)
+def test_a_bad_selector_is_refused_naming_what_is_wrong(raw: Any, fragment: str) -> None:
+    with pytest.raises(ValueError, match=r"workloadIdentity\.namespaceSelector") as raised:
+        parse_selector(raw, "workloadIdentity.namespaceSelector")
+    assert fragment in str(raised.value)
+
+
+GOLD = parse_selector({"matchLabels": {"platform.example.com/tier": "gold"}})
+SELECTED_CASES = [
+    # id, spec, namespaces by name, selector, namespace labels, expected Identity or (reason, fragments)
+    ("selected", spec(NO_SECRET, serviceAccountName="copier"), (), GOLD, TEAM, Identity("copier")),
+    ("selected-with-secrets", spec(serviceAccountName="copier"), (), GOLD, TEAM, Identity("copier")),
+    ("selected-secrets-only", spec(), (), GOLD, TEAM, Identity()),
+    (
+        "not-selected",
+        spec(NO_SECRET, serviceAccountName="copier"),
+        (),
+        GOLD,
+        {"platform.example.com/tier": "silver"},
+        (
+            CREDENTIALS_REQUIRED,
+            ("spec.source has no credentialsSecret", "workloadIdentity.namespaceSelector"),
+        ),
+    ),
+    (
+        "not-selected-account",
+        spec(serviceAccountName="copier"),
+        (),
+        GOLD,
+        {},
+        (WORKLOAD_IDENTITY_NOT_ALLOWED, ("remove spec.serviceAccountName",)),
+    ),
+    (
+        "labels-unknown",
+        spec(NO_SECRET, serviceAccountName="copier"),
+        (),
+        GOLD,
+        None,
+        (CREDENTIALS_REQUIRED, ()),
+    ),
+    (
+        "by-name-without-labels",
+        spec(NO_SECRET, serviceAccountName="copier"),
+        (NS,),
+        GOLD,
+        None,
+        Identity("copier"),
+    ),
+    ("no-selector", spec(NO_SECRET, serviceAccountName="copier"), (), None, TEAM, (CREDENTIALS_REQUIRED, ())),
+]
+
+
+@pytest.mark.parametrize(
+    ("copyjob", "allowed", "selector", "labels", "expected"),
+    [c[1:] for c in SELECTED_CASES],
+    ids=[c[0] for c in SELECTED_CASES],
+)
+def test_identity_in_namespaces_selected_by_label(
+    copyjob: CopyJobSpec,
+    allowed: tuple[str, ...],
+    selector: LabelSelector | None,
+    labels: dict[str, str] | None,
+    expected: Any,
+) -> None:
+    def decide() -> Identity:
+        return identity(copyjob, NS, allowed, selector=selector, namespace_labels=labels)
+
+    if isinstance(expected, Identity):
+        assert decide() == expected
+        return
+    reason, fragments = expected
+    with pytest.raises(PolicyRefusal) as raised:
+        decide()
+    assert raised.value.reason == reason
+    for fragment in fragments:
+        assert fragment in str(raised.value), (fragment, str(raised.value))

@@ -417,3 +417,80 @@ def test_render_plan_spec_json_validates_back(spec: CopyJobSpec) -> None:
     assert again == spec
     assert [Shard.from_json(s) for s in json.loads(data[SHARDS_FILE])] == shards
     assert json.loads(data[SUMMARY_FILE]) == summary
+
+
+@pytest.mark.parametrize(
+    ("settings", "spec", "requests", "limits"),
+    [
+        (OperatorSettings(), spec_of(BASE), {}, {}),
+        (OperatorSettings(default_worker_cpu="1"), spec_of(BASE), {"cpu": "1"}, {}),
+        (
+            OperatorSettings(default_worker_cpu="1", worker_cpu_limit=True),
+            spec_of(BASE),
+            {"cpu": "1"},
+            {"cpu": "1"},
+        ),
+        (OperatorSettings(worker_cpu_limit=True), spec_of(BASE), {}, {}),
+        (OperatorSettings(max_cpu_per_pod=250), spec_of(FULL), {"cpu": "250m"}, {}),
+        (
+            OperatorSettings(max_cpu_per_pod=250, worker_cpu_limit=True),
+            spec_of(FULL),
+            {"cpu": "250m"},
+            {"cpu": "250m"},
+        ),
+        (
+            OperatorSettings(max_cpu_per_pod=4000, worker_cpu_limit=True),
+            spec_of(FULL),
+            {"cpu": "500m"},
+            {"cpu": "500m"},
+        ),
+    ],
+    ids=[
+        "no-cpu",
+        "default-request",
+        "limit-equals-request",
+        "no-request-no-limit",
+        "capped",
+        "capped-limit",
+        "under-cap",
+    ],
+)
+def test_cpu_request_is_capped_and_limited_only_when_the_platform_asks(
+    settings: OperatorSettings, spec: CopyJobSpec, requests: dict[str, str], limits: dict[str, str]
+) -> None:
+    resources = pod_spec(job(spec, settings))["containers"][0]["resources"]
+    memory = str(SIZING.pod_memory_bytes)
+    assert resources["requests"] == {"memory": memory, **requests}
+    assert resources["limits"] == {"memory": memory, **limits}
+
+
+# --- spec.rateLimit ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "parallelism", "share"),
+    [
+        pytest.param({}, 2, {"requestsPerSecond": 0.0, "bytesPerSecond": 0}, id="unlimited"),
+        pytest.param(
+            {"requestsPerSecond": 20}, 2, {"requestsPerSecond": 10.0, "bytesPerSecond": 0}, id="rps"
+        ),
+        pytest.param(
+            {"requestsPerSecond": 100, "bytesPerSecond": "100Mi"},
+            3,
+            {"requestsPerSecond": 33.333, "bytesPerSecond": 100 * MiB // 3},
+            id="both-over-three",
+        ),
+    ],
+)
+def test_pods_start_with_their_share_of_the_job_wide_limits(
+    limits: dict[str, Any], parallelism: int, share: dict[str, Any]
+) -> None:
+    manifest = render_job(OWNER, spec_of(BASE, rateLimit=limits), SIZING, 7, OperatorSettings(), parallelism)
+    assert json.loads(env_of(manifest)["FERRY_RATE_SHARE"]["value"]) == share
+
+
+def test_the_limits_token_is_in_the_pod_template_only_when_given() -> None:
+    token = "t" * 43
+    with_token = render_job(OWNER, spec_of(BASE), SIZING, 7, OperatorSettings(), 2, limits_token=token)
+    assert env_of(with_token)["FERRY_LIMITS_TOKEN"] == {"name": "FERRY_LIMITS_TOKEN", "value": token}
+    assert "FERRY_LIMITS_TOKEN" not in env_of(job())

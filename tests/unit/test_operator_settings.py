@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ferry.operator.policy import EndpointPolicy
+from ferry.operator.policy import EndpointPolicy, LabelSelector
 from ferry.operator.settings import OperatorSettings
 
 GiB, MiB = 2**30, 2**20
@@ -27,6 +27,12 @@ CASES = [
     ("memory-decimal", {"FERRY_DEFAULT_WORKER_MEMORY": "1G"}, {"default_worker_memory": 10**9}),
     ("max-memory", {"FERRY_MAX_MEMORY_PER_POD": "4Gi"}, {"max_memory_per_pod": 4 * GiB}),
     ("max-memory-blank", {"FERRY_MAX_MEMORY_PER_POD": ""}, {"max_memory_per_pod": None}),
+    ("max-cpu", {"FERRY_MAX_CPU_PER_POD": "4"}, {"max_cpu_per_pod": 4000}),
+    ("max-cpu-millis", {"FERRY_MAX_CPU_PER_POD": " 1500m "}, {"max_cpu_per_pod": 1500}),
+    ("max-cpu-blank", {"FERRY_MAX_CPU_PER_POD": ""}, {"max_cpu_per_pod": None}),
+    ("cpu-limit", {"FERRY_WORKER_CPU_LIMIT": "true"}, {"worker_cpu_limit": True}),
+    ("cpu-limit-off", {"FERRY_WORKER_CPU_LIMIT": "false"}, {"worker_cpu_limit": False}),
+    ("cpu-limit-blank", {"FERRY_WORKER_CPU_LIMIT": ""}, {"worker_cpu_limit": False}),
     (
         "caps",
         {"FERRY_MAX_PODS_PER_JOB": "20", "FERRY_MAX_JOBS_PER_NAMESPACE": " 3 "},
@@ -71,6 +77,19 @@ CASES = [
         {"workload_identity_namespaces": ("team-a", "team-b")},
     ),
     (
+        "workload-identity-selector",
+        {"FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": '{"matchLabels": {"tier": "gold"}}'},
+        {"workload_identity_selector": LabelSelector(match_labels=(("tier", "gold"),))},
+    ),
+    # Empty selects nothing here (Kubernetes' empty selector selects everything): the chart's default.
+    ("workload-identity-selector-empty", {"FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": "{}"}, {}),
+    ("workload-identity-selector-blank", {"FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": " "}, {}),
+    (
+        "workload-identity-selector-empty-parts",
+        {"FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": '{"matchLabels": {}, "matchExpressions": []}'},
+        {},
+    ),
+    (
         "endpoints",
         {"FERRY_ALLOWED_ENDPOINTS": "127.0.0.0/8,minio.svc", "FERRY_CLUSTER_CIDRS": "10.96.0.0/12"},
         {"endpoints": EndpointPolicy.build(["127.0.0.0/8", "minio.svc"], ["10.96.0.0/12"])},
@@ -95,6 +114,7 @@ def test_defaults() -> None:
     assert settings.aggregate_interval_seconds == 5.0
     # Secure by default: no workload identity, the built-in endpoint refusals, nothing allowed.
     assert settings.workload_identity_namespaces == ()
+    assert settings.workload_identity_selector is None
     assert settings.endpoints.allowed_networks == () and settings.endpoints.allowed_hosts == frozenset()
 
 
@@ -112,9 +132,59 @@ def test_from_env_reads_the_given_mapping_not_the_process(monkeypatch: pytest.Mo
         {"FERRY_MAX_PODS_PER_JOB": "twenty"},
         {"FERRY_ALLOWED_ENDPOINTS": "http://minio:9000"},
         {"FERRY_CLUSTER_CIDRS": "10.96.0.0/40"},
+        {"FERRY_MAX_CPU_PER_POD": "4Gi"},
+        {"FERRY_DEFAULT_WORKER_CPU": "one"},
+        {"FERRY_WORKER_CPU_LIMIT": "yes"},
+        {"FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": "tier=gold"},
+        {
+            "FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR": '{"matchExpressions": [{"key": "t", "operator": "In"}]}'
+        },
     ],
-    ids=["memory-garbage", "negative-memory", "pods-garbage", "endpoint-url", "cidr-garbage"],
+    ids=[
+        "memory-garbage",
+        "negative-memory",
+        "pods-garbage",
+        "endpoint-url",
+        "cidr-garbage",
+        "cpu-cap-garbage",
+        "cpu-default-garbage",
+        "cpu-limit-not-a-boolean",
+        "selector-not-json",
+        "selector-in-without-values",
+    ],
 )
 def test_invalid_values_raise(env: dict[str, str]) -> None:
     with pytest.raises(ValueError):
+        OperatorSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "address", "series"),
+    [
+        ({}, "127.0.0.1", 1000),  # `ferry operator` outside a pod: this machine only
+        ({"FERRY_LISTEN_ADDRESS": "0.0.0.0"}, "0.0.0.0", 1000),  # the chart: the pod's address
+        ({"FERRY_LISTEN_ADDRESS": " :: "}, "::", 1000),
+        ({"FERRY_LISTEN_ADDRESS": "", "FERRY_MAX_COPYJOB_SERIES": ""}, "127.0.0.1", 1000),
+        ({"FERRY_MAX_COPYJOB_SERIES": "50"}, "127.0.0.1", 50),
+        ({"FERRY_MAX_COPYJOB_SERIES": "0"}, "127.0.0.1", 0),
+    ],
+    ids=["defaults", "all-ipv4", "all-ipv6", "blank", "series-cap", "no-series"],
+)
+def test_listen_address_and_series_cap(env: dict[str, str], address: str, series: int) -> None:
+    settings = OperatorSettings.from_env(env)
+    assert (settings.listen_address, settings.max_copyjob_series) == (address, series)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"FERRY_LISTEN_ADDRESS": "localhost"}, "is not an IP address"),
+        ({"FERRY_LISTEN_ADDRESS": "127.0.0.1:9090"}, "is not an IP address"),
+        ({"FERRY_MAX_COPYJOB_SERIES": "-1"}, "negative"),
+        ({"FERRY_MAX_COPYJOB_SERIES": "many"}, "invalid literal"),
+    ],
+    ids=["host-name", "with-port", "negative-cap", "cap-garbage"],
+)
+def test_bad_listen_address_or_series_cap_is_refused_at_start(env: dict[str, str], names: str) -> None:
+    with pytest.raises(ValueError, match=names):
         OperatorSettings.from_env(env)

@@ -27,6 +27,7 @@ from ferry.worker.budget import (
     minimum_memory_limit,
     plan_memory,
 )
+from ferry.worker.display import format_duration
 from ferry.worker.engine import TRANSFER_OVERHEAD_BYTES
 from ferry.worker.parts import DEFAULT_PART, transfer_memory
 
@@ -268,3 +269,77 @@ def test_a_memory_override_below_what_a_worker_needs_is_explained(override: int,
     assert ("every shard would fail at once" in sizing.reason) is warned
     if warned:
         assert f"{MIN_WORKER_MEMORY // MiB}Mi" in sizing.reason
+
+
+# --- spec.target.deadline: the rate it needs, and a prediction that agrees with it -------------------------
+
+
+@pytest.mark.parametrize(
+    ("objects", "deadline", "needs"),
+    [
+        (1_000, 86_400.0, "0.0116"),  # a day for a thousand objects: far below one object per second
+        (10, 3_600.0, "0.00278"),
+        (1_000_000, 3_600.0, "278"),
+        (1_000_000, 10_000.0, "100"),
+        (1_000_000, 100.0, "10,000"),
+    ],
+    ids=["day-for-1000", "hour-for-10", "hour-for-a-million", "100-per-s", "tight"],
+)
+def test_a_deadline_names_the_rate_it_needs_and_predicts_within_it(
+    objects: int, deadline: float, needs: str
+) -> None:
+    sizing = size(**_deadline(deadline, objects=objects, total_bytes=objects * 100 * KB))
+    assert f"which needs {needs} objects/s" in sizing.reason, sizing.reason
+    assert " 0 objects/s" not in sizing.reason
+    assert sizing.needed_objects_per_second == pytest.approx(objects / deadline)
+    assert sizing.predicted_seconds is not None
+    assert 1 <= sizing.predicted_seconds <= math.ceil(deadline)
+    assert "past the deadline" not in sizing.reason
+
+
+@pytest.mark.parametrize(
+    ("shards", "cap", "parallelism", "predicted"),
+    [(10, None, 10, 2_000), (1000, 4, 4, 5_000), (1, None, 1, 20_000)],
+    ids=["by-shards", "by-cap", "one-shard"],
+)
+def test_a_deadline_the_pods_cannot_meet_says_by_how_much_it_is_missed(
+    shards: int, cap: int | None, parallelism: int, predicted: int
+) -> None:
+    sizing = size(**_deadline(100.0, shards=shards, parallelism_cap=cap))
+    assert (sizing.parallelism, sizing.predicted_seconds) == (parallelism, predicted)
+    assert f"takes about {format_duration(predicted)}" in sizing.reason, sizing.reason
+    assert f"{format_duration(predicted - 100)} past the deadline" in sizing.reason
+
+
+@pytest.mark.parametrize("deadline", [-3_600.0, 0.0], ids=["an-hour-ago", "at-the-listing"])
+def test_a_deadline_already_past_says_so_and_sizes_as_without_a_target(deadline: float) -> None:
+    sizing = size(**_deadline(deadline))
+    without = size(**INCIDENT | {"target_objects_per_second": None})
+    assert f"had passed {format_duration(-deadline)} before the source was listed" in sizing.reason
+    assert sizing.needed_objects_per_second is None
+    assert (sizing.parallelism, sizing.predicted_seconds) == (without.parallelism, without.predicted_seconds)
+
+
+@pytest.mark.parametrize(
+    ("target", "shards", "held"),
+    [(100, 1000, None), (1000, 5, "held to 5 pod(s)"), (100_000, 1000, "held to 1000 pod(s)")],
+    ids=["met", "by-shards", "by-hard-cap"],
+)
+def test_an_objects_per_second_target_names_itself_and_says_when_it_is_held_back(
+    target: int, shards: int, held: str | None
+) -> None:
+    sizing = size(**{**INCIDENT, "target_objects_per_second": target, "shards": shards})
+    assert f"for a target of {target:,} objects/s" in sizing.reason
+    assert sizing.needed_objects_per_second == target
+    assert (held is not None and held in sizing.reason) or (held is None and "held to" not in sizing.reason)
+
+
+@pytest.mark.parametrize("objects", [1, 10, 49], ids=["1", "10", "49"])
+def test_a_small_job_is_never_predicted_to_take_zero_seconds(objects: int) -> None:
+    sizing = size(objects=objects, total_bytes=objects * KB, median=KB, p99=KB, shards=1)
+    assert sizing.predicted_seconds == 1
+
+
+def _deadline(seconds: float, **changes: Any) -> dict[str, Any]:
+    """The incident's job with a deadline instead of its objects/s target."""
+    return {**INCIDENT, "target_objects_per_second": None, "deadline_seconds": seconds, **changes}

@@ -6,7 +6,13 @@ import re
 
 import pytest
 
-from ferry.model.quantity import QUANTITY_SCHEMA_PATTERN, format_bytes, parse_bytes, to_quantity
+from ferry.model.quantity import (
+    QUANTITY_SCHEMA_PATTERN,
+    format_bytes,
+    parse_bytes,
+    to_display_quantity,
+    to_quantity,
+)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +156,24 @@ def test_to_quantity_round_trips(count: int) -> None:
 @pytest.mark.parametrize("text", ["100Ki", "4Mi", "5Gi", "1Ti"])
 def test_parse_then_format_round_trips(text: str) -> None:
     assert to_quantity(parse_bytes(text)) == text
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        pytest.param(0, "0", id="zero"),
+        pytest.param(1023, "1023", id="below-Ki"),
+        pytest.param(1024, "1Ki", id="Ki"),
+        pytest.param(1536, "1.5Ki", id="one-and-a-half-Ki"),
+        pytest.param(77_700_000, "74.1Mi", id="a-worker-peak"),
+        pytest.param(256 * 2**20, "256Mi", id="exact-stays-exact"),
+        pytest.param(256 * 2**20 + 1, "256Mi", id="rounded"),
+        pytest.param(3 * 2**30 + 2**29, "3.5Gi", id="Gi"),
+        pytest.param(10**15, "909.5Ti", id="Ti"),
+        pytest.param(2**70 + 1, "1024Ei", id="beyond-Ei"),
+    ],
+)
+def test_to_display_quantity(count: int, expected: str) -> None:
+    assert to_display_quantity(count) == expected
+    # Kubernetes notation: a quantity a person can paste into spec.resources.memory, if not always exact.
+    assert re.match(QUANTITY_SCHEMA_PATTERN, expected)

@@ -94,13 +94,10 @@ seccompProfile:
   verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, delete]
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get]
@@ -109,7 +106,8 @@ seccompProfile:
   verbs: [create]
 {{- end }}
 
-{{/* What kopf needs cluster-wide: CRD and namespace discovery. */}}
+{{/* What the operator needs cluster-wide: kopf's CRD and namespace discovery, and the labels of
+Namespaces when workloadIdentity.namespaceSelector is set (a watch, never a GET). */}}
 {{- define "ferry.discoveryRules" }}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

@@ -1,0 +1,202 @@
+"""What a planner pod hands the operator, and how the operator checks it. Pure: text in, checked values out.
+
+A planner pod (`worker/planpod.py`) runs in the tenant's namespace under the tenant's credentials, so
+everything it says is a tenant's word. The operator reads its answer with a size cap and a deadline
+(`kube.fetch_from_pod`), and keeps only what it can check for consistency: a size histogram whose
+counts add up, and contiguous key-space pieces that cover the whole listing, in key order, with
+bounded keys. Shards, pod memory and parallelism are computed from these by the operator itself,
+under the platform's caps; a pod that lies about its bucket only mis-sizes its own CopyJob, within
+the caps any tenant may ask for anyway.
+
+A failed planning is a termination message (at most 4 KiB, by the kubelet) naming one of the reasons
+below: anything else becomes `PlanningFailed`, and the message is cut and stripped of control
+characters, because it is shown in the CopyJob's status and Events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ferry.model.plan import Shard
+from ferry.operator.planning import BUCKET_BOUNDS, Histogram
+
+RESULT_FORMAT = "ferry.dev/plan-result/v1"
+FAILURE_FORMAT = "ferry.dev/planner-failure/v1"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+#: Most a plan result may take: the plan ConfigMap holds at most 1 MiB, and pieces beyond that are
+#: merged by the planner before it answers.
+MAX_RESULT_BYTES = 2 * 1024 * 1024
+#: S3 keys are at most 1,024 bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+MAX_PIECES = 100_000
+MAX_MESSAGE_CHARS = 1024
+#: Reasons a planner pod may give; each is also a reason of the CopyJob's Stalled condition.
+PLANNER_REASONS = frozenset(
+    {
+        "BucketNotFound",
+        "AccessDenied",
+        "CredentialsInvalid",
+        "RegionMismatch",
+        "EndpointNotAllowed",
+        "NotS3",
+        "EndpointUnreachable",
+        "LocationUnusable",
+        "LocationInvalid",
+        "ListingFailed",
+        "ListingTooLong",
+        "TooManyObjects",
+        "InvalidSpec",
+        "PlanningFailed",
+    }
+)
+
+
+class PlanResultInvalid(ValueError):
+    """The planner's answer is not a plan the operator can use; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    histogram: Histogram
+    pieces: tuple[Shard, ...]
+    listed_at: datetime
+    #: Whether the planner checked the destination (a dry run without its credentials does not).
+    destination_checked: bool
+
+    def to_json(self) -> str:
+        h = self.histogram
+        return json.dumps(
+            {
+                "format": RESULT_FORMAT,
+                "listedAt": self.listed_at.strftime(TIME_FORMAT),
+                "destinationChecked": self.destination_checked,
+                "histogram": {
+                    "counts": list(h.counts),
+                    "objects": h.objects,
+                    "bytes": h.bytes,
+                    "largest": h.largest,
+                },
+                "pieces": [p.as_json() for p in self.pieces],
+            },
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True)
+class PlannerFailure:
+    reason: str
+    message: str
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FAILURE_FORMAT, "reason": self.reason, "message": self.message})
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value >= 2**63:
+        raise PlanResultInvalid(f"{what} is not a count")
+    return value
+
+
+def _key(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise PlanResultInvalid(f"{what} is not an S3 key")
+    return value
+
+
+def _histogram(raw: Any) -> Histogram:
+    if not isinstance(raw, dict):
+        raise PlanResultInvalid("histogram is not an object")
+    counts = raw.get("counts")
+    if not isinstance(counts, list) or len(counts) != len(BUCKET_BOUNDS) + 1:
+        raise PlanResultInvalid(f"histogram.counts is not a list of {len(BUCKET_BOUNDS) + 1} counts")
+    checked = tuple(_count(c, "a histogram count") for c in counts)
+    objects, total = (
+        _count(raw.get("objects"), "histogram.objects"),
+        _count(raw.get("bytes"), "histogram.bytes"),
+    )
+    largest = _count(raw.get("largest"), "histogram.largest")
+    if sum(checked) != objects:
+        raise PlanResultInvalid("the histogram's counts do not add up to its objects")
+    top = max((i for i, c in enumerate(checked) if c), default=-1)
+    if largest > total or (0 <= top < len(BUCKET_BOUNDS) and largest > BUCKET_BOUNDS[top]):
+        raise PlanResultInvalid("the largest object does not fit the histogram")
+    if objects and top >= 0 and top > 0 and largest <= BUCKET_BOUNDS[top - 1]:
+        raise PlanResultInvalid("the largest object is smaller than its histogram bucket")
+    return Histogram(checked, objects, total, largest)
+
+
+def _pieces(raw: Any) -> tuple[Shard, ...]:
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_PIECES:
+        raise PlanResultInvalid(f"pieces is not a list of 1 to {MAX_PIECES:,} ranges")
+    pieces = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise PlanResultInvalid("a piece is not an object")
+        pieces.append(
+            Shard(
+                _key(item.get("startAfter"), "a piece's startAfter"),
+                _key(item.get("end"), "a piece's end"),
+                _count(item.get("objects"), "a piece's objects"),
+                _count(item.get("bytes"), "a piece's bytes"),
+            )
+        )
+    if pieces[0].start_after is not None or pieces[-1].end is not None:
+        raise PlanResultInvalid("the pieces do not cover the whole listing (open at both ends)")
+    for before, after in itertools.pairwise(pieces):
+        if before.end is None or before.end != after.start_after:
+            raise PlanResultInvalid("the pieces are not contiguous")
+    ends = [p.end for p in pieces[:-1]]
+    if any(a is not None and b is not None and a >= b for a, b in itertools.pairwise(ends)):
+        raise PlanResultInvalid("the pieces are not in key order")
+    return tuple(pieces)
+
+
+def parse_plan_result(text: str) -> PlanResult:
+    """Check a planner's answer. Raises `PlanResultInvalid` naming the first thing wrong."""
+    if len(text) > MAX_RESULT_BYTES:
+        raise PlanResultInvalid("the answer is larger than a plan can be")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise PlanResultInvalid("the answer is not JSON") from exc
+    if not isinstance(raw, dict) or raw.get("format") != RESULT_FORMAT:
+        raise PlanResultInvalid(f"the answer is not a {RESULT_FORMAT} document")
+    histogram = _histogram(raw.get("histogram"))
+    pieces = _pieces(raw.get("pieces"))
+    if (sum(p.objects for p in pieces), sum(p.bytes for p in pieces)) != (histogram.objects, histogram.bytes):
+        raise PlanResultInvalid("the pieces do not add up to the histogram")
+    try:
+        listed_at = datetime.strptime(str(raw.get("listedAt")), TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise PlanResultInvalid("listedAt is not a time") from exc
+    checked = raw.get("destinationChecked")
+    if not isinstance(checked, bool):
+        raise PlanResultInvalid("destinationChecked is not true or false")
+    return PlanResult(histogram, pieces, listed_at, checked)
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else " " for ch in text)[:MAX_MESSAGE_CHARS]
+
+
+def parse_planner_failure(message: str) -> PlannerFailure | None:
+    """A failed planner pod's termination message, checked; None when it holds no failure document."""
+    try:
+        raw = json.loads(message[: 8 * 1024])
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or raw.get("format") != FAILURE_FORMAT:
+        return None
+    reason, text = raw.get("reason"), raw.get("message")
+    if not isinstance(text, str):
+        return None
+    return PlannerFailure(
+        reason if isinstance(reason, str) and reason in PLANNER_REASONS else "PlanningFailed",
+        _printable(text),
+    )

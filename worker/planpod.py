@@ -1,0 +1,326 @@
+"""`ferry planner`: plans one CopyJob inside a pod of its namespace, under the tenant's own credentials.
+
+Where it sits: the operator starts it as the one-pod Job `<copyjob>-planner` when a CopyJob has no plan
+yet. It checks the locations (preflight), lists the source once under the platform's limits, and keeps
+only the size histogram and fine contiguous pieces of the key space (`operator.planning.Planner`, memory
+bounded whatever the number of keys). It then serves the result on `/plan` (listing progress on `/status`
+meanwhile) until the operator has read it and deletes the Job, or until FERRY_PLAN_HOLD_SECONDS pass.
+The operator checks the result (`operator.planresult`) and cuts shards and sizes workers itself.
+
+Configured like a worker: the spec from the mounted ConfigMap (FERRY_PLAN_DIR/spec.json), credentials
+from the Secrets the CopyJob names (FERRY_SOURCE_ACCESS_KEY_ID, ...), and the platform's limits
+(FERRY_LISTING_DEADLINE_SECONDS, FERRY_MAX_OBJECTS_PER_COPYJOB, FERRY_ALLOWED_ENDPOINTS,
+FERRY_CLUSTER_CIDRS) from its environment.
+
+Exit codes:
+    0  the plan was served (read by the operator, or held until FERRY_PLAN_HOLD_SECONDS)
+    2  the CopyJob cannot be planned as it is (a location fails its check, a platform limit is hit): the
+       termination message is a `planner-failure` document; the Job fails without retries
+    4  the listing broke off although every location passed its check: the Job retries the pod
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+from pydantic import ValidationError
+
+from ferry.errors import InvalidSpec, PreflightError
+from ferry.model import CopyJobSpec
+from ferry.model.loading import format_validation_error
+from ferry.model.plan import SPEC_FILE
+from ferry.operator.netguard import endpoint_problem, guard_client
+from ferry.operator.planning import Planner
+from ferry.operator.planresult import PlannerFailure, PlanResult
+from ferry.operator.policy import EndpointPolicy
+from ferry.operator.render import fit_shards, shards_budget
+from ferry.worker.display import format_duration
+from ferry.worker.filters import ObjectFilter
+from ferry.worker.pod import STATUS_PORT, credentials_from_env
+from ferry.worker.preflight import check_location
+from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
+from ferry.worker.s3 import ClientOptions, Credentials, list_pages, make_client
+
+EXIT_SERVED = 0
+EXIT_INVALID = 2
+EXIT_RETRY = 4
+#: How long a finished plan waits for the operator, which reads it within a pass or two.
+DEFAULT_HOLD_SECONDS = 900.0
+LISTING_RETRY = RetryPolicy(max_attempts=5, base_seconds=0.5)
+#: No single read waits longer than this; an endpoint that stops answering fails the page, then the pod.
+READ_TIMEOUT_SECONDS = 20.0
+STATUS_FORMAT = "ferry.dev/planner-status/v1"
+
+
+class PlanningStopped(Exception):
+    """Planning cannot go on; ``reason`` is one of `planresult.PLANNER_REASONS`."""
+
+    def __init__(self, reason: str, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry = retry
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    spec: CopyJobSpec
+    source: Credentials | None
+    destination: Credentials | None
+    check_destination: bool
+    listing_deadline_seconds: float | None
+    max_objects: int | None
+    endpoints: EndpointPolicy
+    status_address: tuple[str, int]
+    termination_path: Path
+    hold_seconds: float
+
+
+def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in env.get(name, "").split(",") if n.strip())
+
+
+def config_from(env: Mapping[str, str]) -> PlannerConfig:
+    """The planner's configuration from its environment and mounted spec. Raises InvalidSpec."""
+    folder = Path(env.get("FERRY_PLAN_DIR", "/etc/ferry/plan"))
+    try:
+        raw = json.loads((folder / SPEC_FILE).read_text())
+        spec = CopyJobSpec.model_validate(raw, by_alias=True, by_name=False)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            raise InvalidSpec(f"spec.json is invalid:\n{format_validation_error(exc, CopyJobSpec)}") from exc
+        raise InvalidSpec(f"cannot read the spec in {folder}: {type(exc).__name__}") from exc
+    try:
+        deadline = env.get("FERRY_LISTING_DEADLINE_SECONDS", "").strip()
+        max_objects = env.get("FERRY_MAX_OBJECTS_PER_COPYJOB", "").strip()
+        hold = env.get("FERRY_PLAN_HOLD_SECONDS", "").strip()
+        port = int(env.get("FERRY_STATUS_PORT", STATUS_PORT))
+        endpoints = EndpointPolicy.build(
+            _names(env, "FERRY_ALLOWED_ENDPOINTS"), _names(env, "FERRY_CLUSTER_CIDRS")
+        )
+    except ValueError as exc:
+        raise InvalidSpec(f"the planner's environment is invalid: {exc}") from exc
+    return PlannerConfig(
+        spec=spec,
+        source=credentials_from_env(env, "SOURCE"),
+        destination=credentials_from_env(env, "DESTINATION"),
+        check_destination=env.get("FERRY_CHECK_DESTINATION", "true") != "false",
+        listing_deadline_seconds=float(deadline) if deadline else None,
+        max_objects=int(max_objects) if max_objects else None,
+        endpoints=endpoints,
+        status_address=(env.get("FERRY_STATUS_HOST") or env.get("FERRY_POD_IP") or "0.0.0.0", port),
+        termination_path=Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
+        hold_seconds=float(hold) if hold else DEFAULT_HOLD_SECONDS,
+    )
+
+
+def _client(config: PlannerConfig, role: str) -> Any:
+    spec = config.spec
+    location = spec.source if role == "source" else spec.destination
+    credentials = config.source if role == "source" else config.destination
+    try:
+        client = make_client(
+            location, credentials, ClientOptions(max_pool_connections=4, read_timeout=READ_TIMEOUT_SECONDS)
+        )
+    except (ValueError, botocore.exceptions.BotoCoreError) as exc:
+        raise PlanningStopped(
+            "LocationInvalid",
+            f"spec.{role}: the S3 client refuses endpoint {location.endpoint!r} or region {location.region!r} "
+            f"({type(exc).__name__}); fix spec.{role}.endpoint or spec.{role}.region",
+        ) from exc
+    return guard_client(client, config.endpoints)
+
+
+def preflight(config: PlannerConfig) -> Any:
+    """Check every location the plan needs, all of them before reporting, and return the source client."""
+    refusal = endpoint_problem(config.spec, config.endpoints)
+    if refusal is not None:
+        raise PlanningStopped("EndpointNotAllowed", refusal)
+    roles = ["source", "destination"] if config.check_destination else ["source"]
+    clients = {role: _client(config, role) for role in roles}
+    problems: list[PreflightError] = []
+    for role in roles:
+        location = config.spec.source if role == "source" else config.spec.destination
+        try:
+            check_location(clients[role], location, f"spec.{role}")
+        except PreflightError as exc:
+            problems.append(exc)
+    if problems:
+        raise PlanningStopped(problems[0].reason, "; ".join(str(p) for p in problems))
+    return clients["source"]
+
+
+@dataclass
+class Listing:
+    """Listing progress, read by the status server's thread while the main thread lists."""
+
+    objects: int = 0
+    bytes: int = 0
+    listed: int = 0
+
+
+def plan(
+    config: PlannerConfig,
+    source: Any,
+    progress: Listing,
+    clock: Callable[[], float] = time.monotonic,
+) -> PlanResult:
+    """List the source once, within the platform's limits, and return the histogram and pieces."""
+    spec = config.spec
+    # Pieces no larger than the user's shard bounds, so that the operator can honour them exactly.
+    planner = Planner(
+        piece_objects=min(1000, spec.shard_size.max_objects or 1000),
+        piece_bytes=min(2**30, spec.shard_size.max_bytes or 2**30),
+    )
+    object_filter = ObjectFilter.compile(spec.filter, spec.source.prefix)
+    where = f"s3://{spec.source.bucket}/{spec.source.prefix}"
+    started = clock()
+    deadline, cap = config.listing_deadline_seconds, config.max_objects
+    pages = list_pages(
+        source,
+        spec.source.bucket,
+        spec.source.prefix,
+        call=lambda request: call_with_retry(request, LISTING_RETRY),
+    )
+    try:
+        for page in pages:
+            progress.listed += len(page)
+            # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
+            if cap is not None and progress.listed > cap:
+                raise PlanningStopped(
+                    "TooManyObjects",
+                    f"{where} holds more than {cap:,} objects, the platform's limit for one CopyJob "
+                    "(planning.maxObjects); split it into CopyJobs of narrower source.prefix",
+                )
+            if deadline is not None and clock() - started > deadline:
+                raise PlanningStopped(
+                    "ListingTooLong",
+                    f"listing {where} took longer than {format_duration(deadline)}, the platform's limit "
+                    f"(planning.listingDeadlineSeconds), after {progress.listed:,} objects; split it into "
+                    "CopyJobs of narrower source.prefix, or check that spec.source.endpoint is a real S3 service",
+                )
+            for obj in page:
+                if object_filter.accepts(obj):
+                    planner.add(obj.key, obj.size)
+            progress.objects, progress.bytes = planner.progress
+    except RetriesExhausted as exc:
+        # Ferry's words only (retry.classify): what the endpoint answered never reaches the operator.
+        reason = "EndpointNotAllowed" if exc.last.code == "EndpointNotAllowed" else "ListingFailed"
+        raise PlanningStopped(
+            reason,
+            f"listing {where} failed after {exc.attempts} attempt(s): {exc.last.code}: {exc.last.message}",
+            retry=reason == "ListingFailed",
+        ) from exc
+    # Pieces merged until they fit beside the spec in the plan ConfigMap: every shard cut from them fits.
+    pieces = fit_shards(planner.pieces(), shards_budget(spec))
+    return PlanResult(
+        planner.histogram(),
+        tuple(pieces),
+        datetime.now(UTC).replace(microsecond=0),
+        destination_checked=config.check_destination,
+    )
+
+
+class PlanServer:
+    """`/status` (listing progress) and `/plan` (the result, once there), until closed."""
+
+    def __init__(self, address: tuple[str, int], progress: Listing) -> None:
+        self.result: str | None = None
+        self.served = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/status":
+                    body = json.dumps(
+                        {
+                            "format": STATUS_FORMAT,
+                            "objects": progress.objects,
+                            "bytes": progress.bytes,
+                            "listed": progress.listed,
+                            "done": server.result is not None,
+                        }
+                    ).encode()
+                elif self.path == "/plan" and server.result is not None:
+                    body = server.result.encode()
+                elif self.path == "/healthz":
+                    body = b"ok"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                if self.path == "/plan":
+                    server.served.set()
+
+            def log_message(self, *_args: object) -> None:
+                """Polled every few seconds; access logs would say nothing."""
+
+        self._server = ThreadingHTTPServer(address, Handler)
+        self._server.daemon_threads = True
+        self.address = self._server.server_address
+        threading.Thread(target=self._server.serve_forever, name="ferry-plan", daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _fail(path: Path, failure: PlannerFailure, code: int) -> int:
+    print(f"error: {failure.message} [{failure.reason}]", file=sys.stderr, flush=True)
+    try:
+        path.write_text(failure.to_json())
+    except OSError as exc:
+        print(f"warning: cannot write termination message to {path}: {exc}", file=sys.stderr)
+    return code
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    termination = Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log"))
+    try:
+        config = config_from(env)
+    except InvalidSpec as exc:
+        return _fail(termination, PlannerFailure("InvalidSpec", str(exc)), EXIT_INVALID)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    progress = Listing()
+    server = PlanServer(config.status_address, progress)
+    spec = config.spec
+    print(
+        f"ferry planner: listing s3://{spec.source.bucket}/{spec.source.prefix}, status on {server.address}",
+        flush=True,
+    )
+    try:
+        started = time.monotonic()
+        result = plan(config, preflight(config), progress)
+    except PlanningStopped as exc:
+        server.close()
+        failure = PlannerFailure(exc.reason, str(exc))
+        return _fail(config.termination_path, failure, EXIT_RETRY if exc.retry else EXIT_INVALID)
+    server.result = result.to_json()
+    h = result.histogram
+    print(
+        f"ferry planner: {h.objects:,} objects, {h.bytes:,} bytes in {len(result.pieces)} piece(s), listed in "
+        f"{format_duration(time.monotonic() - started)}; waiting for the operator",
+        flush=True,
+    )
+    # Until the operator deletes the Job (SIGTERM), or the hold passes; a plan read once is kept
+    # available for a while, since the operator may restart before it has stored the plan.
+    stop.wait(config.hold_seconds)
+    server.close()
+    return EXIT_SERVED
