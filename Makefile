@@ -64,7 +64,9 @@ test-reliability: venv testbin
 		tests/unit/test_model_admission.py tests/unit/test_operator_ownership.py tests/unit/test_operator_pass.py \
 		tests/testbed/test_hostile_tenants.py tests/integration/test_operator_network_bounds.py \
 		tests/unit/test_operator_policy.py tests/unit/test_globs.py tests/unit/test_retry.py \
-		tests/unit/test_credentials.py $(PYTEST_ARGS)
+		tests/unit/test_credentials.py tests/unit/test_planner_answers.py tests/integration/test_planner_pod.py \
+		tests/testbed/test_fair_share.py tests/testbed/test_operator_least_privilege.py \
+		tests/testbed/test_workload_identity_selector.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
 from ferry.operator.kube import fetch_from_pod, fetch_worker_status
 from ferry.operator.ownership import controlled
-from ferry.operator.planfile import TIME_FORMAT, PlanUnreadable, StoredPlan, read_plan
+from ferry.operator.planfile import PlanUnreadable, StoredPlan, read_plan
 from ferry.operator.plannerjob import (
     GENERATION_ANNOTATION,
     planner_name,
@@ -33,7 +33,7 @@ from ferry.operator.plannerjob import (
 )
 from ferry.operator.plannerstate import FINAL_REASONS, PlannerState, Stage, planner_state
 from ferry.operator.planning import group_pieces
-from ferry.operator.planresult import MAX_RESULT_BYTES, PlanResultInvalid, parse_plan_result
+from ferry.operator.planresult import MAX_RESULT_BYTES, PLANNER_REASONS, PlanResultInvalid, parse_plan_result
 from ferry.operator.policy import Identity
 from ferry.operator.render import (
     CONFIGMAP_DATA_BYTES,
@@ -49,6 +49,9 @@ from ferry.worker.display import format_duration
 if TYPE_CHECKING:
     from ferry.operator.reconcile import Context
 
+#: Stall reasons that come from a planner pod: a new planner keeps them (and their one Event) until it
+#: finds otherwise.
+PLANNER_STALLS = PLANNER_REASONS | {"CredentialsSecretMissing", "CredentialsKeyMissing"}
 #: Set by the Job controller on every pod it creates; a tenant may copy it, so ownership is checked too.
 CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
@@ -103,9 +106,25 @@ class StillPlanning(Exception):
         self.status = status
 
 
+def _stalled_by_planner(status: dict[str, Any]) -> bool:
+    """Whether the CopyJob is stalled by what an earlier planner found (the one a new planner may clear)."""
+    stalled = cond.get(status.get("conditions") or [], "Stalled") or {}
+    return stalled.get("status") == "True" and stalled.get("reason") in PLANNER_STALLS
+
+
 def _planning_status(
     status: dict[str, Any], generation: int, message: str, listed: tuple[int, int] | None
 ) -> dict[str, Any]:
+    conditions = status.get("conditions") or []
+    if _stalled_by_planner(status):
+        # A new planner after a failed one: the stall stands (and says nothing new) until it is
+        # resolved one way or the other.
+        return {
+            "observedGeneration": generation,
+            "conditions": cond.set_conditions(
+                conditions, [Condition("Planned", "Unknown", "Listing", message)], now(), generation
+            ),
+        }
     result: dict[str, Any] = {
         "observedGeneration": generation,
         "phase": "Planning",
@@ -161,7 +180,12 @@ async def _run_planner(
             assert state.failure is not None
             if state.stage is Stage.FAILED:
                 ctx.memory.done_planning(owner.namespace, owner.uid)
-            when = f"; planned again at {retry_at.strftime(TIME_FORMAT)}" if retry_at is not None else ""
+            # The same words at every retry: one Event per distinct stall, not one per attempt.
+            when = (
+                f"; planned again every {PLANNER_RETRY_SECONDS:.0f} s until it succeeds"
+                if retry_at is not None
+                else ""
+            )
             if state.stage is Stage.FAILED and state.failure.reason in FINAL_REASONS:
                 when = "; edit the CopyJob to plan it again"
             raise Stalled(state.failure.reason, f"{state.failure.message}{when}")
@@ -215,7 +239,10 @@ async def _run_planner(
         owner, spec, ctx.settings, generation, identity=who, service_account=account
     )
     await create_owned(ctx, owner, "Job", manifest, "PlanRejected")
-    ctx.post("Normal", "Planning", f"listing s3://{spec.source.bucket}/{spec.source.prefix} in a planner pod")
+    if not _stalled_by_planner(status):  # a retry of a stalled plan is no news
+        ctx.post(
+            "Normal", "Planning", f"listing s3://{spec.source.bucket}/{spec.source.prefix} in a planner pod"
+        )
     raise StillPlanning(_planning_status(status, generation, "starting the planner pod", None))
 
 

@@ -1,13 +1,15 @@
-"""One reconciliation of one CopyJob: validate references, plan once, run the Indexed Job, aggregate.
+"""One reconciliation of one CopyJob, as named steps: load inputs (the spec, the credentials policy),
+ensure the plan (`planstep.py`: the stored plan, or the planner pod that makes it), ensure the worker Job
+and the progress ledger, observe the workers, render the status.
 
-Level-based: every pass starts from what exists (the plan ConfigMap, the Job, the pods, the progress
-ledger) and converges towards the spec, so an operator restarted at any point loses nothing and never
-re-plans a finished plan. The kopf wiring (`handlers.py`) calls `reconcile` on a timer.
+Level-based: every pass starts from what exists (the plan ConfigMap, the planner and worker Jobs, the
+pods, the ledger) and converges towards the spec, so an operator restarted at any point loses nothing
+and never re-plans a finished plan. The kopf wiring (`handlers.py`) calls `reconcile` on a timer; what
+this process remembers between passes is one `Memory` on kopf's memo, all of it rebuildable.
 
-Children are found by name but trusted by ownership only (`ownership.py`): an object of a child's name
-that this CopyJob does not control stalls it with `NameConflict` and is never read as a plan, patched
-or deleted. Whatever cannot go on becomes a `Stalled` condition and one Warning Event; a failure after
-the source was listed never lists it again (the listing is kept until its plan is stored).
+Children are found by name but trusted by ownership only (`children.py`, `ownership.py`): an object of a
+child's name that this CopyJob does not control stalls it with `NameConflict` and is never read as a
+plan, patched or deleted. Whatever cannot go on becomes a `Stalled` condition and one Warning Event.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ferry.operator import ledger
 from ferry.operator.aggregate import (
     JobView,
     Totals,
+    WorkerFailures,
     counts_status,
     phase_and_conditions,
     totals,
@@ -55,7 +58,7 @@ from ferry.operator.planstep import (
     ensure_plan,
     worker_account,
 )
-from ferry.operator.policy import PolicyRefusal, identity
+from ferry.operator.policy import Identity, PolicyRefusal, identity
 from ferry.operator.ratecontrol import apply_rate_limits, new_token
 from ferry.operator.render import (
     LABEL_COPYJOB,
@@ -68,7 +71,8 @@ from ferry.operator.render import (
 )
 from ferry.operator.resume import after_edit
 from ferry.operator.settings import OperatorSettings
-from ferry.operator.stopped import SYSTEMATIC_FAILURE, as_running, stall_message, stopped_shards
+from ferry.operator.sizing import Sizing
+from ferry.operator.stopped import SYSTEMATIC_FAILURE, StoppedShard, as_running, stall_message, stopped_shards
 from ferry.worker.ratelimit import RateShare
 from ferry.worker.statusdoc import WorkerReport, parse_report
 
@@ -206,8 +210,33 @@ async def reconcile(
         return _stall(ctx, status, exc.reason, str(exc), generation)
     except WaitingForCapacity as exc:
         return _waiting_status(status, str(exc), generation)
+    except WaitingToStart as waiting:
+        return waiting.status
     except StillPlanning as planning:
         return planning.status
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a pass reads before it touches anything: the checked spec and the identity it may use."""
+
+    spec: CopyJobSpec
+    who: Identity
+
+
+@dataclass
+class Observed:
+    """What the running workers and the Job show this pass, after the ledger has recorded it."""
+
+    view: JobView
+    pods: list[dict[str, Any]]
+    running: dict[int, tuple[str, WorkerReport]]
+    stopped: tuple[StoppedShard, ...]
+    counted: Totals
+    failures: WorkerFailures
+    why: str
+    pod_memory: str
+    rate_limit: dict[str, Any]
 
 
 async def _reconcile(
@@ -218,37 +247,14 @@ async def _reconcile(
     generation: int,
     active_in_namespace: int,
 ) -> dict[str, Any]:
-    name, namespace, uid = owner.name, owner.namespace, owner.uid
-    # Refused at apply time by today's CRD; a CopyJob stored under an older one stops here, before
-    # anything is listed (its name would fail as a label value after the whole listing).
-    problem = copyjob_name_problem(name)
-    if problem:
-        raise Stalled("InvalidName", problem)
-    spec = parse_spec(spec_raw)
-    # The platform's credentials policy, before anything is read, listed or started: every location has
-    # a Secret, or the namespace may use workload identity under a ServiceAccount of its own.
-    who = identity(
-        spec,
-        namespace,
-        ctx.settings.workload_identity_namespaces,
-        selector=ctx.settings.workload_identity_selector,
-        namespace_labels=ctx.namespace_labels,
-    )
-    tenant_account = who.service_account
-    if (
-        tenant_account
-        and uid not in ctx.memory.started
-        and not await asyncio.to_thread(ctx.kube.service_account_exists, namespace, tenant_account)
-    ):
-        raise Stalled(
-            "ServiceAccountMissing",
-            f"ServiceAccount {tenant_account!r} named by spec.serviceAccountName does not exist in "
-            f"namespace {namespace}; create it with the cloud identity the worker pods should use",
-        )
-
-    plan = await ensure_plan(ctx, owner, spec, who, status, generation)
+    """The pass as the Job controller's syncJob reads: load inputs, ensure the plan, ensure the Job,
+    observe the workers, render the status. Each step raises what ends the pass early (a stall, a
+    wait, planning in progress); `reconcile` turns those into conditions."""
+    inputs = await _load_inputs(ctx, owner, spec_raw)
+    spec = inputs.spec
+    plan = await ensure_plan(ctx, owner, spec, inputs.who, status, generation)
     sizing = size_workers(plan.histogram, len(plan.shards), spec, ctx.settings, plan.listed_at)
-    summary = plan_summary(plan, sizing, plan_name(name))
+    summary = plan_summary(plan, sizing, plan_name(owner.name))
     base: dict[str, Any] = {
         "observedGeneration": generation,
         "plan": summary,
@@ -257,51 +263,123 @@ async def _reconcile(
             "peakBytes": (status.get("memory") or {}).get("peakBytes", 0),
         },
     }
-    existing = [c for c in (status.get("conditions") or []) if c.get("type") != "Stalled"]
-    stalled_cleared = Condition("Stalled", "False", "ReferencesValid", "")
     unchecked = (
         "; the destination was not checked (no credentials for it in a dry run)"
-        if spec.dry_run and not check_destination(spec, who)
+        if spec.dry_run and not check_destination(spec, inputs.who)
         else ""
     )
     planned = Condition("Planned", "True", "PlanReady", sizing.reason + unchecked)
-    capped = caps_message(spec, ctx.settings)
     if spec.dry_run:
-        phase, updates = phase_and_conditions(
-            planned=True, dry_run=True, suspended=False, job=JobView(), totals=None
-        )
-        return {
-            **base,
-            "phase": phase,
-            "objects": _plan_objects(plan.shards),
-            "bytes": _plan_bytes(plan.shards),
-            "progressPercent": 0,
-            "conditions": cond.set_conditions(
-                existing, [*updates, stalled_cleared, planned], now(), generation
-            ),
-        }
-
-    # Both children are checked before either is created: nothing starts beside a foreign object.
-    job = require_owned(await asyncio.to_thread(ctx.kube.job, namespace, job_name(name)), "Job", owner)
-    progress = require_owned(
-        await asyncio.to_thread(ctx.kube.configmap, namespace, ledger_name(name)), "ConfigMap", owner
-    )
+        return _dry_run_status(base, plan.shards, status, planned, generation)
     parallelism = parallelism_for(spec, sizing.parallelism, ctx.settings, len(plan.shards))
+    job, progress = await _ensure_job(
+        ctx, owner, inputs, plan, sizing, summary, parallelism, base, status, generation, active_in_namespace
+    )
+    observed = await _observe(ctx, owner, spec, plan, job, progress, parallelism, summary, base, status)
+    return _render_status(ctx, owner, spec, summary, observed, base, planned, parallelism, status, generation)
+
+
+async def _load_inputs(ctx: Context, owner: Owner, spec_raw: dict[str, Any]) -> Inputs:
+    """The spec, checked, and the platform's credentials policy, before anything is read, planned or
+    started: every location has a Secret, or the namespace may use workload identity under a
+    ServiceAccount of its own (which must exist)."""
+    # Refused at apply time by today's CRD; a CopyJob stored under an older one stops here, before
+    # anything is planned (its name would fail as a label value).
+    problem = copyjob_name_problem(owner.name)
+    if problem:
+        raise Stalled("InvalidName", problem)
+    spec = parse_spec(spec_raw)
+    who = identity(
+        spec,
+        owner.namespace,
+        ctx.settings.workload_identity_namespaces,
+        selector=ctx.settings.workload_identity_selector,
+        namespace_labels=ctx.namespace_labels,
+    )
+    tenant_account = who.service_account
+    if (
+        tenant_account
+        and owner.uid not in ctx.memory.started
+        and not await asyncio.to_thread(ctx.kube.service_account_exists, owner.namespace, tenant_account)
+    ):
+        raise Stalled(
+            "ServiceAccountMissing",
+            f"ServiceAccount {tenant_account!r} named by spec.serviceAccountName does not exist in "
+            f"namespace {owner.namespace}; create it with the cloud identity the worker pods should use",
+        )
+    return Inputs(spec, who)
+
+
+def _kept_conditions(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in (status.get("conditions") or []) if c.get("type") != "Stalled"]
+
+
+STALLED_CLEARED = Condition("Stalled", "False", "ReferencesValid", "")
+
+
+def _dry_run_status(
+    base: dict[str, Any], shards: Sequence[Shard], status: dict[str, Any], planned: Condition, generation: int
+) -> dict[str, Any]:
+    phase, updates = phase_and_conditions(
+        planned=True, dry_run=True, suspended=False, job=JobView(), totals=None
+    )
+    return {
+        **base,
+        "phase": phase,
+        "objects": _plan_objects(shards),
+        "bytes": _plan_bytes(shards),
+        "progressPercent": 0,
+        "conditions": cond.set_conditions(
+            _kept_conditions(status), [*updates, STALLED_CLEARED, planned], now(), generation
+        ),
+    }
+
+
+class WaitingToStart(Exception):
+    """The plan is ready but the namespace runs as many CopyJobs as the platform allows."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__("waiting for capacity")
+        self.status = status
+
+
+async def _ensure_job(
+    ctx: Context,
+    owner: Owner,
+    inputs: Inputs,
+    plan: StoredPlan,
+    sizing: Sizing,
+    summary: dict[str, Any],
+    parallelism: int,
+    base: dict[str, Any],
+    status: dict[str, Any],
+    generation: int,
+    active_in_namespace: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The worker Job and the progress ledger, owned, created when missing, converged to the spec."""
+    spec, namespace = inputs.spec, owner.namespace
+    # Both children are checked before either is created: nothing starts beside a foreign object.
+    job = require_owned(await asyncio.to_thread(ctx.kube.job, namespace, job_name(owner.name)), "Job", owner)
+    progress = require_owned(
+        await asyncio.to_thread(ctx.kube.configmap, namespace, ledger_name(owner.name)), "ConfigMap", owner
+    )
     if job is None:
         cap = ctx.settings.max_jobs_per_namespace
         if cap is not None and active_in_namespace >= cap:
             message = f"namespace {namespace} already runs {active_in_namespace} CopyJobs, the platform's limit is {cap}"
-            return {
-                **base,
-                "phase": "Pending",
-                "conditions": cond.set_conditions(
-                    existing,
-                    [Condition("Progressing", "False", "WaitingForCapacity", message), stalled_cleared],
-                    now(),
-                    generation,
-                ),
-            }
-        account, note = await worker_account(ctx, namespace, who)
+            raise WaitingToStart(
+                {
+                    **base,
+                    "phase": "Pending",
+                    "conditions": cond.set_conditions(
+                        _kept_conditions(status),
+                        [Condition("Progressing", "False", "WaitingForCapacity", message), STALLED_CLEARED],
+                        now(),
+                        generation,
+                    ),
+                }
+            )
+        account, note = await worker_account(ctx, namespace, inputs.who)
         settings = replace(ctx.settings, worker_service_account=account)
         if progress is None:
             progress = await create_owned(ctx, owner, "ConfigMap", _ledger(owner), "JobRejected")
@@ -312,7 +390,7 @@ async def _reconcile(
             len(plan.shards),
             settings,
             parallelism,
-            identity=who,
+            identity=inputs.who,
             limits_token=new_token(),
             finished=frozenset(ledger.read(dict(progress.get("data") or {}))),  # after an edit: resume.py
         )
@@ -326,17 +404,33 @@ async def _reconcile(
         # The ledger was deleted under a running Job: counts of shards whose pods are gone are lost
         # (reported as ReportsLost); a new ledger keeps the rest.
         progress = await create_owned(ctx, owner, "ConfigMap", _ledger(owner), "JobRejected")
-    ctx.memory.started.add(uid)
+    ctx.memory.started.add(owner.uid)
     await asyncio.to_thread(_converge_job, ctx.kube, job, parallelism, spec.suspend)
+    return job, progress
 
+
+async def _observe(
+    ctx: Context,
+    owner: Owner,
+    spec: CopyJobSpec,
+    plan: StoredPlan,
+    job: dict[str, Any],
+    progress: dict[str, Any],
+    parallelism: int,
+    summary: dict[str, Any],
+    base: dict[str, Any],
+    status: dict[str, Any],
+) -> Observed:
+    """Read the workers (running pods' `/status`, finished pods' reports), push rate-limit shares, and
+    record in the ledger what the status is about to show."""
+    namespace, uid = owner.namespace, owner.uid
     view = job_view(job)
     # The Job's own pod template says what its pods got (sized when it was created); status shows that.
     pod_memory = _job_memory(job) or summary["podMemory"]
-    base["memory"]["limit"] = pod_memory
     ledger_data: dict[str, str] = dict(progress.get("data") or {})
     finished = ledger.read(ledger_data)
     # Listed by label, counted only when the Job controls them: a tenant's pod may carry any label.
-    labelled = await asyncio.to_thread(ctx.kube.pods, namespace, f"{LABEL_COPYJOB}={name}")
+    labelled = await asyncio.to_thread(ctx.kube.pods, namespace, f"{LABEL_COPYJOB}={owner.name}")
     pods = [dict(p) for p in controlled(labelled, str(job["metadata"]["uid"]))]
     running, new_finished = await asyncio.to_thread(
         _collect, pods, view, finished, ctx.settings.status_port, ctx.memory.answers.setdefault(uid, {})
@@ -384,10 +478,28 @@ async def _reconcile(
         await asyncio.to_thread(
             ctx.kube.patch_configmap_data,
             namespace,
-            ledger_name(name),
+            ledger_name(owner.name),
             str(progress["metadata"]["uid"]),
             ledger_patch,
         )
+    return Observed(view, pods, running, stopped, counted, failures, why, pod_memory, rate_limit)
+
+
+def _render_status(
+    ctx: Context,
+    owner: Owner,
+    spec: CopyJobSpec,
+    summary: dict[str, Any],
+    observed: Observed,
+    base: dict[str, Any],
+    planned: Condition,
+    parallelism: int,
+    status: dict[str, Any],
+    generation: int,
+) -> dict[str, Any]:
+    """The status to write: counts, rates, conditions, workers, memory; Events on the transitions."""
+    view, counted, running = observed.view, observed.counted, observed.running
+    base["memory"]["limit"] = observed.pod_memory
     ended = view.complete or view.failed
     # The percent shown before holds only for the same plan (an edit may have planned the job again).
     same_plan = (status.get("plan") or {}).get("listedAt") == summary["listedAt"]
@@ -397,7 +509,8 @@ async def _reconcile(
     phase, updates = phase_and_conditions(
         planned=True, dry_run=False, suspended=spec.suspend, job=view, totals=counted
     )
-    extra = [stalled_cleared, planned]
+    extra = [STALLED_CLEARED, planned]
+    capped = caps_message(spec, ctx.settings)
     if capped:
         extra.append(Condition("Capped", "True", "PlatformLimits", capped))
     if counted.lost_reports:
@@ -414,31 +527,34 @@ async def _reconcile(
         **base,
         **shown,
         "phase": phase,
-        "conditions": cond.set_conditions(existing, [*updates, *extra], now(), generation),
+        "conditions": cond.set_conditions(_kept_conditions(status), [*updates, *extra], now(), generation),
         "workers": {
             "desired": 0 if spec.suspend else parallelism,
             "active": view.active,
             "running": len(running),
             "succeeded": len(view.completed_indexes),
             "failed": view.failed_pods,
-            "oomKilled": len(failures.oom_killed),
-            **({"lastFailure": why} if why else {}),
+            "oomKilled": len(observed.failures.oom_killed),
+            **({"lastFailure": observed.why} if observed.why else {}),
         },
         "concurrency": {
             "total": sum(p["concurrency"] for p in counted.per_pod),
             "perPod": counted.per_pod[:1000],
         },
         "startTime": status.get("startTime") or now(),
-        "rateLimit": rate_limit,
+        "rateLimit": observed.rate_limit,
     }
     new_status["memory"]["peakBytes"] = counted.peak_rss
     new_status["memory"]["peak"] = to_display_quantity(counted.peak_rss)
     if counted.peak_source:
         new_status["memory"]["peakSource"] = counted.peak_source
     if spec.report is not None:
-        new_status["report"] = f"s3://{spec.report.bucket}/{spec.report.prefix}{name}/"
-    if stopped:  # the workers stopped themselves (their Job failed); the CopyJob waits for an edit
-        return {**new_status, **_stall(ctx, status, SYSTEMATIC_FAILURE, stall_message(stopped), generation)}
+        new_status["report"] = f"s3://{spec.report.bucket}/{spec.report.prefix}{owner.name}/"
+    if observed.stopped:  # the workers stopped themselves (their Job failed); the CopyJob waits for an edit
+        return {
+            **new_status,
+            **_stall(ctx, status, SYSTEMATIC_FAILURE, stall_message(observed.stopped), generation),
+        }
     if phase in TERMINAL and status.get("phase") not in TERMINAL:
         new_status["completionTime"] = now()
         kind = "Normal" if phase == "Succeeded" else "Warning"

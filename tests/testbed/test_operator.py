@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,22 @@ def test_missing_bucket_stalls_with_bucket_not_found(jobs: Jobs, s3: Any, versit
     status = jobs.wait_stalled("nobucket")
     stalled = condition(status, "Stalled")
     assert stalled["reason"] == "BucketNotFound" and "no-such-bucket-here" in stalled["message"]
+
+
+def test_a_stalled_copyjob_posts_one_event_however_often_it_is_retried(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    """A pass every second and a new planner every 30 s, for 45 s: one Planning and one Warning Event."""
+    source, _destination = fill(s3, 10)
+    jobs.create("quiet", spec_for(versitygw.endpoint.url, source, "no-such-bucket-either"))
+    jobs.wait_stalled("quiet")
+    time.sleep(45)
+    reasons = [r for r, _m in events(cluster, namespace, "quiet")]
+    assert reasons.count("BucketNotFound") == 1 and reasons.count("Planning") == 1, reasons
+    planners = [
+        j for j in cluster.batch.list_namespaced_job(namespace).items if j.metadata.name == "quiet-planner"
+    ]
+    assert planners, "the planner is retried, not given up"
 
 
 def test_parallelism_edit_applies_to_the_live_job(

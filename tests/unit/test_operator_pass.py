@@ -640,7 +640,9 @@ def test_a_failed_check_is_retried_by_a_new_planner_after_a_delay(
 
     monkeypatch.setattr(planpod, "check_location", missing)
     status = world.passes(3)
-    assert stalled(status)["reason"] == "BucketNotFound" and "planned again at" in stalled(status)["message"]
+    assert (
+        stalled(status)["reason"] == "BucketNotFound" and "planned again every" in stalled(status)["message"]
+    )
     assert [w[2] for w in world.kube.writes if w[:2] == ("create", "Job")] == [planner_name(NAME)]
     # The bucket is created; once the delay has passed, a new planner plans the CopyJob.
     monkeypatch.setattr(planpod, "check_location", lambda *a: None)
@@ -648,6 +650,11 @@ def test_a_failed_check_is_retried_by_a_new_planner_after_a_delay(
     job["status"]["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00+00:00"
     status = world.until_planned(status)
     assert status["phase"] not in ("Pending", "Planning"), status
+    # One Event for the stall and one for planning, however often the planner was started.
+    assert [e[1] for e in world.events if e[1] in ("BucketNotFound", "Planning")] == [
+        "Planning",
+        "BucketNotFound",
+    ]
     assert [w[2] for w in world.kube.writes if w[:2] == ("create", "Job")] == [
         planner_name(NAME),
         planner_name(NAME),
