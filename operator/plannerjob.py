@@ -17,11 +17,12 @@ from ferry.model.plan import SPEC_FILE
 from ferry.operator.policy import Identity
 from ferry.operator.render import (
     PLAN_MOUNT,
-    WORKER_UID,
     Owner,
     child_name,
+    container_security,
     credential_env,
     labels,
+    pod_security,
     spec_json,
 )
 from ferry.operator.settings import OperatorSettings
@@ -102,14 +103,7 @@ def render_planner_job(
         "env": env,
         "ports": [{"name": "status", "containerPort": settings.status_port, "protocol": "TCP"}],
         "resources": {"requests": requests, "limits": {"memory": PLANNER_MEMORY}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "spec", "mountPath": PLAN_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -122,12 +116,7 @@ def render_planner_job(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 10,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "runAsGroup": WORKER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": [
             {"name": "spec", "configMap": {"name": planner_name(owner.name)}},

@@ -154,6 +154,28 @@ def render_plan(
     }
 
 
+def container_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard for a container of Ferry's (planner or worker)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security() -> dict[str, Any]:
+    """The restricted Pod Security Standard for a pod of Ferry's (planner or worker)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_UID,
+        "runAsGroup": WORKER_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def credential_env(prefix: str, secret: str | None) -> list[dict[str, Any]]:
     if secret is None:
         return []
@@ -240,14 +262,7 @@ def render_job(
         "env": env,
         "ports": [{"name": "status", "containerPort": settings.status_port, "protocol": "TCP"}],
         "resources": {"requests": requests, "limits": limits},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": WORKER_UID,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True},
             {"name": "progress", "mountPath": PROGRESS_MOUNT, "readOnly": True},
@@ -286,12 +301,7 @@ def render_job(
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "terminationGracePeriodSeconds": 30,
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": WORKER_UID,
-                    "runAsGroup": WORKER_UID,
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
+                "securityContext": pod_security(),
                 "containers": [container],
                 "volumes": [
                     {"name": "plan", "configMap": {"name": plan_name(owner.name)}},

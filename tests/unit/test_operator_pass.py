@@ -669,3 +669,14 @@ def test_an_empty_source_is_said_out_loud(world: World, monkeypatch: pytest.Monk
     warnings = [e for e in world.events if e[0] == "Warning"]
     assert [e[1] for e in warnings] == ["SourceEmpty"]
     assert "s3://src-bucket/Data/" in warnings[0][2] and "case-sensitive" in warnings[0][2]
+
+
+def test_the_planner_runs_under_the_same_restricted_security_as_the_workers(world: World) -> None:
+    world.run()
+    planner = world.kube.objects[("Job", planner_name(NAME))]["spec"]["template"]["spec"]
+    world.until_planned()
+    workers = world.kube.objects[("Job", job_name(NAME))]["spec"]["template"]["spec"]
+    assert planner["securityContext"] == workers["securityContext"]
+    assert planner["containers"][0]["securityContext"] == workers["containers"][0]["securityContext"]
+    assert planner["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert planner["automountServiceAccountToken"] is workers["automountServiceAccountToken"] is False
