@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ferry.model.checkpoint import OutcomeCounts
+
 #: Time constant of the smoothed rate: long enough to bridge a shard's pod ending and the next one
 #: starting (seconds on a loaded node), short enough to follow a real change within a minute.
 SMOOTHING_SECONDS = 20.0
@@ -29,7 +31,7 @@ STALL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
-class Tally:
+class Tally(OutcomeCounts):
     """Objects and bytes of one shard (or all), by outcome."""
 
     copied: int = 0
@@ -38,24 +40,6 @@ class Tally:
     bytes_copied: int = 0
     bytes_skipped: int = 0
     bytes_failed: int = 0
-
-    @property
-    def done(self) -> int:
-        return self.copied + self.skipped + self.failed
-
-    @property
-    def bytes_done(self) -> int:
-        return self.bytes_copied + self.bytes_skipped + self.bytes_failed
-
-    def counts(self) -> tuple[int, int, int, int, int, int]:
-        return (
-            self.copied,
-            self.skipped,
-            self.failed,
-            self.bytes_copied,
-            self.bytes_skipped,
-            self.bytes_failed,
-        )
 
     @classmethod
     def of(cls, counts: Sequence[int]) -> Tally:

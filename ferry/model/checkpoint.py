@@ -37,17 +37,16 @@ def resume_key(shard: int) -> str:
     return f"{RESUME_PREFIX}{shard}"
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """Every object of the shard with a key up to ``after`` is settled; these are their counts."""
+class OutcomeCounts:
+    """Objects and bytes by outcome, and their sums: shared by `Checkpoint` and the operator's per-shard
+    tally (`operator/accounting.py`), which declare the six fields as dataclasses."""
 
-    after: str
-    copied: int = 0
-    skipped: int = 0
-    failed: int = 0
-    bytes_copied: int = 0
-    bytes_skipped: int = 0
-    bytes_failed: int = 0
+    copied: int
+    skipped: int
+    failed: int
+    bytes_copied: int
+    bytes_skipped: int
+    bytes_failed: int
 
     @property
     def done(self) -> int:
@@ -66,6 +65,19 @@ class Checkpoint:
             self.bytes_skipped,
             self.bytes_failed,
         )
+
+
+@dataclass(frozen=True)
+class Checkpoint(OutcomeCounts):
+    """Every object of the shard with a key up to ``after`` is settled; these are their counts."""
+
+    after: str
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes_copied: int = 0
+    bytes_skipped: int = 0
+    bytes_failed: int = 0
 
     def within(self, start_after: str | None, end: str | None) -> bool:
         """Whether the point lies in the shard's range (keys after ``start_after``, up to ``end``)."""
