@@ -1,4 +1,5 @@
-"""The `ferry` command: `ferry run` (a CopyJob on this machine), later `ferry worker` and `ferry operator`."""
+"""The `ferry` command: `ferry run` and `ferry plan` (a CopyJob on this machine), `ferry worker`,
+`ferry planner` and `ferry operator` (in pods)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import NoReturn
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser, except that a usage error of `ferry run ... --output json` also puts a JSON
+    """argparse's parser, except that a usage error of `ferry run|plan ... --output json` also puts a JSON
     error document on stdout (exit 2), so a script can parse stdout whatever happened."""
 
     json_errors = False
@@ -44,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_arguments(run_parser)
     run_parser.set_defaults(handler=run.run_cli)
+
+    from ferry.worker import plancmd
+
+    plan_parser = commands.add_parser(
+        "plan",
+        help="plan a CopyJob on this machine: what it would copy, skip, take and cost",
+        description=plancmd.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plancmd.add_arguments(plan_parser)
+    plan_parser.set_defaults(handler=plancmd.plan_cli)
 
     worker = commands.add_parser(
         "worker",

@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from ferry.model import CopyJobSpec
+from ferry.model.plan import Shard
 from ferry.model.quantity import parse_cpu, to_cpu_quantity, to_quantity
 from ferry.operator.planfile import TIME_FORMAT, StoredPlan, histogram_json
-from ferry.operator.planning import Histogram
+from ferry.operator.planning import Histogram, group_pieces
+from ferry.operator.render import fit_shards, shards_budget
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing, size_from_histogram
 
@@ -40,6 +42,29 @@ def plan_summary(plan: StoredPlan, sizing: Sizing, config_map: str) -> dict[str,
         "listedAt": plan.listed_at.strftime(TIME_FORMAT),
         "listingProgress": {"objects": histogram.objects, "bytes": histogram.bytes},
     }
+
+
+def cut_shards(
+    histogram: Histogram,
+    pieces: list[Shard],
+    spec: CopyJobSpec,
+    settings: OperatorSettings,
+    listed_at: datetime,
+) -> tuple[list[Shard], Sizing]:
+    """Shards from planning's contiguous pieces and the workers sized for them: about four shards per
+    pod the first sizing asks for (at least 100 objects each), within spec.shardSize, merged until they
+    fit the plan ConfigMap. The operator stores these; `ferry plan` shows the same."""
+    first = size_workers(histogram, 1000, spec, settings, listed_at)
+    shards = fit_shards(
+        group_pieces(
+            pieces,
+            max(1, min(first.parallelism * 4, max(1, histogram.objects // 100))),
+            spec.shard_size.max_objects,
+            spec.shard_size.max_bytes,
+        ),
+        shards_budget(spec),
+    )
+    return shards, size_workers(histogram, len(shards), spec, settings, listed_at)
 
 
 def size_workers(

@@ -30,6 +30,10 @@ class StoredPlan:
     histogram: Histogram
     shards: tuple[Shard, ...]
     listed_at: datetime
+    #: A dry run's comparison with the destination and planning's request count: they feed only the
+    #: dry run's own cost estimate, bounded by the histogram, never a limit or a size.
+    existing: tuple[int, int] | None = None
+    list_requests: int | None = None
 
 
 def histogram_json(histogram: Histogram) -> list[dict[str, Any]]:
@@ -106,4 +110,21 @@ def read_plan(data: dict[str, str] | None) -> StoredPlan:
         listed_at = datetime.strptime(str(summary.get("listedAt")), TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError as exc:
         raise PlanUnreadable(f"listedAt {summary.get('listedAt')!r} is not a time") from exc
-    return StoredPlan(histogram, shards, listed_at)
+    return StoredPlan(histogram, shards, listed_at, _existing(summary, histogram), _list_requests(summary))
+
+
+def _existing(summary: dict[str, Any], histogram: Histogram) -> tuple[int, int] | None:
+    raw = summary.get("existing")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise PlanUnreadable("existing is not an object")
+    objects, size = _count(raw.get("objects"), "existing.objects"), _count(raw.get("bytes"), "existing.bytes")
+    if objects > histogram.objects or size > histogram.bytes:
+        raise PlanUnreadable("existing counts more than the plan holds")
+    return objects, size
+
+
+def _list_requests(summary: dict[str, Any]) -> int | None:
+    raw = summary.get("listRequests")
+    return None if raw is None else min(_count(raw, "listRequests"), 10**9)

@@ -19,7 +19,9 @@ from ferry.model import CopyJobSpec
 from ferry.operator.planresult import PlannerFailure, parse_planner_failure
 
 #: Planner failures no retry can change: they wait for an edit of the CopyJob (or of the platform's limits).
-FINAL_REASONS = frozenset({"ListingTooLong", "TooManyObjects", "InvalidSpec", "LocationInvalid"})
+FINAL_REASONS = frozenset(
+    {"ListingTooLong", "TooManyObjects", "InvalidSpec", "LocationInvalid", "ManifestInvalid"}
+)
 _SECRET_MISSING = re.compile(r'^secrets? "([^"]+)" not found')
 _KEY_MISSING = re.compile(r"^couldn't find key (\S+) in Secret [^/\s]+/(\S+)")
 

@@ -6,6 +6,7 @@ Indexed Job. Boundaries are keys, so a retried shard lists exactly its own range
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -56,6 +57,11 @@ class Planner:
 
     piece_objects: int = 1000
     piece_bytes: int = 2**30
+    #: Where the listing starts (exclusive): a parallel listing runs one Planner per key range.
+    start_after: str | None = None
+    #: Pieces kept before neighbours merge (None: MAX_PIECES); a parallel listing bounds the sum over
+    #: its ranges instead.
+    max_pieces: int | None = None
     _counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKET_BOUNDS) + 1))
     _objects: int = 0
     _bytes: int = 0
@@ -65,8 +71,12 @@ class Planner:
     _open_objects: int = 0
     _open_bytes: int = 0
 
+    def __post_init__(self) -> None:
+        self._start = self.start_after
+
     def add(self, key: str, size: int) -> None:
-        index = next((i for i, bound in enumerate(BUCKET_BOUNDS) if size <= bound), len(BUCKET_BOUNDS))
+        # The first bound >= size; a bisection, since a listing of millions of keys passes here per key.
+        index = bisect_left(BUCKET_BOUNDS, size)
         self._counts[index] += 1
         self._objects += 1
         self._bytes += size
@@ -76,15 +86,16 @@ class Planner:
         if self._open_objects >= self.piece_objects or self._open_bytes >= self.piece_bytes:
             self._pieces.append(Shard(self._start, key, self._open_objects, self._open_bytes))
             self._start, self._open_objects, self._open_bytes = key, 0, 0
-            if len(self._pieces) > MAX_PIECES:
-                self._coarsen()
+            if len(self._pieces) > (MAX_PIECES if self.max_pieces is None else self.max_pieces):
+                self.coarsen()
 
     def add_all(self, items: Iterable[tuple[str, int]]) -> Planner:
         for key, size in items:
             self.add(key, size)
         return self
 
-    def _coarsen(self) -> None:
+    def coarsen(self) -> None:
+        """Merge neighbouring pieces pairwise and double the size of pieces to come."""
         pairs = zip(self._pieces[::2], self._pieces[1::2], strict=False)
         merged = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
         if len(self._pieces) % 2:
@@ -92,6 +103,11 @@ class Planner:
         self._pieces = merged
         self.piece_objects *= 2
         self.piece_bytes *= 2
+
+    @property
+    def piece_count(self) -> int:
+        """Closed pieces held (the open one not counted)."""
+        return len(self._pieces)
 
     @property
     def progress(self) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,12 +48,19 @@ PLANNER_REASONS = frozenset(
         "LocationUnusable",
         "LocationInvalid",
         "ListingFailed",
+        "ManifestInvalid",
+        "ManifestUnreadable",
         "ListingTooLong",
         "TooManyObjects",
         "InvalidSpec",
         "PlanningFailed",
     }
 )
+
+
+#: More requests than listing the largest bucket a CopyJob may hold (the platform's object cap is far
+#: lower): a larger count is not a measurement.
+MAX_LIST_REQUESTS = 10**9
 
 
 class PlanResultInvalid(ValueError):
@@ -66,6 +74,11 @@ class PlanResult:
     listed_at: datetime
     #: Whether the planner checked the destination (a dry run without its credentials does not).
     destination_checked: bool
+    #: (objects, bytes) the destination already holds that a copy would skip; a dry run's planner
+    #: compares, others leave it to the workers (None).
+    existing: tuple[int, int] | None = None
+    #: The requests planning made (ListObjectsV2 calls, or GETs of a manifest's files), for the cost.
+    list_requests: int | None = None
 
     def to_json(self) -> str:
         h = self.histogram
@@ -81,6 +94,12 @@ class PlanResult:
                     "largest": h.largest,
                 },
                 "pieces": [p.as_json() for p in self.pieces],
+                **(
+                    {"existing": {"objects": self.existing[0], "bytes": self.existing[1]}}
+                    if self.existing is not None
+                    else {}
+                ),
+                **({"listRequests": self.list_requests} if self.list_requests is not None else {}),
             },
             separators=(",", ":"),
         )
@@ -178,7 +197,30 @@ def parse_plan_result(text: str) -> PlanResult:
     checked = raw.get("destinationChecked")
     if not isinstance(checked, bool):
         raise PlanResultInvalid("destinationChecked is not true or false")
-    return PlanResult(histogram, pieces, listed_at, checked)
+    return PlanResult(
+        histogram, pieces, listed_at, checked, _existing(raw.get("existing"), histogram), _requests(raw)
+    )
+
+
+def _existing(raw: Any, histogram: Histogram) -> tuple[int, int] | None:
+    """What the destination holds of the plan: never more objects or bytes than the source has."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise PlanResultInvalid("existing is not an object")
+    objects, size = _count(raw.get("objects"), "existing.objects"), _count(raw.get("bytes"), "existing.bytes")
+    if objects > histogram.objects or size > histogram.bytes:
+        raise PlanResultInvalid("existing counts more than the source holds")
+    return objects, size
+
+
+def _requests(raw: dict[str, Any]) -> int | None:
+    if raw.get("listRequests") is None:
+        return None
+    requests = _count(raw["listRequests"], "listRequests")
+    if requests > MAX_LIST_REQUESTS:
+        raise PlanResultInvalid("listRequests is larger than any listing makes")
+    return requests
 
 
 def _printable(text: str) -> str:
@@ -200,3 +242,58 @@ def parse_planner_failure(message: str) -> PlannerFailure | None:
         reason if isinstance(reason, str) and reason in PLANNER_REASONS else "PlanningFailed",
         _printable(text),
     )
+
+
+#: Largest rate and ETA a planner's /status may report that are rendered (about 31 years of seconds).
+MAX_RATE = 1e9
+MAX_ETA_SECONDS = 1e9
+#: Listers a planner may report (its FERRY_PLAN_LISTERS is at most 256).
+MAX_LISTERS = 4096
+
+
+def _status_count(raw: dict[str, Any], name: str, limit: int = 2**63 - 1) -> int | None:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        return None
+    return value
+
+
+def _status_number(raw: dict[str, Any], name: str, limit: float) -> float | None:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) and 0 <= number <= limit else None
+
+
+def parse_listing_progress(text: str | None) -> dict[str, Any] | None:
+    """status.plan.listingProgress from a planner's `/status` (read with a size cap by the caller),
+    checked field by field: `objects` and `bytes` must be counts, or nothing is shown; `listed`,
+    `listers`, `keysPerSecond` and `etaSeconds` are shown only when they are bounded numbers (an older
+    planner sends none of them). None while nothing was listed yet (a CopyJob stalled before its listing
+    began shows no listing progress) or when the answer is not a JSON object."""
+    try:
+        raw = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    objects, nbytes = _status_count(raw, "objects"), _status_count(raw, "bytes")
+    if objects is None or nbytes is None:
+        return None
+    listed = _status_count(raw, "listed")
+    if not objects and not listed:
+        return None
+    progress: dict[str, Any] = {"objects": objects, "bytes": nbytes}
+    if listed is not None:
+        progress["listed"] = listed
+    listers = _status_count(raw, "listers", MAX_LISTERS)
+    if listers is not None:
+        progress["listers"] = listers
+    rate = _status_number(raw, "keysPerSecond", MAX_RATE)
+    if rate is not None:
+        progress["keysPerSecond"] = round(rate, 1)
+    eta = _status_number(raw, "etaSeconds", MAX_ETA_SECONDS)
+    if eta is not None:
+        progress["etaSeconds"] = math.ceil(eta)
+    return progress

@@ -12,13 +12,12 @@ refuses is kept by its planner pod until it can be stored.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ferry.model import CopyJobSpec, format_bytes
 from ferry.operator import conditions as cond
-from ferry.operator.caps import MIN_SHARDS_BYTES, plan_summary, size_workers
+from ferry.operator.caps import MIN_SHARDS_BYTES, cut_shards, plan_summary
 from ferry.operator.children import create_owned, now, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
@@ -32,14 +31,18 @@ from ferry.operator.plannerjob import (
     render_planner_job,
 )
 from ferry.operator.plannerstate import FINAL_REASONS, PlannerState, Stage, planner_state
-from ferry.operator.planning import group_pieces
-from ferry.operator.planresult import MAX_RESULT_BYTES, PLANNER_REASONS, PlanResultInvalid, parse_plan_result
+from ferry.operator.planresult import (
+    MAX_RESULT_BYTES,
+    PLANNER_REASONS,
+    PlanResultInvalid,
+    parse_listing_progress,
+    parse_plan_result,
+)
 from ferry.operator.policy import Identity
 from ferry.operator.render import (
     CONFIGMAP_DATA_BYTES,
     Owner,
     data_bytes,
-    fit_shards,
     plan_name,
     render_plan,
     shards_budget,
@@ -113,7 +116,7 @@ def _stalled_by_planner(status: dict[str, Any]) -> bool:
 
 
 def _planning_status(
-    status: dict[str, Any], generation: int, message: str, listed: tuple[int, int] | None
+    status: dict[str, Any], generation: int, message: str, listed: dict[str, Any] | None
 ) -> dict[str, Any]:
     conditions = status.get("conditions") or []
     if _stalled_by_planner(status):
@@ -140,7 +143,7 @@ def _planning_status(
         ),
     }
     if listed is not None:
-        result["plan"] = {"listingProgress": {"objects": listed[0], "bytes": listed[1]}}
+        result["plan"] = {"listingProgress": listed}
     return result
 
 
@@ -200,7 +203,7 @@ async def _run_planner(
             progress = await asyncio.to_thread(fetch_worker_status, state.pod_ip, port)
             raise StillPlanning(
                 _planning_status(
-                    status, generation, "the planner pod lists the source", _listing_progress(progress)
+                    status, generation, "the planner pod lists the source", parse_listing_progress(progress)
                 )
             )
         raise StillPlanning(_planning_status(status, generation, "the planner pod is starting", None))
@@ -268,21 +271,6 @@ async def _planner_pods(ctx: Context, owner: Owner, planner: dict[str, Any]) -> 
     return [dict(p) for p in controlled(listed, uid)]
 
 
-def _listing_progress(text: str | None) -> tuple[int, int] | None:
-    """Objects and bytes a planner reports having listed (its `/status`), checked; None if unreadable or
-    nothing yet (a CopyJob stalled before its listing began shows no listing progress)."""
-    try:
-        raw = json.loads(text) if text else None
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    objects, nbytes = raw.get("objects"), raw.get("bytes")
-    if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63 for v in (objects, nbytes)):
-        return None
-    return (int(objects), int(nbytes)) if objects else None  # type: ignore[arg-type]
-
-
 async def worker_account(ctx: Context, namespace: str, who: Identity) -> tuple[str, str]:
     """The ServiceAccount pods run under, and a note when the platform's worker account is missing."""
     if who.ambient:
@@ -309,22 +297,16 @@ async def _store_plan(ctx: Context, owner: Owner, spec: CopyJobSpec, text: str) 
             "it is planned again when the planner Job is deleted",
         ) from exc
     histogram, listed_at = result.histogram, result.listed_at
-    first = size_workers(histogram, 1000, spec, ctx.settings, listed_at)
-    shards = fit_shards(
-        group_pieces(
-            list(result.pieces),
-            max(1, min(first.parallelism * 4, max(1, histogram.objects // 100))),
-            spec.shard_size.max_objects,
-            spec.shard_size.max_bytes,
-        ),
-        shards_budget(spec),
-    )
+    shards, sizing = cut_shards(histogram, list(result.pieces), spec, ctx.settings, listed_at)
     plan = StoredPlan(histogram, tuple(shards), listed_at)
-    sizing = size_workers(histogram, len(shards), spec, ctx.settings, listed_at)
     # The summary is for people reading the ConfigMap; the operator reads back only what was measured.
     summary = {**plan_summary(plan, sizing, plan_name(owner.name)), "reason": sizing.reason}
     if not result.destination_checked:
         summary["destinationChecked"] = False
+    if result.existing is not None:
+        summary["existing"] = {"objects": result.existing[0], "bytes": result.existing[1]}
+    if result.list_requests is not None:
+        summary["listRequests"] = result.list_requests
     body = render_plan(owner, spec, shards, summary)
     if data_bytes(body["data"]) > CONFIGMAP_DATA_BYTES:
         raise Stalled(

@@ -58,6 +58,7 @@ from ferry.operator.planstep import (
     ensure_plan,
     worker_account,
 )
+from ferry.operator.planview import plan_cost, plan_view
 from ferry.operator.policy import Identity, PolicyRefusal, identity
 from ferry.operator.ratecontrol import apply_rate_limits, new_token
 from ferry.operator.render import (
@@ -270,6 +271,11 @@ async def _reconcile(
     )
     planned = Condition("Planned", "True", "PlanReady", sizing.reason + unchecked)
     if spec.dry_run:
+        # The plan as `ferry plan` shows it: with the predicted duration's basis and the cost estimate.
+        cost = plan_cost(
+            plan, spec, ctx.settings.prices, existing=plan.existing, list_requests=plan.list_requests
+        )
+        base["plan"] = plan_view(plan, sizing, cost, plan_name(owner.name))
         return _dry_run_status(base, plan.shards, status, planned, generation)
     parallelism = parallelism_for(spec, sizing.parallelism, ctx.settings, len(plan.shards))
     job, progress = await _ensure_job(

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ferry.model.quantity import parse_bytes, parse_cpu
+from ferry.operator.cost import DEFAULT_PRICES, Prices, PricesInvalid, parse_prices
 from ferry.operator.policy import EndpointPolicy, LabelSelector, parse_selector
 
 
@@ -53,6 +54,8 @@ class OperatorSettings:
     #: so the series a Prometheus stores stay bounded however many CopyJobs they create.
     max_copyjob_series: int = 1000
     status_port: int = 8080  # the workers' /status port
+    #: The price table of a dry run's cost estimate (the chart's planning.prices); AWS's by default.
+    prices: Prices = DEFAULT_PRICES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -93,6 +96,7 @@ class OperatorSettings:
             liveness_port=number("FERRY_LIVENESS_PORT") or defaults.liveness_port,
             listen_address=_address(env.get("FERRY_LISTEN_ADDRESS", "").strip() or defaults.listen_address),
             max_copyjob_series=_count(number("FERRY_MAX_COPYJOB_SERIES"), defaults.max_copyjob_series),
+            prices=_prices(env.get("FERRY_PRICES", "")),
         )
 
 
@@ -128,6 +132,20 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if value not in ("", "true", "false"):
         raise ValueError(f"{name}={value!r} is neither true nor false")
     return value == "true"
+
+
+def _prices(text: str) -> Prices:
+    """The chart's planning.prices, as JSON; empty: the default table (`cost.DEFAULT_PRICES`)."""
+    if not text.strip():
+        return DEFAULT_PRICES
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ValueError(f"FERRY_PRICES is not JSON: {text[:200]!r}") from None
+    try:
+        return parse_prices(raw, "planning.prices")
+    except PricesInvalid as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _selector(text: str) -> LabelSelector | None:

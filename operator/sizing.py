@@ -96,9 +96,7 @@ def size(
     memory_limit = int(pod_memory * SOFT_LIMIT_SHARE)
 
     # Pods: what the target needs, at the conservative per-pod rates, never more than shards or the cap.
-    per_pod_rate = min(
-        OBJECTS_PER_SECOND_PER_POD, BYTES_PER_SECOND_PER_POD / max(1, total_bytes / max(1, objects))
-    )
+    per_pod_rate = objects_per_second_per_pod(objects, total_bytes)
     needed_rate = None
     if target_objects_per_second:
         needed_rate = float(target_objects_per_second)
@@ -131,6 +129,12 @@ def size(
     return Sizing(
         pod_memory, memory_limit, initial, max_concurrency, parallelism, predicted, reason, needed_rate
     )
+
+
+def objects_per_second_per_pod(objects: int, total_bytes: int) -> float:
+    """The rate sizing assumes one pod sustains on objects of this mean size: an assumption, not a
+    measurement (`OBJECTS_PER_SECOND_PER_POD` for small objects, `BYTES_PER_SECOND_PER_POD` for large)."""
+    return min(OBJECTS_PER_SECOND_PER_POD, BYTES_PER_SECOND_PER_POD / max(1, total_bytes / max(1, objects)))
 
 
 def _deadline_note(seconds: float, needed_rate: float | None, predicted: int, capped: bool) -> str:

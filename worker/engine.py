@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,9 @@ from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.keys import destination_key
 from ferry.worker.limits import Limiter, LimiterState, TransferReport
-from ferry.worker.listing import ListingFailed, merge_join, prefetch
+from ferry.worker.listing import ListingFailed, Pair, merge_join, prefetch
+from ferry.worker.manifest import ManifestError
+from ferry.worker.manifestio import manifest_objects, manifest_retryable
 from ferry.worker.objects import Action, FailedObject, KeyRange, ObjectInfo, Outcome
 from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
 from ferry.worker.progress import (
@@ -45,6 +48,24 @@ from ferry.worker.systematic import Attempt, Side, Streak, SystematicFailure, ob
 log = logging.getLogger(__name__)
 
 __all__ = ["TRANSFER_OVERHEAD_BYTES", "CopyEngine", "Progress", "Summary"]
+
+
+#: Objects of one key range a manifest may name at most (sorted in memory, ~250 bytes each).
+MAX_MANIFEST_ROWS = 4_000_000
+#: Objects read with HEAD at once, and objects resolved ahead of the copier, when copying from a manifest.
+HEAD_AHEAD = 16
+HEAD_WINDOW = 256
+#: The failure code of a key the manifest names that the source no longer holds.
+SOURCE_MISSING = "SourceObjectMissing"
+#: HEAD answers that mean the object is gone (botocore reports a HEAD 404 by its status).
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass(frozen=True, slots=True)
+class MissingSource:
+    """A manifest row whose object the source no longer holds."""
+
+    source: ObjectInfo
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,8 @@ class Summary:
     failures: list[FailedObject]
     report_path: str
     error: str | None = None
+    #: The error is the input's: a manifest that is missing, refused or corrupt (a re-run alone fails again).
+    input_invalid: bool = False
     interrupted: bool = False
     checkpoint: Checkpoint | None = None
     #: Why the run stopped early: its transfers kept failing the same job-wide way (systematic.py).
@@ -245,18 +268,26 @@ class CopyEngine:
             # are not its work), so the first rate anyone reads is measured over the real elapsed time.
             self._rates.add(self._started, self._counts.done, self._counts.bytes_done)
         error: str | None = None
+        input_invalid = False
         with ThreadPoolExecutor(self.limiter.ceiling, thread_name_prefix="ferry-copy") as pool:
             in_flight: set[Future[None]] = set()
             try:
                 for pair in self._pairs():
                     if stop.is_set() or self._systematic is not None:
                         break
+                    if isinstance(pair, MissingSource):
+                        self._missing(pair.source)
+                        continue
                     self._handle(pair.source, pair.destination_key, pair.existing, pool, in_flight)
                 else:
                     with self._lock:
                         self._counts = replace(self._counts, listing_done=True)
             except ListingFailed as exc:
                 error = f"listing failed: {exc}"
+                log.error("%s", error)
+            except ManifestError as exc:
+                input_invalid = not manifest_retryable(exc)
+                error = f"manifest {'invalid' if input_invalid else 'unreadable'}: {exc}"
                 log.error("%s", error)
             for future in list(in_flight):
                 future.result()
@@ -272,6 +303,7 @@ class CopyEngine:
                 failures=list(self.report.sample),
                 report_path=str(self.report.path),
                 error=error,
+                input_invalid=input_invalid,
                 interrupted=stop.is_set(),
                 checkpoint=self._mark.checkpoint,
                 systematic=self._systematic,
@@ -280,6 +312,8 @@ class CopyEngine:
     def _pairs(self) -> Iterator[Any]:
         spec = self.spec
         start_after = self.key_range.start_after
+        if spec.source.manifest is not None:
+            return self._resolved(self._manifest_pairs())
         sources = prefetch(
             self._counted(self._list(self.source_client, spec.source.bucket, spec.source.prefix, start_after))
         )
@@ -301,6 +335,138 @@ class CopyEngine:
             lambda key: destination_key(key, spec.source.prefix, spec.destination.prefix),
             self.key_range,
         )
+
+    # -- a manifest instead of the source listing ---------------------------------------------------------
+
+    def _manifest_pairs(self) -> Iterator[Pair]:
+        """The manifest's objects in this key range, sorted, merge-joined with the destination listing.
+
+        A shard's rows are bounded by the shard's size, so they are sorted in memory; `ferry run` (one
+        range, the whole manifest) is bounded by MAX_MANIFEST_ROWS."""
+        spec = self.spec
+        kept: list[ObjectInfo] = []
+        for obj in manifest_objects(spec, self.source_client, self._manifest_call):
+            if self.key_range.contains(obj.key):
+                kept.append(obj)
+                if len(kept) > MAX_MANIFEST_ROWS:
+                    raise ManifestError(
+                        f"more than {MAX_MANIFEST_ROWS} objects in one key range; let the operator shard the "
+                        "job, or split it by source.prefix"
+                    )
+        kept.sort(key=lambda obj: obj.key)
+        # One row per key: a manifest naming a key twice copies it once (the last row wins).
+        unique = [
+            obj
+            for obj, after in zip(kept, [*kept[1:], None], strict=True)
+            if after is None or after.key != obj.key
+        ]
+        with self._lock:
+            self._counts = self._counts.list_page(len(unique), sum(obj.size for obj in unique))
+            self._counts = replace(self._counts, listed_all=True)
+        del kept
+        destinations = None
+        if spec.overwrite is not Overwrite.ALWAYS:
+            start_after = self.key_range.start_after
+            dest_start = (
+                destination_key(start_after, spec.source.prefix, spec.destination.prefix)
+                if start_after and start_after.startswith(spec.source.prefix)
+                else None
+            )
+            destinations = prefetch(
+                self._list(
+                    self.destination_client, spec.destination.bucket, spec.destination.prefix, dest_start
+                )
+            )
+        return merge_join(
+            iter(unique),
+            destinations,
+            lambda key: destination_key(key, spec.source.prefix, spec.destination.prefix),
+            self.key_range,
+        )
+
+    def _manifest_call(self, request: Callable[[], Any]) -> Any:
+        """Reading the manifest's files: retried, counted and rate-limited like the listing it replaces."""
+
+        def attempt() -> Any:
+            self._request_bucket.take()
+            answer = request()
+            self._count_request(Operation.GET, OK_CODE)
+            return answer
+
+        def on_error(error: Classified) -> None:
+            self._count_request(Operation.GET, error.code)
+            self._count_error(error)
+
+        return call_with_retry(attempt, self.retry, on_error=on_error)
+
+    def _resolved(self, pairs: Iterator[Pair]) -> Iterator[Pair | MissingSource]:
+        """Pairs whose source is the object as it is now, not as the manifest saw it.
+
+        A manifest is a snapshot: an object may have changed or vanished since. Its size and ETag are
+        trusted only to skip an object whose destination already matches them; every other object is
+        read with HEAD first (a few at a time, in order), so the copy and its memory reservation use the
+        real size, and a vanished key becomes a `MissingSource`."""
+        window: deque[Future[Pair | MissingSource]] = deque()
+        with ThreadPoolExecutor(HEAD_AHEAD, thread_name_prefix="ferry-head") as pool:
+            for pair in pairs:
+                trusted = (
+                    bool(pair.source.etag)
+                    and decide(pair.source, pair.existing, self.spec.overwrite).action is Action.SKIP
+                )
+                future: Future[Pair | MissingSource] = Future()
+                if trusted:
+                    future.set_result(pair)
+                else:
+                    future = pool.submit(self._head, pair)
+                window.append(future)
+                while len(window) > HEAD_WINDOW or (window and window[0].done()):
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    def _head(self, pair: Pair) -> Pair | MissingSource:
+        key = pair.source.key
+
+        def attempt() -> Any:
+            self._request_bucket.take()
+            answer = self.source_client.head_object(Bucket=self.spec.source.bucket, Key=key)
+            self._count_request(Operation.HEAD, OK_CODE)
+            return answer
+
+        def on_error(error: Classified) -> None:
+            self._count_request(Operation.HEAD, error.code)
+            self._count_error(error)
+
+        try:
+            head = call_with_retry(attempt, self.retry, on_error=on_error)
+        except RetriesExhausted as exc:
+            if exc.last.code in MISSING_CODES:
+                return MissingSource(pair.source)
+            raise ListingFailed(f"reading {key!r} at the source failed: {exc.last.code}") from exc
+        fresh = ObjectInfo(
+            key=key,
+            size=int(head.get("ContentLength", 0)),
+            etag=str(head.get("ETag", "")).strip('"'),
+            last_modified=head.get("LastModified") or pair.source.last_modified,
+        )
+        return Pair(fresh, pair.destination_key, pair.existing)
+
+    def _missing(self, source: ObjectInfo) -> None:
+        """A key the manifest names that the source no longer holds: failed, with its own reason, and the
+        run goes on. Not part of a systematic-failure streak: one missing key says nothing of the next."""
+        self.report.record(
+            FailedObject(
+                source.key,
+                SOURCE_MISSING,
+                "the manifest names this key, but the source has no such object (deleted or renamed since)",
+                1,
+                source.size,
+            )
+        )
+        with self._lock:
+            self._counts = self._counts.discover(source.size)
+            self._counts = self._counts.finish(Outcome.FAILED, source.size)
+            self._mark.settled(source.key, Outcome.FAILED, source.size)
 
     def _counted(self, pages: Iterator[list[ObjectInfo]]) -> Iterator[list[ObjectInfo]]:
         """Filter the source pages and count them in the lister's thread, ahead of the copier, so the

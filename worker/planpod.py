@@ -1,16 +1,18 @@
 """`ferry planner`: plans one CopyJob inside a pod of its namespace, under the tenant's own credentials.
 
 Where it sits: the operator starts it as the one-pod Job `<copyjob>-planner` when a CopyJob has no plan
-yet. It checks the locations (preflight), lists the source once under the platform's limits, and keeps
-only the size histogram and fine contiguous pieces of the key space (`operator.planning.Planner`, memory
-bounded whatever the number of keys). It then serves the result on `/plan` (listing progress on `/status`
+yet. It checks the locations (preflight), lists the source in parallel key ranges under the platform's
+limits (`worker.scan`) — or reads the manifest the spec names instead (`worker.sourceplan`) — and keeps
+only the size histogram and fine contiguous pieces of the key space (memory bounded whatever the number
+of keys). It then serves the result on `/plan` (listing progress on `/status`
 meanwhile) until the operator has read it and deletes the Job, or until FERRY_PLAN_HOLD_SECONDS pass.
 The operator checks the result (`operator.planresult`) and cuts shards and sizes workers itself.
 
 Configured like a worker: the spec from the mounted ConfigMap (FERRY_PLAN_DIR/spec.json), credentials
 from the Secrets the CopyJob names (FERRY_SOURCE_ACCESS_KEY_ID, ...), and the platform's limits
 (FERRY_LISTING_DEADLINE_SECONDS, FERRY_MAX_OBJECTS_PER_COPYJOB, FERRY_ALLOWED_ENDPOINTS,
-FERRY_CLUSTER_CIDRS) from its environment.
+FERRY_CLUSTER_CIDRS) from its environment; FERRY_PLAN_LISTERS sets how many listers run at once
+(1 to 256).
 
 Exit codes:
     0  the plan was served (read by the operator, or held until FERRY_PLAN_HOLD_SECONDS)
@@ -28,8 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,35 +43,25 @@ from ferry.model import CopyJobSpec
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import SPEC_FILE
 from ferry.operator.netguard import endpoint_problem, guard_client
-from ferry.operator.planning import Planner
 from ferry.operator.planresult import PlannerFailure, PlanResult
 from ferry.operator.policy import EndpointPolicy
-from ferry.operator.render import fit_shards, shards_budget
 from ferry.worker.display import format_duration
-from ferry.worker.filters import ObjectFilter
 from ferry.worker.pod import STATUS_PORT, credentials_from_env
 from ferry.worker.preflight import check_location
-from ferry.worker.retry import RetriesExhausted, RetryPolicy, call_with_retry
-from ferry.worker.s3 import ClientOptions, Credentials, list_pages, make_client
+from ferry.worker.s3 import ClientOptions, Credentials, make_client
+from ferry.worker.scan import DEFAULT_LISTERS, ListingTracker, PlanningStopped
+from ferry.worker.sourceplan import plan_source
 
 EXIT_SERVED = 0
 EXIT_INVALID = 2
 EXIT_RETRY = 4
 #: How long a finished plan waits for the operator, which reads it within a pass or two.
 DEFAULT_HOLD_SECONDS = 900.0
-LISTING_RETRY = RetryPolicy(max_attempts=5, base_seconds=0.5)
+#: Most listers FERRY_PLAN_LISTERS may ask for: each is a thread with one request in flight.
+MAX_LISTERS = 256
 #: No single read waits longer than this; an endpoint that stops answering fails the page, then the pod.
 READ_TIMEOUT_SECONDS = 20.0
 STATUS_FORMAT = "ferry.dev/planner-status/v1"
-
-
-class PlanningStopped(Exception):
-    """Planning cannot go on; ``reason`` is one of `planresult.PLANNER_REASONS`."""
-
-    def __init__(self, reason: str, message: str, *, retry: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.retry = retry
 
 
 @dataclass(frozen=True)
@@ -85,6 +76,7 @@ class PlannerConfig:
     status_address: tuple[str, int]
     termination_path: Path
     hold_seconds: float
+    listers: int = DEFAULT_LISTERS
 
 
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -105,6 +97,9 @@ def config_from(env: Mapping[str, str]) -> PlannerConfig:
         deadline = env.get("FERRY_LISTING_DEADLINE_SECONDS", "").strip()
         max_objects = env.get("FERRY_MAX_OBJECTS_PER_COPYJOB", "").strip()
         hold = env.get("FERRY_PLAN_HOLD_SECONDS", "").strip()
+        listers = int(env.get("FERRY_PLAN_LISTERS", "").strip() or DEFAULT_LISTERS)
+        if not 1 <= listers <= MAX_LISTERS:
+            raise ValueError(f"FERRY_PLAN_LISTERS must be between 1 and {MAX_LISTERS}")
         port = int(env.get("FERRY_STATUS_PORT", STATUS_PORT))
         endpoints = EndpointPolicy.build(
             _names(env, "FERRY_ALLOWED_ENDPOINTS"), _names(env, "FERRY_CLUSTER_CIDRS")
@@ -122,6 +117,7 @@ def config_from(env: Mapping[str, str]) -> PlannerConfig:
         status_address=(env.get("FERRY_STATUS_HOST") or env.get("FERRY_POD_IP") or "0.0.0.0", port),
         termination_path=Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
         hold_seconds=float(hold) if hold else DEFAULT_HOLD_SECONDS,
+        listers=listers,
     )
 
 
@@ -131,7 +127,9 @@ def _client(config: PlannerConfig, role: str) -> Any:
     credentials = config.source if role == "source" else config.destination
     try:
         client = make_client(
-            location, credentials, ClientOptions(max_pool_connections=4, read_timeout=READ_TIMEOUT_SECONDS)
+            location,
+            credentials,
+            ClientOptions(max_pool_connections=max(4, config.listers), read_timeout=READ_TIMEOUT_SECONDS),
         )
     except (ValueError, botocore.exceptions.BotoCoreError) as exc:
         raise PlanningStopped(
@@ -142,8 +140,16 @@ def _client(config: PlannerConfig, role: str) -> Any:
     return guard_client(client, config.endpoints)
 
 
-def preflight(config: PlannerConfig) -> Any:
-    """Check every location the plan needs, all of them before reporting, and return the source client."""
+@dataclass(frozen=True)
+class Clients:
+    """The checked S3 clients: the destination's only when the plan checks it."""
+
+    source: Any
+    destination: Any | None
+
+
+def preflight(config: PlannerConfig) -> Clients:
+    """Check every location the plan needs, all of them before reporting, and return their clients."""
     refusal = endpoint_problem(config.spec, config.endpoints)
     if refusal is not None:
         raise PlanningStopped("EndpointNotAllowed", refusal)
@@ -158,84 +164,45 @@ def preflight(config: PlannerConfig) -> Any:
             problems.append(exc)
     if problems:
         raise PlanningStopped(problems[0].reason, "; ".join(str(p) for p in problems))
-    return clients["source"]
-
-
-@dataclass
-class Listing:
-    """Listing progress, read by the status server's thread while the main thread lists."""
-
-    objects: int = 0
-    bytes: int = 0
-    listed: int = 0
+    return Clients(clients["source"], clients.get("destination"))
 
 
 def plan(
     config: PlannerConfig,
-    source: Any,
-    progress: Listing,
+    clients: Clients,
+    tracker: ListingTracker | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> PlanResult:
-    """List the source once, within the platform's limits, and return the histogram and pieces."""
-    spec = config.spec
-    # Pieces no larger than the user's shard bounds, so that the operator can honour them exactly.
-    planner = Planner(
-        piece_objects=min(1000, spec.shard_size.max_objects or 1000),
-        piece_bytes=min(2**30, spec.shard_size.max_bytes or 2**30),
+    """List the source in parallel (or read its manifest), within the platform's limits, and return
+    the histogram and pieces.
+
+    A dry run also compares the destination range by range, so that its status says what a copy would
+    skip and its cost estimate counts only the rest; a real run leaves that to the workers, which
+    compare anyway, rather than list the destination twice."""
+    compare = config.spec.dry_run and clients.destination is not None
+    found = plan_source(
+        config.spec,
+        clients.source,
+        destination=clients.destination if compare else None,
+        listers=config.listers,
+        deadline_seconds=config.listing_deadline_seconds,
+        max_objects=config.max_objects,
+        tracker=tracker,
+        clock=clock,
     )
-    object_filter = ObjectFilter.compile(spec.filter, spec.source.prefix)
-    where = f"s3://{spec.source.bucket}/{spec.source.prefix}"
-    started = clock()
-    deadline, cap = config.listing_deadline_seconds, config.max_objects
-    pages = list_pages(
-        source,
-        spec.source.bucket,
-        spec.source.prefix,
-        call=lambda request: call_with_retry(request, LISTING_RETRY),
-    )
-    try:
-        for page in pages:
-            progress.listed += len(page)
-            # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
-            if cap is not None and progress.listed > cap:
-                raise PlanningStopped(
-                    "TooManyObjects",
-                    f"{where} holds more than {cap:,} objects, the platform's limit for one CopyJob "
-                    "(planning.maxObjects); split it into CopyJobs of narrower source.prefix",
-                )
-            if deadline is not None and clock() - started > deadline:
-                raise PlanningStopped(
-                    "ListingTooLong",
-                    f"listing {where} took longer than {format_duration(deadline)}, the platform's limit "
-                    f"(planning.listingDeadlineSeconds), after {progress.listed:,} objects; split it into "
-                    "CopyJobs of narrower source.prefix, or check that spec.source.endpoint is a real S3 service",
-                )
-            for obj in page:
-                if object_filter.accepts(obj):
-                    planner.add(obj.key, obj.size)
-            progress.objects, progress.bytes = planner.progress
-    except RetriesExhausted as exc:
-        # Ferry's words only (retry.classify): what the endpoint answered never reaches the operator.
-        reason = "EndpointNotAllowed" if exc.last.code == "EndpointNotAllowed" else "ListingFailed"
-        raise PlanningStopped(
-            reason,
-            f"listing {where} failed after {exc.attempts} attempt(s): {exc.last.code}: {exc.last.message}",
-            retry=reason == "ListingFailed",
-        ) from exc
-    # Pieces merged until they fit beside the spec in the plan ConfigMap: every shard cut from them fits.
-    pieces = fit_shards(planner.pieces(), shards_budget(spec))
-    return PlanResult(
-        planner.histogram(),
-        tuple(pieces),
-        datetime.now(UTC).replace(microsecond=0),
+    # The destination was checked by the preflight (or not, for a dry run without its credentials).
+    return replace(
+        found.result,
         destination_checked=config.check_destination,
+        existing=found.existing,
+        list_requests=found.list_requests,
     )
 
 
 class PlanServer:
     """`/status` (listing progress) and `/plan` (the result, once there), until closed."""
 
-    def __init__(self, address: tuple[str, int], progress: Listing) -> None:
+    def __init__(self, address: tuple[str, int], tracker: ListingTracker) -> None:
         self.result: str | None = None
         self.served = threading.Event()
         server = self
@@ -243,6 +210,8 @@ class PlanServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/status":
+                    progress = tracker.snapshot()
+                    eta = progress.eta_seconds
                     body = json.dumps(
                         {
                             "format": STATUS_FORMAT,
@@ -250,6 +219,10 @@ class PlanServer:
                             "bytes": progress.bytes,
                             "listed": progress.listed,
                             "done": server.result is not None,
+                            "listers": progress.listers,
+                            "requests": progress.requests,
+                            "keysPerSecond": round(progress.keys_per_second, 1),
+                            "etaSeconds": None if eta is None else round(eta, 1),
                         }
                     ).encode()
                 elif self.path == "/plan" and server.result is not None:
@@ -298,8 +271,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return _fail(termination, PlannerFailure("InvalidSpec", str(exc)), EXIT_INVALID)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    progress = Listing()
-    server = PlanServer(config.status_address, progress)
+    tracker = ListingTracker()
+    server = PlanServer(config.status_address, tracker)
     spec = config.spec
     print(
         f"ferry planner: listing s3://{spec.source.bucket}/{spec.source.prefix}, status on {server.address}",
@@ -307,7 +280,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     )
     try:
         started = time.monotonic()
-        result = plan(config, preflight(config), progress)
+        result = plan(config, preflight(config), tracker)
     except PlanningStopped as exc:
         server.close()
         failure = PlannerFailure(exc.reason, str(exc))

@@ -3,7 +3,8 @@
 Exit codes scripts can trust:
     0  every object was copied or skipped as already present
     1  an unexpected internal error (a bug: please report it with the log)
-    2  invalid input: bad file, unknown field, unreachable endpoint, missing bucket, denied access; also
+    2  invalid input: bad file, unknown field, unreachable endpoint, missing bucket, denied access, a
+       manifest that is missing or corrupt; also
        a run stopped early because its transfers kept failing the same job-wide way (a wrong region,
        refused credentials, denied access, a missing bucket: state "systematicFailure")
     3  the job ran to the end but some objects failed (listed in the report)
@@ -147,39 +148,64 @@ class RunFailed(Exception):
 def main(args: argparse.Namespace) -> int:
     job: CopyJob | None = None
     try:
-        job_file = _load(args.file)
+        job_file = load_job(args.file)
         job = job_file.copyjob
         return _run(args, job, job_file.secrets)
     except RunFailed as exc:
-        return _fail(args, exc, job.metadata.name if job else None)
+        return fail(args, exc, job.metadata.name if job else None)
 
 
-def _load(path: Path) -> JobFile:
+def load_job(path: Path) -> JobFile:
+    """The CopyJob file at ``path``; raises `RunFailed` (exit 2) naming the first wrong field."""
     try:
         return load_job_file(path)
     except InvalidSpec as exc:
         raise RunFailed(str(exc), field=first_field(str(exc))) from exc
 
 
-def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretData]) -> int:
-    spec = job.spec
+def resolve_credentials(
+    path: Path, locations: Mapping[str, Location | None], secrets: Mapping[str, SecretData]
+) -> dict[str, credentials.Credentials | None]:
+    """Credentials of each location (by its field, e.g. ``spec.source``) from the file's Secrets; raises
+    `RunFailed` (exit 2) naming the field whose Secret is missing or incomplete."""
     warnings: list[str] = []
     creds: dict[str, credentials.Credentials | None] = {}
-    for field, location in (
-        ("spec.source", spec.source),
-        ("spec.destination", spec.destination),
-        ("spec.report", spec.report),
-    ):
+    for field, location in locations.items():
         if location is None:
             continue
         try:
             creds[field] = credentials.resolve(location, secrets, field, warnings)
         except InvalidSpec as exc:
             raise RunFailed(
-                str(exc), field=f"{field}.credentialsSecret", stderr=f"error: {args.file}: {exc}"
+                str(exc), field=f"{field}.credentialsSecret", stderr=f"error: {path}: {exc}"
             ) from exc
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return creds
+
+
+def preflight(client: Any, location: Location, field: str, found: credentials.Credentials | None) -> None:
+    """Check ``location`` as `ferry run` does before it copies; raises `RunFailed` (exit 2) with the
+    field and reason a failed check points at."""
+    try:
+        origin = credentials_origin(location, found, field, os.environ)
+        check_location(client, location, field, credentials=origin)
+    except PreflightError as exc:
+        raise RunFailed(
+            str(exc),
+            field=preflight_field(field, exc.reason),
+            reason=exc.reason,
+            stderr=f"error: {exc} [{exc.reason}]",
+        ) from exc
+
+
+def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretData]) -> int:
+    spec = job.spec
+    creds = resolve_credentials(
+        args.file,
+        {"spec.source": spec.source, "spec.destination": spec.destination, "spec.report": spec.report},
+        secrets,
+    )
     source_creds, dest_creds = creds["spec.source"], creds["spec.destination"]
 
     tune_allocator()
@@ -197,16 +223,10 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         (dest_client, spec.destination, "spec.destination", dest_creds),
     ):
         try:
-            origin = credentials_origin(location, found, field, os.environ)
-            check_location(client, location, field, credentials=origin)
-        except PreflightError as exc:
+            preflight(client, location, field, found)
+        except RunFailed:
             limiter.close()
-            raise RunFailed(
-                str(exc),
-                field=preflight_field(field, exc.reason),
-                reason=exc.reason,
-                stderr=f"error: {exc} [{exc.reason}]",
-            ) from exc
+            raise
 
     lean = args.transport == "lean"
     source_lean = make_lean(spec.source, source_creds, options) if lean else None
@@ -323,7 +343,11 @@ def ending(summary: Summary) -> Ending:
     if summary.interrupted:
         return Ending("interrupted", EXIT_INTERRUPTED)
     if summary.error:
-        return Ending("incomplete", EXIT_INCOMPLETE)
+        return (
+            Ending("invalid", EXIT_INVALID)
+            if summary.input_invalid
+            else Ending("incomplete", EXIT_INCOMPLETE)
+        )
     if summary.counts.failed:
         return Ending("failed", EXIT_FAILED_OBJECTS)
     return Ending("complete", EXIT_OK)
@@ -375,6 +399,8 @@ def ending_line(summary: Summary) -> str | None:
         return f"INTERRUPTED: {left}; run again to resume (what is done is kept and skipped)"
     if end.state == "incomplete":
         return f"INCOMPLETE: {summary.error}; {left}; run again to resume"
+    if end.state == "invalid":
+        return f"INVALID INPUT: {summary.error}; nothing was copied; fix spec.source.manifest and run again"
     if end.state == "failed":
         return (
             f"FAILED: {summary.counts.failed:,} objects could not be copied (all of them in "
@@ -538,7 +564,9 @@ def _upload_report(job: CopyJob, path: Path, creds: credentials.Credentials | No
         print(f"report: {target}", file=sys.stderr)
 
 
-def _fail(args: argparse.Namespace, failure: RunFailed, name: str | None) -> int:
+def fail(args: argparse.Namespace, failure: RunFailed, name: str | None) -> int:
+    """Print how ``failure`` ended the command (stderr; with --output json also the error document on
+    stdout) and return its exit code."""
     print(failure.stderr, file=sys.stderr)
     if getattr(args, "output", "text") == "json":
         document = error_json(
@@ -552,13 +580,13 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         return main(args)
     except FerryError as exc:
-        return _fail(args, RunFailed(str(exc), field=first_field(str(exc))), None)
+        return fail(args, RunFailed(str(exc), field=first_field(str(exc))), None)
     except KeyboardInterrupt:  # the second Ctrl-C: no summary, but a document saying why
         message = (
             "aborted by a second Ctrl-C before the summary; what was copied is kept; run again to resume"
         )
-        return _fail(args, RunFailed(message, EXIT_INTERRUPTED), None)
+        return fail(args, RunFailed(message, EXIT_INTERRUPTED), None)
     except Exception as exc:  # a bug: the traceback goes to stderr, scripts still get a document
         traceback.print_exc()
         message = f"internal error: {type(exc).__name__}: {exc} (a bug: please report it with the log)"
-        return _fail(args, RunFailed(message, EXIT_INTERNAL), None)
+        return fail(args, RunFailed(message, EXIT_INTERNAL), None)

@@ -8,7 +8,10 @@ from ferry.model.copyjob import (
     Destination,
     Filter,
     Location,
+    Manifest,
+    ManifestFormat,
     Overwrite,
+    Source,
     Verify,
 )
 from ferry.model.quantity import format_bytes, parse_bytes
@@ -21,7 +24,10 @@ __all__ = [
     "Destination",
     "Filter",
     "Location",
+    "Manifest",
+    "ManifestFormat",
     "Overwrite",
+    "Source",
     "Verify",
     "format_bytes",
     "parse_bytes",

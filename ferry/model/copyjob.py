@@ -285,6 +285,81 @@ class Location(_Model):
         )
 
 
+#: A local manifest path (`ferry run`/`ferry plan` only) at most this many characters.
+MAX_MANIFEST_PATH = 4096
+
+
+def _manifest_key(value: str) -> str:
+    if len(value.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"key is {len(value.encode())} bytes; S3 keys are at most {MAX_KEY_BYTES}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("key contains control characters")
+    return value
+
+
+def _manifest_path(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("file contains control characters")
+    return value
+
+
+class ManifestFormat(StrEnum):
+    INVENTORY = "inventory"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class Manifest(_Model):
+    """A list of the source's objects to copy, read instead of listing the source."""
+
+    format: ManifestFormat = Field(
+        description="inventory (an S3 Inventory manifest.json naming CSV, ORC or Parquet files), csv (a header "
+        "line naming the columns key, size and optionally etag, lastModified, bucket, versionId; keys as "
+        "written, quoted as CSV quotes) or jsonl (one JSON object per line with key, size and optionally etag, "
+        "lastModified, versionId).",
+    )
+    bucket: Bucket | None = Field(
+        default=None,
+        description="The bucket holding the manifest, read with the source's endpoint and credentials; "
+        "set with key.",
+    )
+    key: (
+        Annotated[str, Field(min_length=1, max_length=MAX_KEY_BYTES), AfterValidator(_manifest_key)] | None
+    ) = Field(
+        default=None,
+        description="The manifest's key in bucket (for inventory: its manifest.json, whose data files are "
+        "read from the same bucket).",
+    )
+    file: (
+        Annotated[str, Field(min_length=1, max_length=MAX_MANIFEST_PATH), AfterValidator(_manifest_path)]
+        | None
+    ) = Field(
+        default=None,
+        description="A local manifest file instead of bucket and key, for ferry run and ferry plan only (the "
+        "operator refuses it); an inventory's data files are read from the directory of its manifest.json.",
+    )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Manifest:
+        in_s3 = self.bucket is not None or self.key is not None
+        if in_s3 == (self.file is not None):
+            raise ValueError("set either bucket and key, or file (ferry run and ferry plan only)")
+        if in_s3 and (self.bucket is None or self.key is None):
+            raise ValueError("set both bucket and key")
+        return self
+
+
+class Source(Location):
+    """Where objects are read from, and optionally the manifest naming them."""
+
+    manifest: Manifest | None = Field(
+        default=None,
+        description="Read the objects to copy from this manifest instead of listing the source (default: "
+        "list the source). Its keys are filtered by prefix and spec.filter like listed keys; keys that no "
+        "longer exist fail as SourceObjectMissing.",
+    )
+
+
 class ServerSideEncryption(_Model):
     type: Literal["aws:kms", "AES256"] = Field(
         description="aws:kms (SSE-KMS) or AES256 (SSE-S3): how the destination encrypts every object written."
@@ -511,7 +586,7 @@ class CopyJobSpec(_Model):
     again under the new spec (planned again when source, filter or shardSize changed); edited once
     Succeeded, it is only observed."""
 
-    source: Location = Field(description="Where objects are read from.")
+    source: Source = Field(description="Where objects are read from.")
     destination: Destination = Field(
         description="Where objects are written; destination.prefix replaces source.prefix in every key."
     )

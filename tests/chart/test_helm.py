@@ -41,6 +41,7 @@ OPERATOR_ENV = {
     "FERRY_MAX_PLANNING_PER_NAMESPACE",
     "FERRY_LISTING_DEADLINE_SECONDS",
     "FERRY_MAX_OBJECTS_PER_COPYJOB",
+    "FERRY_PRICES",
     "FERRY_AGGREGATE_INTERVAL_SECONDS",
     "FERRY_RECONCILE_THREADS",
     "MALLOC_ARENA_MAX",
@@ -153,6 +154,8 @@ def test_helm_lint_strict(helm: Path, values: Path | None) -> None:
         "endpoints.podCIDRs={10.244.0.0}",
         "endpoints.allow={http://minio:9000}",
         "planning.maxPerNamespace=0",
+        "planning.prices.name=Rates",  # a table without its prices
+        "planning.prices.putCopyPostListPer1000=-1",
         "worker.maxCpuPerPod=4Gi",
         "worker.cpuLimit=yes",
         "admissionPolicy.enable=false",
@@ -258,6 +261,7 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_MAX_PLANNING_PER_NAMESPACE": "2",
         "FERRY_LISTING_DEADLINE_SECONDS": "7200",
         "FERRY_MAX_OBJECTS_PER_COPYJOB": "20000000",
+        "FERRY_PRICES": "",  # the default price table
         "FERRY_AGGREGATE_INTERVAL_SECONDS": "5",
         "FERRY_RECONCILE_THREADS": "32",
         "MALLOC_ARENA_MAX": "2",
@@ -313,6 +317,11 @@ def test_the_operator_reads_the_chart_s_policy(full_objects: list[dict[str, Any]
     assert (settings.max_planning_per_namespace, settings.listing_deadline_seconds) == (3, 600.0)
     assert settings.max_objects_per_copyjob == 5_000_000
     assert (settings.listen_address, settings.max_copyjob_series) == ("::", 200)
+    assert (settings.prices.name, settings.prices.currency, settings.prices.internet_egress_per_gb) == (
+        "Internal rates",
+        "EUR",
+        0,
+    )
 
 
 def test_worker_service_account_has_no_token_and_no_rbac(objects: list[dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@ failure document in its termination message, in Ferry's words."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -152,3 +153,68 @@ def test_an_endpoint_the_platform_does_not_allow_gets_no_request(tmp_path: Path,
         failure = parse_planner_failure(run["termination"].read_text())
         assert failure is not None and failure.reason == "EndpointNotAllowed"
         assert "loopback" in failure.message
+
+
+def test_a_planner_plans_from_the_manifest_the_spec_names_without_listing_the_source(
+    tmp_path: Path, s3: Any
+) -> None:
+    source, destination, lists = (
+        s3.make_bucket("plan-src"),
+        s3.make_bucket("plan-dst"),
+        s3.make_bucket("lists"),
+    )
+    fill(s3, source, 60)
+    # The manifest names 25 of the 60 objects, out of key order; the others are not planned.
+    chosen = [f"data/{i:05d}" for i in range(59, 9, -2)]
+    body = "".join(json.dumps({"key": key, "size": 1500 + int(key[-5:])}) + "\n" for key in chosen)
+    s3.client.put_object(Bucket=lists, Key="keys.jsonl", Body=body.encode())
+    manifest = {"format": "jsonl", "bucket": lists, "key": "keys.jsonl"}
+    body_spec = spec(s3, source, destination, shardSize={"maxObjects": 10})
+    body_spec["source"]["manifest"] = manifest
+    with planner(tmp_path, body_spec, s3) as run:
+        result = parse_plan_result(wait_plan(run))
+        assert result.histogram.objects == 25
+        assert result.histogram.bytes == sum(1500 + int(key[-5:]) for key in chosen)
+        # Contiguous pieces in key order that hold every named key exactly once, within the shard bound.
+        pieces = list(result.pieces)
+        assert pieces[0].start_after is None and pieces[-1].end is None
+        assert all(a.end == b.start_after for a, b in itertools.pairwise(pieces))
+        assert sum(p.objects for p in pieces) == 25 and all(p.objects <= 10 for p in pieces)
+        run["process"].terminate()
+        assert run["process"].wait(10) == 0
+
+
+def test_a_corrupt_manifest_ends_exit_2_naming_the_file_and_line(tmp_path: Path, s3: Any) -> None:
+    source, destination, lists = (
+        s3.make_bucket("plan-src"),
+        s3.make_bucket("plan-dst"),
+        s3.make_bucket("lists"),
+    )
+    fill(s3, source, 5)
+    lines = [json.dumps({"key": f"data/{i:05d}", "size": 10}) for i in range(5)]
+    lines[3] = '{"key": "data/00003", "size": -4}'
+    s3.client.put_object(Bucket=lists, Key="keys.jsonl", Body=("\n".join(lines) + "\n").encode())
+    body_spec = spec(s3, source, destination)
+    body_spec["source"]["manifest"] = {"format": "jsonl", "bucket": lists, "key": "keys.jsonl"}
+    with planner(tmp_path, body_spec, s3) as run:
+        assert run["process"].wait(SECONDS) == 2
+        failure = parse_planner_failure(run["termination"].read_text())
+        assert failure is not None and failure.reason == "ManifestInvalid"
+        assert "keys.jsonl" in failure.message and "line 4" in failure.message
+
+
+def test_a_manifest_that_is_not_there_ends_exit_2_naming_where_it_was_looked_for(
+    tmp_path: Path, s3: Any
+) -> None:
+    source, destination, lists = (
+        s3.make_bucket("plan-src"),
+        s3.make_bucket("plan-dst"),
+        s3.make_bucket("lists"),
+    )
+    body_spec = spec(s3, source, destination)
+    body_spec["source"]["manifest"] = {"format": "csv", "bucket": lists, "key": "missing.csv"}
+    with planner(tmp_path, body_spec, s3) as run:
+        assert run["process"].wait(SECONDS) == 2
+        failure = parse_planner_failure(run["termination"].read_text())
+        assert failure is not None and failure.reason == "ManifestInvalid"
+        assert "missing.csv" in failure.message and "manifest.key" in failure.message

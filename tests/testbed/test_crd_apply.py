@@ -106,6 +106,13 @@ VALID: dict[str, Edit] = {
     ),
     "zero-sizes-are-not-ordered": lambda s: s.update(objectSizes={"median": "1Mi", "p99": 0, "max": "2Mi"}),
     "target-deadline": lambda s: s.update(target={"deadline": "2030-01-01T00:00:00+02:00"}),
+    "manifest-in-a-bucket": lambda s: s["source"].update(
+        manifest={
+            "format": "inventory",
+            "bucket": "inventories",
+            "key": "src/cfg/2024-05-01T00-00Z/manifest.json",
+        }
+    ),
     "everything": lambda s: s.update(
         filter={"include": ["*.parquet"], "exclude": ["tmp/*"], "modifiedAfter": "2024-01-01T00:00:00Z"},
         overwrite="always",
@@ -213,6 +220,14 @@ INVALID: dict[str, tuple[Edit, tuple[str, ...]]] = {
         ("spec.target", "objectsPerSecond", "deadline"),
     ),
     "target-with-neither": (lambda s: s.update(target={}), ("spec.target",)),
+    "manifest-bucket-without-key": (
+        lambda s: s["source"].update(manifest={"format": "csv", "bucket": "lists"}),
+        ("spec.source.manifest", "key"),
+    ),
+    "manifest-of-unknown-format": (
+        lambda s: s["source"].update(manifest={"format": "xml", "bucket": "lists", "key": "k"}),
+        ("spec.source.manifest.format",),
+    ),
     "kms-key-with-aes256": (
         lambda s: s["destination"].update(serverSideEncryption={"type": "AES256", "kmsKeyId": "key"}),
         ("spec.destination.serverSideEncryption.kmsKeyId", "aws:kms"),
@@ -270,6 +285,19 @@ def test_invalid_copyjob_is_refused_naming_the_field(cluster: Cluster, crd_names
     message = json.loads(raised.value.body)["message"]
     for text in expected:
         assert text in message, f"{text!r} not in the API server's error: {message}"
+
+
+def test_a_local_manifest_file_is_refused_in_the_cluster(cluster: Cluster, crd_namespace: str) -> None:
+    """`ferry run` reads a local manifest file; the operator's pods have no such file, so the API server
+    refuses it while the model (shared with `ferry run`) accepts it."""
+    body = base_job("manifest-file")
+    body["spec"]["source"]["manifest"] = {"format": "jsonl", "file": "/etc/passwd"}
+    parse_copyjob(copy.deepcopy(body))
+    with pytest.raises(ApiException) as raised:
+        create(cluster, crd_namespace, body)
+    assert raised.value.status in (400, 422), raised.value
+    message = json.loads(raised.value.body)["message"]
+    assert "spec.source.manifest.file" in message and "ferry run" in message
 
 
 def _overlapping(source: str | None, destination: str | None) -> dict[str, Any]:

@@ -134,6 +134,36 @@ def test_the_stored_pod_memory_is_never_used() -> None:
     assert sizing.pod_memory_bytes <= 512 * MiB
 
 
+@pytest.mark.parametrize(
+    ("existing", "requests", "expected"),
+    [
+        ({"objects": 1200, "bytes": 120_000_000}, 31, ((1200, 120_000_000), 31)),
+        (None, None, (None, None)),
+        ({"objects": 1200, "bytes": 120_000_000}, 10**15, ((1200, 120_000_000), 10**9)),
+    ],
+)
+def test_a_dry_run_s_comparison_reads_back_bounded(existing: Any, requests: Any, expected: Any) -> None:
+    """Only a dry run's own cost estimate reads them; a tenant's edit cannot make them exceed the plan."""
+
+    def change(summary: dict[str, Any]) -> None:
+        if existing is not None:
+            summary["existing"] = existing
+        if requests is not None:
+            summary["listRequests"] = requests
+
+    plan = read_plan(tamper(stored_plan(), SUMMARY_FILE, change))
+    assert (plan.existing, plan.list_requests) == expected
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [{"objects": 3001, "bytes": 0}, {"objects": 0, "bytes": 300_000_001}, {"objects": "all"}, [3, 4]],
+)
+def test_a_comparison_larger_than_the_plan_is_unreadable(existing: Any) -> None:
+    with pytest.raises(PlanUnreadable, match="existing"):
+        read_plan(tamper(stored_plan(), SUMMARY_FILE, lambda s: s.update(existing=existing)))
+
+
 def test_auto_sizing_is_held_to_the_platform_cap() -> None:
     plan = read_plan(stored_plan())
     big = CopyJobSpec.model_validate({**SPEC.model_dump(by_alias=True), "concurrency": {"max": 4096}})

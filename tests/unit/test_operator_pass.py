@@ -1,5 +1,5 @@
 """One reconcile pass against a fake API adapter (operator/reconcile.py): who owns what, and what runs
-once. The S3 side is replaced by a listing that counts how often it ran.
+once. The S3 side is replaced by a fake bucket listing (`FakeS3`) and a count of how often planning listed it.
 
 Proves: a foreign plan, Job or ledger stalls the CopyJob with NameConflict and is never read as a plan,
 patched or deleted, and nothing is created beside it; a refused plan stalls once and is retried without
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import json
 import tempfile
 import uuid
@@ -37,13 +36,14 @@ import pytest
 from ferry.model.plan import SUMMARY_FILE
 from ferry.operator import planstep
 from ferry.operator import reconcile as rc
+from ferry.operator.cost import parse_prices
 from ferry.operator.kube import Refused
 from ferry.operator.plannerjob import planner_name
 from ferry.operator.planresult import PlannerFailure
 from ferry.operator.render import job_name, plan_name
 from ferry.operator.settings import OperatorSettings
 from ferry.worker import planpod
-from ferry.worker.objects import ObjectInfo
+from ferry.worker import scan as scan_module
 from ferry.worker.retry import RetryPolicy
 from ferry.worker.statusdoc import FORMAT
 
@@ -135,7 +135,7 @@ class FakeKube:
             (Path(folder) / "spec.json").write_text(spec_json)
             config = planpod.config_from({**env, "FERRY_PLAN_DIR": folder})
         try:
-            text = planpod.plan(config, planpod.preflight(config), planpod.Listing()).to_json()
+            text = planpod.plan(config, planpod.preflight(config)).to_json()
         except planpod.PlanningStopped as exc:
             message = PlannerFailure(exc.reason, str(exc)).to_json()
             terminated = {"terminated": {"exitCode": 4 if exc.retry else 2, "message": message}}
@@ -204,6 +204,10 @@ class World:
     listings: list[str]
     settings: OperatorSettings
     memory: rc.Memory = field(default_factory=rc.Memory)
+    #: What the source bucket answers the planner's listing.
+    source: FakeS3 = field(default_factory=lambda: FakeS3(lambda i: f"k{i:05d}", 2000, 100_000))
+    #: What the destination bucket answers a dry run's comparison: the first 500 of the source's objects.
+    destination: FakeS3 = field(default_factory=lambda: FakeS3(lambda i: f"k{i:05d}", 500, 100_000))
 
     def run(
         self,
@@ -237,22 +241,77 @@ class World:
         return status
 
 
+class FakeS3:
+    """ListObjectsV2 over a sorted, possibly endless, sequence of keys (``key_at(i)`` for ``i < count``):
+    the planner's parallel listing reads it with Prefix, StartAfter and continuation tokens."""
+
+    def __init__(
+        self,
+        key_at: Callable[[int], str],
+        count: int,
+        size: int,
+        *,
+        page_limit: int = 1000,
+        fail: Exception | None = None,
+    ) -> None:
+        self.key_at, self.count, self.size, self.fail = key_at, count, size, fail
+        self.page_limit = page_limit
+
+    def _first_after(self, key: str, *, inclusive: bool = False) -> int:
+        low, high = 0, self.count
+        while low < high:
+            middle = (low + high) // 2
+            at = self.key_at(middle)
+            if at < key or (at == key and not inclusive):
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        """Named like boto3's: Prefix, MaxKeys, StartAfter, ContinuationToken (a Delimiter finds no
+        common prefix: the keys hold no "/")."""
+        prefix: str = params.get("Prefix", "")
+        token: str | None = params.get("ContinuationToken")
+        if self.fail is not None:
+            raise self.fail
+        stamp = datetime(2026, 1, 1, tzinfo=UTC)
+        if token is not None:
+            index = int(token)
+        else:
+            index = max(
+                self._first_after(params.get("StartAfter") or ""), self._first_after(prefix, inclusive=True)
+            )
+        contents = []
+        limit = min(int(params.get("MaxKeys", 1000)), self.page_limit)
+        while len(contents) < limit and index < self.count and self.key_at(index).startswith(prefix):
+            key = self.key_at(index)
+            contents.append({"Key": key, "Size": self.size, "ETag": '"e"', "LastModified": stamp})
+            index += 1
+        more = index < self.count and self.key_at(index).startswith(prefix)
+        page: dict[str, Any] = {"Contents": contents, "IsTruncated": more}
+        if more:
+            page["NextContinuationToken"] = str(index)
+        return page
+
+
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     listings: list[str] = []
+    world = World(FakeKube(), [], listings, OperatorSettings(max_memory_per_pod=512 * MiB))
+    real_plan_source = planpod.plan_source
 
-    def list_pages(client: Any, bucket: str, prefix: str, **_: Any) -> Iterator[list[ObjectInfo]]:
-        listings.append(bucket)
-        stamp = datetime(2026, 1, 1, tzinfo=UTC)
-        yield [ObjectInfo(f"k{i:05d}", 100_000, "etag", stamp) for i in range(2000)]
+    def plan_source(spec: Any, source: Any, *, destination: Any = None, **kwargs: Any) -> Any:
+        listings.append(spec.source.bucket)
+        compared = world.destination if destination is not None else None
+        return real_plan_source(spec, world.source, destination=compared, **kwargs)
 
     monkeypatch.setattr(planpod, "make_client", lambda *a: object())
     monkeypatch.setattr(planpod, "guard_client", lambda client, policy: client)
     monkeypatch.setattr(planpod, "check_location", lambda *a: None)
-    monkeypatch.setattr(planpod, "list_pages", list_pages)
-    kube = FakeKube()
-    monkeypatch.setattr(planstep, "fetch_from_pod", kube.fetch)
-    yield World(kube, [], listings, OperatorSettings(max_memory_per_pod=512 * MiB))
+    monkeypatch.setattr(planpod, "plan_source", plan_source)
+    monkeypatch.setattr(planstep, "fetch_from_pod", world.kube.fetch)
+    yield world
 
 
 def stalled(status: dict[str, Any]) -> dict[str, Any]:
@@ -557,13 +616,9 @@ def test_a_namespace_plans_at_most_its_limit_at_once(world: World, dry_run: bool
     assert world.memory.planning[NS] == {"other-2"}  # this one's slot is free again
 
 
-def endless(page_size: int) -> Callable[..., Iterator[list[ObjectInfo]]]:
-    def list_pages(client: Any, bucket: str, prefix: str, **_: Any) -> Iterator[list[ObjectInfo]]:
-        stamp = datetime(2026, 1, 1, tzinfo=UTC)
-        for n in itertools.count():
-            yield [ObjectInfo(f"k{n:09d}-{i:04d}", 10, "etag", stamp) for i in range(page_size)]
-
-    return list_pages
+def endless(page_size: int) -> FakeS3:
+    """A source that never ends, answering ``page_size`` keys a page (0: empty pages, "more to come")."""
+    return FakeS3(lambda i: f"k{i // 1000:09d}-{i % 1000:04d}", 10**15, 10, page_limit=page_size)
 
 
 @pytest.mark.parametrize(
@@ -582,26 +637,19 @@ def test_an_endless_listing_stalls_once_and_is_not_listed_again(
     reason: str,
     fragment: str,
 ) -> None:
-    calls: list[int] = []
-    pages = endless(page_size)
-
-    def counted(*args: Any, **kwargs: Any) -> Iterator[list[ObjectInfo]]:
-        calls.append(1)
-        return pages(*args, **kwargs)
-
-    monkeypatch.setattr(planpod, "list_pages", counted)
+    world.source = endless(page_size)
     world.settings = replace(world.settings, **limits)
     status = world.passes(4)
     condition = stalled(status)
     assert condition["reason"] == reason and fragment in condition["message"], condition
     assert "edit the CopyJob to plan it again" in condition["message"]
-    assert len(calls) == 1  # the next passes stall again without starting a planner
+    assert len(world.listings) == 1  # the next passes stall again without starting a planner
     assert [e[1] for e in world.events].count(reason) == 1
     assert [w[2] for w in world.kube.writes if w[0] == "create"] == [planner_name(NAME)] * 2
     assert ("ConfigMap", plan_name(NAME)) not in world.kube.objects
     # A new spec (generation) is planned again, by a new planner.
     world.passes(2, spec={**SPEC, "parallelism": 2}, generation=2)
-    assert len(calls) == 2
+    assert len(world.listings) == 2
 
 
 CANARY = "CANARY-" + uuid.uuid4().hex
@@ -612,16 +660,11 @@ def test_what_a_failing_endpoint_answered_never_reaches_the_status(
 ) -> None:
     from botocore.exceptions import ClientError
 
-    def list_pages(client: Any, bucket: str, prefix: str, call: Any, **_: Any) -> Iterator[list[ObjectInfo]]:
-        def request() -> Any:
-            error: Any = {"Error": {"Code": "InternalError", "Message": CANARY}}
-            raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 500}}, "ListObjectsV2")
-
-        yield call(request)
-
-    monkeypatch.setattr(planpod, "list_pages", list_pages)
+    error: Any = {"Error": {"Code": "InternalError", "Message": CANARY}}
+    failure = ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 500}}, "ListObjectsV2")
+    world.source = FakeS3(lambda i: f"k{i:05d}", 10, 10, fail=failure)
     monkeypatch.setattr(
-        planpod, "LISTING_RETRY", RetryPolicy(max_attempts=2, base_seconds=0, throttle_base_seconds=0)
+        scan_module, "LISTING_RETRY", RetryPolicy(max_attempts=2, base_seconds=0, throttle_base_seconds=0)
     )
     status = world.passes(2)
     condition = stalled(status)
@@ -663,7 +706,7 @@ def test_a_failed_check_is_retried_by_a_new_planner_after_a_delay(
 
 
 def test_an_empty_source_is_said_out_loud(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planpod, "list_pages", lambda *a, **k: iter([[]]))
+    world.source = FakeS3(lambda i: f"k{i:05d}", 0, 10)
     spec = {**SPEC, "source": {**SPEC["source"], "prefix": "Data/"}}
     world.until_planned(spec=spec)
     warnings = [e for e in world.events if e[0] == "Warning"]
@@ -680,3 +723,77 @@ def test_the_planner_runs_under_the_same_restricted_security_as_the_workers(worl
     assert planner["containers"][0]["securityContext"] == workers["containers"][0]["securityContext"]
     assert planner["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert planner["automountServiceAccountToken"] is workers["automountServiceAccountToken"] is False
+
+
+PLATFORM_PRICES = {
+    "name": "Platform rates",
+    "date": "2026-10-01",
+    "currency": "EUR",
+    "putCopyPostListPer1000": 0.004,
+    "getAndOtherPer1000": 0.0003,
+    "internetEgressPerGB": 0.02,
+}
+
+
+def test_a_dry_run_shows_the_cost_and_the_basis_of_its_prediction(world: World) -> None:
+    world.settings = replace(world.settings, prices=parse_prices(PLATFORM_PRICES, "planning.prices"))
+    status = world.until_planned(spec={**SPEC, "dryRun": True})
+    assert status["phase"] == "Planned", status
+    plan = status["plan"]
+    assert "an assumption" in plan["predictionBasis"] and plan["predictedDuration"]
+    cost = plan["cost"]
+    assert cost["currency"] == "EUR" and cost["prices"] == {"name": "Platform rates", "date": "2026-10-01"}
+    by_kind = {r["kind"]: r["count"] for r in cost["requests"]}
+    # 2,000 objects of 100 KB between two services; the dry run's planner compared the destination,
+    # which holds 500 of them: only the other 1,500 are priced.
+    assert plan["existing"] == {"objects": 500, "bytes": 500 * 100_000}
+    assert by_kind["GET"] == by_kind["PUT"] == 1500 and cost["copiedObjects"] == 1500
+    assert cost["route"] == "streamed" and cost["egress"]["bytes"] == 1500 * 100_000
+    # Planning's own LIST requests are measured, not estimated.
+    assert cost["total"] > 0 and not any("not compared" in a for a in cost["assumptions"])
+    json.dumps(status)  # what is written to the API server is plain JSON
+
+
+def test_a_copy_that_is_not_a_dry_run_shows_no_cost(world: World) -> None:
+    status = world.until_planned()
+    assert "cost" not in status["plan"] and "predictedSeconds" in status["plan"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        (
+            {
+                "objects": 500,
+                "bytes": 9000,
+                "listed": 700,
+                "listers": 8,
+                "keysPerSecond": 350.04,
+                "etaSeconds": 2.1,
+            },
+            {
+                "objects": 500,
+                "bytes": 9000,
+                "listed": 700,
+                "listers": 8,
+                "keysPerSecond": 350.0,
+                "etaSeconds": 3,
+            },
+        ),
+        # A hostile planner: junk in the new fields is left out; the counts still show.
+        (
+            {"objects": 5, "bytes": 6, "listers": -1, "keysPerSecond": "\x1b[2J", "etaSeconds": 1e308 * 10},
+            {"objects": 5, "bytes": 6},
+        ),
+        ({"objects": "5", "bytes": 6}, None),
+    ],
+    ids=["every-field", "junk", "no-counts"],
+)
+def test_listing_progress_shows_what_the_planner_reports_checked(
+    world: World, monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any], shown: dict[str, Any] | None
+) -> None:
+    monkeypatch.setattr(planstep, "fetch_from_pod", lambda *a: None)  # no plan yet: still listing
+    monkeypatch.setattr(planstep, "fetch_worker_status", lambda *a: json.dumps(answer))
+    status = world.passes(3)
+    assert status["phase"] == "Planning", status
+    assert (status.get("plan") or {}).get("listingProgress") == shown

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from ferry.operator.cost import DEFAULT_PRICES
 from ferry.operator.policy import EndpointPolicy, LabelSelector
 from ferry.operator.settings import OperatorSettings
 
@@ -188,3 +189,40 @@ def test_listen_address_and_series_cap(env: dict[str, str], address: str, series
 def test_bad_listen_address_or_series_cap_is_refused_at_start(env: dict[str, str], names: str) -> None:
     with pytest.raises(ValueError, match=names):
         OperatorSettings.from_env(env)
+
+
+PRICES_JSON = (
+    '{"name": "Platform rates", "date": "2026-10-01", "currency": "EUR", "putCopyPostListPer1000": 0.004, '
+    '"getAndOtherPer1000": 0.0003, "internetEgressPerGB": 0.05}'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "egress"),
+    [
+        ("", DEFAULT_PRICES.name, 0.09),
+        ("  ", DEFAULT_PRICES.name, 0.09),
+        (PRICES_JSON, "Platform rates", 0.05),
+    ],
+)
+def test_the_price_table_comes_from_the_chart_or_is_aws_s(text: str, name: str, egress: float) -> None:
+    prices = OperatorSettings.from_env({"FERRY_PRICES": text}).prices
+    assert prices.name == name and prices.internet_egress_per_gb == egress
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{not json", "FERRY_PRICES is not JSON"),
+        (PRICES_JSON.replace("0.004", "-1"), "planning.prices: putCopyPostListPer1000:"),
+        (PRICES_JSON.replace('"currency": "EUR", ', ""), None),
+        (PRICES_JSON.replace("internetEgressPerGB", "egress"), "planning.prices: egress: unknown field"),
+        ("[1]", "planning.prices: a price table is a mapping"),
+    ],
+)
+def test_a_bad_price_table_is_refused_at_start_naming_the_field(text: str, fragment: str | None) -> None:
+    if fragment is None:  # the currency has a default
+        assert OperatorSettings.from_env({"FERRY_PRICES": text}).prices.currency == "USD"
+        return
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):
+        OperatorSettings.from_env({"FERRY_PRICES": text})

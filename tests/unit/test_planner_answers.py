@@ -18,6 +18,7 @@ from ferry.operator.planresult import (
     PlannerFailure,
     PlanResult,
     PlanResultInvalid,
+    parse_listing_progress,
     parse_plan_result,
     parse_planner_failure,
 )
@@ -36,6 +37,17 @@ def test_a_planner_s_own_answer_reads_back_as_it_was() -> None:
     assert result.histogram.objects == 95 and result.histogram.largest == 1094
     assert len(result.pieces) == 10 and result.pieces[0].start_after is None and result.pieces[-1].end is None
     assert result.listed_at == LISTED and result.destination_checked
+
+
+def test_a_dry_run_s_comparison_and_request_count_read_back_and_are_optional() -> None:
+    planner = Planner(piece_objects=10).add_all((f"k{i:04d}", 1000 + i) for i in range(95))
+    compared = PlanResult(
+        planner.histogram(), tuple(planner.pieces()), LISTED, True, existing=(40, 41_000), list_requests=7
+    )
+    read = parse_plan_result(compared.to_json())
+    assert (read.existing, read.list_requests) == ((40, 41_000), 7)
+    plain = parse_plan_result(json.dumps(good()))
+    assert (plain.existing, plain.list_requests) == (None, None)
 
 
 def _set(path: str, value: Any) -> Any:
@@ -72,6 +84,13 @@ def _set(path: str, value: Any) -> Any:
         (_set("pieces.2.end", ""), "not an S3 key"),
         (_set("listedAt", "yesterday"), "listedAt is not a time"),
         (_set("destinationChecked", "yes"), "destinationChecked"),
+        (_set("existing", [1, 2]), "existing is not an object"),
+        (_set("existing", {"objects": 96, "bytes": 0}), "more than the source holds"),
+        (_set("existing", {"objects": 1, "bytes": 10**12}), "more than the source holds"),
+        (_set("existing", {"objects": -1, "bytes": 0}), "existing.objects is not a count"),
+        (_set("existing", {"objects": 1}), "existing.bytes is not a count"),
+        (_set("listRequests", 10**10), "larger than any listing makes"),
+        (_set("listRequests", "many"), "listRequests is not a count"),
     ],
 )
 def test_an_answer_that_does_not_add_up_is_refused(change: Any, fragment: str) -> None:
@@ -241,3 +260,89 @@ def test_the_failure_time_is_read_in_either_form_the_api_gives(stamp: str) -> No
     body["status"]["conditions"][0]["lastTransitionTime"] = stamp
     state = planner_state(body, [], SPEC)
     assert state.failed_at == datetime(2026, 11, 29, 12, 1, tzinfo=UTC)
+
+
+# -- listing progress: a planner's /status while it lists ----------------------------------------------
+
+FULL_STATUS = {
+    "format": "ferry.dev/planner-status/v1",
+    "objects": 1200,
+    "bytes": 5_000_000,
+    "listed": 1500,
+    "listers": 16,
+    "requests": 40,
+    "keysPerSecond": 12345.678,
+    "etaSeconds": 41.2,
+    "done": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Every field a planner sends, rounded as shown.
+        (
+            FULL_STATUS,
+            {
+                "objects": 1200,
+                "bytes": 5_000_000,
+                "listed": 1500,
+                "listers": 16,
+                "keysPerSecond": 12345.7,
+                "etaSeconds": 42,
+            },
+        ),
+        # An older planner: objects and bytes only.
+        ({"objects": 10, "bytes": 20, "done": False}, {"objects": 10, "bytes": 20}),
+        # No ETA yet (null) is left out; an integer rate reads as a number.
+        (
+            {**FULL_STATUS, "etaSeconds": None, "keysPerSecond": 7},
+            {
+                "objects": 1200,
+                "bytes": 5_000_000,
+                "listed": 1500,
+                "listers": 16,
+                "keysPerSecond": 7.0,
+            },
+        ),
+        # Junk in the new fields is ignored field by field; objects and bytes still show.
+        (
+            {
+                **FULL_STATUS,
+                "listed": -1,
+                "listers": 10**9,
+                "keysPerSecond": "fast",
+                "etaSeconds": 1e300,
+            },
+            {"objects": 1200, "bytes": 5_000_000},
+        ),
+        (
+            {**FULL_STATUS, "listed": True, "listers": 2.5, "keysPerSecond": -3, "etaSeconds": [1]},
+            {
+                "objects": 1200,
+                "bytes": 5_000_000,
+            },
+        ),
+        # Keys listed but none kept by the filter yet: shown.
+        ({"objects": 0, "bytes": 0, "listed": 300}, {"objects": 0, "bytes": 0, "listed": 300}),
+        # Nothing listed yet: no progress (a CopyJob stalled before its listing shows none).
+        ({"objects": 0, "bytes": 0}, None),
+        # Without counts for objects and bytes nothing is shown.
+        ({**FULL_STATUS, "objects": "1200"}, None),
+        ({**FULL_STATUS, "bytes": 2**63}, None),
+        ({**FULL_STATUS, "objects": True}, None),
+        ({"listed": 5}, None),
+        ([1, 2], None),
+        ("text", None),
+    ],
+)
+def test_listing_progress_is_read_field_by_field(answer: Any, expected: dict[str, Any] | None) -> None:
+    assert parse_listing_progress(json.dumps(answer)) == expected
+
+
+@pytest.mark.parametrize(
+    "text", [None, "", "not json", "{", "NaN", '{"objects": 1, "bytes": 1, "etaSeconds": NaN}']
+)
+def test_listing_progress_survives_answers_that_are_not_json_objects(text: str | None) -> None:
+    progress = parse_listing_progress(text)
+    assert progress is None or progress == {"objects": 1, "bytes": 1}

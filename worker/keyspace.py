@@ -1,0 +1,235 @@
+"""Key-space arithmetic for the parallel listing (`worker/parallel_listing.py`). Pure.
+
+Where it sits: planning lists the source in disjoint key ranges at once. A range holds the keys after
+``start_after`` (exclusive) up to ``end`` (inclusive, ``None`` = open-ended), like a `Shard`. This module
+says where to cut a range (a midpoint key strictly inside it), which ``Prefix`` lists it, how discovered
+common prefixes become ranges, and how the ranges' pieces join into one contiguous cover in key order.
+
+S3 lists keys in UTF-8 binary order, which is Unicode code-point order for valid strings, and so Python's
+own string order. A midpoint is computed digit by digit over code points, within the alphabet of the keys
+seen so far: cutting between "data/00500" and the open end by the whole of Unicode would land far beyond
+every ASCII key and split nothing. Midpoints are never surrogates (not encodable in UTF-8), never control
+characters and never the non-characters U+FFFE/U+FFFF (XML 1.0 cannot carry them), and never longer than
+a key may be.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ferry.model.plan import Shard
+
+#: Lowest code point a midpoint uses: below the space are control characters, which S3's XML answers
+#: cannot carry.
+FLOOR = 0x20
+#: The highest code point; discovered prefixes end ranges at ``prefix + CEILING`` (above every key under
+#: the prefix but those that themselves continue with U+10FFFF, which then fall in the next range).
+CEILING = "\U0010ffff"
+#: S3 keys are at most 1,024 bytes of UTF-8; a midpoint is kept well below.
+MAX_MIDPOINT_BYTES = 512
+#: Alphabet assumed before any key is seen: printable ASCII.
+DEFAULT_ALPHABET = (0x20, 0x7E)
+
+
+@dataclass(frozen=True)
+class Alphabet:
+    """The code points keys were seen to use (relative to the source prefix), lowest and highest."""
+
+    low: int = DEFAULT_ALPHABET[0]
+    high: int = DEFAULT_ALPHABET[1]
+
+    @classmethod
+    def of(cls, keys: Iterable[str]) -> Alphabet | None:
+        """The alphabet of ``keys``, or None when they hold no character."""
+        text = "".join(keys)
+        if not text:
+            return None
+        low, high = ord(min(text)), ord(max(text))
+        return cls(max(FLOOR, low), max(FLOOR, high))
+
+    def widen(self, other: Alphabet | None) -> Alphabet:
+        if other is None:
+            return self
+        return Alphabet(min(self.low, other.low), max(self.high, other.high))
+
+
+def _valid(cp: int) -> bool:
+    return cp >= FLOOR and not 0xD800 <= cp <= 0xDFFF and cp not in (0xFFFE, 0xFFFF) and cp <= 0x10FFFF
+
+
+def _pick(below: int, above: int, alphabet: Alphabet) -> int | None:
+    """A valid code point strictly between ``below`` and ``above``, preferring the middle of the part
+    inside the alphabet; None when none lies inside the alphabet."""
+    low, high = max(below + 1, alphabet.low), min(above - 1, alphabet.high)
+    if low > high:
+        return None
+    middle = (low + high) // 2
+    # Surrogates and the two non-characters are one contiguous run each; step out of them either way.
+    for candidate in (middle, 0xD7FF, 0xE000, 0xFFFD, 0x10000):
+        if low <= candidate <= high and _valid(candidate):
+            return candidate
+    return None
+
+
+def midpoint(lo: str, hi: str | None, alphabet: Alphabet = Alphabet()) -> str | None:
+    """A string ``m`` with ``lo < m`` and ``m < hi`` (``hi=None``: no upper bound), made of valid
+    characters, preferably of ``alphabet``; None when there is none short enough (``lo`` and ``hi``
+    are neighbours, as "a" and "a ").
+
+    Works on strings relative to the source prefix; ``lo=""`` is the start of the space.
+    """
+    if hi is not None and not lo < hi:
+        return None
+    out: list[str] = []
+    bounded = hi is not None
+    i = 0
+    # Each step appends one character; the loop ends within the length bound whatever the input.
+    while len("".join(out).encode("utf-8", "surrogatepass")) < MAX_MIDPOINT_BYTES:
+        if bounded and hi is not None and i >= len(hi):
+            return None  # what was built equals hi: nothing lies between
+        a = ord(lo[i]) if i < len(lo) else None
+        b = ord(hi[i]) if bounded and hi is not None else None
+        if a is not None and b is not None and a == b:
+            out.append(lo[i])
+            i += 1
+            continue
+        below = a if a is not None else FLOOR - 1
+        above = b if b is not None else alphabet.high + 1
+        picked = _pick(below, above, alphabet) if below < above else None
+        if picked is None and b is not None and a is None:
+            # Only characters outside the alphabet fit below hi here.
+            picked = _pick(below, above, Alphabet(FLOOR, 0x10FFFF))
+        if picked is not None:
+            out.append(chr(picked))
+            return "".join(out)
+        if a is not None:
+            # No room here within the alphabet: keep lo's character; anything longer lies below hi.
+            out.append(lo[i])
+            bounded = False
+            i += 1
+            continue
+        # lo is used up and hi's character is the lowest usable one: hi cut after it lies between.
+        if b == FLOOR and hi is not None and i + 1 < len(hi):
+            out.append(chr(FLOOR))
+            return "".join(out)
+        return None
+    return None
+
+
+def key_value(key: str, alphabet: Alphabet, digits: int = 8) -> float:
+    """Where ``key`` (relative to the source prefix) lies in [0, 1] when keys are read as fractions whose
+    digits are the alphabet's characters: for estimating how much of a range is behind a position."""
+    base = alphabet.high - alphabet.low + 2
+    value, scale = 0.0, 1.0
+    for ch in key[:digits]:
+        scale /= base
+        value += scale * (min(max(ord(ch), alphabet.low - 1), alphabet.high + 1) - alphabet.low + 1)
+    return min(1.0, value)
+
+
+def remaining_estimate(
+    start: str | None, position: str | None, end: str | None, listed: int, prefix: str, alphabet: Alphabet
+) -> float:
+    """Keys likely left in a range after ``position``, from the density of the part already listed
+    (``listed`` keys between ``start`` and ``position``), spread evenly over the key space; infinite
+    when nothing tells (an open end, or nothing listed yet)."""
+    if end is None or position is None or listed <= 0:
+        return float("inf")
+    lo, at, hi = (relative(k, prefix) or "" for k in (start, position, end))
+    shared = len(common_prefix(lo, hi))
+    v_lo, v_at, v_hi = (key_value(k[shared:], alphabet) for k in (lo, at, hi))
+    if v_at <= v_lo:
+        return float("inf")
+    return listed * max(0.0, v_hi - v_at) / (v_at - v_lo)
+
+
+def common_prefix(a: str, b: str) -> str:
+    """The longest common prefix of two strings."""
+    n = 0
+    limit = min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def relative(key: str | None, prefix: str) -> str | None:
+    """A range bound relative to the source prefix; bounds below the prefix count as its start."""
+    if key is None:
+        return None
+    return key[len(prefix) :] if key.startswith(prefix) else ""
+
+
+def split_point(
+    position: str | None, end: str | None, prefix: str, alphabet: Alphabet = Alphabet()
+) -> str | None:
+    """Where to cut the rest of a range: a key strictly after ``position`` (``None``: the range has not
+    started) and strictly before ``end``, under ``prefix``; None when the rest cannot be cut."""
+    lo = relative(position, prefix) or ""
+    hi = relative(end, prefix)
+    if hi is not None and not hi:
+        return None
+    mid = midpoint(lo, hi, alphabet)
+    return None if mid is None else prefix + mid
+
+
+def listing_prefix(start_after: str | None, end: str | None, prefix: str) -> str:
+    """The narrowest ``Prefix`` that lists every key of the range: the source prefix and the longest
+    common prefix of the bounds beyond it."""
+    lo, hi = relative(start_after, prefix), relative(end, prefix)
+    if lo is None or hi is None:
+        return prefix
+    return prefix + common_prefix(lo, hi)
+
+
+def ranges_from_prefixes(prefixes: Sequence[str], most: int) -> list[tuple[str | None, str | None]]:
+    """Disjoint ranges covering the whole key space, cut after the keys under each common prefix.
+
+    Range ``i`` ends at ``prefixes[i] + CEILING``, above every key under that prefix, so the objects
+    between two prefixes (directly at that level) fall in the next range and nothing is left out. At
+    most ``most`` ranges: beyond that, prefixes are taken evenly.
+    """
+    bounds = sorted({p + CEILING for p in prefixes if p})
+    if len(bounds) >= most:
+        step = len(bounds) / max(1, most - 1)
+        bounds = sorted({bounds[int(i * step)] for i in range(max(0, most - 1))})
+    starts: list[str | None] = [None, *bounds]
+    ends: list[str | None] = [*bounds, None]
+    return list(zip(starts, ends, strict=True))
+
+
+def join_pieces(parts: Sequence[Sequence[Shard]], max_pieces: int) -> list[Shard]:
+    """Join the pieces of contiguous ranges, in key order, into one cover of the key space.
+
+    Empty pieces merge into their neighbour (a range that found nothing adds no piece); neighbours then
+    merge pairwise until at most ``max_pieces`` remain. The first piece starts at the beginning, the
+    last is open-ended, as the sequential `Planner.pieces` returns them. Raises ValueError when the
+    parts are not contiguous, which would lose keys.
+    """
+    flat = [piece for part in parts for piece in part]
+    if not flat:
+        return [Shard(None, None, 0, 0)]
+    for before, after in itertools.pairwise(flat):
+        if before.end is None or before.end != after.start_after:
+            raise ValueError("the ranges' pieces are not contiguous")
+    if flat[0].start_after is not None:
+        raise ValueError("the ranges' pieces do not start at the beginning of the key space")
+    merged: list[Shard] = []
+    for piece in flat:
+        if merged and (not piece.objects or not merged[-1].objects):
+            last = merged[-1]
+            merged[-1] = Shard(
+                last.start_after, piece.end, last.objects + piece.objects, last.bytes + piece.bytes
+            )
+        else:
+            merged.append(piece)
+    while len(merged) > max(1, max_pieces):
+        pairs = zip(merged[::2], merged[1::2], strict=False)
+        coarse = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
+        if len(merged) % 2:
+            coarse.append(merged[-1])
+        merged = coarse
+    last = merged[-1]
+    merged[-1] = Shard(last.start_after, None, last.objects, last.bytes)
+    return merged

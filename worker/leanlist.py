@@ -1,0 +1,138 @@
+"""A lean ListObjectsV2 for planning: the request signed and sent by a boto3 client's own signer and
+connections, the answer parsed without botocore's model-driven parser.
+
+Where it sits: `worker/scan.py` hands the parallel listing (`worker/parallel_listing.py`) this wrapper
+instead of the boto3 client. Measured on a 1,000-key page, botocore spends about 68 ms of CPU parsing it
+(a shape lookup and a dateutil timestamp parse per field), which caps a 2-core planner near 25 pages/s
+whatever the number of listers; this parser takes a few milliseconds. Everything else stays botocore's:
+credentials, SigV4, addressing, timeouts, and the connection pools, so the endpoint policy's checked
+connections (`operator.netguard.guard_client`) apply to these requests too. Errors surface as botocore's
+ClientError with the service's code (the same classification as every other call), and the answer is
+returned in the shape boto3 returns, so the listing reads both alike.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ElementTree
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote_plus, urlsplit
+
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
+
+#: boto3's parameter names -> the query parameters of ListObjectsV2.
+_QUERY = {
+    "Prefix": "prefix",
+    "Delimiter": "delimiter",
+    "MaxKeys": "max-keys",
+    "StartAfter": "start-after",
+    "ContinuationToken": "continuation-token",
+}
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        parsed: datetime = parse_timestamp(text)
+        return parsed
+
+
+class LeanListing:
+    """ListObjectsV2 on the client's bucket endpoint; `list_objects_v2` takes boto3's arguments."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._signer = client._request_signer
+        self._session = client._endpoint.http_session
+        endpoint = urlsplit(client.meta.endpoint_url)
+        self._scheme, self._host = endpoint.scheme, endpoint.netloc
+        style = (client.meta.config.s3 or {}).get("addressing_style", "auto")
+        self._virtual = style == "virtual" or (style == "auto" and self._host.startswith("s3."))
+
+    @property
+    def meta(self) -> Any:
+        return self._client.meta
+
+    def list_objects_v2(self, **params: Any) -> dict[str, Any]:
+        bucket = str(params.pop("Bucket"))
+        query = {"list-type": "2", "encoding-type": "url"}
+        for name, value in params.items():
+            if name not in _QUERY:
+                raise TypeError(f"LeanListing.list_objects_v2 does not support {name}")
+            query[_QUERY[name]] = str(value)
+        text = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
+        if self._virtual and "." not in bucket:
+            url = f"{self._scheme}://{bucket}.{self._host}/?{text}"
+        else:
+            url = f"{self._scheme}://{self._host}/{_encode(bucket)}?{text}"
+        request = AWSRequest(method="GET", url=url, headers={})
+        self._signer.sign("ListObjectsV2", request)
+        response = self._session.send(request.prepare())
+        body = response.content
+        if response.status_code >= 300:
+            raise _client_error(response.status_code, body, dict(response.headers))
+        return _parse(body)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    """The ListBucketResult in boto3's shape (keys and prefixes URL-decoded, as boto3 does)."""
+    root = ElementTree.fromstring(body)
+    contents: list[dict[str, Any]] = []
+    prefixes: list[dict[str, str]] = []
+    page: dict[str, Any] = {"IsTruncated": False}
+    for child in root:
+        tag = _local(child.tag)
+        if tag == "Contents":
+            item: dict[str, Any] = {}
+            for field in child:
+                name, value = _local(field.tag), field.text or ""
+                if name == "Key":
+                    item["Key"] = unquote_plus(value)
+                elif name == "Size":
+                    item["Size"] = int(value)
+                elif name == "ETag":
+                    item["ETag"] = value
+                elif name == "LastModified":
+                    item["LastModified"] = _time(value)
+            contents.append(item)
+        elif tag == "CommonPrefixes":
+            for field in child:
+                if _local(field.tag) == "Prefix":
+                    prefixes.append({"Prefix": unquote_plus(field.text or "")})
+        elif tag == "IsTruncated":
+            page["IsTruncated"] = (child.text or "").strip() == "true"
+        elif tag == "NextContinuationToken":
+            page["NextContinuationToken"] = child.text or ""
+        elif tag == "KeyCount":
+            page["KeyCount"] = int(child.text or 0)
+    if contents:
+        page["Contents"] = contents
+    if prefixes:
+        page["CommonPrefixes"] = prefixes
+    return page
+
+
+def _client_error(status: int, body: bytes, headers: dict[str, str]) -> ClientError:
+    code, message = str(status), ""
+    try:
+        root = ElementTree.fromstring(body or b"<x/>")
+        code = root.findtext("Code") or code
+        message = root.findtext("Message") or message
+    except ElementTree.ParseError:
+        pass  # proxies may answer without an XML body
+    parsed: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
+    }
+    return ClientError(parsed, "ListObjectsV2")

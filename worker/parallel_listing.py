@@ -1,0 +1,532 @@
+"""The parallel listing behind planning: N lister threads over disjoint key ranges of the source.
+
+Where it sits: `worker/scan.py` (used by the planner pod, `worker/planpod.py`, and by `ferry plan`) runs
+one `ParallelListing` per plan. Phase 1 discovers the prefix tree with delimiter ("/") listings of bounded
+depth and fan-out and turns the common prefixes into ranges that cover the whole key space under the
+source prefix, objects directly at each level included (`keyspace.ranges_from_prefixes`). Phase 2 lists
+each range as a stream: ListObjectsV2 with the narrowest Prefix of the range and StartAfter its start,
+one page in memory per lister, until a key passes the range's end. A lister with nothing left to take
+cuts the rest of a busy range at a midpoint beyond its position and lists the upper part: a flat bucket
+without any "/" becomes parallel this way, each cut probing the key space with StartAfter.
+
+Each range feeds its own `operator.planning.Planner` (histogram and fine pieces) that starts at the
+range's start; at the end the ranges in key order give contiguous pieces covering the whole key space,
+the last open-ended, as one sequential `Planner` would. Memory does not grow with the number of keys:
+ranges are capped (`MAX_RANGES`), pieces over all ranges are capped (`MAX_PIECES`, by coarsening every
+range at once), and each lister holds one page.
+
+When a destination client is given, each range is also merge-joined with the destination's mapped range
+(listed the same way) and the objects the worker would skip (`worker.decide`) are counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.model import Overwrite
+from ferry.model.plan import Shard
+from ferry.operator.planning import MAX_PIECES, Histogram, Planner
+from ferry.worker.decide import decide
+from ferry.worker.filters import ObjectFilter
+from ferry.worker.keyspace import (
+    Alphabet,
+    common_prefix,
+    join_pieces,
+    listing_prefix,
+    ranges_from_prefixes,
+    remaining_estimate,
+    split_point,
+)
+from ferry.worker.objects import Action, ObjectInfo
+
+#: Listers (threads, each one request in flight) when the caller names no number.
+DEFAULT_LISTERS = 32
+#: Most listers one listing runs, whatever it is asked for.
+MAX_LISTERS = 256
+#: Most ranges a listing keeps (finished ones included): bounds memory and the cost of cutting.
+MAX_RANGES = 2048
+#: Delimiter listings go at most this deep below the source prefix.
+DISCOVERY_DEPTH = 3
+#: Prefixes listed with a delimiter per level of discovery, at most.
+DISCOVERY_FAN_OUT = 64
+PAGE_SIZE = 1000
+#: How long an idle lister waits before looking for work again; keeps every wait bounded.
+IDLE_WAIT_SECONDS = 0.05
+
+Call = Callable[[Callable[[], Any]], Any]
+
+
+class TooManyKeys(Exception):
+    """More keys were listed than the limit allows."""
+
+    def __init__(self, listed: int) -> None:
+        super().__init__(f"{listed} keys listed")
+        self.listed = listed
+
+
+class DeadlinePassed(Exception):
+    """The listing took longer than its deadline."""
+
+    def __init__(self, listed: int) -> None:
+        super().__init__(f"deadline passed after {listed} keys")
+        self.listed = listed
+
+
+@dataclass(frozen=True)
+class ListingCounts:
+    """What the listing has done so far; handed to the progress tracker after every page."""
+
+    listed: int
+    objects: int
+    bytes: int
+    listers: int
+    ranges_done: int
+    ranges_total: int
+    requests: int
+    #: Keys listed by ranges that are finished (for the estimate of what is left).
+    listed_done: int
+
+
+@dataclass(frozen=True)
+class ListingOutcome:
+    histogram: Histogram
+    pieces: tuple[Shard, ...]
+    requests: int
+    #: (objects, bytes) the destination already holds and the worker would skip; None if not compared.
+    existing: tuple[int, int] | None
+    ranges: int
+
+
+@dataclass(frozen=True)
+class DestinationSide:
+    """The destination to compare with: its client, bucket and prefix, and the overwrite rule."""
+
+    client: Any
+    bucket: str
+    prefix: str
+    overwrite: Overwrite
+
+
+@dataclass
+class _Range:
+    start_after: str | None
+    end: str | None
+    planner: Planner
+    position: str | None
+    state: str = "pending"  # pending -> active -> done
+    listed: int = 0
+    #: Whether the last page said more keys follow (a range about to end is not worth cutting).
+    more: bool = True
+    paged: bool = False
+    #: The first key listed, and the characters that vary between the keys of the last page: where to
+    #: cut is estimated from them.
+    first: str | None = None
+    alphabet: Alphabet | None = None
+    existing_objects: int = 0
+    existing_bytes: int = 0
+    pieces: list[Shard] = field(default_factory=list)
+
+
+def _info(item: dict[str, Any]) -> ObjectInfo:
+    return ObjectInfo(
+        key=item["Key"],
+        size=int(item["Size"]),
+        etag=str(item.get("ETag", "")).strip('"'),
+        last_modified=item["LastModified"],
+    )
+
+
+class ParallelListing:
+    """One listing of ``bucket``/``prefix`` by ``listers`` threads; `run` returns its outcome or raises
+    (`TooManyKeys`, `DeadlinePassed`, or the listing's error after its retries)."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        *,
+        object_filter: ObjectFilter,
+        piece_objects: int,
+        piece_bytes: int,
+        call: Call,
+        clock: Callable[[], float],
+        listers: int = DEFAULT_LISTERS,
+        page_size: int = PAGE_SIZE,
+        max_objects: int | None = None,
+        deadline_seconds: float | None = None,
+        destination: DestinationSide | None = None,
+        report: Callable[[ListingCounts], None] = lambda _c: None,
+    ) -> None:
+        self._client, self._bucket, self._prefix = client, bucket, prefix
+        self._filter = object_filter
+        self._piece_objects, self._piece_bytes = piece_objects, piece_bytes
+        self._call, self._clock = call, clock
+        self._listers = max(1, min(MAX_LISTERS, listers))
+        self._page_size = max(1, min(1000, page_size))
+        self._max_objects, self._deadline = max_objects, deadline_seconds
+        self._destination = destination
+        self._report = report
+        self._lock = threading.Condition()
+        self._ranges: list[_Range] = []
+        self._listed = 0
+        self._requests = 0
+        self._active = 0
+        self._failure: BaseException | None = None
+        self._alphabet: Alphabet | None = None
+        self._started = clock()
+
+    # -- the whole listing ----------------------------------------------------------------------------
+
+    def run(self) -> ListingOutcome:
+        self._started = self._clock()
+        bounds = ranges_from_prefixes(self._discover(), min(MAX_RANGES // 2, self._listers * 4))
+        with self._lock:
+            self._ranges = [self._new_range(start, end) for start, end in bounds]
+        threads = [
+            threading.Thread(target=self._lister, name=f"ferry-lister-{i}", daemon=True)
+            for i in range(self._listers)
+        ]
+        for thread in threads:
+            thread.start()
+        with self._lock:
+            while self._failure is None and not self._all_done():
+                try:
+                    self._check_deadline()
+                except DeadlinePassed as exc:
+                    self._failure = exc  # the listers see it and stop
+                    self._lock.notify_all()
+                    break
+                self._lock.wait(IDLE_WAIT_SECONDS * 4)
+            failure = self._failure
+        if failure is not None:
+            # Listers stop at their next page; a request in flight ends within the client's read timeout.
+            raise failure
+        for thread in threads:
+            thread.join(timeout=5)
+        return self._outcome()
+
+    def _outcome(self) -> ListingOutcome:
+        ordered = sorted(self._ranges, key=lambda r: (r.start_after is not None, r.start_after or ""))
+        parts: list[list[Shard]] = []
+        counts = [0] * len(ordered[0].planner.histogram().counts)
+        objects = total = largest = 0
+        for r in ordered:
+            h = r.planner.histogram()
+            counts = [a + b for a, b in zip(counts, h.counts, strict=True)]
+            objects, total, largest = objects + h.objects, total + h.bytes, max(largest, h.largest)
+            pieces = r.planner.pieces()
+            last = pieces[-1]
+            pieces[-1] = Shard(last.start_after, r.end, last.objects, last.bytes)
+            parts.append(pieces)
+        existing = None
+        if self._destination is not None:
+            existing = (sum(r.existing_objects for r in ordered), sum(r.existing_bytes for r in ordered))
+        return ListingOutcome(
+            Histogram(tuple(counts), objects, total, largest),
+            tuple(join_pieces(parts, MAX_PIECES)),
+            self._requests,
+            existing,
+            len(ordered),
+        )
+
+    def _new_range(self, start: str | None, end: str | None) -> _Range:
+        planner = Planner(
+            piece_objects=self._piece_objects,
+            piece_bytes=self._piece_bytes,
+            start_after=start,
+            max_pieces=MAX_PIECES,
+        )
+        # Ranges made later start at the granularity the others have reached.
+        if self._ranges:
+            planner.piece_objects = max(r.planner.piece_objects for r in self._ranges)
+            planner.piece_bytes = max(r.planner.piece_bytes for r in self._ranges)
+        return _Range(start, end, planner, start)
+
+    def _all_done(self) -> bool:
+        return all(r.state == "done" for r in self._ranges)
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and self._clock() - self._started > self._deadline:
+            raise DeadlinePassed(self._listed)
+
+    def _request(self, **kwargs: Any) -> dict[str, Any]:
+        client = kwargs.pop("client", self._client)
+
+        def once() -> Any:
+            with self._lock:
+                self._requests += 1
+            return client.list_objects_v2(**kwargs)
+
+        page: dict[str, Any] = self._call(once)
+        return page
+
+    # -- phase 1: the prefix tree ---------------------------------------------------------------------
+
+    def _discover(self) -> list[str]:
+        """Common prefixes down to `DISCOVERY_DEPTH` levels, until there are enough for the listers."""
+        found: list[str] = []
+        level = [self._prefix]
+        # As many ranges as listers is enough to start: busy ranges are cut as listers free up, and
+        # each level of discovery costs a request per prefix expanded.
+        enough = self._listers * 2
+        with ThreadPoolExecutor(max_workers=self._listers, thread_name_prefix="ferry-discover") as pool:
+            for _depth in range(DISCOVERY_DEPTH):
+                if not level or len(found) >= enough:
+                    break
+                self._check_deadline()
+                children = list(pool.map(self._common_prefixes, level[:DISCOVERY_FAN_OUT]))
+                # Each group thinned evenly to its share: only boundaries are needed, never all of them.
+                share = max(4, enough // max(1, len(children)))
+                level = [p for group in children for p in _evenly(group, share)]
+                found = _evenly(sorted({*found, *level}), 2 * enough)
+        return found
+
+    def _common_prefixes(self, prefix: str) -> list[str]:
+        # One page only: a wider level is cut evenly later, and the rest lies in the last range anyway.
+        page = self._request(Bucket=self._bucket, Prefix=prefix, Delimiter="/", MaxKeys=self._page_size)
+        return [
+            str(p["Prefix"])
+            for p in page.get("CommonPrefixes", ())
+            if isinstance(p.get("Prefix"), str) and str(p["Prefix"]).startswith(prefix)
+        ]
+
+    # -- phase 2: listers -----------------------------------------------------------------------------
+
+    def _lister(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._failure is not None:
+                        return
+                    work = self._take()
+                    if work is None:
+                        if self._all_done():
+                            return
+                        self._lock.wait(IDLE_WAIT_SECONDS)
+                        continue
+                    work.state = "active"
+                    self._active += 1
+                try:
+                    self._list(work)
+                finally:
+                    with self._lock:
+                        self._active -= 1
+                        work.state = "done"
+                        self._lock.notify_all()
+                        self._send_report()
+        except BaseException as exc:  # handed to `run`, which raises it
+            with self._lock:
+                if self._failure is None:
+                    self._failure = exc
+                self._lock.notify_all()
+
+    def _take(self) -> _Range | None:
+        """A pending range, else the upper part of a busy range cut at a midpoint (under the lock)."""
+        for r in self._ranges:
+            if r.state == "pending":
+                return r
+        if len(self._ranges) >= MAX_RANGES:
+            return None
+        # The busy range with most keys likely left first; one with less than two pages left is not cut,
+        # since each cut costs a request or two (the probe, and the page the cut range reads past it).
+        worth = []
+        for r in self._ranges:
+            # Not before its first page has come: until then nothing says the range holds anything.
+            if r.state != "active" or not r.more or not r.paged:
+                continue
+            alphabet = r.alphabet or self._alphabet or Alphabet()
+            left = remaining_estimate(r.first, r.position, r.end, r.listed - 1, self._prefix, alphabet)
+            if left >= 2 * self._page_size:
+                worth.append((left, r.listed, r, alphabet))
+        worth.sort(key=lambda w: (-w[0], -w[1]))
+        for _left, _listed, r, alphabet in worth:
+            mid = split_point(r.position, r.end, self._prefix, alphabet)
+            if mid is None or (r.position is not None and not mid > r.position):
+                continue
+            upper = self._new_range(mid, r.end)
+            r.end = mid
+            self._ranges.append(upper)
+            return upper
+        return None
+
+    def _list(self, r: _Range) -> None:
+        with self._lock:
+            start, end = r.position, r.end
+        prefix = listing_prefix(start, end, self._prefix)
+        if not self._within_prefix(prefix, start, end):
+            return
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        if start is not None and start >= prefix:
+            kwargs["StartAfter"] = start
+        cursor = self._destination_cursor(prefix, start)
+        while True:
+            with self._lock:
+                if self._failure is not None:
+                    return
+                self._check_deadline()
+            page = self._request(**kwargs)
+            items = page.get("Contents", ())
+            if not page.get("IsTruncated"):
+                with self._lock:
+                    r.more, r.paged = False, True
+            finished = self._take_page(r, items, cursor)
+            if finished or not page.get("IsTruncated"):
+                return
+            with self._lock:
+                r.more, r.paged = True, True
+                position, end = r.position, r.end
+            narrower = listing_prefix(position, end, self._prefix)
+            if position is not None and len(narrower) > len(kwargs["Prefix"]):
+                # Every key between the position and the end shares their common prefix: asking for it
+                # alone ends the listing at the end of that block, instead of reading a page past it.
+                kwargs = {**kwargs, "Prefix": narrower, "StartAfter": position}
+                kwargs.pop("ContinuationToken", None)
+                continue
+            kwargs.pop("StartAfter", None)
+            token = page.get("NextContinuationToken")
+            if not isinstance(token, str) or not token:
+                raise ValueError("a truncated listing page carries no continuation token")
+            kwargs["ContinuationToken"] = token
+
+    def _within_prefix(self, prefix: str, start: str | None, end: str | None) -> bool:
+        """Whether any key under ``prefix`` can fall in (start, end]."""
+        if end is not None and end < prefix:
+            return False
+        return not (start is not None and start > prefix and not start.startswith(prefix))
+
+    def _take_page(self, r: _Range, items: Sequence[dict[str, Any]], cursor: _Cursor | None) -> bool:
+        """Feed one page to the range's planner; True when the range's end was passed."""
+        objects: list[ObjectInfo] = [_info(item) for item in items]
+        # The alphabet of what is seen, for the midpoints of later cuts: of the whole listing, and of
+        # the part of this page's keys that varies (digits, for numbered keys).
+        seen = Alphabet.of(obj.key[len(self._prefix) :] for obj in objects)
+        varying = None
+        if len(objects) > 1:
+            shared = len(common_prefix(objects[0].key, objects[-1].key))
+            varying = Alphabet.of(obj.key[shared:] for obj in objects)
+        skipped: list[ObjectInfo] = []
+        with self._lock:
+            end = r.end
+        if cursor is not None:
+            for obj in objects:
+                if end is not None and obj.key > end:
+                    break
+                if not self._filter.accepts(obj):
+                    continue
+                assert self._destination is not None
+                target = self._destination.prefix + obj.key[len(self._prefix) :]
+                existing = cursor.find(target)
+                if decide(obj, existing, self._destination.overwrite).action is Action.SKIP:
+                    skipped.append(obj)
+        with self._lock:
+            self._alphabet = seen if self._alphabet is None else self._alphabet.widen(seen)
+            r.alphabet = varying or r.alphabet
+            finished = False
+            for obj in objects:
+                if r.end is not None and obj.key > r.end:
+                    finished = True
+                    break
+                if r.position is not None and not obj.key > r.position:
+                    # Out of order (a server that is not S3, or worse): a plan from it could lose keys.
+                    raise ValueError("the listing is not in key order")
+                self._listed += 1
+                r.listed += 1
+                r.position = obj.key
+                if r.first is None:
+                    r.first = obj.key
+                if self._filter.accepts(obj):
+                    r.planner.add(obj.key, obj.size)
+            for obj in skipped:
+                if r.end is None or obj.key <= r.end:
+                    r.existing_objects += 1
+                    r.existing_bytes += obj.size
+            # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
+            if self._max_objects is not None and self._listed > self._max_objects:
+                raise TooManyKeys(self._listed)
+            if sum(x.planner.piece_count for x in self._ranges) > MAX_PIECES:
+                for x in self._ranges:
+                    x.planner.coarsen()
+            self._send_report()
+            return finished
+
+    def _send_report(self) -> None:
+        done = [r for r in self._ranges if r.state == "done"]
+        objects = nbytes = 0
+        for r in self._ranges:
+            o, b = r.planner.progress
+            objects, nbytes = objects + o, nbytes + b
+        self._report(
+            ListingCounts(
+                listed=self._listed,
+                objects=objects,
+                bytes=nbytes,
+                listers=self._active,
+                ranges_done=len(done),
+                ranges_total=len(self._ranges),
+                requests=self._requests,
+                listed_done=sum(r.listed for r in done),
+            )
+        )
+
+    # -- the destination side -------------------------------------------------------------------------
+
+    def _destination_cursor(self, prefix: str, start: str | None) -> _Cursor | None:
+        side = self._destination
+        if side is None:
+            return None
+        mapped_prefix = side.prefix + prefix[len(self._prefix) :]
+        mapped_start = (
+            side.prefix + start[len(self._prefix) :] if start and start.startswith(self._prefix) else None
+        )
+        return _Cursor(self._pages(side.client, side.bucket, mapped_prefix, mapped_start))
+
+    def _pages(self, client: Any, bucket: str, prefix: str, start: str | None) -> Iterator[list[ObjectInfo]]:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
+        if start is not None and start >= prefix:
+            kwargs["StartAfter"] = start
+        while True:
+            page = self._request(client=client, **kwargs)
+            yield [_info(item) for item in page.get("Contents", ())]
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not isinstance(token, str) or not token:
+                return
+            kwargs.pop("StartAfter", None)
+            kwargs["ContinuationToken"] = token
+
+
+def _evenly(items: list[str], most: int) -> list[str]:
+    """At most ``most`` of ``items``, spread evenly, in their order."""
+    if len(items) <= most:
+        return items
+    step = len(items) / most
+    return [items[int(i * step)] for i in range(most)]
+
+
+class _Cursor:
+    """A forward-only walk over a listing in key order, one page in memory (a merge-join's other side)."""
+
+    def __init__(self, pages: Iterator[list[ObjectInfo]]) -> None:
+        self._pages = pages
+        self._page: list[ObjectInfo] = []
+        self._index = 0
+        self._ended = False
+
+    def find(self, key: str) -> ObjectInfo | None:
+        """The object at ``key`` if the listing holds it; keys asked for must not decrease."""
+        while not self._ended:
+            while self._index < len(self._page):
+                current = self._page[self._index]
+                if current.key >= key:
+                    return current if current.key == key else None
+                self._index += 1
+            page = next(self._pages, None)
+            if page is None:
+                self._ended = True
+            else:
+                self._page, self._index = page, 0
+        return None
