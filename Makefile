@@ -17,6 +17,7 @@ help:
 	@echo "make test-reliability  the fault, bad-input, load and secrecy suites only"
 	@echo "make bench      ferry against rclone, s5cmd and the AWS CLI (figures in bench/results)"
 	@echo "make bench-load 50 CopyJobs at once against one operator (figures in bench/results)"
+	@echo "make bench-list listing speed: ferry plan against rclone, s5cmd and the AWS CLI behind 50 ms per request"
 
 $(STAMP): pyproject.toml testbed/pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-incident bench-tools bench-load
+.PHONY: bench bench-smoke bench-incident bench-tools bench-load bench-list bench-list-smoke
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -30,3 +30,13 @@ bench-incident: venv testbin
 # The operator under load: 50 CopyJobs × 2,000 objects, two waves (about 15 minutes on 2 cores).
 bench-load: venv testbin
 	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/load.py
+
+# Listing speed: Ferry's planner against rclone, s5cmd and the AWS CLI on one seeded bucket behind 50 ms
+# per request (bench/README.md, "Listing"). Buckets are seeded once into $(BENCH_CACHE)/bench-list.
+# BENCH_LIST_KEYS=100000,1000000 adds the million-key buckets (see the README for how long they take).
+bench-list: venv testbin bench-tools
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/listing.py
+
+# 20,000 keys per layout: under a minute; results in bench/results/list-smoke.{json,md}.
+bench-list-smoke: venv bench-tools
+	BENCH_LIST_SMOKE=1 FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/listing.py

@@ -86,8 +86,11 @@ class LeanListing:
 
 
 def _parse(body: bytes) -> dict[str, Any]:
-    """The ListBucketResult in boto3's shape (keys and prefixes URL-decoded, as boto3 does)."""
+    """The ListBucketResult in boto3's shape, by the XML parser (keys and prefixes URL-decoded when the
+    service says it encoded them, as boto3 does)."""
     root = ElementTree.fromstring(body)
+    url_encoded = any(_local(c.tag) == "EncodingType" and (c.text or "").strip() == "url" for c in root)
+    decode = unquote_plus if url_encoded else (lambda text: text)
     contents: list[dict[str, Any]] = []
     prefixes: list[dict[str, str]] = []
     page: dict[str, Any] = {"IsTruncated": False}
@@ -98,7 +101,7 @@ def _parse(body: bytes) -> dict[str, Any]:
             for field in child:
                 name, value = _local(field.tag), field.text or ""
                 if name == "Key":
-                    item["Key"] = unquote_plus(value)
+                    item["Key"] = decode(value)
                 elif name == "Size":
                     item["Size"] = int(value)
                 elif name == "ETag":
@@ -109,7 +112,7 @@ def _parse(body: bytes) -> dict[str, Any]:
         elif tag == "CommonPrefixes":
             for field in child:
                 if _local(field.tag) == "Prefix":
-                    prefixes.append({"Prefix": unquote_plus(field.text or "")})
+                    prefixes.append({"Prefix": decode(field.text or "")})
         elif tag == "IsTruncated":
             page["IsTruncated"] = (child.text or "").strip() == "true"
         elif tag == "NextContinuationToken":
