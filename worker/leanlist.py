@@ -13,6 +13,8 @@ returned in the shape boto3 returns, so the listing reads both alike.
 
 from __future__ import annotations
 
+import html
+import re
 import xml.etree.ElementTree as ElementTree
 from datetime import datetime
 from typing import Any
@@ -86,6 +88,76 @@ class LeanListing:
 
 
 def _parse(body: bytes) -> dict[str, Any]:
+    """The ListBucketResult in boto3's shape: read by regular expressions when the page is plainly one
+    (a fifth of the XML parser's CPU on 1,000 keys, which decides how fast one planner lists), by the
+    XML parser otherwise, which also refuses what is not XML at all."""
+    page = _parse_plain(body)
+    return page if page is not None else _parse_tree(body)
+
+
+_OPEN = re.compile(r"\s*(?:<\?xml[^>]*\?>\s*)?<ListBucketResult[\s>]")
+_KEY = re.compile(r"<Key>([^<]*)</Key>")
+_SIZE = re.compile(r"<Size>([^<]*)</Size>")
+_ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
+_MODIFIED = re.compile(r"<LastModified>([^<]*)</LastModified>")
+_PREFIX = re.compile(r"<CommonPrefixes><Prefix>([^<]*)</Prefix></CommonPrefixes>")
+_TRUNCATED = re.compile(r"<IsTruncated>\s*(true|false)\s*</IsTruncated>")
+_TOKEN = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+_URL_ENCODED = re.compile(r"<EncodingType>\s*url\s*</EncodingType>")
+
+
+def _text(value: str) -> str:
+    if "&" not in value:
+        return value
+    # ETags come quoted as &quot; on every page: the common case without the general unescaping.
+    value = value.replace("&quot;", '"')
+    return html.unescape(value) if "&" in value else value
+
+
+def _url_decoded(value: str) -> str:
+    return unquote_plus(value) if "%" in value or "+" in value else value
+
+
+def _parse_plain(body: bytes) -> dict[str, Any] | None:
+    """A page as S3 services write it: each entry's fields as plain elements, one of each per entry, so
+    the n-th Key, Size, ETag and LastModified belong to the n-th entry. None when the page is not
+    plainly that (the counts differ, a CDATA section, a comment), for the XML parser to read."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None
+    if _OPEN.match(text) is None or not text.rstrip().endswith("</ListBucketResult>"):
+        return None
+    if "<![CDATA[" in text or "<!--" in text or "<Contents " in text:
+        return None
+    entries = text.count("<Contents>")
+    keys, sizes = _KEY.findall(text), _SIZE.findall(text)
+    etags, modified = _ETAG.findall(text), _MODIFIED.findall(text)
+    prefixes = _PREFIX.findall(text)
+    if not len(keys) == len(sizes) == len(etags) == len(modified) == entries:
+        return None
+    if len(prefixes) != text.count("<CommonPrefixes>") or len(_TRUNCATED.findall(text)) != 1:
+        return None
+    decode = _url_decoded if _URL_ENCODED.search(text) else _text
+    try:
+        contents = [
+            {"Key": decode(_text(k)), "Size": int(s), "ETag": _text(e), "LastModified": _time(m)}
+            for k, s, e, m in zip(keys, sizes, etags, modified, strict=True)
+        ]
+    except ValueError:
+        return None
+    page: dict[str, Any] = {"IsTruncated": _TRUNCATED.search(text).group(1) == "true"}  # type: ignore[union-attr]
+    token = _TOKEN.search(text)
+    if token is not None:
+        page["NextContinuationToken"] = _text(token.group(1))
+    if contents:
+        page["Contents"] = contents
+    if prefixes:
+        page["CommonPrefixes"] = [{"Prefix": decode(_text(p))} for p in prefixes]
+    return page
+
+
+def _parse_tree(body: bytes) -> dict[str, Any]:
     """The ListBucketResult in boto3's shape, by the XML parser (keys and prefixes URL-decoded when the
     service says it encoded them, as boto3 does)."""
     root = ElementTree.fromstring(body)

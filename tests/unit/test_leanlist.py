@@ -3,6 +3,7 @@ when the service says it encoded them."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ElementTree
 from datetime import UTC, datetime
 
@@ -65,3 +66,33 @@ def test_a_page_reads_in_boto3_s_shape() -> None:
 def test_an_answer_that_is_not_xml_is_refused_not_read_as_an_empty_page(body: bytes) -> None:
     with pytest.raises(ElementTree.ParseError):
         _parse(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Entries with their fields in another order, as some services write them.
+        re.sub(
+            rb"<Key>([^<]*)</Key>(.*?)<Size>([0-9]+)</Size>",
+            rb"<Size>\3</Size>\2<Key>\1</Key>",
+            page(["b1", "b2%2B"], encoding="url"),
+        ),
+        # A comment, a CDATA section and an attribute: valid XML the regular expressions leave to the parser.
+        page(["c1"], encoding=None).replace(b"<Contents>", b"<!-- x --><Contents>"),
+        page(["c1"], encoding=None).replace(b"<Key>c1</Key>", b"<Key><![CDATA[c1]]></Key>"),
+        page(["c1"], encoding=None).replace(b"<Contents>", b'<Contents id="1">'),
+        # Whitespace between elements, as pretty-printing services write it.
+        page(["d1", "d2"], encoding="url", prefixes=("p/",)).replace(b"><", b">\n  <"),
+    ],
+)
+def test_any_layout_of_a_valid_page_reads_as_the_xml_parser_reads_it(body: bytes) -> None:
+    from ferry.worker.leanlist import _parse_tree
+
+    assert _parse(body) == _parse_tree(body)
+
+
+def test_a_page_whose_entries_do_not_line_up_is_left_to_the_xml_parser() -> None:
+    from ferry.worker.leanlist import _parse_plain
+
+    body = page(["e1", "e2"], encoding=None).replace(b"<Size>8</Size>", b"", 1)
+    assert _parse_plain(body) is None
