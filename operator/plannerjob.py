@@ -120,7 +120,8 @@ def render_planner_job(
         "containers": [container],
         "volumes": [
             {"name": "spec", "configMap": {"name": planner_name(owner.name)}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+            # ORC and Parquet inventory files are spooled here to be read (manifestio.MAX_SPOOLED_BYTES).
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
     account = identity.service_account or service_account

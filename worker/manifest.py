@@ -125,7 +125,7 @@ def parse_time(value: Any, where: str) -> datetime | None:
 
 def _etag(value: Any, where: str) -> str:
     text = "" if value is None else str(value).strip().strip('"')
-    if len(text) > 128 or not text.isascii() or any(not c.isprintable() for c in text):
+    if len(text) > 128 or not text.isascii() or not text.isprintable():
         raise ManifestError(f"{where}: ETag {excerpt(text)} is not an S3 ETag")
     return text
 

@@ -9,7 +9,6 @@ read as they arrive; ORC and Parquet files, which need random access, are spoole
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -142,13 +141,32 @@ def _inventory_file(opener: _Opener, inventory: Inventory, data_file: DataFile) 
     with tempfile.TemporaryFile(prefix="ferry-inventory-") as spool:
         with opener.open(data_file.key) as stream, _guarded(name):
             checked = Checked(stream, name, data_file)
-            shutil.copyfileobj(checked, spool, 1024 * 1024)
+            _spool(checked, spool, name)
             checked.verify()
         spool.seek(0)
         batches = (
             _orc_batches(spool, name) if inventory.file_format == "ORC" else _parquet_batches(spool, name)
         )
         yield from inventory_batch_rows(batches, name, inventory.source_bucket)
+
+
+#: Rows of a columnar file turned into Python values at once: a few MiB, whatever the file's row groups.
+BATCH_ROWS = 8192
+#: Largest ORC or Parquet data file spooled to local disk to be read (the planner's and workers' /tmp
+#: hold 1 GiB); inventories are written in many files, so a larger one is most likely not an inventory.
+MAX_SPOOLED_BYTES = 768 * 2**20
+
+
+def _spool(source: Checked, spool: IO[bytes], name: str) -> None:
+    copied = 0
+    while chunk := source.read(2**20):
+        copied += len(chunk)
+        if copied > MAX_SPOOLED_BYTES:
+            raise ManifestError(
+                f"{name}: larger than {MAX_SPOOLED_BYTES // 2**20} MiB, the most Ferry reads of one ORC or "
+                "Parquet inventory file; configure the inventory in CSV, or split it"
+            )
+        spool.write(chunk)
 
 
 def _columns(table: Any) -> dict[str, list[Any]]:
@@ -161,14 +179,19 @@ def _parquet_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[st
     try:
         reader = pyarrow.parquet.ParquetFile(spool)
         wanted = [c for c in reader.schema_arrow.names if c in COLUMNAR_COLUMNS]
+        batches = reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted)
     except Exception as exc:
         raise ManifestError(f"{name}: not a Parquet file ({type(exc).__name__})") from exc
-    for group in range(reader.num_row_groups):
+    start = 0
+    while True:
         try:
-            table = reader.read_row_group(group, columns=wanted)
+            batch = next(batches, None)
         except Exception as exc:
-            raise ManifestError(f"{name}, row group {group + 1}: unreadable ({type(exc).__name__})") from exc
-        yield f"row group {group + 1}", _columns(table)
+            raise ManifestError(f"{name}, after row {start}: unreadable ({type(exc).__name__})") from exc
+        if batch is None:
+            return
+        yield f"rows {start + 1}-{start + batch.num_rows}", _columns(batch)
+        start += batch.num_rows
 
 
 def _orc_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[str, list[Any]]]]:
@@ -184,7 +207,9 @@ def _orc_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[str, l
             batch = reader.read_stripe(stripe, columns=wanted)
         except Exception as exc:
             raise ManifestError(f"{name}, stripe {stripe + 1}: unreadable ({type(exc).__name__})") from exc
-        yield f"stripe {stripe + 1}", _columns(batch)
+        for offset in range(0, batch.num_rows, BATCH_ROWS):
+            part = batch.slice(offset, BATCH_ROWS)
+            yield f"stripe {stripe + 1}, rows {offset + 1}-{offset + part.num_rows}", _columns(part)
 
 
 def manifest_objects(spec: CopyJobSpec, client: Any, call: Call | None = None) -> Iterator[ObjectInfo]:

@@ -180,7 +180,9 @@ def test_a_corrupted_inventory_file_stops_the_run_naming_the_file(server: S3Endp
     code, summary = _run(
         tmp_path, server, src, dst, f'manifest: {{format: inventory, bucket: {inv}, key: "{key}"}}'
     )
-    assert (code, summary["state"]) == (2, "invalid"), summary  # the input is wrong: a re-run alone fails again
+    assert (code, summary["state"]) == (2, "invalid"), (
+        summary
+    )  # the input is wrong: a re-run alone fails again
     assert f"s3://{inv}/inv/{src}/cfg/data/1.csv.gz" in summary["error"]
     assert _keys(client, dst) == set()  # nothing is copied from a manifest that cannot be read whole
 
