@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.model.plan import Shard
+from ferry.model.quantity import format_duration
 from ferry.operator.accounting import PaceBefore, PaceNow, ShardCount, Tally, account, pace, percent
 from ferry.operator.conditions import Condition
 from ferry.operator.planfile import TIME_FORMAT
-from ferry.worker.display import format_duration
 from ferry.worker.statusdoc import WorkerReport, parse_report
 
 FAILED_SAMPLE = 20

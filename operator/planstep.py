@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ferry.model import CopyJobSpec, format_bytes
+from ferry.model.quantity import format_duration
 from ferry.operator import conditions as cond
 from ferry.operator.caps import MIN_SHARDS_BYTES, cut_shards, plan_summary
 from ferry.operator.children import create_owned, now, require_owned
@@ -47,7 +48,6 @@ from ferry.operator.render import (
     render_plan,
     shards_budget,
 )
-from ferry.worker.display import format_duration
 
 if TYPE_CHECKING:
     from ferry.operator.reconcile import Context

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ferry.model import CopyJobSpec, Overwrite, format_bytes
+from ferry.model.quantity import format_duration
 from ferry.operator.caps import plan_summary
 from ferry.operator.cost import CostEstimate, Prices, cost_json, cost_lines, estimate
 from ferry.operator.planfile import StoredPlan
@@ -21,7 +22,6 @@ from ferry.operator.sizing import (
     Sizing,
     objects_per_second_per_pod,
 )
-from ferry.worker.display import format_duration
 from ferry.worker.parts import DEFAULT_PART
 
 MiB = 2**20

@@ -138,9 +138,16 @@ class Context:
 
 def parse_spec(raw: dict[str, Any]) -> CopyJobSpec:
     try:
-        return CopyJobSpec.model_validate(raw, by_alias=True, by_name=False)
+        spec = CopyJobSpec.model_validate(raw, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise InvalidSpec(format_validation_error(exc, CopyJobSpec)) from exc
+    # The CRD refuses it too; a CopyJob stored before that rule, or an API server without CEL, is held here.
+    if spec.source.manifest is not None and spec.source.manifest.file is not None:
+        raise InvalidSpec(
+            "spec.source.manifest.file: a local file is for `ferry run` and `ferry plan` only; on a cluster, "
+            "name the manifest by spec.source.manifest.bucket and key"
+        )
+    return spec
 
 
 def _stalled_status(status: dict[str, Any], reason: str, message: str, generation: int) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ferry.model.quantity import format_duration
 from ferry.operator.planning import Histogram
 from ferry.worker.budget import CGROUP_FRACTION, RUNTIME_RESERVE, minimum_memory_limit
-from ferry.worker.display import format_duration
 from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
 
 MiB = 2**20

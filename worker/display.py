@@ -26,6 +26,7 @@ from rich.progress_bar import ProgressBar
 from rich.text import Text
 
 from ferry.model import format_bytes
+from ferry.model.quantity import format_duration
 from ferry.worker.engine import Progress
 
 #: A rate is shown once the run has lasted this long.
@@ -36,19 +37,6 @@ LIVE_INTERVAL = 0.25
 PLAIN_INTERVAL = 10.0
 BAR_WIDTH = 40
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
 
 
 def format_percent(done: int, total: int) -> str:

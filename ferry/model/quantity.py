@@ -113,3 +113,17 @@ def parse_cpu(value: str | int) -> int:
 def to_cpu_quantity(millis: int) -> str:
     """The shortest exact CPU quantity for millicores (``2000`` -> ``2``, ``1500`` -> ``1500m``)."""
     return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def format_duration(seconds: float | None) -> str:
+    """A duration for people: 2h05m, 4m10s, 7s; "--" when unknown."""
+    if seconds is None:
+        return "--"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

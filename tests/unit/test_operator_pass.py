@@ -503,6 +503,16 @@ def test_pods_the_job_does_not_control_are_not_counted(world: World) -> None:
     assert [w for w in world.kube.writes if w[0] == "patch" and w[2].endswith("-progress")]
 
 
+def test_a_manifest_named_by_a_local_file_is_refused_before_any_pod_runs(world: World) -> None:
+    """The CRD refuses manifest.file; a CopyJob stored before that rule must not make a planner pod read
+    a file of its own image."""
+    spec = {**SPEC, "source": {**SPEC["source"], "manifest": {"format": "csv", "file": "/etc/passwd"}}}
+    status = world.passes(2, spec=spec)
+    condition = stalled(status)
+    assert condition["reason"] == "InvalidSpec" and "spec.source.manifest.file" in condition["message"]
+    assert world.kube.writes == [] and world.listings == []
+
+
 # -- the platform's tenancy policy ----------------------------------------------------------------
 
 NO_SECRETS = {"source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucket"}}
