@@ -68,6 +68,11 @@ class TooManyKeys(Exception):
         self.listed = listed
 
 
+class NotAListing(ValueError):
+    """The endpoint's pages break what S3 guarantees (key order, StartAfter, continuation tokens): it is
+    not an S3 service, or not a sane one, and asking again cannot help."""
+
+
 class DeadlinePassed(Exception):
     """The listing took longer than its deadline."""
 
@@ -390,7 +395,7 @@ class ParallelListing:
             kwargs.pop("StartAfter", None)
             token = page.get("NextContinuationToken")
             if not isinstance(token, str) or not token:
-                raise ValueError("a truncated listing page carries no continuation token")
+                raise NotAListing("a truncated listing page carries no continuation token")
             kwargs["ContinuationToken"] = token
 
     def _within_prefix(self, prefix: str, start: str | None, end: str | None) -> bool:
@@ -436,7 +441,7 @@ class ParallelListing:
                     break
                 if r.position is not None and not obj.key > r.position:
                     # Out of order (a server that is not S3, or worse): a plan from it could lose keys.
-                    raise ValueError("the listing is not in key order")
+                    raise NotAListing("the listing is not in key order")
                 self._listed += 1
                 r.listed += 1
                 r.position = obj.key

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.model import CopyJobSpec
+from ferry.model.quantity import format_duration
 from ferry.operator.planresult import PlanResult
 from ferry.operator.render import fit_shards, shards_budget
-from ferry.worker.display import format_duration
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.leanlist import LeanListing
 from ferry.worker.parallel_listing import (
@@ -29,6 +29,7 @@ from ferry.worker.parallel_listing import (
     DeadlinePassed,
     DestinationSide,
     ListingCounts,
+    NotAListing,
     ParallelListing,
     TooManyKeys,
 )
@@ -207,6 +208,14 @@ def scan(
             reason,
             f"listing {where} failed after {exc.attempts} attempt(s): {exc.last.code}: {exc.last.message}",
             retry=reason == "ListingFailed",
+        ) from exc
+    except NotAListing as exc:
+        # Pages out of key order, or a truncated page without a token: an endpoint that ignores StartAfter
+        # and continuation tokens (or answers endlessly with whatever it likes) fails the same way again.
+        raise PlanningStopped(
+            "NotS3",
+            f"listing {where} failed: spec.source.endpoint answers listings that break S3's rules ({exc}); "
+            "it does not behave as an S3 service: check spec.source.endpoint",
         ) from exc
     except (KeyError, TypeError, ValueError) as exc:
         # An answer that is not a listing (no Key, a Size that is not a number): never a partial plan.
