@@ -281,11 +281,19 @@ def test_csv_key_lists(text: str, expected: list[ManifestRow]) -> None:
         ("key,size\na\n", "line 2: 1 columns, the header names 2"),
         ("key,size\na,\n", "line 2: no size"),
         ("bucket,key,size\nother-bucket,a,1\n", "line 2: a key of bucket 'other-bucket'"),
+        (
+            'key,size\n"a\nb",3\nc,4\n',
+            "line 2: a quoted field runs over 2 lines; keys with line breaks need jsonl",
+        ),
+        ('key,size\na,1\nb,2\n"x\ny\nz",5\n', "line 4: a quoted field runs over 3 lines"),
+        ('key,size\n"a"x,3\n', "line 2: not one CSV record"),
+        ('key,size\na,1\n"b,2\n', "line 3: not one CSV record"),
+        ("key,size\na,1\n\udcff,2\n", "line 3: not UTF-8"),
     ],
 )
 def test_csv_key_list_errors(text: str, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
-        list(key_list_csv_rows(io.BytesIO(text.encode()), "keys.csv", BUCKET))
+        list(key_list_csv_rows(io.BytesIO(text.encode("utf-8", "surrogateescape")), "keys.csv", BUCKET))
 
 
 def test_jsonl_key_lists() -> None:
