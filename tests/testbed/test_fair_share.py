@@ -119,11 +119,12 @@ def test_forty_copyjobs_at_once_from_one_namespace_do_not_hold_back_another_tena
         custom.delete_namespaced_custom_object(
             "ferry.dev", "v1alpha1", crowd_ns, "copyjobs", f"crowd-{i:02d}"
         )
-    # Gone before this module's operator stops: no later operator finds them half-deleted.
+    # Gone before this module's operator stops: no later operator finds them half-deleted. Clean-up, not
+    # the behaviour under test: 40 deletions queue behind the crowd's own passes on 2 busy cores.
     wait_for(
         "the crowd deleted",
         lambda: (
             not custom.list_namespaced_custom_object("ferry.dev", "v1alpha1", crowd_ns, "copyjobs")["items"]
         ),
-        timeout=60,
+        timeout=180,
     )
