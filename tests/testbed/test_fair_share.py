@@ -50,13 +50,19 @@ def rss_bytes(pid: int) -> int:
 
 
 def live_pods(cluster: Any, namespace: str, component: str) -> int:
-    pods = cluster.core.list_namespaced_pod(
-        namespace, label_selector=f"app.kubernetes.io/component={component}"
-    )
+    """Pods of ``component`` at work: running or pending, not being deleted, and their Job still there. A
+    planner whose plan the operator has read has its Job deleted; until the garbage collector reaches
+    its pod (seconds on a loaded machine) that pod only waits for its SIGTERM, and plans nothing."""
+    selector = f"app.kubernetes.io/component={component}"
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector=selector)
+    jobs = cluster.batch.list_namespaced_job(namespace, label_selector=selector)
+    alive = {j.metadata.uid for j in jobs.items if j.metadata.deletion_timestamp is None}
     return sum(
         1
         for p in pods.items
-        if p.metadata.deletion_timestamp is None and p.status.phase in ("Pending", "Running")
+        if p.metadata.deletion_timestamp is None
+        and p.status.phase in ("Pending", "Running")
+        and any(ref.uid in alive for ref in p.metadata.owner_references or [])
     )
 
 
