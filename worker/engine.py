@@ -311,14 +311,20 @@ class CopyEngine:
 
     def _pairs(self) -> Iterator[Any]:
         spec = self.spec
-        start_after = self.key_range.start_after
         if spec.source.manifest is not None:
-            return self._resolved(self._manifest_pairs())
-        sources = prefetch(
-            self._counted(self._list(self.source_client, spec.source.bucket, spec.source.prefix, start_after))
+            return self._resolved(self._joined(self._manifest_objects()))
+        listed = self._list(
+            self.source_client, spec.source.bucket, spec.source.prefix, self.key_range.start_after
         )
+        return self._joined(prefetch(self._counted(listed)))
+
+    def _joined(self, sources: Iterator[ObjectInfo]) -> Iterator[Pair]:
+        """Each source object of the range with its destination counterpart, from one forward pass over
+        the destination's listing (none when every object is overwritten anyway)."""
+        spec = self.spec
         destinations = None
         if spec.overwrite is not Overwrite.ALWAYS:
+            start_after = self.key_range.start_after
             dest_start = (
                 destination_key(start_after, spec.source.prefix, spec.destination.prefix)
                 if start_after and start_after.startswith(spec.source.prefix)
@@ -338,14 +344,13 @@ class CopyEngine:
 
     # -- a manifest instead of the source listing ---------------------------------------------------------
 
-    def _manifest_pairs(self) -> Iterator[Pair]:
-        """The manifest's objects in this key range, sorted, merge-joined with the destination listing.
+    def _manifest_objects(self) -> Iterator[ObjectInfo]:
+        """The manifest's objects in this key range, sorted by key, one per key, counted as listed.
 
         A shard's rows are bounded by the shard's size, so they are sorted in memory; `ferry run` (one
         range, the whole manifest) is bounded by MAX_MANIFEST_ROWS."""
-        spec = self.spec
         kept: list[ObjectInfo] = []
-        for obj in manifest_objects(spec, self.source_client, self._manifest_call):
+        for obj in manifest_objects(self.spec, self.source_client, self._manifest_call):
             if self.key_range.contains(obj.key):
                 kept.append(obj)
                 if len(kept) > MAX_MANIFEST_ROWS:
@@ -363,26 +368,7 @@ class CopyEngine:
         with self._lock:
             self._counts = self._counts.list_page(len(unique), sum(obj.size for obj in unique))
             self._counts = replace(self._counts, listed_all=True)
-        del kept
-        destinations = None
-        if spec.overwrite is not Overwrite.ALWAYS:
-            start_after = self.key_range.start_after
-            dest_start = (
-                destination_key(start_after, spec.source.prefix, spec.destination.prefix)
-                if start_after and start_after.startswith(spec.source.prefix)
-                else None
-            )
-            destinations = prefetch(
-                self._list(
-                    self.destination_client, spec.destination.bucket, spec.destination.prefix, dest_start
-                )
-            )
-        return merge_join(
-            iter(unique),
-            destinations,
-            lambda key: destination_key(key, spec.source.prefix, spec.destination.prefix),
-            self.key_range,
-        )
+        return iter(unique)
 
     def _manifest_call(self, request: Callable[[], Any]) -> Any:
         """Reading the manifest's files: retried, counted and rate-limited like the listing it replaces."""
