@@ -17,6 +17,7 @@ from typing import Any
 from ferry.model.plan import SHARDS_FILE, SPEC_FILE, SUMMARY_FILE, Shard
 from ferry.model.quantity import parse_bytes, to_quantity
 from ferry.operator.planning import BUCKET_BOUNDS, Histogram
+from ferry.operator.planresult import PlanResultInvalid, parse_existing, parse_list_requests
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -110,21 +111,9 @@ def read_plan(data: dict[str, str] | None) -> StoredPlan:
         listed_at = datetime.strptime(str(summary.get("listedAt")), TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError as exc:
         raise PlanUnreadable(f"listedAt {summary.get('listedAt')!r} is not a time") from exc
-    return StoredPlan(histogram, shards, listed_at, _existing(summary, histogram), _list_requests(summary))
-
-
-def _existing(summary: dict[str, Any], histogram: Histogram) -> tuple[int, int] | None:
-    raw = summary.get("existing")
-    if raw is None:
-        return None
-    if not isinstance(raw, dict):
-        raise PlanUnreadable("existing is not an object")
-    objects, size = _count(raw.get("objects"), "existing.objects"), _count(raw.get("bytes"), "existing.bytes")
-    if objects > histogram.objects or size > histogram.bytes:
-        raise PlanUnreadable("existing counts more than the plan holds")
-    return objects, size
-
-
-def _list_requests(summary: dict[str, Any]) -> int | None:
-    raw = summary.get("listRequests")
-    return None if raw is None else min(_count(raw, "listRequests"), 10**9)
+    try:
+        existing = parse_existing(summary.get("existing"), histogram)
+        list_requests = parse_list_requests(summary.get("listRequests"))
+    except PlanResultInvalid as exc:
+        raise PlanUnreadable(str(exc)) from exc
+    return StoredPlan(histogram, shards, listed_at, existing, list_requests)

@@ -198,12 +198,18 @@ def parse_plan_result(text: str) -> PlanResult:
     if not isinstance(checked, bool):
         raise PlanResultInvalid("destinationChecked is not true or false")
     return PlanResult(
-        histogram, pieces, listed_at, checked, _existing(raw.get("existing"), histogram), _requests(raw)
+        histogram,
+        pieces,
+        listed_at,
+        checked,
+        parse_existing(raw.get("existing"), histogram),
+        parse_list_requests(raw.get("listRequests")),
     )
 
 
-def _existing(raw: Any, histogram: Histogram) -> tuple[int, int] | None:
-    """What the destination holds of the plan: never more objects or bytes than the source has."""
+def parse_existing(raw: Any, histogram: Histogram) -> tuple[int, int] | None:
+    """What the destination holds of the plan, as a planner answers it and the plan ConfigMap keeps it:
+    never more objects or bytes than the source has. Raises PlanResultInvalid."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -214,10 +220,11 @@ def _existing(raw: Any, histogram: Histogram) -> tuple[int, int] | None:
     return objects, size
 
 
-def _requests(raw: dict[str, Any]) -> int | None:
-    if raw.get("listRequests") is None:
+def parse_list_requests(raw: Any) -> int | None:
+    """Planning's request count, bounded. Raises PlanResultInvalid."""
+    if raw is None:
         return None
-    requests = _count(raw["listRequests"], "listRequests")
+    requests = _count(raw, "listRequests")
     if requests > MAX_LIST_REQUESTS:
         raise PlanResultInvalid("listRequests is larger than any listing makes")
     return requests
