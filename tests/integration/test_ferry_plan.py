@@ -61,12 +61,15 @@ def write_job(
     source_endpoint: str | None = None,
     destination_secret: bool = True,
     extra: str = "",
+    manifest: str | None = None,
 ) -> Path:
+    """A CopyJob file with its Secrets; ``manifest`` is spec.source.manifest in YAML flow style."""
+    named = f", manifest: {manifest}" if manifest else ""
     text = f"""apiVersion: ferry.dev/v1alpha1
 kind: CopyJob
 metadata: {{name: plan-test}}
 spec:
-  source: {{bucket: {src}, endpoint: "{source_endpoint or endpoint.url}", credentialsSecret: src-creds}}
+  source: {{bucket: {src}, endpoint: "{source_endpoint or endpoint.url}", credentialsSecret: src-creds{named}}}
   destination: {{bucket: {dst}, endpoint: "{endpoint.url}", credentialsSecret: dst-creds}}
 {extra}"""
     for name in ("src-creds", "dst-creds") if destination_secret else ("src-creds",):
@@ -216,13 +219,9 @@ def test_plan_reads_the_manifest_instead_of_listing_the_source(
     keys = [f"p{i % 3}/obj-{i:04d}" for i in range(OBJECTS - 1, OBJECTS - 61, -2)]
     manifest = tmp_path / "keys.jsonl"
     manifest.write_text("".join(json.dumps({"key": key, "size": SIZE}) + "\n" for key in keys))
-    job = write_job(tmp_path / "job.yaml", gateway, *buckets)
-    text = job.read_text().replace(
-        "credentialsSecret: src-creds}",
-        f'credentialsSecret: src-creds, manifest: {{format: jsonl, file: "{manifest}"}}}}',
-        1,
+    job = write_job(
+        tmp_path / "job.yaml", gateway, *buckets, manifest=f'{{format: jsonl, file: "{manifest}"}}'
     )
-    job.write_text(text)
     result = ferry_plan("-f", str(job), "--output", "json", "--progress", "none")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -237,13 +236,7 @@ def test_plan_of_a_corrupt_manifest_exits_2_naming_the_file_and_line(
 ) -> None:
     manifest = tmp_path / "keys.csv"
     manifest.write_text('key,size\n"p0/obj-0000",3000\n"p0/obj-0003",three thousand\n')
-    job = write_job(tmp_path / "job.yaml", gateway, *buckets)
-    text = job.read_text().replace(
-        "credentialsSecret: src-creds}",
-        f'credentialsSecret: src-creds, manifest: {{format: csv, file: "{manifest}"}}}}',
-        1,
-    )
-    job.write_text(text)
+    job = write_job(tmp_path / "job.yaml", gateway, *buckets, manifest=f'{{format: csv, file: "{manifest}"}}')
     result = ferry_plan("-f", str(job), "--output", "json", "--progress", "none")
     assert result.returncode == 2, result.stderr
     document = json.loads(result.stdout)

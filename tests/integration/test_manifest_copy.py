@@ -9,9 +9,7 @@ import hashlib
 import io
 import itertools
 import json
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +28,14 @@ from ferry.worker.objects import KeyRange
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, Credentials, list_pages, make_client
 from support.engine import FAST_RETRY
-from testbed.binaries import MissingBinariesError, TestBinaries, find_bin_dir
-from testbed.s3server import MotoServer, S3Endpoint
-from testbed.versitygw import VersityGW
+from testbed.s3server import S3Endpoint
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    try:
-        binaries = TestBinaries(find_bin_dir())
-        has_versitygw = binaries.path("versitygw").is_file()
-    except (MissingBinariesError, OSError, subprocess.SubprocessError):
-        has_versitygw = False
-    if has_versitygw:
-        with VersityGW(binaries, tmp_path_factory.mktemp("versitygw")) as gateway:
-            yield gateway.endpoint
-    else:
-        with MotoServer() as moto:
-            yield moto.endpoint
+def server(versitygw_or_moto: S3Endpoint) -> S3Endpoint:
+    return versitygw_or_moto
 
 
 def _bucket(client: Any, name: str) -> str:

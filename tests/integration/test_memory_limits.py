@@ -23,7 +23,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,7 @@ from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
 from support.containers import docker_host, ferry_image
 from support.engine import FAST_RETRY, digest_map
-from testbed.binaries import MissingBinariesError, TestBinaries, find_bin_dir
-from testbed.s3server import MotoServer, S3Endpoint
-from testbed.versitygw import VersityGW
+from testbed.s3server import S3Endpoint
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,19 +49,8 @@ LARGE, LARGE_SIZE, SMALL = 2, 300 * MiB, 300
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    """versitygw (a real S3 server, fast enough for 600 MiB) when `make testbin` built it, else moto."""
-    try:
-        binaries = TestBinaries(find_bin_dir())
-        has_versitygw = binaries.path("versitygw").is_file()
-    except (MissingBinariesError, OSError, subprocess.SubprocessError):
-        has_versitygw = False
-    if has_versitygw:
-        with VersityGW(binaries, tmp_path_factory.mktemp("versitygw")) as gateway:
-            yield gateway.endpoint
-    else:
-        with MotoServer() as moto:
-            yield moto.endpoint
+def server(versitygw_or_moto: S3Endpoint) -> S3Endpoint:
+    return versitygw_or_moto
 
 
 @pytest.fixture(scope="module")

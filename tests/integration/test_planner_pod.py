@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.operator.planning import group_pieces
-from ferry.operator.planresult import parse_plan_result, parse_planner_failure
+from ferry.operator.planresult import PlannerFailure, parse_plan_result, parse_planner_failure
 from testbed.s3server import free_port
 
 SECONDS = 60.0
@@ -88,6 +88,14 @@ def wait_plan(run: dict[str, Any]) -> str:
     raise AssertionError("the planner served no plan in time")
 
 
+def failed(run: dict[str, Any], reason: str) -> PlannerFailure:
+    """The failure a planner that could not plan ends with: exit 2 and its document, with ``reason``."""
+    assert run["process"].wait(SECONDS) == 2
+    failure = parse_planner_failure(run["termination"].read_text())
+    assert failure is not None and failure.reason == reason, failure
+    return failure
+
+
 def spec(s3: Any, source: str, destination: str, **extra: Any) -> dict[str, Any]:
     url = s3.endpoint.url
     return {
@@ -119,9 +127,7 @@ def test_the_planner_serves_a_plan_the_operator_accepts_and_stops_when_told(tmp_
 def test_every_location_problem_is_reported_at_once_and_ends_exit_2(tmp_path: Path, s3: Any) -> None:
     body = spec(s3, "no-such-source-bucket", "no-such-destination-bucket")
     with planner(tmp_path, body, s3) as run:
-        assert run["process"].wait(SECONDS) == 2
-        failure = parse_planner_failure(run["termination"].read_text())
-        assert failure is not None and failure.reason == "BucketNotFound"
+        failure = failed(run, "BucketNotFound")
         assert "spec.source" in failure.message and "spec.destination" in failure.message
 
 
@@ -141,17 +147,13 @@ def test_the_platform_s_object_cap_stops_the_listing(tmp_path: Path, s3: Any) ->
     source, destination = s3.make_bucket("plan-src"), s3.make_bucket("plan-dst")
     fill(s3, source, 120, size=10)
     with planner(tmp_path, spec(s3, source, destination), s3, FERRY_MAX_OBJECTS_PER_COPYJOB="50") as run:
-        assert run["process"].wait(SECONDS) == 2
-        failure = parse_planner_failure(run["termination"].read_text())
-        assert failure is not None and failure.reason == "TooManyObjects" and "50" in failure.message
+        assert "50" in failed(run, "TooManyObjects").message
 
 
 def test_an_endpoint_the_platform_does_not_allow_gets_no_request(tmp_path: Path, s3: Any) -> None:
     source, destination = s3.make_bucket("plan-src"), s3.make_bucket("plan-dst")
     with planner(tmp_path, spec(s3, source, destination), s3, FERRY_ALLOWED_ENDPOINTS="") as run:
-        assert run["process"].wait(SECONDS) == 2
-        failure = parse_planner_failure(run["termination"].read_text())
-        assert failure is not None and failure.reason == "EndpointNotAllowed"
+        failure = failed(run, "EndpointNotAllowed")
         assert "loopback" in failure.message
 
 
@@ -197,9 +199,7 @@ def test_a_corrupt_manifest_ends_exit_2_naming_the_file_and_line(tmp_path: Path,
     body_spec = spec(s3, source, destination)
     body_spec["source"]["manifest"] = {"format": "jsonl", "bucket": lists, "key": "keys.jsonl"}
     with planner(tmp_path, body_spec, s3) as run:
-        assert run["process"].wait(SECONDS) == 2
-        failure = parse_planner_failure(run["termination"].read_text())
-        assert failure is not None and failure.reason == "ManifestInvalid"
+        failure = failed(run, "ManifestInvalid")
         assert "keys.jsonl" in failure.message and "line 4" in failure.message
 
 
@@ -214,7 +214,5 @@ def test_a_manifest_that_is_not_there_ends_exit_2_naming_where_it_was_looked_for
     body_spec = spec(s3, source, destination)
     body_spec["source"]["manifest"] = {"format": "csv", "bucket": lists, "key": "missing.csv"}
     with planner(tmp_path, body_spec, s3) as run:
-        assert run["process"].wait(SECONDS) == 2
-        failure = parse_planner_failure(run["termination"].read_text())
-        assert failure is not None and failure.reason == "ManifestInvalid"
+        failure = failed(run, "ManifestInvalid")
         assert "missing.csv" in failure.message and "manifest.key" in failure.message
