@@ -15,6 +15,8 @@ the count. Generators, not lists: a million keys never sit in memory at once.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,3 +82,16 @@ def keys(layout: str, count: int) -> Iterator[Key]:
     if layout == "flat":
         return flat_keys(count)
     raise ValueError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+
+
+@functools.cache
+def zero_md5(size: int) -> str:
+    """The MD5 (and so the ETag) of ``size`` zero bytes: every seeded object's content."""
+    digest = hashlib.md5()
+    block = bytes(min(size, 1 << 20))
+    left = size
+    while left:
+        n = min(left, len(block))
+        digest.update(block[:n])
+        left -= n
+    return digest.hexdigest()

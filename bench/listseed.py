@@ -36,19 +36,6 @@ def bucket_name(layout: str, count: int) -> str:
     return f"list-{layout}-{count}"
 
 
-def _zero_md5(size: int, cache: dict[int, str]) -> str:
-    if size not in cache:
-        h = hashlib.md5()
-        block = bytes(min(size, 1 << 20))
-        left = size
-        while left:
-            n = min(left, len(block))
-            h.update(block[:n])
-            left -= n
-        cache[size] = h.hexdigest()
-    return cache[size]
-
-
 def marker_path(cache: Path, layout: str, count: int) -> Path:
     return cache / f"{bucket_name(layout, count)}.seeded.json"
 
@@ -88,7 +75,6 @@ def seed(
         shutil.rmtree(root)
     s3.create_bucket(Bucket=bucket)
     t = time.monotonic()
-    md5s: dict[int, str] = {}
     made: set[str] = set()
     total = n = 0
     flags = os.O_CREAT | os.O_WRONLY | os.O_EXCL
@@ -100,7 +86,7 @@ def seed(
         fd = os.open(root / key.name, flags, 0o644)
         try:
             os.ftruncate(fd, key.size)  # sparse: the size without the blocks
-            os.setxattr(fd, "user.etag", f'"{_zero_md5(key.size, md5s)}"'.encode())
+            os.setxattr(fd, "user.etag", f'"{listkeys.zero_md5(key.size)}"'.encode())
             os.setxattr(fd, "user.content-type", b"application/octet-stream")
         finally:
             os.close(fd)

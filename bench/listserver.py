@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import hashlib
 import signal
 import sys
 import threading
@@ -45,7 +44,7 @@ class Index:
         for key in listkeys.keys(layout, count):
             self.names.append(key.name)
             self.sizes.append(key.size)
-        self.etags = {size: _zero_md5(size) for size in set(self.sizes)}
+        self.etags = {size: listkeys.zero_md5(size) for size in set(self.sizes)}
 
     def page(
         self, prefix: str, delimiter: str, marker: str, max_keys: int
@@ -74,17 +73,6 @@ class Index:
             i += 1
         more = i < len(names) and names[i].startswith(prefix)
         return keys, prefixes, more, last
-
-
-def _zero_md5(size: int) -> str:
-    h = hashlib.md5()
-    block = bytes(min(size, 1 << 20))
-    left = size
-    while left:
-        n = min(left, len(block))
-        h.update(block[:n])
-        left -= n
-    return h.hexdigest()
 
 
 def _xml_error(code: str, message: str) -> bytes:

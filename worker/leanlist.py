@@ -2,9 +2,9 @@
 connections, the answer parsed without botocore's model-driven parser.
 
 Where it sits: `worker/scan.py` hands the parallel listing (`worker/parallel_listing.py`) this wrapper
-instead of the boto3 client. Measured on a 1,000-key page, botocore spends about 68 ms of CPU parsing it
-(a shape lookup and a dateutil timestamp parse per field), which caps a 2-core planner near 25 pages/s
-whatever the number of listers; this parser takes a few milliseconds. Everything else stays botocore's:
+instead of the boto3 client. Measured on a 1,000-key page (`bench/listparse.py`), botocore spends about
+56 ms of CPU parsing it (a shape lookup and a timestamp parse per field), which caps a 2-core planner
+near 35 pages/s whatever the number of listers; this reader takes about 2 ms. Everything else stays botocore's:
 credentials, SigV4, addressing, timeouts, and the connection pools, so the endpoint policy's checked
 connections (`operator.netguard.guard_client`) apply to these requests too. Errors surface as botocore's
 ClientError with the service's code (the same classification as every other call), and the answer is
