@@ -7,8 +7,11 @@ Indexed Job. Boundaries are keys, so a retried shard lists exactly its own range
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import accumulate
 
 from ferry.model.plan import Shard
 
@@ -86,6 +89,35 @@ class Planner:
         if self._open_objects >= self.piece_objects or self._open_bytes >= self.piece_bytes:
             self._pieces.append(Shard(self._start, key, self._open_objects, self._open_bytes))
             self._start, self._open_objects, self._open_bytes = key, 0, 0
+            if len(self._pieces) > (MAX_PIECES if self.max_pieces is None else self.max_pieces):
+                self.coarsen()
+
+    def add_many(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
+        """`add` for each key in order, a page at a time: the same histogram and pieces, with the
+        per-key work (bucketing, sums, finding where a piece closes) done by C loops."""
+        if not keys:
+            return
+        for index, count in Counter(map(partial(bisect_left, BUCKET_BOUNDS), sizes)).items():
+            self._counts[index] += count
+        self._objects += len(keys)
+        self._largest = max(self._largest, max(sizes))
+        # Running totals through each key; where a piece closes is found by bisection on them.
+        running = list(accumulate(sizes))
+        self._bytes += running[-1]
+        first, before = 0, 0  # the first key not in a closed piece, and the bytes before it
+        while first < len(keys):
+            by_count = max(first, first + self.piece_objects - self._open_objects - 1)
+            by_bytes = bisect_left(running, before + self.piece_bytes - self._open_bytes, first)
+            last = min(by_count, by_bytes)
+            if last >= len(keys):
+                self._open_objects += len(keys) - first
+                self._open_bytes += running[-1] - before
+                return
+            objects = self._open_objects + last - first + 1
+            nbytes = self._open_bytes + running[last] - before
+            self._pieces.append(Shard(self._start, keys[last], objects, nbytes))
+            self._start, self._open_objects, self._open_bytes = keys[last], 0, 0
+            first, before = last + 1, running[last]
             if len(self._pieces) > (MAX_PIECES if self.max_pieces is None else self.max_pieces):
                 self.coarsen()
 

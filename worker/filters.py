@@ -28,6 +28,13 @@ class ObjectFilter:
     def compile(cls, spec: Filter, source_prefix: str) -> ObjectFilter:
         return cls(spec, source_prefix, GlobSet.compile(spec.include), GlobSet.compile(spec.exclude))
 
+    @property
+    def accepts_all(self) -> bool:
+        """Whether every object passes (no filter set): the listing then skips asking per object."""
+        spec = self.spec
+        bounds = (spec.min_size, spec.max_size, spec.modified_after, spec.modified_before)
+        return all(b is None for b in bounds) and not self._include and not self._exclude
+
     def accepts(self, obj: ObjectInfo) -> bool:
         spec = self.spec
         if spec.min_size is not None and obj.size < spec.min_size:

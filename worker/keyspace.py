@@ -233,3 +233,49 @@ def join_pieces(parts: Sequence[Sequence[Shard]], max_pieces: int) -> list[Shard
     last = merged[-1]
     merged[-1] = Shard(last.start_after, None, last.objects, last.bytes)
     return merged
+
+
+def key_at(value: float, alphabet: Alphabet, digits: int = 8) -> str | None:
+    """Roughly the inverse of `key_value`: a key (relative to the source prefix) at ``value`` in [0, 1),
+    to at most ``digits`` characters of the alphabet, keys in the order of their values; None when a
+    character it needs is not a valid one."""
+    base = alphabet.high - alphabet.low + 2
+    out: list[str] = []
+    for _ in range(digits):
+        value *= base
+        digit = min(int(value), base - 1)
+        value -= digit
+        if digit == 0:
+            # Below the alphabet's lowest character: the key ends here (shorter sorts first).
+            return "".join(out) if out else None
+        cp = digit + alphabet.low - 1
+        if not _valid(cp):
+            return None
+        out.append(chr(cp))
+    return "".join(out)
+
+
+def extrapolate(first: str, last: str, pages: float, alphabet: Alphabet) -> str | None:
+    """A key about ``pages`` pages beyond ``last``, when a page spans ``first`` to ``last``: where to cut
+    a range whose keys are dense where it is being listed (one hot directory among sparse ones), since
+    the key-space midpoint of such a range would leave the dense part, and all its pages, below the cut.
+
+    Computed on the characters that vary within the page, widened by up to `EXTRAPOLATE_WIDEN` shared
+    characters when the jump carries past them (from "d/0120".."d/0139" to "d/0215"). None when the
+    page spans nothing or the jump carries further.
+    """
+    shared = len(common_prefix(first, last))
+    for cut in range(shared, max(-1, shared - EXTRAPOLATE_WIDEN - 1), -1):
+        v_first, v_last = key_value(first[cut:], alphabet), key_value(last[cut:], alphabet)
+        if not v_last > v_first:
+            return None
+        target = v_last + pages * (v_last - v_first)
+        if target < 1.0:
+            ahead = key_at(target, alphabet)
+            key = None if ahead is None else first[:cut] + ahead
+            return key if key is not None and key > last else None
+    return None
+
+
+#: Shared characters `extrapolate` may count as varying when its jump carries past the page's block.
+EXTRAPOLATE_WIDEN = 3

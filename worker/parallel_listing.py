@@ -21,10 +21,13 @@ When a destination client is given, each range is also merge-joined with the des
 
 from __future__ import annotations
 
+import operator
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from ferry.model import Overwrite
@@ -35,12 +38,14 @@ from ferry.worker.filters import ObjectFilter
 from ferry.worker.keyspace import (
     Alphabet,
     common_prefix,
+    extrapolate,
     join_pieces,
     listing_prefix,
     ranges_from_prefixes,
     remaining_estimate,
     split_point,
 )
+from ferry.worker.leanlist import Page
 from ferry.worker.objects import Action, ObjectInfo
 
 #: Listers (threads, each one request in flight) when the caller names no number.
@@ -54,6 +59,8 @@ DISCOVERY_DEPTH = 3
 #: Prefixes listed with a delimiter per level of discovery, at most.
 DISCOVERY_FAN_OUT = 64
 PAGE_SIZE = 1000
+#: Pages ahead of a dense range's position where an idle lister cuts it (`keyspace.extrapolate`).
+LOCAL_CUT_PAGES = 4
 #: How long an idle lister waits before looking for work again; keeps every wait bounded.
 IDLE_WAIT_SECONDS = 0.05
 
@@ -130,19 +137,17 @@ class _Range:
     #: The first key listed, and the characters that vary between the keys of the last page: where to
     #: cut is estimated from them.
     first: str | None = None
+    #: The first key of the last page: with `position`, how far a page reaches where the range is now.
+    page_first: str | None = None
     alphabet: Alphabet | None = None
     existing_objects: int = 0
     existing_bytes: int = 0
     pieces: list[Shard] = field(default_factory=list)
 
 
-def _info(item: dict[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        key=item["Key"],
-        size=int(item["Size"]),
-        etag=str(item.get("ETag", "")).strip('"'),
-        last_modified=item["LastModified"],
-    )
+def _in_order(keys: list[str]) -> bool:
+    """Whether ``keys`` strictly increase (compared by C loops: this runs on every page)."""
+    return len(keys) < 2 or all(map(operator.lt, keys, islice(keys, 1, None)))
 
 
 class ParallelListing:
@@ -259,16 +264,18 @@ class ParallelListing:
         if self._deadline is not None and self._clock() - self._started > self._deadline:
             raise DeadlinePassed(self._listed)
 
-    def _request(self, **kwargs: Any) -> dict[str, Any]:
+    def _request(self, **kwargs: Any) -> Page:
         client = kwargs.pop("client", self._client)
+        # The lean reader answers in columns; any other client (boto3's own) in boto3's shape.
+        list_page = getattr(client, "list_page", None)
 
         def once() -> Any:
             with self._lock:
                 self._requests += 1
-            return client.list_objects_v2(**kwargs)
+            return list_page(**kwargs) if list_page is not None else client.list_objects_v2(**kwargs)
 
-        page: dict[str, Any] = self._call(once)
-        return page
+        answer = self._call(once)
+        return answer if isinstance(answer, Page) else Page.from_boto(answer)
 
     # -- phase 1: the prefix tree ---------------------------------------------------------------------
 
@@ -294,11 +301,7 @@ class ParallelListing:
     def _common_prefixes(self, prefix: str) -> list[str]:
         # One page only: a wider level is cut evenly later, and the rest lies in the last range anyway.
         page = self._request(Bucket=self._bucket, Prefix=prefix, Delimiter="/", MaxKeys=self._page_size)
-        return [
-            str(p["Prefix"])
-            for p in page.get("CommonPrefixes", ())
-            if isinstance(p.get("Prefix"), str) and str(p["Prefix"]).startswith(prefix)
-        ]
+        return [p for p in page.prefixes if p.startswith(prefix)]
 
     # -- phase 2: listers -----------------------------------------------------------------------------
 
@@ -351,13 +354,41 @@ class ParallelListing:
         worth.sort(key=lambda w: (-w[0], -w[1]))
         for _left, _listed, r, alphabet in worth:
             mid = split_point(r.position, r.end, self._prefix, alphabet)
-            if mid is None or (r.position is not None and not mid > r.position):
-                continue
-            upper = self._new_range(mid, r.end)
-            r.end = mid
-            self._ranges.append(upper)
-            return upper
+            if mid is not None and self._cuttable(r, mid):
+                return self._cut(r, mid)
+        # Ranges the density of their listed part says are nearly done may be in a dense block (one hot
+        # directory among sparse ones): cut a few pages ahead of where they are, if that is still
+        # inside them. A cut that finds nothing costs one request.
+        # Only when most listers have nothing to do (the listing's tail), and only for ranges whose own
+        # pages were dense for a while: elsewhere such cuts would cost requests and gain no time.
+        active = sum(1 for r in self._ranges if r.state == "active")
+        if active > self._listers // 2:
+            return None
+        dense = LOCAL_CUT_PAGES * self._page_size
+        near = [
+            r
+            for r in self._ranges
+            if r.state == "active" and r.more and r.paged and r.page_first and r.listed >= dense
+        ]
+        near.sort(key=lambda r: -r.listed)
+        for r in near:
+            assert r.page_first is not None and r.position is not None
+            alphabet = r.alphabet or self._alphabet or Alphabet()
+            ahead = extrapolate(r.page_first, r.position, LOCAL_CUT_PAGES, alphabet)
+            if ahead is not None and self._cuttable(r, ahead):
+                return self._cut(r, ahead)
         return None
+
+    @staticmethod
+    def _cuttable(r: _Range, at: str | None) -> bool:
+        return at is not None and (r.position is None or at > r.position) and (r.end is None or at < r.end)
+
+    def _cut(self, r: _Range, at: str) -> _Range:
+        """Cut ``r`` at ``at``: the upper part becomes a new range (under the lock)."""
+        upper = self._new_range(at, r.end)
+        r.end = at
+        self._ranges.append(upper)
+        return upper
 
     def _list(self, r: _Range) -> None:
         with self._lock:
@@ -375,12 +406,11 @@ class ParallelListing:
                     return
                 self._check_deadline()
             page = self._request(**kwargs)
-            items = page.get("Contents", ())
-            if not page.get("IsTruncated"):
+            if not page.truncated:
                 with self._lock:
                     r.more, r.paged = False, True
-            finished = self._take_page(r, items, cursor)
-            if finished or not page.get("IsTruncated"):
+            finished = self._take_page(r, page, cursor)
+            if finished or not page.truncated:
                 return
             with self._lock:
                 r.more, r.paged = True, True
@@ -393,10 +423,9 @@ class ParallelListing:
                 kwargs.pop("ContinuationToken", None)
                 continue
             kwargs.pop("StartAfter", None)
-            token = page.get("NextContinuationToken")
-            if not isinstance(token, str) or not token:
+            if not page.token:
                 raise NotAListing("a truncated listing page carries no continuation token")
-            kwargs["ContinuationToken"] = token
+            kwargs["ContinuationToken"] = page.token
 
     def _within_prefix(self, prefix: str, start: str | None, end: str | None) -> bool:
         """Whether any key under ``prefix`` can fall in (start, end]."""
@@ -404,55 +433,68 @@ class ParallelListing:
             return False
         return not (start is not None and start > prefix and not start.startswith(prefix))
 
-    def _take_page(self, r: _Range, items: Sequence[dict[str, Any]], cursor: _Cursor | None) -> bool:
-        """Feed one page to the range's planner; True when the range's end was passed."""
-        objects: list[ObjectInfo] = [_info(item) for item in items]
+    def _take_page(self, r: _Range, page: Page, cursor: _Cursor | None) -> bool:
+        """Feed one page to the range's planner; True when the range's end was passed. Keys and sizes
+        go to the planner a page at a time; an object's other fields are decoded only for a filter that
+        reads them or a destination that holds the key."""
+        keys = page.keys
+        if not _in_order(keys):
+            # A server that is not S3, or worse: a plan from it could lose keys.
+            raise NotAListing("the listing is not in key order")
         # The alphabet of what is seen, for the midpoints of later cuts: of the whole listing, and of
         # the part of this page's keys that varies (digits, for numbered keys).
         # Every eighth key and the last: the alphabet only steers where later cuts fall (any cut is
         # strictly inside its range), and reading every character of every key costs a fifth of a page's CPU.
-        sample = [*objects[::8], *objects[-1:]]
-        seen = Alphabet.of(obj.key[len(self._prefix) :] for obj in sample)
+        sample = [*keys[::8], *keys[-1:]]
+        seen = Alphabet.of(key[len(self._prefix) :] for key in sample)
         varying = None
-        if len(objects) > 1:
-            shared = len(common_prefix(objects[0].key, objects[-1].key))
-            varying = Alphabet.of(obj.key[shared:] for obj in sample)
-        skipped: list[ObjectInfo] = []
+        if len(keys) > 1:
+            shared = len(common_prefix(keys[0], keys[-1]))
+            varying = Alphabet.of(key[shared:] for key in sample)
         with self._lock:
             end = r.end
+        stop = len(keys) if end is None else bisect_right(keys, end)
+        accepted = (
+            None
+            if self._filter.accepts_all
+            else [i for i in range(stop) if self._filter.accepts(page.object(i))]
+        )
+        skipped: list[tuple[str, int]] = []
         if cursor is not None:
-            for obj in objects:
-                if end is not None and obj.key > end:
-                    break
-                if not self._filter.accepts(obj):
-                    continue
-                assert self._destination is not None
-                target = self._destination.prefix + obj.key[len(self._prefix) :]
-                existing = cursor.find(target)
-                if decide(obj, existing, self._destination.overwrite).action is Action.SKIP:
-                    skipped.append(obj)
+            side = self._destination
+            assert side is not None
+            for i in range(stop) if accepted is None else accepted:
+                existing = cursor.find(side.prefix + keys[i][len(self._prefix) :])
+                if (
+                    existing is not None
+                    and decide(page.object(i), existing, side.overwrite).action is Action.SKIP
+                ):
+                    skipped.append((keys[i], page.sizes[i]))
         with self._lock:
             self._alphabet = seen if self._alphabet is None else self._alphabet.widen(seen)
             r.alphabet = varying or r.alphabet
-            finished = False
-            for obj in objects:
-                if r.end is not None and obj.key > r.end:
-                    finished = True
-                    break
-                if r.position is not None and not obj.key > r.position:
-                    # Out of order (a server that is not S3, or worse): a plan from it could lose keys.
-                    raise NotAListing("the listing is not in key order")
-                self._listed += 1
-                r.listed += 1
-                r.position = obj.key
+            if r.end != end and r.end is not None:
+                # Cut while this page was read: the rest is the new range's.
+                stop = bisect_right(keys, r.end, 0, stop)
+            if stop and r.position is not None and not keys[0] > r.position:
+                raise NotAListing("the listing is not in key order")
+            self._listed += stop
+            r.listed += stop
+            if stop:
+                r.page_first = keys[0]
+                r.position = keys[stop - 1]
                 if r.first is None:
-                    r.first = obj.key
-                if self._filter.accepts(obj):
-                    r.planner.add(obj.key, obj.size)
-            for obj in skipped:
-                if r.end is None or obj.key <= r.end:
+                    r.first = keys[0]
+                if accepted is None:
+                    r.planner.add_many(keys[:stop], page.sizes[:stop])
+                else:
+                    kept = [i for i in accepted if i < stop]
+                    r.planner.add_many([keys[i] for i in kept], [page.sizes[i] for i in kept])
+            for key, size in skipped:
+                if r.end is None or key <= r.end:
                     r.existing_objects += 1
-                    r.existing_bytes += obj.size
+                    r.existing_bytes += size
+            finished = stop < len(keys)
             # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
             if self._max_objects is not None and self._listed > self._max_objects:
                 raise TooManyKeys(self._listed)
@@ -493,18 +535,19 @@ class ParallelListing:
         )
         return _Cursor(self._pages(side.client, side.bucket, mapped_prefix, mapped_start))
 
-    def _pages(self, client: Any, bucket: str, prefix: str, start: str | None) -> Iterator[list[ObjectInfo]]:
+    def _pages(self, client: Any, bucket: str, prefix: str, start: str | None) -> Iterator[Page]:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": self._page_size}
         if start is not None and start >= prefix:
             kwargs["StartAfter"] = start
         while True:
             page = self._request(client=client, **kwargs)
-            yield [_info(item) for item in page.get("Contents", ())]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not isinstance(token, str) or not token:
+            if not _in_order(page.keys):
+                raise NotAListing("the destination's listing is not in key order")
+            yield page
+            if not page.truncated or not page.token:
                 return
             kwargs.pop("StartAfter", None)
-            kwargs["ContinuationToken"] = token
+            kwargs["ContinuationToken"] = page.token
 
 
 def _evenly(items: list[str], most: int) -> list[str]:
@@ -518,23 +561,24 @@ def _evenly(items: list[str], most: int) -> list[str]:
 class _Cursor:
     """A forward-only walk over a listing in key order, one page in memory (a merge-join's other side)."""
 
-    def __init__(self, pages: Iterator[list[ObjectInfo]]) -> None:
+    def __init__(self, pages: Iterator[Page]) -> None:
         self._pages = pages
-        self._page: list[ObjectInfo] = []
+        self._page: Page | None = None
         self._index = 0
         self._ended = False
 
     def find(self, key: str) -> ObjectInfo | None:
         """The object at ``key`` if the listing holds it; keys asked for must not decrease."""
         while not self._ended:
-            while self._index < len(self._page):
-                current = self._page[self._index]
-                if current.key >= key:
-                    return current if current.key == key else None
-                self._index += 1
-            page = next(self._pages, None)
-            if page is None:
+            page = self._page
+            if page is not None:
+                index = bisect_left(page.keys, key, self._index)
+                if index < len(page.keys):
+                    self._index = index
+                    return page.object(index) if page.keys[index] == key else None
+            following = next(self._pages, None)
+            if following is None:
                 self._ended = True
             else:
-                self._page, self._index = page, 0
+                self._page, self._index = following, 0
         return None

@@ -122,6 +122,9 @@ LAYOUTS = {
     "wide": [f"{PREFIX}user{u:04d}/file{f}" for u in range(600) for f in range(3)],
     # No "/" below the prefix at all: parallel only through cuts.
     "flat": [f"{PREFIX}{i:07d}" for i in range(0, 2500 * 37, 37)],
+    # Days of a few objects each, one of which holds most of the bucket: cut where it is dense.
+    "hot": [f"{PREFIX}d/2021-01-{day:02d}/o{i:05d}" for day in range(1, 29) for i in range(3)]
+    + [f"{PREFIX}d/2021-01-21/object-{i:05d}.x" for i in range(1500)],
 }
 
 
@@ -150,9 +153,11 @@ def test_a_parallel_plan_equals_a_sequential_listing(
     assert progress.listed == len(listed) and progress.objects == len(listed)
     assert progress.requests == found.list_requests and progress.ranges_done == progress.ranges_total
     assert progress.keys_per_second > 0 and progress.eta_seconds == 0
-    # Listing in parallel costs few requests beyond the pages themselves.
+    # Listing in parallel costs few requests beyond the pages themselves. A block much denser than its
+    # range costs more: each cut into it reads a page twice, and cuts probe the sparse rest.
     pages = -(-len(listed) // PAGE)
-    assert found.list_requests <= pages * 1.5 + 40, (found.list_requests, pages)
+    factor = 4 if layout == "hot" else 1.5
+    assert found.list_requests <= pages * factor + 40, (found.list_requests, pages)
 
 
 def test_a_flat_bucket_is_listed_by_several_listers_at_once(

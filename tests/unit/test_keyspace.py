@@ -15,7 +15,9 @@ from ferry.worker.keyspace import (
     CEILING,
     MAX_MIDPOINT_BYTES,
     Alphabet,
+    extrapolate,
     join_pieces,
+    key_at,
     key_value,
     listing_prefix,
     midpoint,
@@ -301,3 +303,41 @@ def test_key_values_follow_key_order() -> None:
         b = "".join(rng.choice("0123456789") for _ in range(6))
         if a < b:
             assert key_value(a, DIGITS) <= key_value(b, DIGITS)
+
+
+@pytest.mark.parametrize("alphabet", [DIGITS, ASCII, Alphabet(0x20, 0x1F600)], ids=["digits", "ascii", "emoji"])
+def test_key_at_inverts_key_value_in_key_order(alphabet: Alphabet) -> None:
+    values = [i / 97 for i in range(1, 97)]
+    keys = [key_at(v, alphabet) for v in values]
+    usable_keys = [k for k in keys if k is not None]
+    assert usable_keys == sorted(usable_keys)
+    base = alphabet.high - alphabet.low + 2
+    for value, key in zip(values, keys, strict=True):
+        if key is not None:
+            assert usable(key)
+            assert key_value(key, alphabet) == pytest.approx(value, abs=1 / base)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "pages", "alphabet", "above", "below"),
+    [
+        # A dense numbered block: a few pages of 100 keys beyond the last key, still in the block.
+        pytest.param("hot/00100", "hot/00199", 4, DIGITS, "hot/00300", "hot/00999", id="numbered"),
+        pytest.param("hot/00120", "hot/00139", 4, DIGITS, "hot/00150", "hot/00300", id="carried-past-the-block"),
+        # Keys of a wider alphabet: the cut stays near, within the next few blocks.
+        pytest.param("hot/00100", "hot/00199", 4, ASCII, "hot/00199", "hot/01", id="wide-alphabet"),
+        pytest.param("p/a7285.x", "p/a8284.x", 4, ASCII, "p/a8284.x", "p/b", id="numbered-with-a-suffix"),
+        # Far beyond what the page's own characters can say.
+        pytest.param("hot/00100", "hot/00199", 10**6, DIGITS, None, None, id="too-far"),
+        pytest.param("hot/00100", "hot/00100", 4, DIGITS, None, None, id="one-key-page"),
+    ],
+)
+def test_extrapolate_cuts_a_few_pages_ahead_not_past_the_next_blocks(
+    first: str, last: str, pages: float, alphabet: Alphabet, above: str | None, below: str | None
+) -> None:
+    ahead = extrapolate(first, last, pages, alphabet)
+    if above is None or below is None:
+        assert ahead is None
+    else:
+        assert ahead is not None and usable(ahead)
+        assert last <= above <= ahead < below

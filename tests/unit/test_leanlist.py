@@ -38,6 +38,9 @@ def page(
         ("a%2Bb+c", None, "a%2Bb+c"),  # a service that ignored encoding-type: the key as it is
         ("caf%C3%A9/%E2%9C%93", "url", "café/✓"),
         ("x &amp; y &lt;z&gt;", None, "x & y <z>"),
+        # Unescaped once only: a key that holds the text "&lt;" stays so.
+        ("a&amp;lt;b", None, "a&lt;b"),
+        ("a&amp;lt;b%2B", "url", "a&lt;b+"),
         ("\u00fc\U0001f600", None, "\u00fc\U0001f600"),
     ],
 )

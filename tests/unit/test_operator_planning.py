@@ -236,3 +236,40 @@ def test_finish_zero_byte_objects_still_gives_about_n_shards(shards: int) -> Non
     result = planner.finish(shards)
     assert_covers(result, 500, 0)
     assert abs(len(result) - shards) <= 1
+
+
+@pytest.mark.parametrize(
+    ("seed", "objects", "page", "piece_objects", "piece_bytes", "max_pieces", "start_after"),
+    [
+        (1, 5000, 1000, 1000, 2**30, None, None),  # pieces by count, one per page
+        (2, 5000, 1000, 300, 2**30, None, None),  # several pieces per page
+        (3, 5000, 777, 1000, 2**30, None, "a"),  # pages and pieces out of step
+        (4, 3000, 1000, 10**6, 50_000_000, None, None),  # pieces by bytes
+        (5, 3000, 1, 7, 5_000_000, None, None),  # one key per page
+        (6, 4000, 1000, 10, 2**30, 16, None),  # coarsening within a page
+        (7, 2000, 500, 100, 1, None, None),  # every object closes a piece by bytes
+        (8, 0, 1000, 1000, 2**30, None, "z"),  # nothing listed
+    ],
+)
+def test_add_many_gives_what_add_gives_key_by_key(
+    seed: int,
+    objects: int,
+    page: int,
+    piece_objects: int,
+    piece_bytes: int,
+    max_pieces: int | None,
+    start_after: str | None,
+) -> None:
+    rng = random.Random(seed)
+    keys = sorted(f"k{rng.randrange(10**9):09d}-{i}" for i in range(objects))
+    sizes = [rng.choice((0, 1, 900, 10**5, 10**7, 3 * 10**9)) for _ in keys]
+    one, many = (
+        Planner(piece_objects, piece_bytes, start_after=start_after, max_pieces=max_pieces) for _ in range(2)
+    )
+    for key, size in zip(keys, sizes, strict=True):
+        one.add(key, size)
+    for first in range(0, objects, page):
+        many.add_many(keys[first : first + page], sizes[first : first + page])
+    assert many.histogram() == one.histogram()
+    assert many.pieces() == one.pieces()
+    assert (many.piece_objects, many.piece_bytes) == (one.piece_objects, one.piece_bytes)
