@@ -111,6 +111,17 @@ def parallelism(spec: CopyJobSpec, planned: int, settings: OperatorSettings, sha
     return max(1, min(wanted, shards))
 
 
+#: The most worker pods a CopyJob runs (the CRD's bound on spec.parallelism).
+MAX_PODS = 1000
+
+
+def target_cap(spec: CopyJobSpec, settings: OperatorSettings, shards_left: int) -> int:
+    """The most pods the fleet law (`fleet.py`) may ask for under `spec.target`: `spec.parallelism` (with
+    a target it is the cap, not the count), the platform's pods per job and the shards not complete."""
+    caps = [c for c in (spec.parallelism, settings.max_pods_per_job) if c]
+    return max(1, min([*caps, shards_left, MAX_PODS]))
+
+
 def caps_message(spec: CopyJobSpec, settings: OperatorSettings) -> str:
     notes = []
     if spec.parallelism and settings.max_pods_per_job and spec.parallelism > settings.max_pods_per_job:

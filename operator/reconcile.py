@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -41,11 +42,13 @@ from ferry.operator.aggregate import (
     totals,
     worker_failures,
 )
-from ferry.operator.caps import caps_message, plan_summary, size_workers
+from ferry.operator.caps import caps_message, plan_summary, size_workers, target_cap
 from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, now, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
+from ferry.operator.fleet import FleetState, initial_state, needed_rate, step
+from ferry.operator.fleetstatus import observation, scaling_status, state_from_status
 from ferry.operator.kube import Kube, fetch_worker_status
 from ferry.operator.ownership import NAME_CONFLICT, Ownership, conflict_message, controlled, ownership
 from ferry.operator.planfile import TIME_FORMAT, StoredPlan
@@ -100,6 +103,9 @@ class Memory:
     answers: dict[str, dict[str, WorkerReport]] = field(default_factory=dict)
     #: Rate-limit shares each running worker pod confirmed, by CopyJob uid and pod name (`ratecontrol`).
     rate_shares: dict[str, dict[str, RateShare]] = field(default_factory=dict)
+    #: The fleet law's state of each CopyJob with spec.target, by uid: the pass after a change may still
+    #: read the status from before it; `status.scaling` is read only after a restart.
+    fleets: dict[str, FleetState] = field(default_factory=dict)
 
     def forget(self, uid: str) -> None:
         """Drop what this process remembers of a deleted CopyJob."""
@@ -107,6 +113,7 @@ class Memory:
         self.started.discard(uid)
         self.answers.pop(uid, None)
         self.rate_shares.pop(uid, None)
+        self.fleets.pop(uid, None)
         for namespace, planning in list(self.planning.items()):
             planning.discard(uid)
             if not planning:
@@ -285,11 +292,68 @@ async def _reconcile(
         base["plan"] = plan_view(plan, sizing, cost, plan_name(owner.name))
         return _dry_run_status(base, plan.shards, status, planned, generation)
     parallelism = parallelism_for(spec, sizing.parallelism, ctx.settings, len(plan.shards))
+    fleet: FleetState | None = None
+    if spec.target is not None:
+        # spec.target: the fleet law sets the pods, from one pod up; spec.parallelism is only its cap.
+        fleet = ctx.memory.fleets.get(owner.uid) or state_from_status(status.get("scaling"))
+        fleet = fleet or initial_state(time.time())
+        parallelism = min(fleet.pods, target_cap(spec, ctx.settings, len(plan.shards)))
+    else:
+        ctx.memory.fleets.pop(owner.uid, None)
+        if status.get("scaling") is not None:
+            base["scaling"] = None  # spec.target removed: the merge patch drops what it showed
     job, progress = await _ensure_job(
         ctx, owner, inputs, plan, sizing, summary, parallelism, base, status, generation, active_in_namespace
     )
     observed = await _observe(ctx, owner, spec, plan, job, progress, parallelism, summary, base, status)
+    if fleet is not None:
+        parallelism = await _scale(
+            ctx, owner, spec, job, observed, fleet, parallelism, len(plan.shards), base
+        )
     return _render_status(ctx, owner, spec, summary, observed, base, planned, parallelism, status, generation)
+
+
+async def _scale(
+    ctx: Context,
+    owner: Owner,
+    spec: CopyJobSpec,
+    job: dict[str, Any],
+    observed: Observed,
+    fleet: FleetState,
+    parallelism: int,
+    shards: int,
+    base: dict[str, Any],
+) -> int:
+    """spec.target: one step of the fleet law (`fleet.py`) on what the workers reported this pass; a
+    change is patched into the Job's parallelism (as an edit of spec.parallelism is) with an Event, and
+    `status.scaling` says why. Returns the pods wanted now."""
+    assert spec.target is not None
+    view = observed.view
+    wall = datetime.now(UTC)
+    target = needed_rate(
+        spec.target.objects_per_second, spec.target.deadline, observed.counted.objects["pending"], wall
+    )
+    upper = target_cap(spec, ctx.settings, shards - len(view.completed_indexes))
+    seen = observation(wall, target, upper, observed.running, observed.pods)
+    if not (spec.suspend or view.complete or view.failed):
+        after = step(fleet, seen)
+        if after.pods != parallelism:
+            meta = job["metadata"]
+            await asyncio.to_thread(
+                ctx.kube.patch_job,
+                meta["namespace"],
+                meta["name"],
+                str(meta["uid"]),
+                {"spec": {"parallelism": after.pods}},
+            )
+            ctx.post(
+                "Normal", str(after.reason), f"worker pods {parallelism} -> {after.pods}: {after.message}"
+            )
+            parallelism = after.pods
+        fleet = after
+    ctx.memory.fleets[owner.uid] = fleet
+    base["scaling"] = scaling_status(fleet, target, len(seen.pods))
+    return parallelism
 
 
 async def _load_inputs(ctx: Context, owner: Owner, spec_raw: dict[str, Any]) -> Inputs:

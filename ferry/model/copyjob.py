@@ -517,15 +517,17 @@ class Report(Location):
 
 
 class Target(_Model):
-    """What the operator sizes parallelism for: a rate, or a time by which the copy should be done."""
+    """What the operator scales the worker pods to meet: a rate, or a time by which the copy should be done."""
 
     objects_per_second: Annotated[StrictInt, Field(ge=1, le=10_000_000)] | None = Field(
-        default=None, description="Size parallelism to copy this many objects per second."
+        default=None,
+        description="Objects per second to copy, all worker pods together; the operator adds pods while "
+        "the total is below it and still rising, and removes those it does not need.",
     )
     deadline: datetime | None = Field(
         default=None,
-        description="Size parallelism to finish by this time (RFC 3339 with a time zone, e.g. "
-        "2026-12-01T00:00:00Z).",
+        description="A time to finish by (RFC 3339 with a time zone, e.g. 2026-12-01T00:00:00Z): the "
+        "operator aims at the objects left over the time left, computed again every few seconds.",
     )
 
     @model_validator(mode="after")
@@ -580,11 +582,11 @@ class ShardSize(_Model):
 
 
 class CopyJobSpec(_Model):
-    """What to copy, and how. Read when the CopyJob is planned; afterwards only parallelism, rateLimit,
-    suspend and ttlSecondsAfterFinished take effect on a running job (the plan ConfigMap keeps the spec it
-    was planned with). Edited once Failed, or Stalled by a systematic failure, it runs its unfinished shards
-    again under the new spec (planned again when source, filter or shardSize changed); edited once
-    Succeeded, it is only observed."""
+    """What to copy, and how. Read when the CopyJob is planned; afterwards only parallelism, target,
+    rateLimit, suspend and ttlSecondsAfterFinished take effect on a running job (the plan ConfigMap keeps
+    the spec it was planned with). Edited once Failed, or Stalled by a systematic failure, it runs its
+    unfinished shards again under the new spec (planned again when source, filter or shardSize changed);
+    edited once Succeeded, it is only observed."""
 
     source: Source = Field(description="Where objects are read from.")
     destination: Destination = Field(
@@ -629,13 +631,16 @@ class CopyJobSpec(_Model):
     # Fields the operator acts on; `ferry run` accepts them and uses none but dryRun.
     parallelism: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
         default=None,
-        description="Worker pods (default: sized by the operator from target and the plan; never more than "
-        "the shards, and the platform may cap it). Edits apply to the running Job.",
+        description="Worker pods (default: sized by the operator from the plan; never more than the shards, "
+        "and the platform may cap it); with target set, the most pods the operator scales to. Edits apply "
+        "to the running Job.",
     )
     target: Target | None = Field(
         default=None,
-        description="What the operator sizes parallelism for: exactly one of objectsPerSecond and deadline. "
-        "Ignored when parallelism is set.",
+        description="Scale the worker pods to meet this, exactly one of objectsPerSecond and deadline "
+        "(default: a fixed pod count). The operator starts one pod, measures every pod's objects/s and "
+        "their total, and adds or removes pods within parallelism, the platform's limit and the shards "
+        "left; status.scaling says why.",
     )
     resources: Resources = Field(default=Resources(), description="Resources of each worker pod.")
     dry_run: StrictBool = Field(

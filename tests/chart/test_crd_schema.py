@@ -237,6 +237,7 @@ def test_status_declares_what_the_operator_writes(schema: dict[str, Any]) -> Non
         "eta",
         "etaSeconds",
         "plan",
+        "scaling",
         "workers",
         "concurrency",
         "rateLimit",

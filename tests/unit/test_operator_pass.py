@@ -37,6 +37,8 @@ from ferry.model.plan import SUMMARY_FILE
 from ferry.operator import planstep
 from ferry.operator import reconcile as rc
 from ferry.operator.cost import parse_prices
+from ferry.operator.fleet import FleetState, Reason
+from ferry.operator.fleetstatus import scaling_status
 from ferry.operator.kube import Refused
 from ferry.operator.plannerjob import planner_name
 from ferry.operator.planresult import PlannerFailure
@@ -178,6 +180,7 @@ class FakeKube:
     def patch_job(self, namespace: str, name: str, uid: str, patch: dict[str, Any]) -> None:
         self.writes.append(("patch", "Job", name))
         assert self.objects[("Job", name)]["metadata"]["uid"] == uid
+        self.objects[("Job", name)].setdefault("spec", {}).update(patch.get("spec") or {})
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         self.writes.append(("delete", "Job", name))
@@ -807,3 +810,48 @@ def test_listing_progress_shows_what_the_planner_reports_checked(
     status = world.passes(3)
     assert status["phase"] == "Planning", status
     assert (status.get("plan") or {}).get("listingProgress") == shown
+
+
+# -- spec.target: the fleet law sets the Job's pods ----------------------------------------------------
+
+TARGETED = {**SPEC, "target": {"objectsPerSecond": 5000}, "parallelism": 8}
+
+
+def test_without_a_target_the_job_runs_the_planned_pods_and_the_status_has_no_scaling(world: World) -> None:
+    status = world.until_planned()
+    job = world.kube.objects[("Job", job_name(NAME))]
+    assert job["spec"]["parallelism"] == status["plan"]["parallelism"] == status["workers"]["desired"]
+    assert "scaling" not in status
+
+
+def test_a_target_starts_the_job_at_one_pod_and_the_status_says_why(world: World) -> None:
+    status = world.until_planned(spec=TARGETED)
+    assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == 1
+    scaling = status["scaling"]
+    assert (scaling["desiredPods"], scaling["actualPods"], scaling["reason"]) == (1, 0, "Starting")
+    assert scaling["targetObjectsPerSecond"] == 5000 and status["workers"]["desired"] == 1
+    # The target removed: the Job goes back to the pods the plan sizes, and status.scaling goes.
+    status = {**status, **world.run(status, spec={**SPEC, "parallelism": 8})}
+    assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == min(
+        8, status["plan"]["shards"]
+    )
+    assert status["scaling"] is None  # the merge patch removes it
+
+
+def test_a_restarted_operator_goes_on_from_status_scaling(world: World) -> None:
+    status = world.until_planned(spec=TARGETED)
+    assert status["plan"]["shards"] >= 2
+    later = FleetState(2, Reason.BELOW_TARGET, "2 pod(s) needed", datetime.now(UTC).timestamp() - 5)
+    status["scaling"] = scaling_status(later, 5000.0, 1)
+    world.memory = rc.Memory()  # a new operator process
+    events_before = len(world.events)
+    status = world.run(status, spec=TARGETED)
+    assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == 2
+    assert status["scaling"]["desiredPods"] == 2 and status["scaling"]["reason"] == "BelowTargetRising"
+    assert len(world.events) == events_before, "a change made before the restart is not announced again"
+    # A status forged above the cap is held to the cap (spec.parallelism 8, the shards left).
+    status["scaling"] = {**status["scaling"], "desiredPods": 900}
+    world.memory = rc.Memory()
+    status = world.run(status, spec=TARGETED)
+    assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == 2
+    assert status["scaling"]["reason"] == "AtCap"
