@@ -183,6 +183,8 @@ _PREFIX = re.compile(r"<CommonPrefixes><Prefix>([^<]*)</Prefix></CommonPrefixes>
 _TRUNCATED = re.compile(r"<IsTruncated>\s*(true|false)\s*</IsTruncated>")
 _TOKEN = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
 _URL_ENCODED = re.compile(r"<EncodingType>\s*url\s*</EncodingType>")
+#: What only the XML parser reads right: CDATA sections, comments (and any other "<!"), attributes.
+_NOT_PLAIN = re.compile(r"<!|<Contents ")
 
 
 def _text(value: str) -> str:
@@ -211,16 +213,18 @@ def _parse_plain(body: bytes) -> Page | None:
         return None
     if _OPEN.match(text) is None or not text.rstrip().endswith("</ListBucketResult>"):
         return None
-    if "<![CDATA[" in text or "<!--" in text or "<Contents " in text:
+    if _NOT_PLAIN.search(text) is not None:
         return None
     entries = text.count("<Contents>")
     keys, sizes = _KEY.findall(text), _SIZE.findall(text)
     etags, modified = _ETAG.findall(text), _MODIFIED.findall(text)
-    prefixes = _PREFIX.findall(text)
     if not len(keys) == len(sizes) == len(etags) == len(modified) == entries:
         return None
-    truncated = _TRUNCATED.findall(text)
-    if len(prefixes) != text.count("<CommonPrefixes>") or len(truncated) != 1:
+    # Each of these scans the page once; the common page has no prefixes at all.
+    groups = text.count("<CommonPrefixes>")
+    prefixes = _PREFIX.findall(text) if groups else []
+    truncated = _TRUNCATED.findall(text) if text.count("<IsTruncated>") == 1 else []
+    if len(prefixes) != groups or len(truncated) != 1:
         return None
     url_encoded = _URL_ENCODED.search(text) is not None
     token = _TOKEN.search(text)
