@@ -46,6 +46,12 @@ def check_destination(spec: CopyJobSpec, identity: Identity) -> bool:
     return not spec.dry_run or spec.destination.credentials_secret is not None or identity.ambient
 
 
+def planner_pods(spec: CopyJobSpec, settings: OperatorSettings) -> int:
+    """Planner pods for ``spec``: the platform's planning.pods for a listing; one for a manifest, which
+    is read whole."""
+    return 1 if spec.source.manifest is not None else settings.planner_pods
+
+
 def render_planner_configmap(owner: Owner, spec: CopyJobSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -80,6 +86,7 @@ def render_planner_job(
         {"name": "FERRY_STATUS_PORT", "value": str(settings.status_port)},
         {"name": "FERRY_CHECK_DESTINATION", "value": "true" if destination else "false"},
         {"name": "FERRY_PLAN_HOLD_SECONDS", "value": str(HOLD_SECONDS)},
+        {"name": "FERRY_PLAN_PODS", "value": str(planner_pods(spec, settings))},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *({"name": k, "value": v} for k, v in settings.endpoints.as_env().items() if v),
         *credential_env("SOURCE", spec.source.credentials_secret),
@@ -127,9 +134,12 @@ def render_planner_job(
     account = identity.service_account or service_account
     if account:
         pod_spec["serviceAccountName"] = account
+    pods = planner_pods(spec, settings)
     job_spec: dict[str, Any] = {
-        "completions": 1,
-        "parallelism": 1,
+        "completions": pods,
+        "parallelism": pods,
+        # Each pod lists its part of the key space (JOB_COMPLETION_INDEX); one pod is index 0 of 1.
+        "completionMode": "Indexed",
         "backoffLimit": BACKOFF_LIMIT,
         "podFailurePolicy": {
             "rules": [

@@ -38,9 +38,16 @@ class Stage(StrEnum):
 class PlannerState:
     stage: Stage
     pod_ip: str | None = None
+    #: The running pods' addresses by completion index (a listing divided over several planner pods);
+    #: `pod_ip` is index 0's, or the first running one's.
+    pod_ips: tuple[tuple[int, str], ...] = ()
     failure: PlannerFailure | None = None
     #: When the Job failed (its Failed condition's lastTransitionTime), for retries after a delay.
     failed_at: datetime | None = None
+
+
+#: The Job controller's annotation of an Indexed Job's pod with its index.
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -107,6 +114,13 @@ def _newest(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     )
 
 
+def _index(pod: Mapping[str, Any]) -> int:
+    """A planner pod's completion index (0 for a pod of a planner Job made before they were Indexed)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    text = str(annotations.get(INDEX_ANNOTATION, "0"))
+    return int(text) if text.isdigit() and len(text) < 4 else -1
+
+
 def planner_state(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], spec: CopyJobSpec, namespace: str = ""
 ) -> PlannerState:
@@ -135,10 +149,16 @@ def planner_state(
         return PlannerState(Stage.FAILED, failure=failure, failed_at=_time(failed.get("lastTransitionTime")))
     if _condition(job, "Complete") is not None:
         return PlannerState(Stage.LOST)
+    running: dict[int, str] = {}
     for pod in _newest(pods):
         status = pod.get("status") or {}
-        if status.get("phase") == "Running" and status.get("podIP"):
-            return PlannerState(Stage.LISTING, pod_ip=str(status["podIP"]))
+        index = _index(pod)
+        if status.get("phase") == "Running" and status.get("podIP") and index not in running:
+            running[index] = str(status["podIP"])
+    if running:
+        ips = tuple(sorted(running.items()))
+        return PlannerState(Stage.LISTING, pod_ip=running.get(0, ips[0][1]), pod_ips=ips)
+    for pod in _newest(pods):
         waiting = _waiting(pod)
         if waiting and waiting.get("reason") == "CreateContainerConfigError":
             problem = secret_problem(str(waiting.get("message") or ""), spec, namespace)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,8 +64,26 @@ PLANNER_REASONS = frozenset(
 MAX_LIST_REQUESTS = 10**9
 
 
+#: Most planner pods one CopyJob's listing is divided over (the chart's planning.pods is bounded by it).
+MAX_PLANNER_PODS = 16
+
+
 class PlanResultInvalid(ValueError):
     """The planner's answer is not a plan the operator can use; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class PlanPart:
+    """Which part of the key space a planner pod listed: pod ``index`` of ``count`` took the keys after
+    ``start_after`` up to ``end`` (None: the beginning, and the open end)."""
+
+    index: int
+    count: int
+    start_after: str | None
+    end: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {"index": self.index, "count": self.count, "startAfter": self.start_after, "end": self.end}
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,9 @@ class PlanResult:
     existing: tuple[int, int] | None = None
     #: The requests planning made (ListObjectsV2 calls, or GETs of a manifest's files), for the cost.
     list_requests: int | None = None
+    #: The part of the key space this answer covers when several planner pods list one source (None:
+    #: all of it).
+    part: PlanPart | None = None
 
     def to_json(self) -> str:
         h = self.histogram
@@ -100,6 +122,7 @@ class PlanResult:
                     else {}
                 ),
                 **({"listRequests": self.list_requests} if self.list_requests is not None else {}),
+                **({"part": self.part.as_json()} if self.part is not None else {}),
             },
             separators=(",", ":"),
         )
@@ -150,7 +173,7 @@ def _histogram(raw: Any) -> Histogram:
     return Histogram(checked, objects, total, largest)
 
 
-def _pieces(raw: Any) -> tuple[Shard, ...]:
+def _pieces(raw: Any, span: tuple[str | None, str | None] = (None, None)) -> tuple[Shard, ...]:
     if not isinstance(raw, list) or not raw or len(raw) > MAX_PIECES:
         raise PlanResultInvalid(f"pieces is not a list of 1 to {MAX_PIECES:,} ranges")
     pieces = []
@@ -165,8 +188,8 @@ def _pieces(raw: Any) -> tuple[Shard, ...]:
                 _count(item.get("bytes"), "a piece's bytes"),
             )
         )
-    if pieces[0].start_after is not None or pieces[-1].end is not None:
-        raise PlanResultInvalid("the pieces do not cover the whole listing (open at both ends)")
+    if (pieces[0].start_after, pieces[-1].end) != span:
+        raise PlanResultInvalid("the pieces do not cover the whole listing (or the pod's part of it)")
     for before, after in itertools.pairwise(pieces):
         if before.end is None or before.end != after.start_after:
             raise PlanResultInvalid("the pieces are not contiguous")
@@ -187,7 +210,8 @@ def parse_plan_result(text: str) -> PlanResult:
     if not isinstance(raw, dict) or raw.get("format") != RESULT_FORMAT:
         raise PlanResultInvalid(f"the answer is not a {RESULT_FORMAT} document")
     histogram = _histogram(raw.get("histogram"))
-    pieces = _pieces(raw.get("pieces"))
+    part = _part(raw.get("part"))
+    pieces = _pieces(raw.get("pieces"), (None, None) if part is None else (part.start_after, part.end))
     if (sum(p.objects for p in pieces), sum(p.bytes for p in pieces)) != (histogram.objects, histogram.bytes):
         raise PlanResultInvalid("the pieces do not add up to the histogram")
     try:
@@ -204,7 +228,86 @@ def parse_plan_result(text: str) -> PlanResult:
         checked,
         parse_existing(raw.get("existing"), histogram),
         parse_list_requests(raw.get("listRequests")),
+        part,
     )
+
+
+def _part(raw: Any) -> PlanPart | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise PlanResultInvalid("part is not an object")
+    count = _count(raw.get("count"), "part.count")
+    index = _count(raw.get("index"), "part.index")
+    if not 1 <= count <= MAX_PLANNER_PODS or index >= count:
+        raise PlanResultInvalid(f"part is not one of 1 to {MAX_PLANNER_PODS} parts")
+    start, end = _key(raw.get("startAfter"), "part.startAfter"), _key(raw.get("end"), "part.end")
+    if (start is None) != (index == 0) or (end is None) != (index == count - 1):
+        raise PlanResultInvalid("part does not begin or end where its index says")
+    if start is not None and end is not None and start > end:
+        raise PlanResultInvalid("part ends before it starts")
+    return PlanPart(index, count, start, end)
+
+
+def merge_parts(parts: Sequence[PlanResult], max_pieces: int) -> PlanResult:
+    """One plan from the answers of a listing's planner pods, one each, in any order: the parts must
+    be those of one division of the key space (every index once, each ending where the next starts),
+    or keys would be lost or counted twice. Empty parts (a pod given no keys) add nothing. Raises
+    `PlanResultInvalid`; pods that divided a bucket that changed under them disagree, and planning
+    again is the remedy."""
+    if not parts:
+        raise PlanResultInvalid("no planner pod answered")
+    if len(parts) == 1 and parts[0].part is None:
+        return parts[0]
+    ordered = sorted(parts, key=lambda r: r.part.index if r.part is not None else -1)
+    count = len(ordered)
+    for i, result in enumerate(ordered):
+        if result.part is None or result.part.index != i or result.part.count != count:
+            raise PlanResultInvalid(f"the planner pods' answers are not parts 0 to {count - 1} of {count}")
+    spans = [(r.part.start_after, r.part.end) for r in ordered if r.part is not None]
+    for (_start, end), (start, _end) in itertools.pairwise(spans):
+        if end != start:
+            raise PlanResultInvalid("the planner pods divided the key space differently; planning again")
+    pieces = [p for r in ordered if not _empty(r) for p in r.pieces]
+    if not pieces:
+        pieces = [Shard(None, None, 0, 0)]
+    histograms = [r.histogram for r in ordered]
+    counts = tuple(sum(column) for column in zip(*(h.counts for h in histograms), strict=True))
+    histogram = Histogram(
+        counts,
+        sum(h.objects for h in histograms),
+        sum(h.bytes for h in histograms),
+        max(h.largest for h in histograms),
+    )
+    existing = [r.existing for r in ordered]
+    requests = [r.list_requests for r in ordered]
+    return PlanResult(
+        histogram,
+        tuple(_coarsened(pieces, max_pieces)),
+        min(r.listed_at for r in ordered),
+        all(r.destination_checked for r in ordered),
+        None
+        if any(e is None for e in existing)
+        else (sum(e[0] for e in existing if e), sum(e[1] for e in existing if e)),
+        None if any(q is None for q in requests) else sum(q for q in requests if q is not None),
+    )
+
+
+def _empty(result: PlanResult) -> bool:
+    part = result.part
+    return part is not None and part.start_after is not None and part.start_after == part.end
+
+
+def _coarsened(pieces: list[Shard], max_pieces: int) -> list[Shard]:
+    """Neighbours merged pairwise until at most ``max_pieces`` remain (the pods' pieces together may be
+    more than one plan keeps)."""
+    while len(pieces) > max(1, max_pieces):
+        pairs = zip(pieces[::2], pieces[1::2], strict=False)
+        merged = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
+        if len(pieces) % 2:
+            merged.append(pieces[-1])
+        pieces = merged
+    return pieces
 
 
 def parse_existing(raw: Any, histogram: Histogram) -> tuple[int, int] | None:
@@ -304,3 +407,25 @@ def parse_listing_progress(text: str | None) -> dict[str, Any] | None:
     if eta is not None:
         progress["etaSeconds"] = math.ceil(eta)
     return progress
+
+
+def combine_progress(parts: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """status.plan.listingProgress of a listing divided over several planner pods, from each pod's
+    (`parse_listing_progress`): counts and rates add up, the listing ends with its slowest part."""
+    known = [p for p in parts if p is not None]
+    if not known:
+        return None
+    if len(parts) == 1:
+        return known[0]
+    combined: dict[str, Any] = {
+        "objects": sum(p["objects"] for p in known),
+        "bytes": sum(p["bytes"] for p in known),
+    }
+    for name in ("listed", "listers", "keysPerSecond"):
+        values = [p[name] for p in known if name in p]
+        if len(values) == len(known):
+            combined[name] = round(sum(values), 1) if name == "keysPerSecond" else sum(values)
+    etas = [p["etaSeconds"] for p in known if "etaSeconds" in p]
+    if len(etas) == len(parts):
+        combined["etaSeconds"] = max(etas)
+    return combined

@@ -32,10 +32,14 @@ from ferry.operator.plannerjob import (
     render_planner_job,
 )
 from ferry.operator.plannerstate import FINAL_REASONS, PlannerState, Stage, planner_state
+from ferry.operator.planning import MAX_PIECES
 from ferry.operator.planresult import (
+    MAX_PLANNER_PODS,
     MAX_RESULT_BYTES,
     PLANNER_REASONS,
     PlanResultInvalid,
+    combine_progress,
+    merge_parts,
     parse_listing_progress,
     parse_plan_result,
 )
@@ -193,19 +197,40 @@ async def _run_planner(
                 when = "; edit the CopyJob to plan it again"
             raise Stalled(state.failure.reason, f"{state.failure.message}{when}")
         if state.stage is Stage.LISTING:
-            assert state.pod_ip is not None
             port = ctx.settings.status_port
-            text = await asyncio.to_thread(
-                fetch_from_pod, state.pod_ip, port, "/plan", PLAN_READ_SECONDS, MAX_RESULT_BYTES
-            )
-            if text is not None:
-                return await _store_plan(ctx, owner, spec, text)
-            progress = await asyncio.to_thread(fetch_worker_status, state.pod_ip, port)
-            raise StillPlanning(
-                _planning_status(
-                    status, generation, "the planner pod lists the source", parse_listing_progress(progress)
+            pods = _planner_count(planner)
+            running = dict(state.pod_ips)
+            if sorted(running) == list(range(pods)):
+                texts = await asyncio.gather(
+                    *(
+                        asyncio.to_thread(
+                            fetch_from_pod, running[i], port, "/plan", PLAN_READ_SECONDS, MAX_RESULT_BYTES
+                        )
+                        for i in range(pods)
+                    )
                 )
+                if all(text is not None for text in texts):
+                    try:
+                        return await _store_plan(ctx, owner, spec, [t for t in texts if t is not None])
+                    except PartsDisagree:
+                        # Pods that saw different prefix trees (the bucket changed as they started):
+                        # none of their parts can be trusted to meet the others, so all list again.
+                        await asyncio.to_thread(
+                            ctx.kube.delete_job, owner.namespace, job_name_, str(planner["metadata"]["uid"])
+                        )
+                        raise StillPlanning(
+                            _planning_status(
+                                status, generation, "the planner pods divided the source differently", None
+                            )
+                        ) from None
+            answers = await asyncio.gather(
+                *(asyncio.to_thread(fetch_worker_status, ip, port) for ip in running.values())
             )
+            progress = combine_progress([parse_listing_progress(a) for a in answers])
+            doing = (
+                "the planner pod lists the source" if pods == 1 else f"{pods} planner pods list the source"
+            )
+            raise StillPlanning(_planning_status(status, generation, doing, progress))
         raise StillPlanning(_planning_status(status, generation, "the planner pod is starting", None))
 
     cap = ctx.settings.max_planning_per_namespace
@@ -286,17 +311,41 @@ async def worker_account(ctx: Context, namespace: str, who: Identity) -> tuple[s
     return account, ""
 
 
-async def _store_plan(ctx: Context, owner: Owner, spec: CopyJobSpec, text: str) -> dict[str, Any]:
-    """Check the planner's answer, cut shards and size the workers from it, and store the plan ConfigMap."""
+class PartsDisagree(Exception):
+    """The planner pods' parts do not divide the key space one way."""
+
+
+def _planner_count(planner: dict[str, Any]) -> int:
+    """Planner pods of the operator's own planner Job (its completions, bounded)."""
+    completions = (planner.get("spec") or {}).get("completions")
+    return completions if isinstance(completions, int) and 1 <= completions <= MAX_PLANNER_PODS else 1
+
+
+async def _store_plan(ctx: Context, owner: Owner, spec: CopyJobSpec, texts: list[str]) -> dict[str, Any]:
+    """Check the planner pods' answers (one each, merged when the listing was divided over several),
+    cut shards and size the workers from them, and store the plan ConfigMap."""
     try:
-        result = parse_plan_result(text)
+        parts = [parse_plan_result(text) for text in texts]
     except PlanResultInvalid as exc:
         raise Stalled(
             "PlanInvalid",
             f"the planner pod of CopyJob {owner.name} answered with no plan Ferry can use ({exc}); "
             "it is planned again when the planner Job is deleted",
         ) from exc
+    try:
+        result = merge_parts(parts, MAX_PIECES)
+    except PlanResultInvalid as exc:
+        raise PartsDisagree(str(exc)) from exc
     histogram, listed_at = result.histogram, result.listed_at
+    cap = ctx.settings.max_objects_per_copyjob
+    if cap is not None and histogram.objects > cap:
+        # Each pod keeps the limit for its own part; together they may still pass it.
+        raise Stalled(
+            "TooManyObjects",
+            f"s3://{spec.source.bucket}/{spec.source.prefix} holds {histogram.objects:,} objects, more than "
+            f"{cap:,}, the platform's limit for one CopyJob (planning.maxObjects); split it into CopyJobs of "
+            "narrower source.prefix",
+        )
     shards, sizing = cut_shards(histogram, list(result.pieces), spec, ctx.settings, listed_at)
     plan = StoredPlan(histogram, tuple(shards), listed_at)
     # The summary is for people reading the ConfigMap; the operator reads back only what was measured.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ferry.model.quantity import parse_bytes, parse_cpu
 from ferry.operator.cost import DEFAULT_PRICES, Prices, PricesInvalid, parse_prices
+from ferry.operator.planresult import MAX_PLANNER_PODS
 from ferry.operator.policy import EndpointPolicy, LabelSelector, parse_selector
 
 
@@ -35,6 +36,8 @@ class OperatorSettings:
     #: Seconds one CopyJob's listing may take, and objects it may list, before it stalls
     #: (ListingTooLong, TooManyObjects): an endpoint that never stops listing holds nothing for long.
     listing_deadline_seconds: float | None = None
+    #: Planner pods one CopyJob's listing is divided over (an Indexed Job; the chart's planning.pods).
+    planner_pods: int = 1
     max_objects_per_copyjob: int | None = None
     #: Namespaces whose CopyJobs may run on workload identity (spec.serviceAccountName) instead of Secrets.
     workload_identity_namespaces: tuple[str, ...] = ()
@@ -86,6 +89,7 @@ class OperatorSettings:
             max_jobs_per_namespace=number("FERRY_MAX_JOBS_PER_NAMESPACE"),
             max_planning_per_namespace=number("FERRY_MAX_PLANNING_PER_NAMESPACE"),
             listing_deadline_seconds=float(deadline) if deadline else None,
+            planner_pods=_planner_pods(number("FERRY_PLANNER_PODS")),
             max_objects_per_copyjob=number("FERRY_MAX_OBJECTS_PER_COPYJOB"),
             workload_identity_namespaces=names("FERRY_WORKLOAD_IDENTITY_NAMESPACES"),
             workload_identity_selector=_selector(env.get("FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR", "")),
@@ -98,6 +102,14 @@ class OperatorSettings:
             max_copyjob_series=_count(number("FERRY_MAX_COPYJOB_SERIES"), defaults.max_copyjob_series),
             prices=_prices(env.get("FERRY_PRICES", "")),
         )
+
+
+def _planner_pods(value: int | None) -> int:
+    if value is None:
+        return 1
+    if not 1 <= value <= MAX_PLANNER_PODS:
+        raise ValueError(f"FERRY_PLANNER_PODS={value} is not between 1 and {MAX_PLANNER_PODS}")
+    return value
 
 
 def _address(value: str) -> str:

@@ -199,22 +199,25 @@ def ranges_from_prefixes(prefixes: Sequence[str], most: int) -> list[tuple[str |
     return list(zip(starts, ends, strict=True))
 
 
-def join_pieces(parts: Sequence[Sequence[Shard]], max_pieces: int) -> list[Shard]:
-    """Join the pieces of contiguous ranges, in key order, into one cover of the key space.
+def join_pieces(
+    parts: Sequence[Sequence[Shard]], max_pieces: int, start_after: str | None = None, end: str | None = None
+) -> list[Shard]:
+    """Join the pieces of contiguous ranges, in key order, into one cover of the key space from
+    ``start_after`` (None: its beginning) to ``end`` (None: open-ended).
 
     Empty pieces merge into their neighbour (a range that found nothing adds no piece); neighbours then
-    merge pairwise until at most ``max_pieces`` remain. The first piece starts at the beginning, the
-    last is open-ended, as the sequential `Planner.pieces` returns them. Raises ValueError when the
-    parts are not contiguous, which would lose keys.
+    merge pairwise until at most ``max_pieces`` remain. The first piece starts at ``start_after``, the
+    last ends at ``end``, as the sequential `Planner.pieces` returns them for the whole key space. Raises
+    ValueError when the parts are not contiguous, which would lose keys.
     """
     flat = [piece for part in parts for piece in part]
     if not flat:
-        return [Shard(None, None, 0, 0)]
+        return [Shard(start_after, end, 0, 0)]
     for before, after in itertools.pairwise(flat):
         if before.end is None or before.end != after.start_after:
             raise ValueError("the ranges' pieces are not contiguous")
-    if flat[0].start_after is not None:
-        raise ValueError("the ranges' pieces do not start at the beginning of the key space")
+    if flat[0].start_after != start_after:
+        raise ValueError("the ranges' pieces do not start where the key space does")
     merged: list[Shard] = []
     for piece in flat:
         if merged and (not piece.objects or not merged[-1].objects):
@@ -231,8 +234,60 @@ def join_pieces(parts: Sequence[Sequence[Shard]], max_pieces: int) -> list[Shard
             coarse.append(merged[-1])
         merged = coarse
     last = merged[-1]
-    merged[-1] = Shard(last.start_after, None, last.objects, last.bytes)
+    merged[-1] = Shard(last.start_after, end, last.objects, last.bytes)
     return merged
+
+
+def part_cuts(
+    ranges: Sequence[tuple[str | None, str | None]], count: int, prefix: str, alphabet: Alphabet
+) -> list[str | None]:
+    """Where ``count`` planner pods divide the key space: ``count + 1`` bounds, None first and last, the
+    others keys in order (equal neighbours leave a pod an empty part). Pod ``i`` lists the keys after
+    bound ``i`` up to bound ``i + 1``.
+
+    The bounds are ends of the discovered ``ranges``, as even in number per pod as they can be; with
+    fewer ranges than pods, the ranges widest in key space are first cut at midpoints (within the
+    alphabet of the keys discovery saw). Every pod computes them from its own discovery: pods that saw
+    the same prefix tree agree, and the operator refuses parts that do not meet (`planresult`).
+    """
+    pieces = list(ranges) or [(None, None)]
+    for _ in range(4 * count):  # each round cuts one range in two, or stops
+        if len(pieces) >= count:
+            break
+        widths = [_width(start, end, prefix, alphabet) for start, end in pieces]
+        widest = max(range(len(pieces)), key=lambda i: widths[i])
+        start, end = pieces[widest]
+        mid = split_point(start, end, prefix, alphabet)
+        if mid is None or (start is not None and not mid > start) or (end is not None and not mid < end):
+            break
+        pieces[widest : widest + 1] = [(start, mid), (mid, end)]
+    n = len(pieces)
+    if count > 1 and n < 2:
+        raise ValueError("the key space cannot be divided")  # a midpoint of the whole space always exists
+    # Range ends in order (only the last range is open-ended); equal bounds leave a pod an empty part.
+    inner = [pieces[max(1, j * n // count) - 1][1] for j in range(1, count)]
+    return [None, *inner, None]
+
+
+def _width(start: str | None, end: str | None, prefix: str, alphabet: Alphabet) -> float:
+    lo = key_value(relative(start, prefix) or "", alphabet)
+    hi = 1.0 if end is None else key_value(relative(end, prefix) or "", alphabet)
+    return hi - lo
+
+
+def clip(
+    ranges: Sequence[tuple[str | None, str | None]], start_after: str | None, end: str | None
+) -> list[tuple[str | None, str | None]]:
+    """The parts of ``ranges`` (contiguous, in key order) after ``start_after`` up to ``end``."""
+    kept: list[tuple[str | None, str | None]] = []
+    for lo, hi in ranges:
+        if start_after is not None and (lo is None or lo < start_after):
+            lo = start_after
+        if end is not None and (hi is None or hi > end):
+            hi = end
+        if hi is None or lo is None or lo < hi:
+            kept.append((lo, hi))
+    return kept
 
 
 def key_at(value: float, alphabet: Alphabet, digits: int = 8) -> str | None:

@@ -37,10 +37,12 @@ from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.keyspace import (
     Alphabet,
+    clip,
     common_prefix,
     extrapolate,
     join_pieces,
     listing_prefix,
+    part_cuts,
     ranges_from_prefixes,
     remaining_estimate,
     split_point,
@@ -111,6 +113,8 @@ class ListingOutcome:
     #: (objects, bytes) the destination already holds and the worker would skip; None if not compared.
     existing: tuple[int, int] | None
     ranges: int
+    #: The part of the key space listed: after the first key up to the second (None: the whole, open).
+    span: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class ParallelListing:
         deadline_seconds: float | None = None,
         destination: DestinationSide | None = None,
         report: Callable[[ListingCounts], None] = lambda _c: None,
+        part: tuple[int, int] | None = None,
     ) -> None:
         self._client, self._bucket, self._prefix = client, bucket, prefix
         self._filter = object_filter
@@ -189,12 +194,26 @@ class ParallelListing:
         self._failure: BaseException | None = None
         self._alphabet: Alphabet | None = None
         self._started = clock()
+        #: (index, count): list only this pod's part of the key space (`keyspace.part_cuts`).
+        self._part = part
+        self._span: tuple[str | None, str | None] = (None, None)
+        #: Keys directly under the prefix on discovery's first page: their characters steer where
+        #: planner pods divide a bucket without prefixes.
+        self._root_keys: list[str] = []
 
     # -- the whole listing ----------------------------------------------------------------------------
 
     def run(self) -> ListingOutcome:
         self._started = self._clock()
-        bounds = ranges_from_prefixes(self._discover(), min(MAX_RANGES // 2, self._listers * 4))
+        found = self._discover()
+        bounds = ranges_from_prefixes(found, min(MAX_RANGES // 2, self._listers * 4))
+        if self._part is not None:
+            index, count = self._part
+            seen = [*found, *self._root_keys]
+            alphabet = Alphabet.of(k[len(self._prefix) :] for k in seen) or Alphabet()
+            cuts = part_cuts(bounds, count, self._prefix, alphabet)
+            self._span = (cuts[index], cuts[index + 1])
+            bounds = clip(bounds, *self._span)
         with self._lock:
             self._ranges = [self._new_range(start, end) for start, end in bounds]
         threads = [
@@ -223,7 +242,7 @@ class ParallelListing:
     def _outcome(self) -> ListingOutcome:
         ordered = sorted(self._ranges, key=lambda r: (r.start_after is not None, r.start_after or ""))
         parts: list[list[Shard]] = []
-        counts = [0] * len(ordered[0].planner.histogram().counts)
+        counts = [0] * len(Planner().histogram().counts)
         objects = total = largest = 0
         for r in ordered:
             h = r.planner.histogram()
@@ -238,10 +257,11 @@ class ParallelListing:
             existing = (sum(r.existing_objects for r in ordered), sum(r.existing_bytes for r in ordered))
         return ListingOutcome(
             Histogram(tuple(counts), objects, total, largest),
-            tuple(join_pieces(parts, MAX_PIECES)),
+            tuple(join_pieces(parts, MAX_PIECES, *self._span)),
             self._requests,
             existing,
             len(ordered),
+            self._span,
         )
 
     def _new_range(self, start: str | None, end: str | None) -> _Range:
@@ -301,6 +321,8 @@ class ParallelListing:
     def _common_prefixes(self, prefix: str) -> list[str]:
         # One page only: a wider level is cut evenly later, and the rest lies in the last range anyway.
         page = self._request(Bucket=self._bucket, Prefix=prefix, Delimiter="/", MaxKeys=self._page_size)
+        if prefix == self._prefix:
+            self._root_keys = [k for k in page.keys if k.startswith(prefix)]
         return [p for p in page.prefixes if p.startswith(prefix)]
 
     # -- phase 2: listers -----------------------------------------------------------------------------

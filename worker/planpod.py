@@ -12,7 +12,9 @@ Configured like a worker: the spec from the mounted ConfigMap (FERRY_PLAN_DIR/sp
 from the Secrets the CopyJob names (FERRY_SOURCE_ACCESS_KEY_ID, ...), and the platform's limits
 (FERRY_LISTING_DEADLINE_SECONDS, FERRY_MAX_OBJECTS_PER_COPYJOB, FERRY_ALLOWED_ENDPOINTS,
 FERRY_CLUSTER_CIDRS) from its environment; FERRY_PLAN_LISTERS sets how many listers run at once
-(1 to 256).
+(1 to 256). With FERRY_PLAN_PODS above 1 the planner Job is Indexed: this pod lists only part
+JOB_COMPLETION_INDEX of the key space (`keyspace.part_cuts`) and its answer says which part it covers;
+the operator joins the parts (`planresult.merge_parts`).
 
 Exit codes:
     0  the plan was served (read by the operator, or held until FERRY_PLAN_HOLD_SECONDS)
@@ -43,7 +45,7 @@ from ferry.model import CopyJobSpec
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import SPEC_FILE
 from ferry.operator.netguard import endpoint_problem, guard_client
-from ferry.operator.planresult import PlannerFailure, PlanResult
+from ferry.operator.planresult import MAX_PLANNER_PODS, PlannerFailure, PlanResult
 from ferry.operator.policy import EndpointPolicy
 from ferry.worker.display import format_duration
 from ferry.worker.pod import STATUS_PORT, credentials_from_env
@@ -77,6 +79,8 @@ class PlannerConfig:
     termination_path: Path
     hold_seconds: float
     listers: int = DEFAULT_LISTERS
+    #: (index, count) when the listing is divided over several planner pods (an Indexed Job).
+    part: tuple[int, int] | None = None
 
 
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -101,6 +105,7 @@ def config_from(env: Mapping[str, str]) -> PlannerConfig:
         if not 1 <= listers <= MAX_LISTERS:
             raise ValueError(f"FERRY_PLAN_LISTERS must be between 1 and {MAX_LISTERS}")
         port = int(env.get("FERRY_STATUS_PORT", STATUS_PORT))
+        part = _part(env)
         endpoints = EndpointPolicy.build(
             _names(env, "FERRY_ALLOWED_ENDPOINTS"), _names(env, "FERRY_CLUSTER_CIDRS")
         )
@@ -118,7 +123,22 @@ def config_from(env: Mapping[str, str]) -> PlannerConfig:
         termination_path=Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
         hold_seconds=float(hold) if hold else DEFAULT_HOLD_SECONDS,
         listers=listers,
+        part=part,
     )
+
+
+def _part(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """This pod's part of the listing: FERRY_PLAN_PODS pods, JOB_COMPLETION_INDEX (set by the Indexed
+    Job) this one's. None for a single planner pod."""
+    count = int(env.get("FERRY_PLAN_PODS", "").strip() or 1)
+    if not 1 <= count <= MAX_PLANNER_PODS:
+        raise ValueError(f"FERRY_PLAN_PODS must be between 1 and {MAX_PLANNER_PODS}")
+    if count == 1:
+        return None
+    index = int(env.get("JOB_COMPLETION_INDEX", "").strip() or -1)
+    if not 0 <= index < count:
+        raise ValueError(f"JOB_COMPLETION_INDEX must be between 0 and {count - 1} with {count} planner pods")
+    return index, count
 
 
 def _client(config: PlannerConfig, role: str) -> Any:
@@ -189,6 +209,7 @@ def plan(
         max_objects=config.max_objects,
         tracker=tracker,
         clock=clock,
+        part=config.part,
     )
     # The destination was checked by the preflight (or not, for a dry run without its credentials).
     return replace(

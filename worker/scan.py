@@ -19,7 +19,7 @@ from typing import Any
 
 from ferry.model import CopyJobSpec
 from ferry.model.quantity import format_duration
-from ferry.operator.planresult import PlanResult
+from ferry.operator.planresult import PlanPart, PlanResult
 from ferry.operator.render import fit_shards, shards_budget
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.leanlist import LeanListing
@@ -151,6 +151,7 @@ def scan(
     tracker: ListingTracker | None = None,
     clock: Callable[[], float] = time.monotonic,
     page_size: int = PAGE_SIZE,
+    part: tuple[int, int] | None = None,
 ) -> Scan:
     """List the source of ``spec`` in parallel within the limits and return the plan's histogram and
     pieces. With a ``destination`` client, also count what the destination already holds.
@@ -158,6 +159,9 @@ def scan(
     Raises `PlanningStopped`: TooManyObjects (more than ``max_objects`` keys listed), ListingTooLong
     (past ``deadline_seconds``), ListingFailed with ``retry=True`` (a request failed after its retries;
     never a partial plan) or EndpointNotAllowed.
+
+    With ``part`` = (index, count), list only pod ``index``'s part of the key space divided over
+    ``count`` planner pods (`keyspace.part_cuts`); the result says which part it covers.
     """
     where = f"s3://{spec.source.bucket}/{spec.source.prefix}"
     tracker = tracker or ListingTracker(clock)
@@ -184,6 +188,7 @@ def scan(
         deadline_seconds=deadline_seconds,
         destination=side,
         report=tracker.record,
+        part=part,
     )
     try:
         outcome = listing.run()
@@ -231,5 +236,6 @@ def scan(
         tuple(pieces),
         datetime.now(UTC).replace(microsecond=0),
         destination_checked=destination is not None,
+        part=None if part is None else PlanPart(part[0], part[1], *outcome.span),
     )
     return Scan(result, outcome.requests, outcome.existing, clock() - started)

@@ -39,8 +39,12 @@ def plan_source(
     max_objects: int | None = None,
     tracker: ListingTracker | None = None,
     clock: Callable[[], float] = time.monotonic,
+    part: tuple[int, int] | None = None,
 ) -> Scan:
     """The plan's histogram and pieces, from the listing or the manifest. Raises PlanningStopped.
+
+    ``part`` divides a listing over several planner pods (`scan`); a manifest is read by one pod whole,
+    so it is ignored there.
 
     A manifest replaces the source listing only: the destination is compared by the workers as usual,
     so ``destination`` is not read (the Scan's ``existing`` is None)."""
@@ -54,6 +58,7 @@ def plan_source(
             max_objects=max_objects,
             tracker=tracker,
             clock=clock,
+            part=part,
         )
     tracker = tracker or ListingTracker(clock)
     tracker.start()

@@ -41,6 +41,7 @@ OPERATOR_ENV = {
     "FERRY_MAX_PLANNING_PER_NAMESPACE",
     "FERRY_LISTING_DEADLINE_SECONDS",
     "FERRY_MAX_OBJECTS_PER_COPYJOB",
+    "FERRY_PLANNER_PODS",
     "FERRY_PRICES",
     "FERRY_AGGREGATE_INTERVAL_SECONDS",
     "FERRY_RECONCILE_THREADS",
@@ -261,6 +262,7 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_MAX_PLANNING_PER_NAMESPACE": "2",
         "FERRY_LISTING_DEADLINE_SECONDS": "7200",
         "FERRY_MAX_OBJECTS_PER_COPYJOB": "20000000",
+        "FERRY_PLANNER_PODS": "1",
         "FERRY_PRICES": "",  # the default price table
         "FERRY_AGGREGATE_INTERVAL_SECONDS": "5",
         "FERRY_RECONCILE_THREADS": "32",
@@ -293,7 +295,8 @@ def test_operator_env_from_values(full_objects: list[dict[str, Any]]) -> None:
         env["FERRY_MAX_PLANNING_PER_NAMESPACE"],
         env["FERRY_LISTING_DEADLINE_SECONDS"],
         env["FERRY_MAX_OBJECTS_PER_COPYJOB"],
-    ) == ("3", "600", "5000000")
+        env["FERRY_PLANNER_PODS"],
+    ) == ("3", "600", "5000000", "4")
 
 
 def test_the_operator_reads_the_chart_s_policy(full_objects: list[dict[str, Any]]) -> None:
