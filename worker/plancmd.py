@@ -27,7 +27,10 @@ import argparse
 import contextlib
 import json
 import sys
+import threading
+import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +42,10 @@ from ferry.operator.cost import DEFAULT_PRICES, Prices, PricesInvalid, parse_pri
 from ferry.operator.planfile import StoredPlan
 from ferry.operator.planview import plan_cost, plan_lines, plan_view
 from ferry.operator.settings import OperatorSettings
+from ferry.worker import planprocs
 from ferry.worker.display import PLAIN_INTERVAL, format_duration
 from ferry.worker.listingdisplay import ListingDisplay
+from ferry.worker.planprocs import MAX_PROCESSES, default_processes
 from ferry.worker.run import (
     EXIT_INCOMPLETE,
     EXIT_INTERNAL,
@@ -74,6 +79,23 @@ def _listers(text: str) -> int:
     return value
 
 
+def _processes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_PROCESSES}")
+    return value
+
+
+def _part(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count) <= MAX_PROCESSES):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a part I/N")
+    return int(index), int(count)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--file", required=True, type=Path, help="CopyJob manifest (may also hold Secrets)"
@@ -99,6 +121,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"ranges of the source listed at once (default {DEFAULT_LISTERS}, at most {MAX_LISTERS})",
     )
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help="processes the listing is divided over, as over planner pods (default: the cores this "
+        f"process may use, at most 4; at most {MAX_PROCESSES}); a manifest is read by one",
+    )
+    # A child of a divided listing: list part I of N and print it (planprocs).
+    parser.add_argument("--part", type=_part, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--progress",
         choices=("auto", "live", "plain", "none"),
@@ -151,6 +183,10 @@ def main(args: argparse.Namespace) -> int:
         done = _list(args, job, job_file.secrets)
     except RunFailed as exc:
         return fail(args, exc, job.metadata.name if job else None)
+    if args.part is not None:
+        # A child of a divided listing: its part, for the parent to join (planprocs).
+        print(replace(done.result, existing=done.existing, list_requests=done.list_requests).to_json())
+        return EXIT_OK
     _report(args, job, done, prices)
     return EXIT_OK
 
@@ -173,8 +209,13 @@ def _list(args: argparse.Namespace, job: CopyJob, secrets: Any) -> Scan:
     if "spec.destination" in creds:
         destination = make_client(spec.destination, creds["spec.destination"], options)
         preflight(destination, spec.destination, "spec.destination", creds["spec.destination"])
+    processes = args.processes or default_processes()
+    if args.part is None and processes > 1 and spec.source.manifest is None:
+        return _list_divided(args, processes)
     tracker = ListingTracker()
     with contextlib.ExitStack() as stack:
+        if args.part is not None:
+            stack.enter_context(_ProgressLines(tracker))
         if args.progress != "none":
             live = {"auto": None, "live": True, "plain": False}[args.progress]
             stack.enter_context(
@@ -187,6 +228,7 @@ def _list(args: argparse.Namespace, job: CopyJob, secrets: Any) -> Scan:
                 destination=destination if compare else None,
                 listers=args.listers,
                 tracker=tracker,
+                part=args.part,
             )
         except PlanningStopped as exc:
             raise RunFailed(
@@ -195,6 +237,42 @@ def _list(args: argparse.Namespace, job: CopyJob, secrets: Any) -> Scan:
                 reason=exc.reason,
                 stderr=f"error: {exc} [{exc.reason}]",
             ) from exc
+
+
+def _list_divided(args: argparse.Namespace, processes: int) -> Scan:
+    """The listing divided over ``processes`` children of this command (`planprocs`), after the
+    locations passed their check here once."""
+    started = time.monotonic()
+    children, progress = planprocs.start(args.file, processes, -(-args.listers // processes))
+    with contextlib.ExitStack() as stack:
+        if args.progress != "none":
+            live = {"auto": None, "live": True, "plain": False}[args.progress]
+            stack.enter_context(
+                ListingDisplay(progress.snapshot, live=live, plain_interval=args.progress_interval)
+            )
+        return planprocs.finish(children, started)
+
+
+class _ProgressLines:
+    """A child's progress on stderr for its parent, every half second and once at the end."""
+
+    def __init__(self, tracker: ListingTracker) -> None:
+        self._tracker = tracker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ferry-part-progress", daemon=True)
+
+    def __enter__(self) -> _ProgressLines:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            print(planprocs.progress_line(self._tracker.snapshot()), file=sys.stderr, flush=True)
+        print(planprocs.progress_line(self._tracker.snapshot()), file=sys.stderr, flush=True)
 
 
 def _report(args: argparse.Namespace, job: CopyJob, done: Scan, prices: Prices) -> None:

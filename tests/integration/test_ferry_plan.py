@@ -242,3 +242,26 @@ def test_plan_of_a_corrupt_manifest_exits_2_naming_the_file_and_line(
     document = json.loads(result.stdout)
     assert (document["state"], document["reason"]) == ("invalid", "ManifestInvalid")
     assert "keys.csv" in document["error"] and "line 3" in document["error"]
+
+
+def test_a_listing_divided_over_processes_plans_what_one_process_plans(
+    gateway: S3Endpoint, buckets: tuple[str, str], tmp_path: Path
+) -> None:
+    job = write_job(tmp_path / "job.yaml", gateway, *buckets)
+    documents = {}
+    for processes in ("1", "3"):
+        result = ferry_plan(
+            "-f", str(job), "--output", "json", "--progress", "plain", "--processes", processes
+        )
+        assert result.returncode == 0, result.stderr
+        documents[processes] = json.loads(result.stdout)
+    one, three = documents["1"], documents["3"]
+    for field in ("objects", "bytes", "largestObject", "histogram"):
+        assert three["plan"][field] == one["plan"][field], field
+    assert three["existing"] == one["existing"] == {"objects": OBJECTS // 2, "bytes": OBJECTS // 2 * SIZE}
+    ranges = three["shardRanges"]
+    assert ranges[0]["startAfter"] is None and ranges[-1]["end"] is None
+    assert all(a["end"] == b["startAfter"] for a, b in itertools.pairwise(ranges))
+    assert sum(r["objects"] for r in ranges) == OBJECTS + 1
+    # Each process listed (and was counted) once: requests add up over the parts.
+    assert three["listing"]["requests"] >= one["listing"]["requests"] > 0
