@@ -164,6 +164,18 @@ class Planner:
         return group_pieces(self.pieces(), shards, max_objects, max_bytes)
 
 
+def merge_neighbours(pieces: list[Shard], most: int) -> list[Shard]:
+    """Neighbouring pieces merged pairwise, round after round, until at most ``most`` remain; the
+    first start and the last end stay where they were."""
+    while len(pieces) > max(1, most):
+        pairs = zip(pieces[::2], pieces[1::2], strict=False)
+        merged = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
+        if len(pieces) % 2:
+            merged.append(pieces[-1])
+        pieces = merged
+    return pieces
+
+
 def group_pieces(
     pieces: list[Shard], shards: int, max_objects: int | None = None, max_bytes: int | None = None
 ) -> list[Shard]:

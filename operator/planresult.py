@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.model.plan import Shard
-from ferry.operator.planning import BUCKET_BOUNDS, Histogram
+from ferry.operator.planning import BUCKET_BOUNDS, Histogram, merge_neighbours
 
 RESULT_FORMAT = "ferry.dev/plan-result/v1"
 FAILURE_FORMAT = "ferry.dev/planner-failure/v1"
@@ -283,7 +283,7 @@ def merge_parts(parts: Sequence[PlanResult], max_pieces: int) -> PlanResult:
     requests = [r.list_requests for r in ordered]
     return PlanResult(
         histogram,
-        tuple(_coarsened(pieces, max_pieces)),
+        tuple(merge_neighbours(pieces, max_pieces)),
         min(r.listed_at for r in ordered),
         all(r.destination_checked for r in ordered),
         None
@@ -296,18 +296,6 @@ def merge_parts(parts: Sequence[PlanResult], max_pieces: int) -> PlanResult:
 def _empty(result: PlanResult) -> bool:
     part = result.part
     return part is not None and part.start_after is not None and part.start_after == part.end
-
-
-def _coarsened(pieces: list[Shard], max_pieces: int) -> list[Shard]:
-    """Neighbours merged pairwise until at most ``max_pieces`` remain (the pods' pieces together may be
-    more than one plan keeps)."""
-    while len(pieces) > max(1, max_pieces):
-        pairs = zip(pieces[::2], pieces[1::2], strict=False)
-        merged = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
-        if len(pieces) % 2:
-            merged.append(pieces[-1])
-        pieces = merged
-    return pieces
 
 
 def parse_existing(raw: Any, histogram: Histogram) -> tuple[int, int] | None:

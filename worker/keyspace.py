@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ferry.model.plan import Shard
+from ferry.operator.planning import merge_neighbours
 
 #: Lowest code point a midpoint uses: below the space are control characters, which S3's XML answers
 #: cannot carry.
@@ -227,12 +228,7 @@ def join_pieces(
             )
         else:
             merged.append(piece)
-    while len(merged) > max(1, max_pieces):
-        pairs = zip(merged[::2], merged[1::2], strict=False)
-        coarse = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
-        if len(merged) % 2:
-            coarse.append(merged[-1])
-        merged = coarse
+    merged = merge_neighbours(merged, max_pieces)
     last = merged[-1]
     merged[-1] = Shard(last.start_after, end, last.objects, last.bytes)
     return merged

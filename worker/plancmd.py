@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,24 +70,19 @@ MAX_LISTERS = 256
 MAX_PRICES_BYTES = 64 * 1024
 
 
-def _listers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_LISTERS:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_LISTERS}")
-    return value
+def _count_between(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
 
-def _processes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_PROCESSES:
-        raise argparse.ArgumentTypeError(f"{value} is not between 1 and {MAX_PROCESSES}")
-    return value
+    return parse
 
 
 def _part(text: str) -> tuple[int, int]:
@@ -116,14 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--listers",
-        type=_listers,
+        type=_count_between(1, MAX_LISTERS),
         default=DEFAULT_LISTERS,
         metavar="N",
         help=f"ranges of the source listed at once (default {DEFAULT_LISTERS}, at most {MAX_LISTERS})",
     )
     parser.add_argument(
         "--processes",
-        type=_processes,
+        type=_count_between(1, MAX_PROCESSES),
         default=None,
         metavar="N",
         help="processes the listing is divided over, as over planner pods (default: the cores this "
