@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-incident bench-tools bench-load bench-list bench-list-smoke
+.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -40,3 +40,9 @@ bench-list: venv testbin bench-tools
 # 20,000 keys per layout: under a minute; results in bench/results/list-smoke.{json,md}.
 bench-list-smoke: venv bench-tools
 	BENCH_LIST_SMOKE=1 FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/listing.py
+
+# Endpoint budgets: five `ferry run` copies through one endpoint capped at 100 requests/s, each with its
+# share of a budget of 100, then each on its own (bench/budget.py; about 5 minutes on 2 cores). Results in
+# bench/results/budget-latest.{json,md}.
+bench-budget: venv testbin
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/budget.py

@@ -16,7 +16,9 @@ from typing import Any
 import kopf
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
+from ferry.model.endpointbudget import BUDGET_PLURAL
 from ferry.operator import reconcile as reconcile_module
+from ferry.operator.budgetcontrol import run_budget_steps
 from ferry.operator.errors import to_kopf
 from ferry.operator.kube import Kube
 from ferry.operator.metrics import CopyJobCollector, CopyJobSeries
@@ -80,7 +82,38 @@ async def configure(*, settings: kopf.OperatorSettings, memo: kopf.Memo, **_: An
     settings.networking.request_timeout = 60
     memo.kube = Kube(threads=SETTINGS.reconcile_threads)
     memo.copyjobs = reconcile_module.Memory()
+    # EndpointBudgets: a CopyJob no pass has claimed for three passes' time has finished or gone.
+    memo.copyjobs.budgets.stale_seconds = 3 * SETTINGS.aggregate_interval_seconds
+    memo.budget_steps = asyncio.create_task(
+        run_budget_steps(
+            memo.copyjobs.budgets, memo.kube.patch_budget_status, SETTINGS.aggregate_interval_seconds
+        ),
+        name="endpoint-budget-steps",
+    )
     start_http_server(SETTINGS.metrics_port, SETTINGS.listen_address)
+
+
+@kopf.on.cleanup()
+async def stop_budget_steps(*, memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("budget_steps")
+    if task is not None:
+        task.cancel()
+
+
+@kopf.on.event(GROUP, VERSION, BUDGET_PLURAL)
+def observe_budget(
+    *,
+    type: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """EndpointBudgets come from the watch only (list and watch; the operator never GETs one): each event
+    updates what the CopyJob passes and the budget steps use."""
+    memo.copyjobs.budgets.observe(type, name, dict(spec or {}), dict(status or {}), meta.get("generation"))
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

@@ -213,6 +213,14 @@ class Kube:
             return False
         return False
 
+    def patch_budget_status(self, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch an EndpointBudget's status (cluster-scoped; the operator writes nothing else of it).
+        Raises on failure: the budget step logs it and writes it again at the next step."""
+        API_REQUESTS.labels("patch", "endpointbudgets/status").inc()
+        self.custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, "endpointbudgets", name, {"status": status}, _request_timeout=TIMEOUT
+        )
+
 
 #: Most a worker's `/status` body takes (a real one is a few KiB: counts, and at most 20 sampled
 #: failures), and room for the status line and headers.

@@ -3,6 +3,9 @@
 whose share changed its new one (`kube.push_worker_limits`), and keeps the share a new pod starts with in
 the progress ledger. A thin adapter: the arithmetic is `ratesplit`'s.
 
+Under an EndpointBudget the job-wide limits are the CopyJob's share of the budget (never more than its own
+`spec.rateLimit`), from `budgetcontrol`, which also learns the throttles its pods reported this pass.
+
 Only the operator can change a worker's limits: every `PUT /limits` carries a random token made when the
 Job is made (`new_token`), which reaches the pods through their template's environment. It is read back
 from the Job each pass, so a restarted operator still has it; it is never logged or shown. A push that
@@ -20,6 +23,7 @@ from typing import Any
 from ferry.model import CopyJobSpec
 from ferry.operator import ratesplit
 from ferry.operator.aggregate import JobView
+from ferry.operator.budgetcontrol import BudgetBook
 from ferry.operator.kube import Kube, push_worker_limits
 from ferry.worker.ratelimit import (
     LATEST_SHARE_KEY,
@@ -70,16 +74,28 @@ def apply_rate_limits(
     ledger: Mapping[str, Any],
     port: int,
     confirmed: dict[str, RateShare],
+    budgets: BudgetBook | None = None,
+    uid: str = "",
+    throttles: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Split, push and record this pass's shares; returns `status.rateLimit`. ``pods`` are the Job's own
     (ownership checked), ``ledger`` the progress ConfigMap as read this pass, ``parallelism`` the one the
     Job is converging to, ``confirmed`` this CopyJob's shares confirmed by pod name (updated: pods that
-    no longer run are dropped)."""
+    no longer run are dropped). With ``budgets``, CopyJob ``uid`` takes its share of the EndpointBudgets it
+    is under; ``throttles`` are its running pods' throttle counts by pod name."""
     limit = RateShare.of(spec.rate_limit)
     completions = int((job.get("spec") or {}).get("completions") or 0)
     unfinished = completions - len(view.completed_indexes | view.failed_indexes)
     phases = [str((p.get("status") or {}).get("phase") or "") for p in pods]
     sharing = ratesplit.sharing_pods(phases, parallelism, unfinished)
+    # Null when under no budget: status is merge-patched, and a budget deleted must leave it.
+    under: dict[str, Any] = {"budget": None, "budgetShare": None}
+    if budgets is not None:
+        # A suspended CopyJob, or one whose shards are all done, runs no pod: its share goes to the others.
+        active = sharing > 0 and not spec.suspend
+        allocation = budgets.job_limit(uid, spec, throttles or {}, active)
+        if allocation is not None:
+            limit, under = allocation.limit, allocation.status()
     share = ratesplit.split(limit, sharing)
 
     running = {
@@ -104,7 +120,7 @@ def apply_rate_limits(
             )
     _keep_starting_share(kube, job, ledger, share)
     applied = sum(1 for name in running if confirmed.get(name) == share)
-    return ratesplit.status(limit, sharing, share, applied)
+    return {**ratesplit.status(limit, sharing, share, applied), **under}
 
 
 def _keep_starting_share(

@@ -42,6 +42,7 @@ from ferry.operator.aggregate import (
     totals,
     worker_failures,
 )
+from ferry.operator.budgetcontrol import BudgetBook
 from ferry.operator.caps import caps_message, plan_summary, size_workers, target_cap
 from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, now, require_owned
@@ -106,9 +107,12 @@ class Memory:
     #: The fleet law's state of each CopyJob with spec.target, by uid: the pass after a change may still
     #: read the status from before it; `status.scaling` is read only after a restart.
     fleets: dict[str, FleetState] = field(default_factory=dict)
+    #: The EndpointBudgets the watch delivered, and the CopyJobs sharing them (`budgetcontrol`).
+    budgets: BudgetBook = field(default_factory=BudgetBook)
 
     def forget(self, uid: str) -> None:
         """Drop what this process remembers of a deleted CopyJob."""
+        self.budgets.forget(uid)
         self.plans.pop(uid, None)
         self.started.discard(uid)
         self.answers.pop(uid, None)
@@ -512,8 +516,10 @@ async def _observe(
     running, new_finished = await asyncio.to_thread(
         _collect, pods, view, finished, ctx.settings.status_port, ctx.memory.answers.setdefault(uid, {})
     )
-    # spec.rateLimit is job-wide: each running worker gets its share, re-split as pods come and go.
+    # spec.rateLimit is job-wide: each running worker gets its share, re-split as pods come and go; under
+    # an EndpointBudget, the job-wide limit is this CopyJob's share of it, and its pods' throttles count.
     shares = ctx.memory.rate_shares.setdefault(uid, {})
+    throttles = {pod: report.throttles for pod, report in running.values()}
     rate_limit = await asyncio.to_thread(
         apply_rate_limits,
         ctx.kube,
@@ -525,6 +531,9 @@ async def _observe(
         progress,
         ctx.settings.status_port,
         shares,
+        ctx.memory.budgets,
+        uid,
+        throttles,
     )
     reports = {i: r for i, t in new_finished.items() if (r := parse_report(t))}
     finished.update(reports)

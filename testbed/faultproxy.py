@@ -51,7 +51,7 @@ _HEADER_END = b"\r\n\r\n"
 _SLOW_DOWN = "Please reduce your request rate."
 _INTERNAL_ERROR = "We encountered an internal error. Please try again."
 
-FaultKind = Literal["throttle", "error500", "refuse", "reset", "truncate", "stall"]
+FaultKind = Literal["throttle", "error500", "refuse", "reset", "truncate", "stall", "capped"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class FaultPlan:
     stall_rate: float = 0.0
     stall_seconds: float = 1.0
     bandwidth_bytes_per_s: float | None = None
+    #: A provider's request-rate limit: requests above this many per second, all clients together, are
+    #: answered 503 SlowDown (counted in `ProxyStats.capped`), whatever `methods` and `path_regex` say.
+    #: The allowance is a token bucket holding a fifth of a second's requests.
+    max_requests_per_second: float | None = None
     methods: frozenset[str] | None = None
     path_regex: str | None = None
     only_first_n: int | None = None
@@ -102,6 +106,8 @@ class FaultPlan:
             raise ValueError("FaultPlan.latency_ms, jitter_ms and stall_seconds must not be negative")
         if self.bandwidth_bytes_per_s is not None and self.bandwidth_bytes_per_s <= 0:
             raise ValueError("FaultPlan.bandwidth_bytes_per_s must be positive (or None for no cap)")
+        if self.max_requests_per_second is not None and self.max_requests_per_second <= 0:
+            raise ValueError("FaultPlan.max_requests_per_second must be positive (or None for no cap)")
         if self.only_first_n is not None and self.only_first_n < 0:
             raise ValueError("FaultPlan.only_first_n must not be negative")
         if self.methods is not None:
@@ -129,6 +135,8 @@ class ProxyStats:
     truncations: int = 0
     stalls: int = 0
     upstream_errors: int = 0
+    #: Requests answered 503 SlowDown for exceeding `FaultPlan.max_requests_per_second`.
+    capped: int = 0
     bytes_to_upstream: int = 0
     bytes_to_client: int = 0
     by_method: Mapping[str, int] = field(default_factory=lambda: types.MappingProxyType({}))
@@ -144,6 +152,7 @@ class ProxyStats:
             + self.resets
             + self.truncations
             + self.stalls
+            + self.capped
         )
 
 
@@ -191,6 +200,25 @@ class _TokenBucket:
         self.tokens -= n
         if self.tokens < 0:
             await asyncio.sleep(-self.tokens / self.rate)
+
+
+class _RequestCap:
+    """`FaultPlan.max_requests_per_second`: a token bucket of requests, a fifth of a second deep."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate * 0.2)
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class _Request:
@@ -297,6 +325,7 @@ class _Engine:
         self._plan = plan
         self._injected = 0
         self._bucket = _TokenBucket(plan.bandwidth_bytes_per_s) if plan.bandwidth_bytes_per_s else None
+        self._cap = _RequestCap(plan.max_requests_per_second) if plan.max_requests_per_second else None
         # Separate streams so changing latency settings does not shift which requests get faults.
         self._fault_rng = random.Random(seed)
         self._jitter_rng = random.Random(seed + 1)
@@ -308,6 +337,8 @@ class _Engine:
             self._injected = 0
             rate = plan.bandwidth_bytes_per_s
             self._bucket = _TokenBucket(rate) if rate else None
+            cap = plan.max_requests_per_second
+            self._cap = _RequestCap(cap) if cap else None
 
     @property
     def plan(self) -> FaultPlan:
@@ -320,6 +351,8 @@ class _Engine:
             if plan.jitter_ms:
                 delay += self._jitter_rng.uniform(-plan.jitter_ms, plan.jitter_ms)
             delay = max(0.0, delay) / 1000.0
+            if self._cap is not None and not self._cap.take():
+                return plan, "capped", delay
             if not plan.matches(req.method, req.target):
                 return plan, None, delay
             if plan.only_first_n is not None and self._injected >= plan.only_first_n:
@@ -405,8 +438,11 @@ class _Engine:
         if delay:
             await asyncio.sleep(delay)
 
-        if fault in ("throttle", "error500", "refuse"):
-            if fault == "throttle":
+        if fault in ("throttle", "error500", "refuse", "capped"):
+            if fault == "capped":
+                payload = _error_response(503, "SlowDown", _SLOW_DOWN, req.method, False)
+                self.counters.add("capped")
+            elif fault == "throttle":
                 status = plan.throttle_status
                 payload = _error_response(status, "SlowDown", _SLOW_DOWN, req.method, False)
                 self.counters.add("injected_503" if status == 503 else "injected_429")
@@ -832,6 +868,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stall-rate", type=float, default=0.0)
     p.add_argument("--stall-seconds", type=float, default=1.0)
     p.add_argument("--bandwidth", type=parse_rate, default=None, help="total byte rate cap, e.g. 10MB")
+    p.add_argument(
+        "--max-requests-per-second",
+        type=float,
+        default=None,
+        help="503 SlowDown above this many requests/s in total",
+    )
     p.add_argument("--methods", default=None, help="comma-separated methods faults may hit, e.g. GET,PUT")
     p.add_argument("--path-regex", default=None, help="faults only hit requests whose path+query match")
     p.add_argument("--only-first-n", type=int, default=None, help="inject at most N faults")
@@ -858,6 +900,7 @@ def main(argv: list[str] | None = None) -> int:
             stall_rate=args.stall_rate,
             stall_seconds=args.stall_seconds,
             bandwidth_bytes_per_s=args.bandwidth,
+            max_requests_per_second=args.max_requests_per_second,
             methods=_method_set(args.methods),
             path_regex=args.path_regex,
             only_first_n=args.only_first_n,

@@ -50,18 +50,20 @@ def install(api: client.ApiClient, helm: Path) -> None:
     """CRD, namespace, and the chart's ServiceAccounts, RBAC and admission policy on the operator's writes
     (not its Deployment: the operator runs here as a process)."""
     ext = client.ApiextensionsV1Api(api)
-    crd = yaml.safe_load((REPO / "crds" / "copyjob.yaml").read_text())
-    try:
-        ext.create_custom_resource_definition(crd)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        conditions = ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            break
-        time.sleep(0.2)
+    # The CopyJob's, and the platform's EndpointBudget's (cluster-scoped).
+    for path in ("copyjob.yaml", "endpointbudget.yaml"):
+        crd = yaml.safe_load((REPO / "crds" / path).read_text())
+        try:
+            ext.create_custom_resource_definition(crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            conditions = ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                break
+            time.sleep(0.2)
     core = client.CoreV1Api(api)
     try:
         core.create_namespace({"metadata": {"name": NAMESPACE}})

@@ -202,6 +202,9 @@ class WorkerReport:
     pod: str | None = None
     #: Why the shard was stopped early (state "systematicFailure"), as checked values.
     systematic: SystematicFailure | None = None
+    #: Requests the endpoints throttled (503 SlowDown, 429) since the worker started; what EndpointBudgets
+    #: adapt to (0 from workers that predate it, or when the count is not a sane one).
+    throttles: int = 0
 
     def answers_for(self, shard: int, pod: str) -> bool:
         """Whether this is the answer of that pod for that shard: a pod's address can be another pod's
@@ -244,7 +247,19 @@ def _report(raw: dict[str, Any]) -> WorkerReport:
         resume=checkpoint_from_json(raw.get("resume")),
         pod=_pod(raw.get("pod")),
         systematic=SystematicFailure.from_json(raw.get(SYSTEMATIC_STATE)),
+        throttles=_throttles(raw.get("throttles")),
     )
+
+
+#: A count above this is not one a worker makes (a billion throttled requests); it counts as none.
+MAX_THROTTLES = 10**9
+
+
+def _throttles(value: Any) -> int:
+    """A worker's throttle count: a non-negative integer up to MAX_THROTTLES, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THROTTLES:
+        return 0
+    return value
 
 
 def _pod(value: Any) -> str | None:

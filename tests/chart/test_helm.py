@@ -380,6 +380,12 @@ KOPF = {
     ("", "events", "create"),
 }
 NAMESPACED = ADAPTER | KOPF
+#: Cluster-wide in every mode: EndpointBudgets are cluster-scoped. kopf lists and watches them; the adapter
+#: patches their status (Kube.patch_budget_status), and nothing else of them.
+BUDGETS = {
+    *(("ferry.dev", "endpointbudgets", v) for v in ("list", "watch")),
+    ("ferry.dev", "endpointbudgets/status", "patch"),
+}
 #: Cluster-wide in every mode: kopf's discovery, and the operator's watch of Namespaces' labels when the
 #: platform sets workloadIdentity.namespaceSelector (a kopf index; list and watch, never a GET).
 DISCOVERY = {
@@ -401,19 +407,21 @@ def test_the_adapter_calls_exactly_what_rbac_grants_it() -> None:
     those is the adapter's part of the grants, no more (a verb nothing calls) and no less."""
     source = (REPO / "operator" / "kube.py").read_text()
     called = set(re.findall(r'API_REQUESTS\.labels\("(\w+)", "([\w/]+)"\)', source))
-    groups = {"jobs": "batch", "copyjobs/status": "ferry.dev"}
-    assert {(groups.get(r, ""), r, v) for v, r in called} == ADAPTER
+    groups = {"jobs": "batch", "copyjobs/status": "ferry.dev", "endpointbudgets/status": "ferry.dev"}
+    assert {(groups.get(r, ""), r, v) for v, r in called} == ADAPTER | {
+        g for g in BUDGETS if g[1] == "endpointbudgets/status"
+    }
 
 
 def test_cluster_wide_rbac(default_objects: list[dict[str, Any]]) -> None:
     assert of_kind(default_objects, "Role") == []
-    assert grants(rules(default_objects, "ClusterRole")) == NAMESPACED | DISCOVERY
+    assert grants(rules(default_objects, "ClusterRole")) == NAMESPACED | DISCOVERY | BUDGETS
     binding = the(default_objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
 
 
 def test_namespaced_rbac(full_objects: list[dict[str, Any]]) -> None:
-    assert grants(rules(full_objects, "ClusterRole")) == DISCOVERY
+    assert grants(rules(full_objects, "ClusterRole")) == DISCOVERY | BUDGETS
     roles = of_kind(full_objects, "Role")
     assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
     for role in roles:

@@ -1,0 +1,234 @@
+"""EndpointBudgets end to end: three CopyJobs aimed at one endpoint share its budget. The operator process
+gives each its fair share (one with a lower spec.rateLimit keeps to that, the others share the rest), the
+worker pods run by the process kubelet hold those shares (their own /status says so), the requests at the
+endpoint stay within the budget, the budget's status counts its CopyJobs, a CopyJob that stops hands its
+share to the others, and without the budget each CopyJob is on its own limits again.
+
+The endpoint is a counting proxy (testbed/faultproxy.py) in front of versitygw, on a port of its own: the
+budget covers these CopyJobs and no other test's."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from support.operator import Jobs, fill, spec_for
+from testbed.faultproxy import FaultProxy
+from testbed.install import NAMESPACE as RELEASE_NAMESPACE
+from testbed.install import RELEASE
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+BUDGET = 30
+#: Seconds over which the endpoint's request rate is measured.
+WINDOW = 6.0
+
+
+def rate_limit(jobs: Jobs, name: str) -> dict[str, Any]:
+    return dict(jobs.status(name).get("rateLimit") or {})
+
+
+def pod_share(cluster: Any, namespace: str, name: str) -> float | None:
+    """What the CopyJob's running worker pod says its share is, on its own /status."""
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"ferry.dev/copyjob={name}").items
+    for pod in pods:
+        if pod.status.phase == "Running" and pod.status.pod_ip and "worker" in pod.metadata.name:
+            try:
+                with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/status", timeout=2) as answer:
+                    return float(json.loads(answer.read())["rateLimit"]["requestsPerSecond"])
+            except (OSError, ValueError, KeyError):
+                return None
+    return None
+
+
+def test_copyjobs_on_one_endpoint_share_its_budget_fairly_and_redistribute_when_one_stops(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    custom = client.CustomObjectsApi(cluster.api)
+    with FaultProxy(versitygw.endpoint.url) as proxy:
+        budget_name = f"budget-{namespace}"[:63]
+        custom.create_cluster_custom_object(
+            "ferry.dev",
+            "v1alpha1",
+            "endpointbudgets",
+            {
+                "apiVersion": "ferry.dev/v1alpha1",
+                "kind": "EndpointBudget",
+                "metadata": {"name": budget_name},
+                "spec": {"endpoint": proxy.url, "requestsPerSecond": BUDGET},
+            },
+        )
+        try:
+            # Enough objects that no CopyJob finishes at its share before the checks are done.
+            own = {"wide-a": None, "wide-b": None, "narrow": 4}
+            for name, limit in own.items():
+                source, destination = fill(s3, 800, size=300)
+                extra = {"rateLimit": {"requestsPerSecond": limit}} if limit else {}
+                jobs.create(name, spec_for(proxy.url, source, destination, parallelism=1, **extra))
+
+            # Max-min: narrow keeps to its own 4, the wide ones share the other 26 of the 30.
+            expected = {"wide-a": 13.0, "wide-b": 13.0, "narrow": 4.0}
+
+            def shared() -> dict[str, dict[str, Any]] | None:
+                found = {name: rate_limit(jobs, name) for name in own}
+                ok = all(
+                    r.get("budget") == budget_name
+                    and r.get("applied") == 1
+                    and r["perPod"]["requestsPerSecond"] == expected[name]
+                    for name, r in found.items()
+                )
+                return found if ok else None
+
+            found = wait_for("three CopyJobs holding their shares of the budget", shared, timeout=150)
+            assert found["wide-a"]["budgetShare"]["requestsPerSecond"] == 13.0
+            assert found["narrow"]["requestsPerSecond"] == 4
+            for name, share in expected.items():
+                assert wait_for(
+                    f"{name}'s pod holding {share} requests/s",
+                    lambda name=name, share=share: pod_share(cluster, namespace, name) == share,
+                    timeout=20,
+                )
+            status = wait_for(
+                "the budget's status",
+                lambda: (
+                    (
+                        b := custom.get_cluster_custom_object(
+                            "ferry.dev", "v1alpha1", "endpointbudgets", budget_name
+                        ).get("status")
+                        or {}
+                    ).get("jobs")
+                    == 3
+                    and b
+                ),
+                timeout=20,
+            )
+            assert status["effectiveRequestsPerSecond"] == BUDGET
+            time.sleep(2.0)  # past the pods' first second's burst
+            before = proxy.stats().requests
+            time.sleep(WINDOW)
+            measured = (proxy.stats().requests - before) / WINDOW
+            print(f"three CopyJobs under a budget of {BUDGET} requests/s: {measured:.1f} requests/s measured")
+            assert measured <= BUDGET * 1.1, measured
+            assert measured >= BUDGET * 0.7, measured
+
+            # narrow stops: its share goes to the two others at their next pass.
+            jobs.patch("narrow", {"suspend": True})
+            wait_for(
+                "the two wide CopyJobs at 15 requests/s each",
+                lambda: all(
+                    rate_limit(jobs, name).get("perPod", {}).get("requestsPerSecond") == 15.0
+                    for name in ("wide-a", "wide-b")
+                ),
+                timeout=30,
+            )
+        finally:
+            custom.delete_cluster_custom_object("ferry.dev", "v1alpha1", "endpointbudgets", budget_name)
+
+        # Without the budget each CopyJob is on its own spec.rateLimit again: none for wide-a (unlimited), and
+        # it finishes soon after.
+        unlimited = wait_for(
+            "wide-a on its own limits",
+            lambda: "budget" not in (r := rate_limit(jobs, "wide-a")) and r,
+            timeout=30,
+        )
+        assert unlimited["requestsPerSecond"] == 0 and unlimited["perPod"]["requestsPerSecond"] == 0
+        assert jobs.wait_phase("wide-a", "Succeeded", "Failed", timeout=60)["phase"] == "Succeeded"
+        for name in ("wide-b", "narrow"):
+            jobs.patch(name, {"suspend": True})
+
+
+def budget_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "EndpointBudget",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "refusal"),
+    [
+        ({"endpoint": "http://s3.example.com"}, "set requestsPerSecond or bytesPerSecond"),
+        (
+            {"endpoint": "http://s3.example.com", "requestsPerSecond": 0, "bytesPerSecond": "0"},
+            "set requestsPerSecond",
+        ),
+        (
+            {"endpoint": "http://s3.example.com", "prefix": "a/", "requestsPerSecond": 1},
+            "prefix needs bucket",
+        ),
+        ({"endpoint": "http://s3.example.com", "bytesPerSecond": "2Pi"}, "at most 1Pi"),
+        (
+            {"endpoint": "http://s3.example.com", "requestsPerSecond": 1000001},
+            "less than or equal to 1000000",
+        ),
+        ({"endpoint": "ftp://s3.example.com", "requestsPerSecond": 1}, "should match"),
+    ],
+)
+def test_the_api_server_refuses_budgets_the_model_refuses(
+    operator: Any, cluster: Any, spec: dict[str, Any], refusal: str
+) -> None:
+    custom = client.CustomObjectsApi(cluster.api)
+    with pytest.raises(client.ApiException) as caught:
+        custom.create_cluster_custom_object(
+            "ferry.dev",
+            "v1alpha1",
+            "endpointbudgets",
+            budget_body("refused", spec),
+            field_validation="Strict",
+        )
+    assert caught.value.status == 422 and refusal in str(caught.value.body), caught.value.body
+
+
+def test_only_the_platform_writes_budgets_and_the_operator_only_their_status(
+    operator: Any, cluster: Any, namespace: str
+) -> None:
+    """A tenant who administers their namespace cannot create, edit or delete a budget; the operator can
+    read them and patch their status, nothing more (SubjectAccessReviews against the chart's RBAC)."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "tenant-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        },
+    )
+    auth = client.AuthorizationV1Api(cluster.api)
+
+    def allowed(user: str, verb: str, subresource: str = "", ns: str = "") -> bool:
+        review = auth.create_subject_access_review(
+            {
+                "spec": {
+                    "user": user,
+                    "groups": ["system:serviceaccounts", "system:authenticated"],
+                    "resourceAttributes": {
+                        "group": "ferry.dev",
+                        "resource": "endpointbudgets",
+                        "subresource": subresource,
+                        "verb": verb,
+                        "namespace": ns,
+                    },
+                }
+            }
+        )
+        return bool(review.status.allowed)
+
+    tenant = f"system:serviceaccount:{namespace}:default"
+    assert allowed(tenant, "create", ns=namespace) is False
+    for verb in ("create", "update", "patch", "delete", "list"):
+        assert allowed(tenant, verb) is False, verb
+    assert allowed(tenant, "patch", "status") is False
+    operator_user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"
+    assert allowed(operator_user, "list") and allowed(operator_user, "watch")
+    assert allowed(operator_user, "patch", "status")
+    for verb in ("create", "update", "patch", "delete", "get"):
+        assert allowed(operator_user, verb) is False, verb
