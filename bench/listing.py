@@ -8,6 +8,12 @@ Ferry runs `ferry plan -f copyjob.yaml --output json` (parallel listing); the pe
 `rclone lsf -R --fast-list`, `s5cmd ls 's3://b/*'` and `aws s3 ls --recursive`. Per run: wall time,
 keys listed (checked against the bucket's count), keys/s, requests counted at the proxy, peak RSS
 (VmHWM), CPU of the tool and of the server, and the speed-up against the fastest sequential peer.
+
+Beside Ferry's listing, each case also plans from a manifest (the `ferry-manifest` row): `ferry plan` on the
+same CopyJob with `spec.source.manifest.file` a gzipped CSV key list of the very same keys and sizes, in key
+order as an inventory sorted by key would be (written once beside the seeded buckets, in the cache). The row
+has its wall time and peak RSS, and whether its shards equal the listing's (the `--output json` plans'
+`shardRanges`) and a sequential listing's (the listing's own `Planner` fed the same keys in order, here).
 Results: bench/results/list-latest.{json,md}.
 
 Run with the project venv's interpreter; bench/README.md ("Listing") lists the variables. The
@@ -18,6 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
+import hashlib
+import itertools
 import json
 import os
 import platform
@@ -237,18 +246,23 @@ class ListBench:
             return f"AWS CLI not installed in {run.CACHE / 'bench-awscli'} (make bench-tools)"
         return None
 
-    def command(self, tool: str, bucket: str, ep: S3Endpoint, url: str) -> tuple[list[str], dict[str, str]]:
-        """argv and the tool's own environment (credentials go through the environment or a 0600 file)."""
+    def command(
+        self, tool: str, bucket: str, ep: S3Endpoint, url: str, manifest: Path | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """argv and the tool's own environment (credentials go through the environment or a 0600 file);
+        ``manifest``: the key list the manifest row plans from."""
         aws_env = run.Bench.aws_env(ep)
-        if tool == "ferry":
+        if tool in ("ferry", MANIFEST_TOOL):
             assert self.ferry is not None
-            job = self.workdir / f"{bucket}.copyjob.yaml"
+            job = self.workdir / f"{bucket}.{tool}.copyjob.yaml"
             setup = run.Setup(ep, url, url, url, True)
             sizes = {"median": 64 * 1024, "max": listkeys.SIZE_PALETTE[-1]}
             run.ferry_job(job, setup, bucket, "list-dst", sizes)
+            if manifest is not None:
+                with_manifest(job, manifest)
             job.chmod(0o600)
             argv = [*self.ferry, "-f", str(job), "--output", "json"]
-            if self.p.listers:
+            if self.p.listers and tool == "ferry":
                 argv += ["--listers", str(self.p.listers)]
             return argv, {}
         if tool == "rclone":
@@ -282,7 +296,8 @@ class ListBench:
         self, server: Server, layout: str, count: int, tool: str, proxy: FaultProxy
     ) -> dict[str, Any]:
         bucket = listseed.bucket_name(layout, count)
-        argv, extra = self.command(tool, bucket, server.ep, proxy.url)
+        manifest = key_list_file(Path(self.p.cache), layout, count) if tool == MANIFEST_TOOL else None
+        argv, extra = self.command(tool, bucket, server.ep, proxy.url, manifest)
         pid = server.pid
         timeout = min(self.p.tool_timeout, max(5.0, self.remaining() - 10))
         before = proxy.stats()
@@ -296,8 +311,9 @@ class ListBench:
             for m in after.by_method
             if after.by_method.get(m, 0) != before.by_method.get(m, 0)
         }
-        doc = plan_document(res.stdout) if tool == "ferry" else None
-        listed = planned_objects(doc) if tool == "ferry" else counted_lines(res.stdout, tool)
+        planned = tool in ("ferry", MANIFEST_TOOL)
+        doc = plan_document(res.stdout) if planned else None
+        listed = planned_objects(doc) if planned else counted_lines(res.stdout, tool)
         ok = res.code == 0 and not res.timed_out and listed == count
         notes = []
         if res.timed_out:
@@ -309,6 +325,8 @@ class ListBench:
             notes.append(f"listed {listed} keys, the bucket holds {count}")
         if tool == "ferry":
             notes.append(self.ferry_note)
+        if tool == MANIFEST_TOOL:
+            notes.append("ferry plan from a CSV key list of the same keys, in key order")
         row: dict[str, Any] = {
             "server": server.name,
             "layout": layout,
@@ -329,6 +347,11 @@ class ListBench:
             "timedOut": res.timed_out,
             "note": "; ".join(notes),
         }
+        ranges = doc.get("shardRanges") if doc is not None else None
+        if isinstance(ranges, list):
+            # The shards the plan would run, as a digest: equal plans have equal digests.
+            row["shards"] = len(ranges)
+            row["shardsDigest"] = shards_digest(ranges)
         listing = doc.get("listing") if doc is not None else None
         if isinstance(listing, dict):
             # What Ferry says of its own listing (seconds, listers, LIST requests, keys/s): numbers only.
@@ -378,6 +401,9 @@ class ListBench:
                     continue
                 try:
                     rows.append(self.run_tool(server, layout, count, tool, proxy))
+                    if tool == "ferry":
+                        # The same plan from a manifest, through the same proxy, right after the listing.
+                        rows.append(self.run_tool(server, layout, count, MANIFEST_TOOL, proxy))
                 except Exception as exc:  # one broken run must not lose the others
                     log(f"{server.name} {layout}/{count:,}: {tool}: ERROR {exc!r}")
                     rows.append(
@@ -389,6 +415,7 @@ class ListBench:
                             "error": repr(exc),
                         }
                     )
+        self.compare_shards(rows, case, server)
         fastest = min(
             (r["wallSeconds"] for r in rows if r.get("sequential") and r.get("verified")), default=None
         )
@@ -398,6 +425,85 @@ class ListBench:
             if fastest and r.get("verified"):
                 r["vsFastestSequentialPeer"] = round(fastest / r["wallSeconds"], 2)
         self.results += rows
+
+    def compare_shards(self, rows: list[dict[str, Any]], case: Case, server: Server) -> None:
+        """On the manifest row: whether its shards equal the listing's and a sequential listing's."""
+        listing = next((r for r in rows if r["tool"] == "ferry" and r.get("verified")), None)
+        manifest = next((r for r in rows if r["tool"] == MANIFEST_TOOL and r.get("verified")), None)
+        if manifest is None:
+            return
+        manifest["sameShardsAsListing"] = (
+            manifest.get("shardsDigest") == listing.get("shardsDigest") if listing is not None else None
+        )
+        job = self.workdir / f"{listseed.bucket_name(case.layout, case.keys)}.{MANIFEST_TOOL}.copyjob.yaml"
+        try:
+            reference = sequential_shards(job, case.layout, case.keys)
+        except Exception as exc:  # the comparison is lost, not the case's rows
+            log(f"{server.name} {case.layout}/{case.keys:,}: sequential shards: ERROR {exc!r}")
+            return
+        manifest["sequentialShards"] = len(reference)
+        manifest["sameShardsAsSequential"] = manifest.get("shardsDigest") == shards_digest(reference)
+        log(
+            f"{server.name} {case.layout}/{case.keys:,}: manifest shards equal the listing's: "
+            f"{manifest['sameShardsAsListing']}, a sequential listing's: {manifest['sameShardsAsSequential']}"
+        )
+
+
+# -- planning from a manifest of the same keys ------------------------------------------------------
+
+MANIFEST_TOOL = "ferry-manifest"
+
+
+def key_list_file(cache: Path, layout: str, count: int) -> Path:
+    """The bucket's keys and sizes as a gzipped CSV key list, in key order (bench/listkeys.py yields them so),
+    written once into the cache."""
+    path = cache / f"list-{layout}-{count}.keys.csv.gz"
+    if path.exists():
+        return path
+    partial = path.with_suffix(".partial")
+    with gzip.open(partial, "wt", encoding="utf-8", compresslevel=1) as out:
+        out.write("key,size\n")
+        out.writelines(f"{k.name},{k.size}\n" for k in listkeys.keys(layout, count))
+    partial.rename(path)
+    return path
+
+
+def with_manifest(job: Path, manifest: Path) -> None:
+    """Add spec.source.manifest (a local key list) to a CopyJob file written by `run.ferry_job`."""
+    first, *rest = job.read_text().split("\n---\n")
+    doc = json.loads(first)
+    doc["spec"]["source"]["manifest"] = {"format": "csv", "file": str(manifest)}
+    job.write_text("\n---\n".join([json.dumps(doc), *rest]))
+
+
+def shards_digest(ranges: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(ranges, sort_keys=True).encode()).hexdigest()
+
+
+def sequential_shards(job: Path, layout: str, count: int) -> list[dict[str, Any]]:
+    """The shards `ferry plan` would print for a sequential listing of the bucket: the listing's `Planner`
+    fed its keys in order, a page at a time, with the pieces and shards cut as `scan.scan` and the operator
+    cut them (default platform settings)."""
+    from ferry.model import CopyJobSpec
+    from ferry.operator.caps import cut_shards
+    from ferry.operator.planning import Planner
+    from ferry.operator.render import fit_shards, shards_budget
+    from ferry.operator.settings import OperatorSettings
+
+    spec = CopyJobSpec.model_validate(
+        json.loads(job.read_text().split("\n---\n")[0])["spec"], by_alias=True, by_name=False
+    )
+    planner = Planner(
+        piece_objects=min(1000, spec.shard_size.max_objects or 1000),
+        piece_bytes=min(2**30, spec.shard_size.max_bytes or 2**30),
+    )
+    keys = listkeys.keys(layout, count)
+    while page := list(itertools.islice(keys, 1000)):
+        planner.add_many([k.name for k in page], [k.size for k in page])
+    pieces = fit_shards(planner.pieces(), shards_budget(spec))
+    # listed_at matters only to a deadline target, which the bench's CopyJob has none of.
+    shards, _ = cut_shards(planner.histogram(), pieces, spec, OperatorSettings(), dt.datetime.now(dt.UTC))
+    return [s.as_json() for s in shards]
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -445,10 +551,39 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
                 f"planned in {big['wallSeconds']} s (target <= {TARGET_SECONDS:.0f} s: "
                 f"{'met' if big['wallSeconds'] <= TARGET_SECONDS else 'NOT met'})"
             )
+        out += manifest_targets(rows, server, layout)
         rss = {r["keys"]: r["peakRssBytes"] for r in mine if r.get("peakRssBytes") and r.get("verified")}
         if len(rss) >= 2:
             parts = ", ".join(f"{k:,} keys: {_mib(v)} MiB" for k, v in sorted(rss.items()))
             out.append(f"- {server}, {layout}: Ferry's peak RSS by bucket size: {parts}")
+    return out
+
+
+def manifest_targets(rows: list[dict[str, Any]], server: str, layout: str) -> list[str]:
+    """Per bucket size: is planning from a manifest of the same keys faster than listing, with the same shards?"""
+    out = []
+    here = [r for r in rows if r.get("server", "") == server and r["layout"] == layout]
+    for count in dict.fromkeys(r["keys"] for r in here):
+        listing = next((r for r in here if r["keys"] == count and r["tool"] == "ferry"), None)
+        manifest = next((r for r in here if r["keys"] == count and r["tool"] == MANIFEST_TOOL), None)
+        if listing is None or manifest is None:
+            continue
+        if not (listing.get("verified") and manifest.get("verified")):
+            out.append(
+                f"- {server}, {layout}, {count:,} keys: manifest planned faster than listing, same shards: "
+                "not measured (a run failed)"
+            )
+            continue
+        faster = manifest["wallSeconds"] < listing["wallSeconds"]
+        same = manifest.get("sameShardsAsListing") is True
+        out.append(
+            f"- {server}, {layout}, {count:,} keys: manifest planned faster than listing, same shards: "
+            f"{'met' if faster and same else 'NOT met'} (manifest {manifest['wallSeconds']} s, listing "
+            f"{listing['wallSeconds']} s: {'faster' if faster else 'NOT faster'}; {manifest.get('shards')} "
+            f"shards, {'equal to' if same else 'NOT equal to'} the listing's {listing.get('shards')}; "
+            f"{'equal to' if manifest.get('sameShardsAsSequential') else 'NOT equal to'} a sequential "
+            "listing's)"
+        )
     return out
 
 
@@ -476,8 +611,13 @@ def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                     continue
                 note = r["note"]
                 fl = r.get("ferryListing") or {}
-                if fl:
+                if fl and r["tool"] == "ferry":
                     note = f"{fl.get('listers')} listers, {fl.get('requests')} LIST requests; {note}"
+                if r["tool"] == MANIFEST_TOOL and "sameShardsAsListing" in r:
+                    note = (
+                        f"{r.get('shards')} shards: equal to the listing's {r['sameShardsAsListing']}, "
+                        f"to a sequential listing's {r.get('sameShardsAsSequential')}; {note}"
+                    )
                 out.append(
                     f"| {r['tool']} | {_f(r['wallSeconds'], 2)} | {_f(r['keysPerSecond'], 0)} | "
                     f"{_f(r.get('vsFastestSequentialPeer'), 2)}{'x' if r.get('vsFastestSequentialPeer') else ''} | "

@@ -3,7 +3,8 @@
 Where it sits: when `spec.source.manifest` is set, planning (`manifestscan.py`) and the copy engine read
 the objects to copy from a manifest instead of listing the source. The adapter (`manifestio.py`) opens
 the files (S3 or local) and hands their byte streams here; this module turns them into `ManifestRow`
-values, one line (or one columnar batch) at a time, so memory stays constant per data file.
+values, one line (or one columnar batch) at a time, so memory stays constant per data file. Planning reads
+the same formats a chunk at a time (`manifestbatch.py`), with these row parsers as its reference.
 
 Every byte is the tenant's: lines, keys, sizes and data files are bounded, and every error names the
 file and line (or row group) and what was wrong, without echoing more than a short, escaped excerpt.
@@ -147,18 +148,30 @@ def maybe_gunzip(stream: IO[bytes]) -> IO[bytes]:
     return buffered
 
 
-def lines(stream: IO[bytes], name: str, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes]]:
+#: What a stream that breaks off mid-way raises while it is read (a truncated or corrupt gzip member).
+BROKEN_STREAM = (EOFError, OSError, zlib.error)
+
+
+def broken_off(name: str, line: int, exc: BaseException) -> ManifestError:
+    """The error for a stream that broke off after ``line`` complete lines."""
+    return ManifestError(
+        f"{name}: the data breaks off after line {line} ({type(exc).__name__}: the file is "
+        "truncated or corrupt); upload it again"
+    )
+
+
+def lines(
+    stream: IO[bytes], name: str, limit: int = MAX_LINE_BYTES, *, start: int = 0
+) -> Iterator[tuple[int, bytes]]:
     """(line number, line without its end) of a stream, each at most ``limit`` bytes; a truncated or
-    corrupt gzip stream is an error naming the line it broke off after."""
-    number = 0
+    corrupt gzip stream is an error naming the line it broke off after. ``start``: lines of the same
+    file before this stream (a chunk of it), so that numbers name lines of the file."""
+    number = start
     while True:
         try:
             line = stream.readline(limit + 1)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ManifestError(
-                f"{name}: the data breaks off after line {number} ({type(exc).__name__}: the file is "
-                "truncated or corrupt); upload it again"
-            ) from exc
+        except BROKEN_STREAM as exc:
+            raise broken_off(name, number, exc) from exc
         if not line:
             return
         number += 1
@@ -273,7 +286,8 @@ def parse_inventory_manifest(data: bytes, name: str, source_bucket: str) -> Inve
     return Inventory(source_bucket, file_format, columns, tuple(found))
 
 
-def _unquote_key(text: str, where: str) -> str:
+def unquote_key(text: str, where: str) -> str:
+    """A CSV inventory's URL-encoded key, decoded (UTF-8)."""
     try:
         return unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -294,7 +308,7 @@ def _row_of(record: Mapping[str, Any], where: str, bucket: str, *, url_encoded: 
     raw_key = record.get("Key")
     if not isinstance(raw_key, str):
         raise ManifestError(f"{where}: no key")
-    key = check_key(_unquote_key(raw_key, where) if url_encoded else raw_key, where)
+    key = check_key(unquote_key(raw_key, where) if url_encoded else raw_key, where)
     return ManifestRow(
         key=key,
         size=parse_size(record.get("Size"), where),
@@ -307,7 +321,15 @@ def inventory_csv_rows(
     stream: IO[bytes], columns: Sequence[str], name: str, bucket: str
 ) -> Iterator[ManifestRow]:
     """The current objects of one inventory CSV data file (gzipped or not; no header; URL-encoded keys)."""
-    for number, fields in csv_records(maybe_gunzip(stream), name):
+    return inventory_csv_records(csv_records(maybe_gunzip(stream), name), columns, name, bucket)
+
+
+def inventory_csv_records(
+    records: Iterable[tuple[int, list[str]]], columns: Sequence[str], name: str, bucket: str
+) -> Iterator[ManifestRow]:
+    """The current objects of an inventory CSV file's records (`csv_records` of the file or of a chunk
+    of it)."""
+    for number, fields in records:
         where = _where(name, number)
         if not fields:
             continue
@@ -321,22 +343,23 @@ def inventory_csv_rows(
             yield row
 
 
-def csv_records(stream: IO[bytes], name: str) -> Iterator[tuple[int, list[str]]]:
+def csv_records(stream: IO[bytes], name: str, *, start: int = 0) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each line of a CSV stream, by one reader for the whole stream (a reader
     per line cost a fifth of planning a manifest). A record is one line: a quoted line break would make
-    the line numbers of every later error wrong, and keys with line breaks belong in JSON lines."""
-    number = 0
+    the line numbers of every later error wrong, and keys with line breaks belong in JSON lines.
+    ``start``: lines of the file before this stream."""
+    number = start
 
     def texts() -> Iterator[str]:
         nonlocal number
-        for number, raw in lines(stream, name):
+        for number, raw in lines(stream, name, start=start):
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ManifestError(f"{_where(name, number)}: not UTF-8") from exc
 
     reader = csv.reader(texts(), strict=True)
-    consumed = 0
+    consumed = 0  # physical lines the reader took, counted from start
     while True:
         try:
             fields = next(reader, None)
@@ -348,7 +371,7 @@ def csv_records(stream: IO[bytes], name: str) -> Iterator[tuple[int, list[str]]]
             return
         if reader.line_num - consumed > 1:
             raise ManifestError(
-                f"{_where(name, consumed + 1)}: a quoted field runs over {reader.line_num - consumed} lines; "
+                f"{_where(name, start + consumed + 1)}: a quoted field runs over {reader.line_num - consumed} lines; "
                 "keys with line breaks need jsonl"
             )
         consumed = reader.line_num
@@ -392,6 +415,14 @@ def inventory_batch_rows(
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def missing_time(name: str, key: str) -> ManifestError:
+    """The error for an object without a last-modified time where spec.filter compares times."""
+    return ManifestError(
+        f"{name}: {excerpt(key)} has no last-modified time, and spec.filter.modifiedAfter/"
+        "modifiedBefore need one; add a lastModified column or drop those filters"
+    )
+
+
 def to_objects(
     rows: Iterable[ManifestRow], accepts: Any, prefix: str, needs_time: bool, name: str
 ) -> Iterator[ObjectInfo]:
@@ -402,10 +433,7 @@ def to_objects(
         if not row.key.startswith(prefix):
             continue
         if row.last_modified is None and needs_time:
-            raise ManifestError(
-                f"{name}: {excerpt(row.key)} has no last-modified time, and spec.filter.modifiedAfter/"
-                "modifiedBefore need one; add a lastModified column or drop those filters"
-            )
+            raise missing_time(name, row.key)
         obj = ObjectInfo(row.key, row.size, row.etag, row.last_modified or EPOCH)
         if accepts(obj):
             yield obj
@@ -436,35 +464,58 @@ def _key_list_row(record: Mapping[str, Any], where: str, bucket: str) -> Manifes
     )
 
 
+def key_list_header(fields: Sequence[str], where: str) -> list[str]:
+    """The columns a CSV key list's header line names, checked: those of `KEY_LIST_COLUMNS`, each once,
+    key and size among them."""
+    header = [f.strip() for f in fields]
+    unknown = [c for c in header if c not in KEY_LIST_COLUMNS]
+    if unknown or len(set(header)) != len(header) or "key" not in header or "size" not in header:
+        raise ManifestError(
+            f"{where}: the header line must name key and size, and only columns of "
+            f"{', '.join(KEY_LIST_COLUMNS)}, each once (found {excerpt(','.join(fields))})"
+        )
+    return header
+
+
 def key_list_csv_rows(stream: IO[bytes], name: str, bucket: str) -> Iterator[ManifestRow]:
     """Rows of a CSV key list: a header line naming columns of `KEY_LIST_COLUMNS` (key and size
     required), then one object per line; gzipped or not. Keys are written as they are (CSV-quoted
     where they hold a comma or a quote), not URL-encoded."""
-    header: list[str] | None = None
-    for number, fields in csv_records(maybe_gunzip(stream), name):
+    return key_list_records(csv_records(maybe_gunzip(stream), name), name, bucket)
+
+
+def key_list_records(
+    records: Iterable[tuple[int, list[str]]],
+    name: str,
+    bucket: str,
+    header: Sequence[str] | None = None,
+) -> Iterator[ManifestRow]:
+    """Rows of a CSV key list's records (`csv_records`). With ``header`` (read already and checked by
+    `key_list_header`) the records are data lines of a later chunk of the file."""
+    columns: list[str] | None = None if header is None else list(header)
+    for number, fields in records:
         where = _where(name, number)
-        if header is None:
-            header = [f.strip() for f in fields]
-            unknown = [c for c in header if c not in KEY_LIST_COLUMNS]
-            if unknown or len(set(header)) != len(header) or "key" not in header or "size" not in header:
-                raise ManifestError(
-                    f"{where}: the header line must name key and size, and only columns of "
-                    f"{', '.join(KEY_LIST_COLUMNS)}, each once (found {excerpt(','.join(fields))})"
-                )
+        if columns is None:
+            columns = key_list_header(fields, where)
             continue
         if not fields:
             continue
-        if len(fields) != len(header):
-            raise ManifestError(f"{where}: {len(fields)} columns, the header names {len(header)}")
-        yield _key_list_row(dict(zip(header, fields, strict=True)), where, bucket)
-    if header is None:
+        if len(fields) != len(columns):
+            raise ManifestError(f"{where}: {len(fields)} columns, the header names {len(columns)}")
+        yield _key_list_row(dict(zip(columns, fields, strict=True)), where, bucket)
+    if columns is None:
         raise ManifestError(f"{name}: empty; a CSV key list starts with a header line such as key,size")
 
 
 def jsonl_rows(stream: IO[bytes], name: str, bucket: str) -> Iterator[ManifestRow]:
     """Rows of a JSON-lines key list: one object per line with key and size (etag, lastModified,
     versionId, bucket optional); blank lines are skipped; gzipped or not."""
-    for number, raw in lines(maybe_gunzip(stream), name):
+    return jsonl_records(lines(maybe_gunzip(stream), name), name, bucket)
+
+
+def jsonl_records(numbered: Iterable[tuple[int, bytes]], name: str, bucket: str) -> Iterator[ManifestRow]:
+    """Rows of a JSON-lines key list's numbered lines (`lines` of the file or of a chunk of it)."""
+    for number, raw in numbered:
         where = _where(name, number)
         if not raw.strip():
             continue

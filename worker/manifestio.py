@@ -1,7 +1,8 @@
 """Opening manifests: the thin I/O adapter under `manifest.py`'s parsers.
 
-Where it sits: planning (`manifestscan.py`) and the copy engine call `manifest_objects` to read the
-objects `spec.source.manifest` names, from the source's S3 service (with the source's client, so with
+Where it sits: the copy engine calls `manifest_objects`, and planning (`manifestscan.py`) calls
+`manifest_batches` (the same objects, in batches of keys and sizes parsed by `manifestbatch.py`), to read
+the objects `spec.source.manifest` names, from the source's S3 service (with the source's client, so with
 the source's endpoint and credentials) or, for `ferry run`/`ferry plan`, from a local file. Streams are
 read as they arrive; ORC and Parquet files, which need random access, are spooled to a temporary file
 (on disk, not in memory) and read one row group or stripe at a time.
@@ -13,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ferry.model.copyjob import CopyJobSpec, Manifest, ManifestFormat
 from ferry.worker.filters import ObjectFilter
@@ -34,6 +35,11 @@ from ferry.worker.manifest import (
 )
 from ferry.worker.objects import ObjectInfo
 from ferry.worker.retry import Kind, RetriesExhausted, classify
+
+if TYPE_CHECKING:  # NumPy and Arrow load only where planning reads batches (`manifest_batches`)
+    import pyarrow as pa
+
+    from ferry.worker.manifestbatch import KeyBatch, Selection
 
 #: Wraps one S3 request (the engine passes its retry loop and request counting).
 Call = Callable[[Callable[[], Any]], Any]
@@ -138,16 +144,24 @@ def _inventory_file(opener: _Opener, inventory: Inventory, data_file: DataFile) 
             yield from inventory_csv_rows(checked, inventory.columns, name, inventory.source_bucket)  # type: ignore[arg-type]
             checked.verify()
         return
+    with _spooled(opener, inventory, data_file) as batches:
+        rows = ((label, _columns(batch)) for label, batch in batches)
+        yield from inventory_batch_rows(rows, name, inventory.source_bucket)
+
+
+@contextmanager
+def _spooled(
+    opener: _Opener, inventory: Inventory, data_file: DataFile
+) -> Iterator[Iterator[tuple[str, pa.RecordBatch]]]:
+    """An ORC or Parquet data file spooled to local disk (checked against manifest.json), and its batches."""
+    name = opener.name(data_file.key)
     with tempfile.TemporaryFile(prefix="ferry-inventory-") as spool:
         with opener.open(data_file.key) as stream, _guarded(name):
             checked = Checked(stream, name, data_file)
             _spool(checked, spool, name)
             checked.verify()
         spool.seek(0)
-        batches = (
-            _orc_batches(spool, name) if inventory.file_format == "ORC" else _parquet_batches(spool, name)
-        )
-        yield from inventory_batch_rows(batches, name, inventory.source_bucket)
+        yield _orc_batches(spool, name) if inventory.file_format == "ORC" else _parquet_batches(spool, name)
 
 
 #: Rows of a columnar file turned into Python values at once: a few MiB, whatever the file's row groups.
@@ -173,7 +187,7 @@ def _columns(table: Any) -> dict[str, list[Any]]:
     return {c: table.column(c).to_pylist() for c in table.column_names if c in COLUMNAR_COLUMNS}
 
 
-def _parquet_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[str, list[Any]]]]:
+def _parquet_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, pa.RecordBatch]]:
     import pyarrow.parquet  # imported here: a worker that reads no Parquet never loads pyarrow
 
     try:
@@ -190,11 +204,11 @@ def _parquet_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[st
             raise ManifestError(f"{name}, after row {start}: unreadable ({type(exc).__name__})") from exc
         if batch is None:
             return
-        yield f"rows {start + 1}-{start + batch.num_rows}", _columns(batch)
+        yield f"rows {start + 1}-{start + batch.num_rows}", batch
         start += batch.num_rows
 
 
-def _orc_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[str, list[Any]]]]:
+def _orc_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, pa.RecordBatch]]:
     import pyarrow.orc  # imported here: a worker that reads no ORC never loads pyarrow
 
     try:
@@ -209,7 +223,7 @@ def _orc_batches(spool: IO[bytes], name: str) -> Iterator[tuple[str, dict[str, l
             raise ManifestError(f"{name}, stripe {stripe + 1}: unreadable ({type(exc).__name__})") from exc
         for offset in range(0, batch.num_rows, BATCH_ROWS):
             part = batch.slice(offset, BATCH_ROWS)
-            yield f"stripe {stripe + 1}, rows {offset + 1}-{offset + part.num_rows}", _columns(part)
+            yield f"stripe {stripe + 1}, rows {offset + 1}-{offset + part.num_rows}", part
 
 
 def manifest_objects(spec: CopyJobSpec, client: Any, call: Call | None = None) -> Iterator[ObjectInfo]:
@@ -221,6 +235,63 @@ def manifest_objects(spec: CopyJobSpec, client: Any, call: Call | None = None) -
     needs_time = spec.filter.modified_after is not None or spec.filter.modified_before is not None
     rows = manifest_rows(manifest, spec.source.bucket, client, call or (lambda request: request()))
     return to_objects(rows, accepts, spec.source.prefix, needs_time, describe(manifest))
+
+
+def manifest_batches(spec: CopyJobSpec, client: Any, call: Call | None = None) -> Iterator[KeyBatch]:
+    """The objects `manifest_objects` gives, in the same order, as batches of keys and sizes for planning
+    (`manifestbatch`: plain chunks checked by column, anything else by the row parser). Raises
+    ManifestError with the same messages."""
+    from ferry.worker import manifestbatch  # NumPy and Arrow: planning only
+
+    manifest = spec.source.manifest
+    assert manifest is not None, "only for a spec with source.manifest"
+    object_filter = ObjectFilter.compile(spec.filter, spec.source.prefix)
+    needs_time = spec.filter.modified_after is not None or spec.filter.modified_before is not None
+    selection = manifestbatch.Selection(
+        spec.source.prefix,
+        None if object_filter.accepts_all else object_filter.accepts,
+        needs_time,
+        describe(manifest),
+    )
+    opener = _Opener(manifest, client, call or _direct)
+    name = opener.name()
+    bucket = spec.source.bucket
+    if manifest.format is not ManifestFormat.INVENTORY:
+        batches = (
+            manifestbatch.key_list_batches
+            if manifest.format is ManifestFormat.CSV
+            else manifestbatch.jsonl_batches
+        )
+        with opener.open() as stream, _guarded(name):
+            yield from batches(Checked(stream, name, None), name, bucket, selection)  # type: ignore[arg-type]
+        return
+    with opener.open() as stream, _guarded(name):
+        inventory = parse_inventory_manifest(_read_all(stream, name, MAX_MANIFEST_JSON_BYTES), name, bucket)
+    for data_file in inventory.files:
+        yield from _inventory_file_batches(opener, inventory, data_file, selection)
+
+
+def _inventory_file_batches(
+    opener: _Opener, inventory: Inventory, data_file: DataFile, selection: Selection
+) -> Iterator[KeyBatch]:
+    from ferry.worker import manifestbatch
+
+    name = opener.name(data_file.key)
+    bucket = inventory.source_bucket
+    if inventory.file_format == "CSV":
+        with opener.open(data_file.key) as stream, _guarded(name):
+            checked = Checked(stream, name, data_file)
+            yield from manifestbatch.inventory_csv_batches(
+                checked,  # type: ignore[arg-type]
+                inventory.columns,
+                name,
+                bucket,
+                selection,
+            )
+            checked.verify()
+        return
+    with _spooled(opener, inventory, data_file) as batches:
+        yield from manifestbatch.inventory_arrow_batches(batches, name, bucket, selection)
 
 
 def manifest_retryable(error: ManifestError) -> bool:

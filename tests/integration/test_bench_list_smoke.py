@@ -3,7 +3,8 @@
 Runs bench/listing.py as `make bench-list-smoke` does, on small buckets (versitygw's seeded into a
 temporary cache, and bench/listserver.py's index), and checks what the benchmark's figures rest on:
 each tool listed exactly the bucket's keys, the proxy counted its requests, and Ferry's row is either a
-verified run of `ferry plan` or says why it is missing.
+verified run of `ferry plan` or says why it is missing; beside it, `ferry plan` from a key list of the same
+keys in key order planned them all into a sequential listing's shards.
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ def test_every_lister_lists_exactly_the_seeded_keys_and_its_requests_are_counted
         else:
             assert ferry["verified"], ferry
             assert ferry["keysListed"] == KEYS
+            # The same keys planned from a CSV key list in key order: the sequential listing's shards.
+            manifest = by[(server, layout, "ferry-manifest")]
+            assert manifest["verified"], manifest
+            assert manifest["keysListed"] == KEYS and manifest["shards"] >= 1
+            assert manifest["sameShardsAsSequential"] is True, manifest
+            assert manifest["sameShardsAsListing"] is (manifest["shardsDigest"] == ferry["shardsDigest"])
+            assert manifest["peakRssBytes"] > 0 and manifest["wallSeconds"] > 0
     for layout in ("tree", "flat"):
         marker = json.loads((tmp_path / "cache" / f"list-{layout}-{KEYS}.seeded.json").read_text())
         assert marker["keys"] == KEYS
+    if any(not r.get("skipped") for r in rows if r["tool"] == "ferry"):
+        markdown = (tmp_path / "results" / "list-smoke.md").read_text()
+        assert markdown.count("manifest planned faster than listing, same shards: ") == 4

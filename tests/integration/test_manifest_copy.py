@@ -1,6 +1,7 @@
 """Copying and planning from manifests against a real S3 server (versitygw when built, else moto):
 `ferry run` with a CSV key list, a JSON-lines list, an S3 Inventory (gzipped CSV, and Parquet), a manifest
-naming keys that no longer exist, and plans from a manifest compared with plans from listing."""
+naming keys that no longer exist, and plans from a manifest compared with plans from listing (the same
+pieces and shards when the manifest is in key order)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import itertools
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import pytest
 from integration.test_ferry_run import ferry, write_job
 
 from ferry.model import CopyJobSpec
+from ferry.operator.caps import cut_shards
 from ferry.operator.planning import Planner, group_pieces
+from ferry.operator.settings import OperatorSettings
 from ferry.worker.engine import CopyEngine
 from ferry.worker.limits import FixedLimiter
 from ferry.worker.manifest import ManifestError
@@ -27,6 +31,7 @@ from ferry.worker.manifestscan import scan_manifest
 from ferry.worker.objects import KeyRange
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, Credentials, list_pages, make_client
+from ferry.worker.scan import scan
 from support.engine import FAST_RETRY
 from testbed.s3server import S3Endpoint
 
@@ -261,3 +266,42 @@ def test_shards_planned_from_a_manifest_copy_each_object_once_as_it_is_now(
     assert copied == 120  # the stale row was not skipped
     assert _keys(client, dst) == set(sizes)
     assert client.get_object(Bucket=dst, Key="s0/0000")["Body"].read() == b"rewritten after the inventory"
+
+
+def test_a_csv_key_list_in_key_order_plans_in_one_read_the_shards_its_listing_plans(
+    server: S3Endpoint,
+) -> None:
+    """A key list written in key order (as `sort`, or a listing, writes one) is planned in one pass by the
+    listing's own planner: the same pieces, so the same shards, as listing the bucket, under the same prefix
+    and filter. The bucket is listed as one range (no "/" to discover, one page to read), so the listing's
+    pieces are those of a sequential listing."""
+    client = server.client()
+    src, inv = _bucket(client, "src"), _bucket(client, "inv")
+    sizes = _fill(client, src, [f"item {i:04d}+é" for i in range(260)] + [f"other {i}" for i in range(15)])
+    rows = "".join(f"{k},{s}\n" for k, s in sorted(sizes.items()))
+    client.put_object(Bucket=inv, Key="keys.csv.gz", Body=gzip.compress(("key,size\n" + rows).encode()))
+    document: dict[str, Any] = {
+        "source": {"bucket": src, "endpoint": server.url, "prefix": "item"},
+        "destination": {"bucket": src + "x", "endpoint": server.url},
+        "filter": {"exclude": ["*7*"]},
+        "shardSize": {"maxObjects": 40},
+    }
+    listed_spec = CopyJobSpec.model_validate(document, by_alias=True, by_name=False)
+    document["source"]["manifest"] = {"format": "csv", "bucket": inv, "key": "keys.csv.gz"}
+    manifest_spec = CopyJobSpec.model_validate(document, by_alias=True, by_name=False)
+    creds = Credentials(server.access_key, server.secret_key)
+    options = ClientOptions(max_pool_connections=8)
+    listed = scan(listed_spec, make_client(listed_spec.source, creds, options), listers=4)
+    planned = scan_manifest(manifest_spec, make_client(manifest_spec.source, creds, options))
+    assert planned.list_requests == 1  # one GET of the key list: one pass
+    assert planned.result.histogram == listed.result.histogram
+    assert planned.result.histogram.objects == sum(1 for k in sizes if k.startswith("item") and "7" not in k)
+    assert planned.result.pieces == listed.result.pieces
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    shards = cut_shards(
+        planned.result.histogram, list(planned.result.pieces), manifest_spec, OperatorSettings(), at
+    )
+    assert len(shards[0]) > 1
+    assert shards == cut_shards(
+        listed.result.histogram, list(listed.result.pieces), listed_spec, OperatorSettings(), at
+    )

@@ -85,3 +85,12 @@ def test_a_columnar_file_larger_than_the_spool_is_refused_naming_it(
     monkeypatch.setattr(manifestio, "MAX_SPOOLED_BYTES", 1024)
     with pytest.raises(ManifestError, match=r"0\.parquet: larger than 0 MiB.*configure the inventory in CSV"):
         list(manifestio.manifest_objects(spec(inventory(tmp_path, "Parquet")), None))
+
+
+@pytest.mark.parametrize("file_format", ["Parquet", "ORC"])
+def test_planning_reads_the_same_objects_in_bounded_batches(tmp_path: Path, file_format: str) -> None:
+    found = spec(inventory(tmp_path, file_format))
+    batches = list(manifestio.manifest_batches(found, None))
+    assert max(len(b) for b in batches) == manifestio.BATCH_ROWS
+    planned = [(k, int(s)) for b in batches for k, s in zip(b.keys.tolist(), b.sizes.tolist(), strict=True)]
+    assert planned == [(o.key, o.size) for o in manifestio.manifest_objects(found, None)]
