@@ -46,7 +46,7 @@ from ferry.operator.settings import OperatorSettings
 from ferry.worker import planprocs
 from ferry.worker.display import PLAIN_INTERVAL, format_duration
 from ferry.worker.listingdisplay import ListingDisplay
-from ferry.worker.planprocs import MAX_PROCESSES, default_processes
+from ferry.worker.planprocs import MAX_PROCESSES, usable_cores
 from ferry.worker.run import (
     EXIT_INCOMPLETE,
     EXIT_INTERNAL,
@@ -122,8 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_count_between(1, MAX_PROCESSES),
         default=None,
         metavar="N",
-        help="processes the listing is divided over, as over planner pods (default: the cores this "
-        f"process may use, at most 4; at most {MAX_PROCESSES}); a manifest is read by one",
+        help="processes the listing is divided over, as over planner pods (default 1, at most "
+        f"{MAX_PROCESSES}; worth it when the cores are not shared with the endpoint: one process lists at "
+        f"about one core); a manifest is read by one. cores usable here: {usable_cores()}",
     )
     # A child of a divided listing: list part I of N and print it (planprocs).
     parser.add_argument("--part", type=_part, default=None, help=argparse.SUPPRESS)
@@ -205,7 +206,7 @@ def _list(args: argparse.Namespace, job: CopyJob, secrets: Any) -> Scan:
     if "spec.destination" in creds:
         destination = make_client(spec.destination, creds["spec.destination"], options)
         preflight(destination, spec.destination, "spec.destination", creds["spec.destination"])
-    processes = args.processes or default_processes()
+    processes = args.processes or 1
     if args.part is None and processes > 1 and spec.source.manifest is None:
         return _list_divided(args, processes)
     tracker = ListingTracker()

@@ -36,13 +36,12 @@ MAX_PROCESSES = 16
 MAX_STDERR_LINES = 200
 
 
-def default_processes() -> int:
-    """The cores this process may run on, at most 4: beyond that the endpoint, not the CPU, decides."""
+def usable_cores() -> int:
+    """The cores this process may run on."""
     try:
-        usable = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(4, usable))
+        return os.cpu_count() or 1
 
 
 @dataclass
