@@ -322,6 +322,9 @@ def test_shares_are_split_pushed_and_resplit_as_pods_finish(caplog: pytest.LogCa
             "perPod": {"requestsPerSecond": 6.666, "bytesPerSecond": 0},
             "pods": 3,
             "applied": 2,
+            # No EndpointBudget covers this CopyJob: its own rateLimit applies.
+            "budget": None,
+            "budgetShare": None,
         }
         assert first.requests.rate == second.requests.rate == 6.666
         # A pod starting now would begin with 10 (the Job's share): the ledger says 6.666 from now on.

@@ -305,7 +305,9 @@ def test_key_values_follow_key_order() -> None:
             assert key_value(a, DIGITS) <= key_value(b, DIGITS)
 
 
-@pytest.mark.parametrize("alphabet", [DIGITS, ASCII, Alphabet(0x20, 0x1F600)], ids=["digits", "ascii", "emoji"])
+@pytest.mark.parametrize(
+    "alphabet", [DIGITS, ASCII, Alphabet(0x20, 0x1F600)], ids=["digits", "ascii", "emoji"]
+)
 def test_key_at_inverts_key_value_in_key_order(alphabet: Alphabet) -> None:
     values = [i / 97 for i in range(1, 97)]
     keys = [key_at(v, alphabet) for v in values]
@@ -323,7 +325,9 @@ def test_key_at_inverts_key_value_in_key_order(alphabet: Alphabet) -> None:
     [
         # A dense numbered block: a few pages of 100 keys beyond the last key, still in the block.
         pytest.param("hot/00100", "hot/00199", 4, DIGITS, "hot/00300", "hot/00999", id="numbered"),
-        pytest.param("hot/00120", "hot/00139", 4, DIGITS, "hot/00150", "hot/00300", id="carried-past-the-block"),
+        pytest.param(
+            "hot/00120", "hot/00139", 4, DIGITS, "hot/00150", "hot/00300", id="carried-past-the-block"
+        ),
         # Keys of a wider alphabet: the cut stays near, within the next few blocks.
         pytest.param("hot/00100", "hot/00199", 4, ASCII, "hot/00199", "hot/01", id="wide-alphabet"),
         pytest.param("p/a7285.x", "p/a8284.x", 4, ASCII, "p/a8284.x", "p/b", id="numbered-with-a-suffix"),

@@ -221,7 +221,9 @@ def test_the_planner_job_has_one_pod_per_part(pods: int, manifest: bool, expecte
 def _manifest() -> Any:
     from ferry.model.copyjob import Manifest
 
-    return Manifest.model_validate({"bucket": "inv", "key": "m/keys.csv", "format": "csv"}, by_alias=True, by_name=False)
+    return Manifest.model_validate(
+        {"bucket": "inv", "key": "m/keys.csv", "format": "csv"}, by_alias=True, by_name=False
+    )
 
 
 def indexed_pod(index: int, phase: str, ip: str) -> dict[str, Any]:
