@@ -27,6 +27,12 @@ bench-smoke: venv bench-tools
 bench-incident: venv testbin
 	BENCH_RESULTS_DIR=$${BENCH_RESULTS_DIR:-bench/results/incident} BENCH_SCENARIOS=incident BENCH_TOOLS=incident-policy,ferry-adaptive FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
 
+# Small objects alone (10 KB and 100 KB, no added latency and 50 ms): ferry streamed and server-side
+# against rclone, s5cmd and the AWS CLI, CPU per object and objects/s (bench/README.md, "Where the CPU goes
+# per small object"). Its own results folder, like bench-incident.
+bench-small: venv testbin bench-tools
+	BENCH_RESULTS_DIR=$${BENCH_RESULTS_DIR:-bench/results/small-objects} BENCH_SCENARIOS=small-objects FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
+
 # The operator under load: 50 CopyJobs × 2,000 objects, two waves (about 15 minutes on 2 cores).
 bench-load: venv testbin
 	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/load.py

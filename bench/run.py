@@ -78,12 +78,20 @@ class Params:
     incident_objects: int = int(env("BENCH_INCIDENT_OBJECTS", "3000", "300"))
     incident_memory: int = parse_size(env("BENCH_INCIDENT_MEMORY", "1843Mi"))
     containers: str = env("BENCH_CONTAINERS", "auto")
+    #: The small-objects scenario: objects per case, and the sizes and latencies it crosses.
+    small_objects: int = int(env("BENCH_SMALL_OBJECTS", "3000", "300"))
+    small_sizes: str = env("BENCH_SMALL_SIZES", "10KB,100KB")
+    small_latencies: str = env("BENCH_SMALL_LATENCIES_MS", "0,50")
     engine_timeout: float = float(env("BENCH_ENGINE_TIMEOUT", "1200"))
 
 
-SCENARIOS = ("small-latency", "small-throttled", "mixed-large", "zero-latency", "incident")
+SCENARIOS = ("small-latency", "small-throttled", "mixed-large", "zero-latency", "incident", "small-objects")
+#: Run by default in every scenario but small-objects (`BENCH_TOOLS` may name any of `ALL_TOOLS`).
 TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy", "rclone", "s5cmd", "aws-cli")
-FERRY_TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy")
+ALL_TOOLS = (*TOOLS, "ferry-server-side")
+FERRY_TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy", "ferry-server-side")
+#: The small-objects scenario: where the CPU per object decides, ferry both ways against every peer.
+SMALL_TOOLS = ("ferry-adaptive", "ferry-server-side", "rclone", "s5cmd", "aws-cli")
 #: The incident scenario compares the incident's memory manager with ferry's, in a pod of the incident's size.
 INCIDENT_TOOLS = ("incident-policy", "ferry-adaptive")
 #: The incident: 1,000,000 objects of ~100 KB at 1.14 objects/s (DESIGN.md).
@@ -389,8 +397,15 @@ def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
-def ferry_job(path: Path, setup: Setup, src: str, dst: str, sizes: dict[str, int]) -> None:
+def ferry_job(
+    path: Path, setup: Setup, src: str, dst: str, sizes: dict[str, int], server_side: bool = False
+) -> None:
+    """Two Secrets and two endpoints make ferry stream GET->PUT; ``server_side``: one endpoint and one
+    Secret, so the service copies (CopyObject), as s5cmd and the AWS CLI do."""
     ep = setup.ep
+    src_url = setup.server_side_url if server_side else setup.src_url
+    dst_url = setup.server_side_url if server_side else setup.dst_url
+    dst_secret = "bench-src" if server_side else "bench-dst"
     doc = {
         "apiVersion": "ferry.dev/v1alpha1",
         "kind": "CopyJob",
@@ -398,17 +413,17 @@ def ferry_job(path: Path, setup: Setup, src: str, dst: str, sizes: dict[str, int
         "spec": {
             "source": {
                 "bucket": src,
-                "endpoint": setup.src_url,
+                "endpoint": src_url,
                 "region": ep.region,
                 "addressingStyle": "path",
                 "credentialsSecret": "bench-src",
             },
             "destination": {
                 "bucket": dst,
-                "endpoint": setup.dst_url,
+                "endpoint": dst_url,
                 "region": ep.region,
                 "addressingStyle": "path",
-                "credentialsSecret": "bench-dst",
+                "credentialsSecret": dst_secret,
             },
             "objectSizes": sizes,
         },
@@ -420,9 +435,22 @@ def ferry_job(path: Path, setup: Setup, src: str, dst: str, sizes: dict[str, int
             "metadata": {"name": name},
             "stringData": {"AWS_ACCESS_KEY_ID": ep.access_key, "AWS_SECRET_ACCESS_KEY": ep.secret_key},
         }
-        for name in ("bench-src", "bench-dst")
+        for name in sorted({"bench-src", dst_secret})
     ]
     path.write_text("\n---\n".join(json.dumps(d) for d in [doc, *secrets]) + "\n")  # JSON is YAML
+
+
+def small_cases(p: Params) -> list[tuple[int, float]]:
+    """(object size, added latency in ms) of each small-objects case, sizes first."""
+    sizes = [parse_size(v) for v in p.small_sizes.split(",") if v.strip()]
+    latencies = [float(v) for v in p.small_latencies.split(",") if v.strip()]
+    return [(size, latency) for size in sizes for latency in latencies]
+
+
+def small_case_name(size: int, latency: float) -> str:
+    """The case's name, which names its buckets too (so lower case: S3 bucket names are)."""
+    label = f"{size // 1000}kb" if size % 1000 == 0 else f"{size}b"
+    return f"small-objects-{label}-{latency:g}ms"
 
 
 def read_timeline(path: Path) -> list[dict[str, Any]]:
@@ -474,6 +502,8 @@ class Bench:
         self.help = ferry_help()
         self.has_timeline = "--timeline" in self.help
         self.has_policy = "--policy" in self.help
+        #: BENCH_TOOLS was set: the small-objects scenario runs only the tools it names.
+        self.tools_named = False
         self.rclone = find_binary("rclone")
         self.s5cmd = find_binary("s5cmd")
         aws = CACHE / "bench-awscli" / "bin" / "aws"
@@ -599,7 +629,9 @@ class Bench:
         mounts: list[containers.Mount] = []
         if tool in FERRY_TOOLS:
             job = self.workdir / f"{scenario}-{tool}.yaml"
-            ferry_job(job, setup, data.bucket, dst, sizes)
+            ferry_job(job, setup, data.bucket, dst, sizes, server_side=tool == "ferry-server-side")
+            if tool == "ferry-server-side":
+                row["copyMode"] = "server-side CopyObject (one endpoint)"
             if boxed:
                 mounts.append(containers.Mount(job, "/job/copyjob.yaml"))
                 argv = ["ferry", "run", "-f", "/job/copyjob.yaml"]
@@ -806,6 +838,17 @@ class Bench:
 
     def scenario(self, name: str, ep: S3Endpoint, tools: list[str]) -> None:
         p = self.p
+        if name == "small-objects":
+            # Every size at every latency, each case a scenario of its own in the results.
+            asked = [t for t in tools if t in SMALL_TOOLS] if self.tools_named else list(SMALL_TOOLS)
+            for size, latency in small_cases(p):
+                case = small_case_name(size, latency)
+                plan = FaultPlan(latency_ms=latency) if latency else None
+                if self.remaining() < 20:
+                    self.notes.append(f"scenario {case} skipped: total time budget used up")
+                    continue
+                self.run_scenario(case, ep, asked, [(p.small_objects, size)], plan)
+            return
         if name == "small-latency":
             spec = [(p.objects, p.size)]
             plan = FaultPlan(latency_ms=p.latency_ms, jitter_ms=p.jitter_ms)
@@ -832,6 +875,19 @@ class Bench:
                 return
         else:
             raise SystemExit(f"bench: unknown scenario {name!r} (known: {', '.join(SCENARIOS)})")
+        self.run_scenario(name, ep, [t for t in tools if t != "ferry-server-side"], spec, plan)
+
+    def run_scenario(
+        self,
+        name: str,
+        ep: S3Endpoint,
+        tools: list[str],
+        spec: list[tuple[int, int]],
+        plan: FaultPlan | None,
+    ) -> None:
+        """Generate ``spec``'s objects, then run each tool on them behind ``plan``'s proxies (none: on the
+        server itself), verifying every copy."""
+        p = self.p
         sizes_all = sorted(s for c, s in spec for _ in range(min(c, 10_000)))
         sizes = {"median": sizes_all[len(sizes_all) // 2], "max": sizes_all[-1]}
         src = f"src-{name}"
@@ -870,6 +926,8 @@ class Bench:
                     self.skip(name, tool, f"AWS CLI not installed in {CACHE / 'bench-awscli'}")
                     continue
                 capped_tool = tool in ("ferry-fixed-1", "incident-policy") and name != "zero-latency"
+                if tool == "ferry-server-side":
+                    capped_tool = False
                 try:
                     row = self.run_tool(name, tool, setup, data, sizes, capped_tool)
                 except Exception as exc:  # one broken run must not lose the others
@@ -1021,6 +1079,9 @@ def main() -> int:
     p = Params()
     wanted = [s.strip() for s in env("BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",") if s.strip()]
     tools = [t.strip() for t in env("BENCH_TOOLS", ",".join(TOOLS)).split(",") if t.strip()]
+    unknown = [t for t in tools if t not in ALL_TOOLS]
+    if unknown:
+        raise SystemExit(f"bench: unknown tools {unknown} (known: {', '.join(ALL_TOOLS)})")
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     log(f"params {dataclasses.asdict(p)}; scenarios {wanted}; tools {tools}; workdir {workdir}")
@@ -1034,6 +1095,7 @@ def main() -> int:
     stack.callback(containers.release, engine)  # last: the containers go first
     stack.callback(containers.remove_all)
     bench = Bench(p, workdir, engine)
+    bench.tools_named = bool(os.environ.get("BENCH_TOOLS"))
     bench.started += engine_seconds  # building the image does not count against BENCH_TOTAL_TIMEOUT
     container_header: dict[str, Any] = {"mode": p.containers, "enabled": engine is not None}
     if engine is not None:
@@ -1118,6 +1180,16 @@ def main() -> int:
             "memoryLimit": p.memory_limit,
         },
         "zero-latency": {"objects": p.zero_objects, "size": p.size, "latencyMs": 0, "proxy": False},
+        **{
+            small_case_name(size, latency): {
+                "objects": p.small_objects,
+                "size": size,
+                "latencyMs": latency,
+                "proxy": bool(latency),
+                "tools": list(SMALL_TOOLS),
+            }
+            for size, latency in small_cases(p)
+        },
         "incident": {
             "objects": p.incident_objects,
             "size": p.size,
@@ -1140,7 +1212,11 @@ def main() -> int:
         "server": server_name,
         "smoke": SMOKE,
         "params": dataclasses.asdict(p),
-        "scenarios": {k: v for k, v in scen.items() if k in wanted},
+        "scenarios": {
+            k: v
+            for k, v in scen.items()
+            if k in wanted or ("small-objects" in wanted and k.startswith("small-objects-"))
+        },
         "cappedTools": "ferry-fixed-1 and incident-policy stop at capSeconds (SIGINT) outside zero-latency",
         "containers": container_header,
         "notes": bench.notes,

@@ -18,16 +18,17 @@ import math
 import sys
 import threading
 from collections.abc import Callable
-from typing import TextIO
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from ferry.model import format_bytes
 from ferry.model.quantity import format_duration
 from ferry.worker.engine import Progress
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+# rich is imported where a live frame is drawn, not here: `ferry run --progress none|plain` and the worker
+# pods never draw one, and importing it costs about 30 ms of start-up CPU.
 
 #: A rate is shown once the run has lasted this long.
 RATE_MIN_WINDOW = 1.0
@@ -102,6 +103,10 @@ def spinner(elapsed_seconds: float) -> str:
 
 def frame(progress: Progress) -> RenderableType:
     """The live display: a spinner line while the total is unknown, a bar over the line once it is."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.text import Text
+
     c = progress.counts
     total = c.total
     if total is None:
@@ -147,6 +152,9 @@ class ProgressDisplay:
 
     def _loop(self) -> None:
         if self._live:
+            from rich.console import Console
+            from rich.live import Live
+
             console = Console(file=self._stream)
             with Live(frame(self._snapshot()), console=console, auto_refresh=False, transient=False) as live:
                 while not self._stop.wait(LIVE_INTERVAL):

@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from ferry.worker.objects import Outcome
+
+V = TypeVar("V")
+
+
+def _evolve(value: V, **changes: Any) -> V:
+    """`dataclasses.replace` for the values updated at every object (counts, the latency histogram): a
+    copy of the fields with the changes, without replace's walk over the fields and the frozen class's
+    `object.__setattr__` per field, which took about 4% of the CPU of a small object's copy. Only for
+    frozen dataclasses without `__post_init__` or slots, with ``changes`` naming their fields."""
+    new: V = object.__new__(type(value))
+    new.__dict__.update(value.__dict__, **changes)
+    return new
 
 
 @dataclass(frozen=True)
@@ -61,17 +74,17 @@ class Counts:
         return self.bytes_listed if self.listed_all else None
 
     def list_page(self, objects: int, nbytes: int) -> Counts:
-        return replace(self, listed=self.listed + objects, bytes_listed=self.bytes_listed + nbytes)
+        return _evolve(self, listed=self.listed + objects, bytes_listed=self.bytes_listed + nbytes)
 
     def discover(self, size: int) -> Counts:
-        return replace(self, discovered=self.discovered + 1, bytes_discovered=self.bytes_discovered + size)
+        return _evolve(self, discovered=self.discovered + 1, bytes_discovered=self.bytes_discovered + size)
 
     def finish(self, outcome: Outcome, size: int) -> Counts:
         if outcome is Outcome.COPIED:
-            return replace(self, copied=self.copied + 1, bytes_copied=self.bytes_copied + size)
+            return _evolve(self, copied=self.copied + 1, bytes_copied=self.bytes_copied + size)
         if outcome is Outcome.SKIPPED:
-            return replace(self, skipped=self.skipped + 1, bytes_skipped=self.bytes_skipped + size)
-        return replace(self, failed=self.failed + 1, bytes_failed=self.bytes_failed + size)
+            return _evolve(self, skipped=self.skipped + 1, bytes_skipped=self.bytes_skipped + size)
+        return _evolve(self, failed=self.failed + 1, bytes_failed=self.bytes_failed + size)
 
 
 class RateWindow:
@@ -239,7 +252,7 @@ class LatencyHistogram:
         index = bisect.bisect_left(self.bounds, seconds)
         counts = list(self.counts)
         counts[index] += 1
-        return replace(self, counts=tuple(counts), total_seconds=self.total_seconds + seconds)
+        return _evolve(self, counts=tuple(counts), total_seconds=self.total_seconds + seconds)
 
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound, transfers at or below it) per bucket, ending with (inf, count)."""

@@ -70,6 +70,29 @@ def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str) 
 
 
 @pytest.mark.parametrize("transport", ["lean", "botocore"])
+def test_server_side_copies_under_faults_lose_and_corrupt_nothing(s3: Any, transport: str) -> None:
+    endpoint, client = s3.endpoint, s3.client
+    src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
+    digests = fill(client, src, 80)
+    # CopyObject is a PUT: throttled, failed and cut off on its way back, on the one endpoint both use.
+    plan = FaultPlan(
+        throttle_rate=0.1, error500_rate=0.05, reset_rate=0.1, methods=frozenset({"PUT"}), path_regex=r"/obj/"
+    )
+    with FaultProxy(endpoint.url, plan, seed=3) as proxy:
+        job = spec({"bucket": src, "endpoint": proxy.url}, {"bucket": dst, "endpoint": proxy.url})
+        retry = dataclasses.replace(FAST_RETRY, max_attempts=16)
+        run = run_engine(job, endpoint, concurrency=8, transport=transport, retry=retry)
+        injected = proxy.stats().faults
+
+    assert run.engine.server_side
+    assert injected > 10, "the plan must really have injected faults"
+    assert run.summary.counts.failed == 0, run.summary.failures
+    assert run.summary.counts.copied == len(digests)
+    assert run.summary.throttles > 0
+    assert digest_map(client, dst) == digests
+
+
+@pytest.mark.parametrize("transport", ["lean", "botocore"])
 def test_stalls_longer_than_the_read_timeout_are_retried(s3: Any, transport: str) -> None:
     endpoint, client = s3.endpoint, s3.client
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
