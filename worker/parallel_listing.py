@@ -200,12 +200,20 @@ class ParallelListing:
         #: Keys directly under the prefix on discovery's first page: their characters steer where
         #: planner pods divide a bucket without prefixes.
         self._root_keys: list[str] = []
+        #: The destination held nothing under its prefix when the listing began.
+        self._destination_empty = False
 
     # -- the whole listing ----------------------------------------------------------------------------
 
     def run(self) -> ListingOutcome:
         self._started = self._clock()
         found = self._discover()
+        side = self._destination
+        if side is not None:
+            # An empty destination (a first migration) holds nothing to skip: one request says so,
+            # instead of one per range.
+            probe = self._request(client=side.client, Bucket=side.bucket, Prefix=side.prefix, MaxKeys=1)
+            self._destination_empty = not probe.keys and not probe.truncated
         bounds = ranges_from_prefixes(found, min(MAX_RANGES // 2, self._listers * 4))
         if self._part is not None:
             index, count = self._part
@@ -549,7 +557,7 @@ class ParallelListing:
 
     def _destination_cursor(self, prefix: str, start: str | None) -> _Cursor | None:
         side = self._destination
-        if side is None:
+        if side is None or self._destination_empty:
             return None
         mapped_prefix = side.prefix + prefix[len(self._prefix) :]
         mapped_start = (

@@ -399,6 +399,25 @@ def test_objects_already_at_the_destination_are_counted(
     assert_plan_covers(found, sequential(c, source, PREFIX))
 
 
+def test_an_empty_destination_costs_one_request_not_one_per_range(
+    versitygw: VersityGW, layouts: dict[str, str]
+) -> None:
+    endpoint = versitygw.endpoint
+    c = client(endpoint)
+    c.create_bucket(Bucket="empty-destination")
+    raw = {
+        "source": {"bucket": layouts["wide"], "prefix": PREFIX, "endpoint": endpoint.url},
+        "destination": {"bucket": "empty-destination", "prefix": "copy/", "endpoint": endpoint.url},
+    }
+    spec = CopyJobSpec.model_validate(raw, by_alias=True, by_name=False)
+    found = scan(spec, c, destination=c, listers=1, page_size=PAGE)
+    alone = scan(spec, c, listers=1, page_size=PAGE)
+    assert found.existing == (0, 0) and alone.existing is None
+    assert found.result.destination_checked
+    assert found.list_requests == alone.list_requests + 1
+    assert_plan_covers(found, sequential(c, layouts["wide"], PREFIX))
+
+
 def test_an_empty_prefix_plans_one_open_piece(versitygw: VersityGW, layouts: dict[str, str]) -> None:
     endpoint = versitygw.endpoint
     found = scan(spec_for(endpoint, layouts["wide"], "nothing-here/"), client(endpoint), listers=4)
