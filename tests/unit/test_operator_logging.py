@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -49,7 +50,9 @@ def test_other_lines_pass_unchanged(message: str, level: int) -> None:
 def test_startup_names_the_ferry_operator_as_the_source_of_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSTNAME", "ferry-operator-7d9c-abcde")
     monkeypatch.setattr(handlers, "start_http_server", lambda port, address: None)
-    monkeypatch.setattr(handlers, "Kube", lambda threads: object())
+    monkeypatch.setattr(
+        handlers, "Kube", lambda threads: SimpleNamespace(patch_budget_status=lambda *a: None)
+    )
     settings = kopf.OperatorSettings()
     asyncio.run(handlers.configure(settings=settings, memo=kopf.Memo()))
     assert settings.posting.reporting_component == "ferry-operator"
