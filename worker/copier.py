@@ -32,6 +32,7 @@ from ferry.worker.retry import (
     Kind,
     RetriesExhausted,
     RetryPolicy,
+    SourceChanged,
     TransientCopyError,
     call_with_retry,
 )
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: Parts are read into their buffer this much at a time (each read allocates a chunk that is copied in).
 READ_CHUNK = 128 * 1024
+
+#: HEAD answers that mean the object is gone (botocore reports a HEAD 404 by its status).
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 #: Response headers that describe the content and travel with it.
 CONTENT_FIELDS = ("ContentType", "ContentEncoding", "ContentLanguage", "ContentDisposition", "CacheControl")
@@ -99,6 +103,27 @@ class Copier:
         else:
             self._multipart(obj, destination_key, result, server_side=False)
         return result
+
+    def current(self, obj: ObjectInfo) -> ObjectInfo | None:
+        """The object as the source holds it now (its size and ETag), read with HEAD after the source
+        changed under a copy; None when it no longer exists. Raises `RetriesExhausted` when it cannot be
+        read."""
+        try:
+            head = self._call(
+                CopyResult(),
+                Operation.HEAD,
+                lambda: self.source_client.head_object(Bucket=self.source_bucket, Key=obj.key),
+            )
+        except RetriesExhausted as exc:
+            if exc.last.code in MISSING_CODES:
+                return None
+            raise
+        return ObjectInfo(
+            key=obj.key,
+            size=int(head.get("ContentLength", 0)),
+            etag=str(head.get("ETag", "")).strip('"'),
+            last_modified=head.get("LastModified") or obj.last_modified,
+        )
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -176,6 +201,11 @@ class Copier:
             response = self.source_client.get_object(
                 Bucket=self.source_bucket, Key=obj.key, **self._checksum_mode()
             )
+            if int(response.get("ContentLength", 0)) > self.options.part_size:
+                # Grown past what was reserved for it since it was listed: not read here, but read anew
+                # (and its memory reserved anew) as an object that changed during its copy.
+                response["Body"].close()
+                raise SourceChanged(obj.key)
             body = response["Body"].read()
             if len(body) != int(response.get("ContentLength", len(body))):
                 raise TransientCopyError("IncompleteBody", f"read {len(body)} of {response['ContentLength']}")

@@ -19,7 +19,7 @@ from typing import Any
 from ferry.model import CopyJobSpec, Overwrite
 from ferry.model.checkpoint import Checkpoint
 from ferry.worker.budget import TransferTooLarge
-from ferry.worker.copier import Copier, CopyOptions
+from ferry.worker.copier import MISSING_CODES, Copier, CopyOptions
 from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.keys import destination_key
@@ -41,7 +41,15 @@ from ferry.worker.progress import (
 )
 from ferry.worker.ratelimit import RateShare, TokenBucket
 from ferry.worker.report import FailureReport
-from ferry.worker.retry import Classified, Kind, RetriesExhausted, RetryPolicy, call_with_retry, classify
+from ferry.worker.retry import (
+    PRECONDITION_FAILED,
+    Classified,
+    Kind,
+    RetriesExhausted,
+    RetryPolicy,
+    call_with_retry,
+    classify,
+)
 from ferry.worker.s3 import list_pages
 from ferry.worker.settled import SettledMark
 from ferry.worker.systematic import Attempt, Side, Streak, SystematicFailure, observe, side_of
@@ -58,8 +66,22 @@ HEAD_AHEAD = 16
 HEAD_WINDOW = 256
 #: The failure code of a key the manifest names that the source no longer holds.
 SOURCE_MISSING = "SourceObjectMissing"
-#: HEAD answers that mean the object is gone (botocore reports a HEAD 404 by its status).
-MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: The failure code of an object that kept changing at the source while it was copied.
+SOURCE_CHANGED = "SourceChangedDuringCopy"
+#: Times an object that changed at the source during its copy is read anew and copied again at its new
+#: version. A live bucket rewrites an object now and then, so a change or two is met and copied through;
+#: an object still changing after this many copies is being rewritten continuously, and copying it again
+#: would only spend requests and bandwidth on versions that are gone before they land.
+MAX_SOURCE_CHANGES = 3
+#: The message of an object that was listed, then deleted before its copy completed.
+DELETED_DURING_COPY = "the object was deleted at the source while it was copied"
+#: Requests whose precondition pins the source version (HEAD/GET If-Match, CopySourceIfMatch): a
+#: `PreconditionFailed` from them means the source changed, not that the destination refused.
+_PINNED = frozenset(
+    {Operation.HEAD.value, Operation.GET.value, Operation.COPY.value, Operation.UPLOAD_PART_COPY.value}
+)
+#: Requests that read the source object: a missing key from one of them means it was deleted meanwhile.
+_SOURCE_READS = _PINNED | {Operation.GET_TAGGING.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,36 +548,95 @@ class CopyEngine:
             return
         with self._lock:
             ticket = self._mark.opened(source.key, source.size)
-        future = pool.submit(self._transfer, source, target_key, permit, ticket)
+        future = pool.submit(self._transfer, source, target_key, existing, permit, ticket)
         in_flight.add(future)
         future.add_done_callback(in_flight.discard)
 
-    def _transfer(self, source: ObjectInfo, target_key: str, permit: Any, ticket: int) -> None:
+    def _transfer(
+        self, source: ObjectInfo, target_key: str, existing: ObjectInfo | None, permit: Any, ticket: int
+    ) -> None:
         started = self.clock()
         throttles = 0
         ok = False
+        current = source
+        changes = 0
+        held: Any = permit
         try:
-            result = self.copier.copy(source, target_key)
-            throttles = result.throttles
-            ok = True
-            seconds = self.clock() - started
-            with self._lock:
-                self._counts = self._counts.finish(Outcome.COPIED, source.size)
-                self._mark.closed(ticket, Outcome.COPIED)
-                self._latency = self._latency.observe(seconds)
-                self._streak, _ = observe(self._streak, Attempt(ok=True))
+            while True:
+                try:
+                    result = self.copier.copy(current, target_key)
+                except RetriesExhausted as exc:
+                    if source_missing(exc):
+                        self._fail(source, SOURCE_MISSING, DELETED_DURING_COPY, exc.attempts, ticket)
+                        return
+                    if not source_changed(exc):
+                        raise
+                    changes += 1
+                    if changes > MAX_SOURCE_CHANGES:
+                        self._fail(
+                            source,
+                            SOURCE_CHANGED,
+                            f"the object changed at the source during each of {changes} copies "
+                            f"(copied again at its new version at most {MAX_SOURCE_CHANGES} times)",
+                            changes,
+                            ticket,
+                        )
+                        return
+                    fresh = self.copier.current(current)
+                    if fresh is None:
+                        self._fail(source, SOURCE_MISSING, DELETED_DURING_COPY, changes, ticket)
+                        return
+                    if decide(fresh, existing, self.spec.overwrite).action is Action.SKIP:
+                        # The destination already holds the new version.
+                        ok = True
+                        with self._lock:
+                            self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
+                            self._mark.closed(ticket, Outcome.SKIPPED)
+                        return
+                    held = None  # the old permit may be handed back by `_reserve_for`
+                    held = self._reserve_for(fresh, permit)
+                    permit = held
+                    current = fresh
+                    continue
+                throttles = result.throttles
+                ok = True
+                seconds = self.clock() - started
+                with self._lock:
+                    # Counted by the size listed, so the byte counts close over what was discovered.
+                    self._counts = self._counts.finish(Outcome.COPIED, source.size)
+                    if changes:
+                        self._counts = self._counts.recopied_after_change()
+                    self._mark.closed(ticket, Outcome.COPIED)
+                    self._latency = self._latency.observe(seconds)
+                    self._streak, _ = observe(self._streak, Attempt(ok=True))
+                return
         except RetriesExhausted as exc:
             side = side_of(exc.operation)
             self._fail(source, exc.last.code, exc.last.message, exc.attempts, ticket, side)
+        except TransferTooLarge as exc:
+            self._fail(source, "MemoryBudgetTooSmall", str(exc), changes, ticket)
         except Exception as exc:  # a bug or an unexpected library error must not stop the job
             classified = classify(exc)
             log.exception("unexpected error copying %r", source.key)
             self._fail(source, classified.code, classified.message, 1, ticket)
         finally:
-            self.limiter.release(
-                permit,
-                TransferReport(ok=ok, size=source.size, seconds=self.clock() - started, throttles=throttles),
-            )
+            if held is not None:
+                self.limiter.release(
+                    held,
+                    TransferReport(
+                        ok=ok, size=source.size, seconds=self.clock() - started, throttles=throttles
+                    ),
+                )
+
+    def _reserve_for(self, fresh: ObjectInfo, permit: Any) -> Any:
+        """The permit for copying ``fresh``, an object whose size changed since its permit was taken: the
+        same one when it reserved enough memory, else a new one taken after handing the old one back
+        (raises `TransferTooLarge` when the new size cannot fit the budget at all)."""
+        reserve = transfer_memory(fresh.size, self.part_size, self.server_side) + TRANSFER_OVERHEAD_BYTES
+        if reserve <= permit.reserved_bytes:
+            return permit
+        self.limiter.release(permit, TransferReport(ok=False, size=0, seconds=0.0, throttles=0))
+        return self.limiter.acquire(reserve)
 
     def _fail(
         self,
@@ -580,3 +661,13 @@ class CopyEngine:
                 return
             self._systematic = verdict
         log.error("stopping: %s", verdict.message())
+
+
+def source_changed(exc: RetriesExhausted) -> bool:
+    """Whether a copy gave up because the source object is no longer the version it was copying."""
+    return exc.last.code == PRECONDITION_FAILED and (exc.operation is None or exc.operation in _PINNED)
+
+
+def source_missing(exc: RetriesExhausted) -> bool:
+    """Whether a copy gave up because the source object no longer exists (deleted since it was listed)."""
+    return exc.last.code in MISSING_CODES and exc.operation in _SOURCE_READS

@@ -47,6 +47,9 @@ class Counts:
     listed: int = 0
     bytes_listed: int = 0
     listed_all: bool = False
+    #: Objects copied at a newer version than the one listed: the source changed during their copy, and
+    #: they were read anew and copied again (they are counted in `copied` too).
+    changed_during_copy: int = 0
 
     @property
     def done(self) -> int:
@@ -78,6 +81,9 @@ class Counts:
 
     def discover(self, size: int) -> Counts:
         return _evolve(self, discovered=self.discovered + 1, bytes_discovered=self.bytes_discovered + size)
+
+    def recopied_after_change(self) -> Counts:
+        return _evolve(self, changed_during_copy=self.changed_during_copy + 1)
 
     def finish(self, outcome: Outcome, size: int) -> Counts:
         if outcome is Outcome.COPIED:

@@ -76,6 +76,13 @@ _WORDS = {
 }
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.]{0,63}$")
 
+#: The code a source precondition failure is reported under, whichever transport or request met it.
+PRECONDITION_FAILED = "PreconditionFailed"
+#: Bare HTTP statuses (an answer without a body: botocore's and the lean transport's HEAD) that name one
+#: cause, so the same cause reports the same code whichever request or transport met it. 404 stays as it
+#: is: without a body it may mean a missing key or a missing bucket.
+_STATUS_CODES = {"412": PRECONDITION_FAILED}
+
 
 def _code(text: str) -> str:
     """The error code as the service sent it when it looks like one (S3 codes are CamelCase words,
@@ -113,6 +120,7 @@ def classify(exc: BaseException) -> Classified:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = _code(str(error.get("Code") or "Unknown"))
+        code = _STATUS_CODES.get(code, code)
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         message = f"{_WORDS.get(code, 'the service refused the request')} (HTTP {status})"
         if code in _THROTTLE_CODES or status in (429, 503):
@@ -140,6 +148,8 @@ def classify(exc: BaseException) -> Classified:
         return Classified(Kind.TRANSIENT, "ConnectionError", f"the connection failed ({type(exc).__name__})")
     if isinstance(exc, TransientCopyError):
         return Classified(Kind.TRANSIENT, exc.code, str(exc))
+    if isinstance(exc, SourceChanged):
+        return Classified(Kind.PERMANENT, PRECONDITION_FAILED, _WORDS[PRECONDITION_FAILED])
     if type(exc).__module__.split(".")[0] in _TRANSPORT_MODULES:
         # e.g. botocore's ResponseParserError, whose text quotes the whole unparsable answer
         return Classified(Kind.PERMANENT, type(exc).__name__, "the answer is not S3's")
@@ -156,6 +166,12 @@ class TransientCopyError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class SourceChanged(Exception):
+    """Raised by the copier when the source answered for another version than the one it copies (e.g. a
+    single GET found the object grown past the memory reserved for it): the same cause as a failed
+    If-Match, reported under the same code, and handled the same way (read anew, copied again)."""
 
 
 @dataclass(frozen=True)

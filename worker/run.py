@@ -468,6 +468,8 @@ def summary_json(
         "requests": summary.requests,
         "retries": summary.retries,
         "throttles": summary.throttles,
+        # Copied objects that changed at the source during their copy and were copied again.
+        "changedDuringCopy": c.changed_during_copy,
         "failedSample": [f.as_json() for f in summary.failures[:20]],
         "report": summary.report_path if c.failed else None,
         "error": summary.error,

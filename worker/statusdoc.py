@@ -58,6 +58,8 @@ def _counts(counts: Any) -> dict[str, Any]:
             "failed": counts.bytes_failed,
         },
         "listingDone": counts.listing_done,
+        # Copied objects that changed at the source during their copy and were copied again.
+        "changedDuringCopy": counts.changed_during_copy,
     }
 
 
