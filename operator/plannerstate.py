@@ -37,9 +37,8 @@ class Stage(StrEnum):
 @dataclass(frozen=True)
 class PlannerState:
     stage: Stage
-    pod_ip: str | None = None
-    #: The running pods' addresses by completion index (a listing divided over several planner pods);
-    #: `pod_ip` is index 0's, or the first running one's.
+    #: The running pods' addresses by completion index (one pod is index 0; a listing divided over several
+    #: planner pods has one per part).
     pod_ips: tuple[tuple[int, str], ...] = ()
     failure: PlannerFailure | None = None
     #: When the Job failed (its Failed condition's lastTransitionTime), for retries after a delay.
@@ -156,8 +155,7 @@ def planner_state(
         if status.get("phase") == "Running" and status.get("podIP") and index not in running:
             running[index] = str(status["podIP"])
     if running:
-        ips = tuple(sorted(running.items()))
-        return PlannerState(Stage.LISTING, pod_ip=running.get(0, ips[0][1]), pod_ips=ips)
+        return PlannerState(Stage.LISTING, pod_ips=tuple(sorted(running.items())))
     for pod in _newest(pods):
         waiting = _waiting(pod)
         if waiting and waiting.get("reason") == "CreateContainerConfigError":

@@ -242,7 +242,7 @@ def test_the_planner_s_stage_from_its_job_and_pods(
     assert state.stage is stage
     assert (state.failure.reason if state.failure else None) == reason
     if stage is Stage.LISTING:
-        assert state.pod_ip == "10.1.2.3"
+        assert state.pod_ips == ((0, "10.1.2.3"),)
 
 
 def test_grouping_pieces_keeps_every_key_and_closes_the_last_range() -> None:

@@ -245,7 +245,7 @@ def test_the_planner_s_running_pods_are_known_by_index() -> None:
     ]
     state = planner_state({"status": {}}, pods, SPEC)
     assert state.stage is Stage.LISTING
-    assert state.pod_ips == ((0, "10.0.0.0"), (2, "10.0.0.2")) and state.pod_ip == "10.0.0.0"
+    assert state.pod_ips == ((0, "10.0.0.0"), (2, "10.0.0.2"))
 
 
 def test_progress_of_a_divided_listing_adds_up_and_ends_with_its_slowest_part() -> None:
