@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from support.operator import Jobs, fill, spec_for
-from testbed.faultproxy import FaultProxy
+from testbed.faultproxy import FaultPlan, FaultProxy
 from testbed.install import NAMESPACE as RELEASE_NAMESPACE
 from testbed.install import RELEASE
 
@@ -232,3 +232,94 @@ def test_only_the_platform_writes_budgets_and_the_operator_only_their_status(
     assert allowed(operator_user, "patch", "status")
     for verb in ("create", "update", "patch", "delete", "get"):
         assert allowed(operator_user, verb) is False, verb
+
+
+#: What the throttling endpoint serves (requests/s, all clients together) and what its adaptive budget
+#: claims at first: the budget is wrong by a factor of three, as a platform's guess of a provider often is.
+ENDPOINT_ALLOWS = 20
+ADAPTIVE_BUDGET = 60
+
+
+def budget_status(custom: Any, name: str) -> dict[str, Any]:
+    found = custom.get_cluster_custom_object("ferry.dev", "v1alpha1", "endpointbudgets", name)
+    return dict(found.get("status") or {})
+
+
+def test_an_adaptive_budget_backs_off_while_the_endpoint_throttles_and_rises_again_once_it_stops(
+    jobs: Jobs, s3: Any, versitygw: Any, cluster: Any, namespace: str
+) -> None:
+    custom = client.CustomObjectsApi(cluster.api)
+    throttling = FaultPlan(max_requests_per_second=ENDPOINT_ALLOWS)
+    with FaultProxy(versitygw.endpoint.url, throttling) as proxy:
+        budget_name = f"aimd-{namespace}"[:63]
+        custom.create_cluster_custom_object(
+            "ferry.dev",
+            "v1alpha1",
+            "endpointbudgets",
+            budget_body(
+                budget_name,
+                {"endpoint": proxy.url, "requestsPerSecond": ADAPTIVE_BUDGET, "adaptive": True},
+            ),
+        )
+        names = ("aimd-a", "aimd-b")
+        try:
+            # More objects than the endpoint lets through in the test's minutes: neither finishes.
+            for name in names:
+                source, destination = fill(s3, 1500, size=200)
+                jobs.create(name, spec_for(proxy.url, source, destination, parallelism=1))
+
+            # The operator hears of the 503s through the pods' /status and lowers the budget in force, a
+            # step at a time (x0.8, then a hold while the pods' next reports still count the old shares).
+            levels: list[float] = []
+
+            def backed_off() -> bool:
+                status = budget_status(custom, budget_name)
+                effective = status.get("effectiveRequestsPerSecond")
+                if isinstance(effective, int | float):
+                    levels.append(float(effective))
+                return bool(effective) and effective <= ENDPOINT_ALLOWS * 1.25
+
+            wait_for(
+                "the budget in force backed off towards what the endpoint allows", backed_off, timeout=150
+            )
+            status = budget_status(custom, budget_name)
+            print(f"budget in force over time: {sorted(set(levels), reverse=True)}; status: {status}")
+            assert status["throttledLastMinute"] > 0, status
+            assert status["jobs"] == 2, status
+            assert levels[0] >= ADAPTIVE_BUDGET * 0.8, "it started from the spec's figure, or one step below"
+            for name in names:
+                pod_limit = rate_limit(jobs, name)
+                assert pod_limit.get("budget") == budget_name, pod_limit
+                # Each holds half of a level already lowered (the CopyJob's next pass brings the newest).
+                assert pod_limit["budgetShare"]["requestsPerSecond"] <= ADAPTIVE_BUDGET * 0.8 / 2, pod_limit
+
+            # Backed off, the fleet is throttled far less than while it claimed the spec's figure.
+            stats = proxy.stats()
+            before_capped, before_all = stats.capped, stats.requests
+            time.sleep(WINDOW * 2)
+            stats = proxy.stats()
+            sent = stats.requests - before_all
+            capped_share = (stats.capped - before_capped) / max(sent, 1)
+            print(f"after backing off: {sent} requests in {WINDOW * 2:.0f} s, {capped_share:.1%} throttled")
+            assert sent > 0
+            assert capped_share < 0.2, capped_share
+
+            # The endpoint stops throttling: the budget rises again (5% of the spec's per 10 s, slower near
+            # the level that throttled).
+            low = budget_status(custom, budget_name)["effectiveRequestsPerSecond"]
+            proxy.set_plan(FaultPlan())
+            wait_for(
+                "the budget in force rising once the throttling stopped",
+                lambda: budget_status(custom, budget_name).get("effectiveRequestsPerSecond", 0) > low,
+                timeout=60,
+            )
+        finally:
+            for name in names:
+                jobs.patch(name, {"suspend": True})
+            for name in names:
+                wait_for(
+                    f"{name} suspended",
+                    lambda name=name: jobs.status(name).get("phase") == "Suspended",
+                    timeout=60,
+                )
+            custom.delete_cluster_custom_object("ferry.dev", "v1alpha1", "endpointbudgets", budget_name)

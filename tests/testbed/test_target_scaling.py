@@ -1,6 +1,7 @@
 """spec.target end to end: the operator process starts the worker Job at one pod, measures the objects/s
 the process kubelet's worker pods report, and raises the Job's parallelism towards the target, saying
-why in status.scaling and in an Event; a lower target then removes the pods it no longer needs. Each
+why in status.scaling and in an Event; when the provider's capacity halves it sheds the pods that no
+longer add anything; a lower target then removes the pods it no longer needs. Each
 pod's rate is held down by a slow link (a latency proxy in front of versitygw) and a small concurrency
 limit, so that one pod cannot meet the target."""
 
@@ -75,6 +76,29 @@ def test_a_target_above_one_pod_raises_the_job_s_parallelism_from_one_and_says_w
         rising = [m for r, m in events(cluster, namespace, name) if r == "BelowTargetRising"]
         assert rising and rising[0].startswith("worker pods 1 -> "), rising
         assert "below the target of 24" in rising[0]
+
+        # The provider's capacity halves (the proxy serves half the requests/s the fleet sends, 503 above):
+        # more pods cannot help, so the operator sheds those the smaller capacity does not need.
+        at_target = parallelism() or 0
+        before = slow.stats().requests
+        time.sleep(5.0)
+        sending = (slow.stats().requests - before) / 5.0
+        slow.set_plan(FaultPlan(latency_ms=150, max_requests_per_second=max(1.0, sending / 2)))
+        halved = time.monotonic()
+        wait_for(
+            "fewer pods once the provider's capacity halved",
+            lambda: (parallelism() or at_target) < at_target,
+            timeout=90,
+        )
+        shed_after = time.monotonic() - halved
+        scaling = dict(jobs.status(name).get("scaling") or {})
+        shed = [m for r, m in events(cluster, namespace, name) if r == "NoGainProviderOrNetworkLimit"]
+        print(
+            f"{sending:.0f} requests/s at {at_target} pods; capacity halved: {parallelism()} pod(s) after "
+            f"{shed_after:.0f} s; scaling: {scaling}"
+        )
+        assert shed and "the provider or the network is the limit" in shed[-1], shed
+        assert scaling["desiredPods"] == parallelism() >= 1
 
         # A target one pod meets: the pods it does not need go, with the reason.
         jobs.patch(name, {"target": {"objectsPerSecond": 2}})
