@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget
+.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget bench-prefix
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -52,3 +52,8 @@ bench-list-smoke: venv bench-tools
 # bench/results/budget-latest.{json,md}.
 bench-budget: venv testbin
 	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/budget.py
+
+# Per-prefix throttling: one engine copies a capped prefix and an uncapped one, with per-prefix pacing and
+# without (bench/prefix_throttle.py; about a minute). Results in bench/results/prefix-throttle-latest.*.
+bench-prefix: venv testbin
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/prefix_throttle.py

@@ -1,5 +1,5 @@
 """The `ferry` command: `ferry run` and `ferry plan` (a CopyJob on this machine), `ferry worker`,
-`ferry planner` and `ferry operator` (in pods)."""
+`ferry planner`, `ferry notify` and `ferry operator` (in pods)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one shard of a planned CopyJob; configured by the pod's environment and plan.",
     )
     worker.set_defaults(handler=lambda _args: _worker())
+    from ferry.worker import notify
+
+    notify_parser = commands.add_parser(
+        "notify",
+        help="send a CopyJob's completion event to its webhook (inside a notify pod)",
+        description=notify.main.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    notify.add_arguments(notify_parser)
     planner = commands.add_parser(
         "planner",
         help="check the locations and list the source of a CopyJob (inside a planner pod)",

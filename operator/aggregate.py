@@ -56,6 +56,8 @@ class Totals:
     peak_source: str | None = None
     #: What is shown for each shard that has evidence or a floor: the floors of the next pass.
     shard_counts: dict[int, ShardCount] = field(default_factory=dict)
+    #: Archived objects the shards met (spec.archived), summed by name; empty: none (archivestatus.py).
+    archived: dict[str, int] = field(default_factory=dict)
 
     @property
     def percent(self) -> int:
@@ -127,6 +129,7 @@ def totals(
     failures: list[dict[str, Any]] = []
     lost: list[int] = []
     shown: dict[int, ShardCount] = {}
+    archived: dict[str, int] = {}
     for index, shard in enumerate(shards):
         report = finished.get(index)
         if report is None and index in running:
@@ -172,6 +175,8 @@ def totals(
                 listed_bytes if final else max(listed_bytes, shard.bytes),
             )
             failures.extend(report.failed)
+            for name, count in report.archived.items():
+                archived[name] = archived.get(name, 0) + count
         counted = shown[index] = account(evidence.tally, evidence.total, evidence.bytes_total, floor)
         tally = counted.tally
         objects["total"] += counted.total
@@ -199,6 +204,7 @@ def totals(
         lost,
         peak_source,
         shown,
+        archived,
     )
 
 

@@ -22,7 +22,9 @@ from ferry.operator.budgetcontrol import run_budget_steps
 from ferry.operator.errors import to_kopf
 from ferry.operator.kube import Kube
 from ferry.operator.metrics import CopyJobCollector, CopyJobSeries
+from ferry.operator.notifystep import announce
 from ferry.operator.reconcile import TERMINAL, Context, reconcile
+from ferry.operator.render import Owner
 from ferry.operator.settings import OperatorSettings
 
 GROUP, VERSION, PLURAL = "ferry.dev", "v1alpha1", "copyjobs"
@@ -182,6 +184,11 @@ async def reconcile_copyjob(
     started = time.monotonic()
     try:
         new_status = await reconcile(context, dict(meta), dict(spec), dict(status), len(others))
+        if new_status and spec.get("notify"):
+            # Before the status is written: a pass whose write fails announces again (one Job per name).
+            owner = Owner(name, namespace, str(meta["uid"]))
+            generation = int(meta.get("generation") or 1)
+            await announce(context, owner, dict(spec), dict(status), new_status, generation)
         # Written here, not through kopf's `patch`: kopf applies that patch after the handler, outside
         # its error handling, and a 409 or an unreachable apiserver there ends the CopyJob's timer for
         # good. Written here, a failed write is a failed pass, retried on the next tick.

@@ -20,6 +20,7 @@ from typing import Any
 from ferry.model.checkpoint import RESUME_PREFIX, Checkpoint, LedgerEntry, read_entry, resume_key
 from ferry.model.plan import Shard
 from ferry.operator.accounting import ShardCount, Tally
+from ferry.worker.shardsync import ShardCensus
 from ferry.worker.statusdoc import WorkerReport
 
 FAILED_KEY = "failed"
@@ -89,6 +90,8 @@ def read(data: dict[str, str]) -> dict[int, WorkerReport]:
 def additions(new: dict[int, WorkerReport], existing: dict[str, str]) -> dict[str, str]:
     """The ConfigMap data to merge for newly finished shards (and the grown failure sample)."""
     patch = {str(index): encode(report) for index, report in new.items()}
+    # spec.mode sync: each shard's census, which the decision over the whole job adds up (syncphase.py).
+    patch.update({sync_key(i): encode_census(r.sync) for i, r in new.items() if r.sync is not None})
     try:
         failed = list(json.loads(existing.get(FAILED_KEY) or "[]"))
     except ValueError:
@@ -97,6 +100,57 @@ def additions(new: dict[int, WorkerReport], existing: dict[str, str]) -> dict[st
     if len(grown) != len(failed) and len(failed) < FAILED_SAMPLE:
         patch[FAILED_KEY] = json.dumps(grown[:FAILED_SAMPLE])
     return patch
+
+
+#: A sync's per-shard census: `sync-<shard>` = candidates, destination in scope, source in scope, complete.
+SYNC_PREFIX = "sync-"
+
+
+def sync_key(index: int) -> str:
+    return f"{SYNC_PREFIX}{index}"
+
+
+def encode_census(census: ShardCensus) -> str:
+    return ",".join(
+        str(v)
+        for v in (
+            census.candidates,
+            census.destination_in_scope,
+            census.source_in_scope,
+            int(census.listing_complete),
+        )
+    )
+
+
+def read_sync(data: Mapping[str, Any], shard_count: int) -> dict[int, ShardCensus]:
+    """The censuses of this plan's shards in the ledger; malformed entries (the ledger is editable by
+    the namespace's users) read as none, which deletes nothing."""
+    found: dict[int, ShardCensus] = {}
+    for key, text in data.items():
+        digits = str(key)[len(SYNC_PREFIX) :]
+        if (
+            not str(key).startswith(SYNC_PREFIX)
+            or not (digits.isascii() and digits.isdigit())
+            or len(digits) > 7
+        ):
+            continue
+        index = int(digits)
+        fields = str(text).split(",")
+        if index >= shard_count or len(fields) != 4 or fields[3] not in ("0", "1"):
+            continue
+        if not all(f.isascii() and f.isdigit() and len(f) <= 14 for f in fields[:3]):
+            continue
+        census = ShardCensus.from_json(
+            {
+                "candidates": int(fields[0]),
+                "destinationInScope": int(fields[1]),
+                "sourceInScope": int(fields[2]),
+                "listingComplete": fields[3] == "1",
+            }
+        )
+        if census is not None:
+            found[index] = census
+    return found
 
 
 #: Most the ledger's data may take (keys and values): a ConfigMap holds 1 MiB; the rest is headroom for

@@ -55,6 +55,10 @@ PLANNER_REASONS = frozenset(
         "TooManyObjects",
         "InvalidSpec",
         "PlanningFailed",
+        # spec.versions all into a bucket without versioning (worker/versioningcheck.py).
+        "DestinationNotVersioned",
+        # preserve.objectLock into a bucket without Object Lock (worker/lockcheck.py).
+        "ObjectLockNotEnabled",
     }
 )
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec
-from ferry.model.copyjob import copyjob_name_problem
+from ferry.model.copyjob import Mode, ReportInclude, copyjob_name_problem
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import Shard
 from ferry.model.quantity import parse_bytes, to_display_quantity, to_quantity
@@ -42,6 +42,7 @@ from ferry.operator.aggregate import (
     totals,
     worker_failures,
 )
+from ferry.operator.archivestatus import archived_status, restores_condition
 from ferry.operator.budgetcontrol import BudgetBook
 from ferry.operator.caps import caps_message, plan_summary, size_workers, target_cap
 from ferry.operator.caps import parallelism as parallelism_for
@@ -78,7 +79,10 @@ from ferry.operator.resume import after_edit
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.operator.stopped import SYSTEMATIC_FAILURE, StoppedShard, as_running, stall_message, stopped_shards
+from ferry.operator.syncstep import SyncState, sync_dry_run, sync_step
+from ferry.worker.evidence import evidence_status
 from ferry.worker.ratelimit import RateShare
+from ferry.worker.shardsync import ShardCensus
 from ferry.worker.statusdoc import WorkerReport, parse_report
 
 log = logging.getLogger(__name__)
@@ -256,6 +260,8 @@ class Observed:
     why: str
     pod_memory: str
     rate_limit: dict[str, Any]
+    #: spec.mode sync: each finished shard's census (the ledger's, and this pass's new reports).
+    censuses: dict[int, ShardCensus] = field(default_factory=dict)
 
 
 async def _reconcile(
@@ -294,6 +300,8 @@ async def _reconcile(
             plan, spec, ctx.settings.prices, existing=plan.existing, list_requests=plan.list_requests
         )
         base["plan"] = plan_view(plan, sizing, cost, plan_name(owner.name))
+        if spec.mode is Mode.SYNC:  # what the sync would delete, counted by a census Job (syncstep.py)
+            base["sync"] = await sync_dry_run(ctx, owner, inputs, plan, sizing)
         return _dry_run_status(base, plan.shards, status, planned, generation)
     parallelism = parallelism_for(spec, sizing.parallelism, ctx.settings, len(plan.shards))
     fleet: FleetState | None = None
@@ -314,7 +322,22 @@ async def _reconcile(
         parallelism = await _scale(
             ctx, owner, spec, job, observed, fleet, parallelism, len(plan.shards), base
         )
-    return _render_status(ctx, owner, spec, summary, observed, base, planned, parallelism, status, generation)
+    # spec.mode sync: once the copy Job completed, the decision over the whole job and the delete Job.
+    sync = await sync_step(
+        ctx,
+        owner,
+        inputs,
+        plan.shards,
+        sizing,
+        job,
+        observed.view.complete,
+        observed.censuses,
+        observed.counted.objects["failed"],
+        parallelism,
+    )
+    return _render_status(
+        ctx, owner, spec, summary, observed, base, planned, parallelism, status, generation, sync
+    )
 
 
 async def _scale(
@@ -568,7 +591,13 @@ async def _observe(
             str(progress["metadata"]["uid"]),
             ledger_patch,
         )
-    return Observed(view, pods, running, stopped, counted, failures, why, pod_memory, rate_limit)
+    censuses = {
+        **ledger.read_sync(ledger_data, len(plan.shards)),
+        **{i: r.sync for i, r in reports.items() if r.sync is not None and i < len(plan.shards)},
+    }
+    return Observed(
+        view, pods, running, stopped, counted, failures, why, pod_memory, rate_limit, censuses=censuses
+    )
 
 
 def _render_status(
@@ -582,6 +611,7 @@ def _render_status(
     parallelism: int,
     status: dict[str, Any],
     generation: int,
+    sync: SyncState | None = None,
 ) -> dict[str, Any]:
     """The status to write: counts, rates, conditions, workers, memory; Events on the transitions."""
     view, counted, running = observed.view, observed.counted, observed.running
@@ -595,7 +625,12 @@ def _render_status(
     phase, updates = phase_and_conditions(
         planned=True, dry_run=False, suspended=spec.suspend, job=view, totals=counted
     )
+    if sync is not None:  # a sync is Succeeded only once its deletes are done (syncstep.py)
+        phase, updates = sync.phase_and_conditions(phase, updates, counted.objects)
     extra = [STALLED_CLEARED, planned]
+    restores = restores_condition(counted.archived, ended=ended)  # spec.archived: restore
+    if restores is not None:
+        extra.append(restores)
     capped = caps_message(spec, ctx.settings)
     if capped:
         extra.append(Condition("Capped", "True", "PlatformLimits", capped))
@@ -628,6 +663,7 @@ def _render_status(
             "perPod": counted.per_pod[:1000],
         },
         "startTime": status.get("startTime") or now(),
+        **archived_status(counted.archived),
         "rateLimit": observed.rate_limit,
     }
     new_status["memory"]["peakBytes"] = counted.peak_rss
@@ -636,6 +672,15 @@ def _render_status(
         new_status["memory"]["peakSource"] = counted.peak_source
     if spec.report is not None:
         new_status["report"] = f"s3://{spec.report.bucket}/{spec.report.prefix}{owner.name}/"
+        if spec.report.include is ReportInclude.ALL:
+            new_status["evidence"] = evidence_status(
+                spec.report.bucket, spec.report.prefix, owner.name, counted.objects
+            )
+    if sync is not None:
+        new_status["sync"] = sync.status()
+        stalled = sync.stall()
+        if stalled is not None:  # refused: nothing deleted; an edit (deletes.max, the source) decides again
+            return {**new_status, **_stall(ctx, status, *stalled, generation)}
     if observed.stopped:  # the workers stopped themselves (their Job failed); the CopyJob waits for an edit
         return {
             **new_status,

@@ -30,6 +30,8 @@ from ferry.operator.ratesplit import split
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.worker.ratelimit import SHARE_ENV, TOKEN_ENV, RateShare
+from ferry.worker.shardsync import ALLOWED_ENV, CENSUS_PHASE, DELETE_PHASE, PHASE_ENV
+from ferry.worker.ssec import SSE_CUSTOMER_KEY_ENV
 
 LABEL_COPYJOB = "ferry.dev/copyjob"
 PLAN_MOUNT = "/etc/ferry/plan"
@@ -192,6 +194,22 @@ def credential_env(prefix: str, secret: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def customer_key_env(spec: CopyJobSpec) -> list[dict[str, Any]]:
+    """The worker's SSE-C keys (`sseCustomerKey`), taken by the kubelet from the Secrets the spec names:
+    the operator never reads them."""
+    env = []
+    for side, location in (("source", spec.source), ("destination", spec.destination)):
+        ref = location.sse_customer_key
+        if ref is not None:
+            env.append(
+                {
+                    "name": SSE_CUSTOMER_KEY_ENV[side],
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key, "optional": False}},
+                }
+            )
+    return env
+
+
 def worker_cpu(spec: CopyJobSpec, settings: OperatorSettings) -> str | None:
     """A worker pod's CPU request: the CopyJob's, else the platform's default, at most the platform's cap."""
     cpu = spec.resources.cpu or settings.default_worker_cpu
@@ -249,6 +267,7 @@ def render_job(
         *credential_env("SOURCE", spec.source.credentials_secret),
         *credential_env("DESTINATION", spec.destination.credentials_secret),
         *credential_env("REPORT", spec.report.credentials_secret if spec.report else None),
+        *customer_key_env(spec),
     ]
     if not identity.ambient:
         # Every location has a Secret: nothing may find the node's instance role instead (IMDS), even
@@ -329,3 +348,111 @@ def render_job(
         },
         "spec": job_spec,
     }
+
+
+#: On a sync's delete Job: the uid of the copy Job whose shards' counts it deletes by; on a dry run's
+#: census Job, the plan and spec it counts for (syncstep.py).
+COPY_JOB_ANNOTATION = "ferry.dev/copy-job-uid"
+CENSUS_ANNOTATION = "ferry.dev/census-of"
+
+
+def delete_job_name(owner: str) -> str:
+    """The delete Job of a sync (`spec.mode: sync`)."""
+    return child_name(owner, "deletes")
+
+
+def census_job_name(owner: str) -> str:
+    """The census Job of a sync's dry run."""
+    return child_name(owner, "census")
+
+
+def render_delete_job(
+    owner: Owner,
+    spec: CopyJobSpec,
+    sizing: Sizing,
+    shard_count: int,
+    settings: OperatorSettings,
+    parallelism: int,
+    *,
+    allowed: str,
+    copy_job_uid: str,
+    identity: Identity | None = None,
+) -> dict[str, Any]:
+    """The delete Job of a sync: the worker Job's pods over the same shards, in the delete phase, each
+    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). No index is retried:
+    a second pass of a shard could delete past its count."""
+    return _phase_job(
+        owner,
+        spec,
+        sizing,
+        shard_count,
+        settings,
+        parallelism,
+        identity,
+        name=delete_job_name(owner.name),
+        env={PHASE_ENV: DELETE_PHASE, ALLOWED_ENV: allowed},
+        annotation=(COPY_JOB_ANNOTATION, copy_job_uid),
+        retries=0,
+    )
+
+
+def render_census_job(
+    owner: Owner,
+    spec: CopyJobSpec,
+    sizing: Sizing,
+    shard_count: int,
+    settings: OperatorSettings,
+    parallelism: int,
+    *,
+    census_of: str,
+    identity: Identity | None = None,
+) -> dict[str, Any]:
+    """A sync's dry run: the worker Job's pods over the same shards, counting what the sync would delete
+    and copying nothing. A count that broke off is retried (it only lists)."""
+    return _phase_job(
+        owner,
+        spec,
+        sizing,
+        shard_count,
+        settings,
+        parallelism,
+        identity,
+        name=census_job_name(owner.name),
+        env={PHASE_ENV: CENSUS_PHASE},
+        annotation=(CENSUS_ANNOTATION, census_of),
+        retries=3,
+    )
+
+
+def _phase_job(
+    owner: Owner,
+    spec: CopyJobSpec,
+    sizing: Sizing,
+    shard_count: int,
+    settings: OperatorSettings,
+    parallelism: int,
+    identity: Identity | None,
+    *,
+    name: str,
+    env: dict[str, str],
+    annotation: tuple[str, str],
+    retries: int,
+) -> dict[str, Any]:
+    # Under spec.rateLimit one pod runs: each pod's census or delete pass takes the whole job-wide limit.
+    pods = 1 if spec.rate_limit.requests_per_second else max(1, parallelism)
+    manifest = render_job(owner, spec, sizing, shard_count, settings, pods, identity=identity)
+    job_spec = manifest["spec"]
+    job_spec["backoffLimitPerIndex"] = retries
+    job_spec["suspend"] = False
+    template = job_spec["template"]
+    template["metadata"]["labels"] = labels(owner.name, "sync")
+    container = template["spec"]["containers"][0]
+    container["env"] = [*container["env"], *({"name": k, "value": v} for k, v in env.items())]
+    manifest["metadata"] = {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner.name, "sync"),
+        "annotations": {annotation[0]: annotation[1]},
+        "ownerReferences": [owner.reference()],
+    }
+    return manifest

@@ -30,6 +30,8 @@ class OperatorSettings:
     max_cpu_per_pod: int | None = None
     #: Give worker pods a CPU limit equal to their CPU request (a quota on limits.cpu needs one).
     worker_cpu_limit: bool = False
+    #: Let spec.notify webhooks be plain http (the chart's notify.allowHttp); https only by default.
+    notify_allow_http: bool = False
     max_jobs_per_namespace: int | None = None
     #: CopyJobs of one namespace listing their source at once; more wait as Pending (WaitingForCapacity).
     max_planning_per_namespace: int | None = None
@@ -86,6 +88,7 @@ class OperatorSettings:
             max_memory_per_pod=parse_bytes(max_memory) if max_memory else None,
             max_cpu_per_pod=parse_cpu(max_cpu) if max_cpu else None,
             worker_cpu_limit=_flag(env, "FERRY_WORKER_CPU_LIMIT"),
+            notify_allow_http=_flag(env, "FERRY_NOTIFY_ALLOW_HTTP"),
             max_jobs_per_namespace=number("FERRY_MAX_JOBS_PER_NAMESPACE"),
             max_planning_per_namespace=number("FERRY_MAX_PLANNING_PER_NAMESPACE"),
             listing_deadline_seconds=float(deadline) if deadline else None,

@@ -82,6 +82,11 @@ class FaultPlan:
     #: answered 503 SlowDown (counted in `ProxyStats.capped`), whatever `methods` and `path_regex` say.
     #: The allowance is a token bucket holding a fifth of a second's requests.
     max_requests_per_second: float | None = None
+    #: The same cap for one part of the key space only (a provider's per-prefix partition): requests whose
+    #: path+query matches `capped_path_regex` share a bucket of `capped_path_requests_per_second`; above
+    #: it they are answered 503 SlowDown (counted in `ProxyStats.capped`). Other requests are not capped.
+    capped_path_regex: str | None = None
+    capped_path_requests_per_second: float | None = None
     methods: frozenset[str] | None = None
     path_regex: str | None = None
     only_first_n: int | None = None
@@ -108,6 +113,12 @@ class FaultPlan:
             raise ValueError("FaultPlan.bandwidth_bytes_per_s must be positive (or None for no cap)")
         if self.max_requests_per_second is not None and self.max_requests_per_second <= 0:
             raise ValueError("FaultPlan.max_requests_per_second must be positive (or None for no cap)")
+        if (self.capped_path_regex is None) != (self.capped_path_requests_per_second is None):
+            raise ValueError("FaultPlan.capped_path_regex and capped_path_requests_per_second go together")
+        if self.capped_path_requests_per_second is not None and self.capped_path_requests_per_second <= 0:
+            raise ValueError("FaultPlan.capped_path_requests_per_second must be positive")
+        if self.capped_path_regex is not None:
+            re.compile(self.capped_path_regex)
         if self.only_first_n is not None and self.only_first_n < 0:
             raise ValueError("FaultPlan.only_first_n must not be negative")
         if self.methods is not None:
@@ -221,6 +232,11 @@ class _RequestCap:
         return True
 
 
+def _path_cap(plan: FaultPlan) -> _RequestCap | None:
+    rate = plan.capped_path_requests_per_second
+    return _RequestCap(rate) if rate else None
+
+
 class _Request:
     __slots__ = ("body_kind", "close_after", "content_length", "expect_continue", "head", "method", "target")
 
@@ -326,6 +342,7 @@ class _Engine:
         self._injected = 0
         self._bucket = _TokenBucket(plan.bandwidth_bytes_per_s) if plan.bandwidth_bytes_per_s else None
         self._cap = _RequestCap(plan.max_requests_per_second) if plan.max_requests_per_second else None
+        self._path_cap = _path_cap(plan)
         # Separate streams so changing latency settings does not shift which requests get faults.
         self._fault_rng = random.Random(seed)
         self._jitter_rng = random.Random(seed + 1)
@@ -339,6 +356,7 @@ class _Engine:
             self._bucket = _TokenBucket(rate) if rate else None
             cap = plan.max_requests_per_second
             self._cap = _RequestCap(cap) if cap else None
+            self._path_cap = _path_cap(plan)
 
     @property
     def plan(self) -> FaultPlan:
@@ -352,6 +370,13 @@ class _Engine:
                 delay += self._jitter_rng.uniform(-plan.jitter_ms, plan.jitter_ms)
             delay = max(0.0, delay) / 1000.0
             if self._cap is not None and not self._cap.take():
+                return plan, "capped", delay
+            if (
+                self._path_cap is not None
+                and plan.capped_path_regex is not None
+                and re.search(plan.capped_path_regex, req.target) is not None
+                and not self._path_cap.take()
+            ):
                 return plan, "capped", delay
             if not plan.matches(req.method, req.target):
                 return plan, None, delay

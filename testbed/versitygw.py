@@ -69,6 +69,7 @@ class VersityGW:
         port: int | None = None,
         sidecar: bool | None = None,
         start_timeout: float = 20.0,
+        versioning: bool = False,
     ):
         self.bins = bin_dir if isinstance(bin_dir, TestBinaries) else TestBinaries(Path(bin_dir))
         self.workdir = Path(workdir)
@@ -76,6 +77,9 @@ class VersityGW:
         self.port = port
         self.sidecar = sidecar
         self.start_timeout = start_timeout
+        #: Serve bucket versioning (PutBucketVersioning, ListObjectVersions, delete markers): versitygw keeps
+        #: the older versions of every object under a directory of its own.
+        self.versioning = versioning
         self.data_dir = self.workdir / "data"
         self.proc: ServerProcess | None = None
         self._endpoint: S3Endpoint | None = None
@@ -121,6 +125,9 @@ class VersityGW:
         if sidecar:
             argv += ["--sidecar", str(self.workdir / "meta")]
             (self.workdir / "meta").mkdir(parents=True, exist_ok=True)
+        if self.versioning:
+            argv += ["--versioning-dir", str(self.workdir / "versions")]
+            (self.workdir / "versions").mkdir(parents=True, exist_ok=True)
         argv.append(str(self.data_dir))
         # Credentials go through the environment, not argv, so they do not show up in `ps`.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VGW_", "ROOT_"))}

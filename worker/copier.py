@@ -10,19 +10,24 @@ MiB before (the previous part's bytes lived on while the next was read), 8.2 MiB
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
+from botocore.exceptions import FlexibleChecksumError
+
 from ferry.model import Verify
 from ferry.model.copyjob import Destination, Preserve
-from ferry.worker import checksums
+from ferry.worker import checksums, preserve, ssec
+from ferry.worker.evidence import Checksum
 from ferry.worker.objects import ObjectInfo
 from ferry.worker.parts import MAX_SINGLE_COPY, part_ranges, part_size_for
 from ferry.worker.progress import OK_CODE, Operation
@@ -45,6 +50,10 @@ READ_CHUNK = 128 * 1024
 #: HEAD answers that mean the object is gone (botocore reports a HEAD 404 by its status).
 MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
+#: The user metadata (x-amz-meta-…) in which a copied version records the source version id it copies
+#: (spec.versions all): a re-run reads it to tell which source versions the destination holds.
+SOURCE_VERSION_METADATA = "ferry-source-version-id"
+
 #: Response headers that describe the content and travel with it.
 CONTENT_FIELDS = ("ContentType", "ContentEncoding", "ContentLanguage", "ContentDisposition", "CacheControl")
 
@@ -57,6 +66,10 @@ class CopyOptions:
     server_side: bool
     part_size: int = 8 * 2**20
     retry: RetryPolicy = RetryPolicy()
+    #: SSE-C keys of the two sides (spec.source/destination.sseCustomerKey).
+    keys: ssec.CustomerKeys = ssec.CustomerKeys()
+    #: spec.source.requesterPays: a server-side copy, sent to the destination, pays for the source too.
+    source_requester_pays: bool = False
 
 
 @dataclass
@@ -66,6 +79,8 @@ class CopyResult:
     Requests, retries and bytes are counted for the whole job through `on_request`/`on_error`."""
 
     throttles: int = 0
+    #: What the copy compared, for the report's evidence (spec.report.include: all); None: nothing.
+    checksum: Checksum | None = None
 
 
 @dataclass
@@ -112,7 +127,9 @@ class Copier:
             head = self._call(
                 CopyResult(),
                 Operation.HEAD,
-                lambda: self.source_client.head_object(Bucket=self.source_bucket, Key=obj.key),
+                lambda: self.source_client.head_object(
+                    Bucket=self.source_bucket, Key=obj.key, **self._source_sse()
+                ),
             )
         except RetriesExhausted as exc:
             if exc.last.code in MISSING_CODES:
@@ -143,10 +160,17 @@ class Copier:
         try:
             return call_with_retry(counted, self.options.retry, on_error=on_error, rng=self._jitter)
         except RetriesExhausted as exc:
-            raise RetriesExhausted(exc.last, exc.attempts, name.value) from exc
+            last = exc.last
+            hint = ssec.refusal_hint(name.value, last.code, self.options.keys)
+            if hint:
+                last = Classified(last.kind, last.code, last.message + hint)
+            raise RetriesExhausted(last, exc.attempts, name.value) from exc
 
-    def _destination_args(self, source_head: dict[str, Any], tagging: str | None) -> dict[str, Any]:
-        """PUT/CreateMultipartUpload arguments: preserved content fields, metadata and tags, overrides."""
+    def _destination_args(
+        self, source_head: dict[str, Any], tagging: str | None, version_id: str | None = None
+    ) -> dict[str, Any]:
+        """PUT/CreateMultipartUpload arguments: preserved content fields, metadata and tags, overrides;
+        with ``version_id``, the source version it copies recorded in the metadata."""
         args: dict[str, Any] = {}
         if self.options.preserve.metadata:
             for name in CONTENT_FIELDS:
@@ -157,6 +181,8 @@ class Copier:
                 args["Expires"] = source_head["Expires"]
             if source_head.get("Metadata"):
                 args["Metadata"] = source_head["Metadata"]
+        if version_id is not None:
+            args["Metadata"] = {**args.get("Metadata", {}), SOURCE_VERSION_METADATA: version_id}
         if tagging:
             args["Tagging"] = tagging
         destination = self.options.destination
@@ -166,16 +192,61 @@ class Copier:
             args["ServerSideEncryption"] = destination.server_side_encryption.type
             if destination.server_side_encryption.kms_key_id:
                 args["SSEKMSKeyId"] = destination.server_side_encryption.kms_key_id
+        args.update(preserve.acl_args(destination))
+        args.update(ssec.write_args(self.options.keys.destination))
         return args
 
-    def _tagging(self, key: str, tag_count: int | None, result: CopyResult) -> str | None:
+    def _source_sse(self) -> dict[str, Any]:
+        """SSE-C arguments of a request that reads the source (GET, HEAD)."""
+        return ssec.read_args(self.options.keys.source)
+
+    def _copy_payer(self) -> dict[str, str]:
+        """The argument of a server-side copy out of a Requester Pays source."""
+        return {"RequestPayer": "requester"} if self.options.source_requester_pays else {}
+
+    def _opaque_etags(self) -> bool:
+        """Whether ETags are no MD5 of the content: with SSE-KMS or SSE-C they are not comparable."""
+        keys = self.options.keys
+        return bool(self.options.destination.server_side_encryption or keys.source or keys.destination)
+
+    def _lock_args(
+        self, obj: ObjectInfo, result: CopyResult, source_head: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The source object's Object Lock as write arguments, when `preserve.objectLock` asks for it.
+
+        Read from a HEAD of the version being copied (``source_head`` when the copy made one already):
+        a GET's answer need not carry the lock (versitygw's does not), and CopyObject does not copy it."""
+        if not self.options.preserve.object_lock:
+            return {}
+        if source_head is None:
+            source_head = self._call(
+                result,
+                Operation.HEAD,
+                lambda: self.source_client.head_object(
+                    Bucket=self.source_bucket,
+                    Key=obj.key,
+                    IfMatch=f'"{obj.etag}"',
+                    **_version(obj.version_id),
+                    **self._source_sse(),
+                ),
+            )
+        lock = preserve.object_lock(source_head, datetime.now(UTC))
+        if lock.dropped:
+            log.warning("retention of %r not copied: %s", obj.key, lock.dropped)
+        return dict(lock.args)
+
+    def _tagging(
+        self, key: str, tag_count: int | None, result: CopyResult, version_id: str | None = None
+    ) -> str | None:
         """The source's tags as a query string; skipped when the GET said there are none."""
         if not self.options.preserve.tags or tag_count == 0:
             return None
         response = self._call(
             result,
             Operation.GET_TAGGING,
-            lambda: self.source_client.get_object_tagging(Bucket=self.source_bucket, Key=key),
+            lambda: self.source_client.get_object_tagging(
+                Bucket=self.source_bucket, Key=key, **_version(version_id)
+            ),
         )
         tags = response.get("TagSet") or []
         return urlencode([(t["Key"], t["Value"]) for t in tags]) if tags else None
@@ -188,7 +259,7 @@ class Copier:
     def _stream_single(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
 
         def fetch() -> tuple[dict[str, Any], bytes]:
-            if self.source_lean is not None:
+            if self.source_lean is not None and obj.version_id is None:
                 # Bounded by the part size: a single-request object is at most that (the memory model
                 # reserved for it), even if it grew since it was listed.
                 head, data = self.source_lean.get_object(
@@ -196,28 +267,44 @@ class Copier:
                     Key=obj.key,
                     MaxBytes=self.options.part_size,
                     **self._checksum_mode(),
+                    **self._source_sse(),
                 )
                 return head, data
             response = self.source_client.get_object(
-                Bucket=self.source_bucket, Key=obj.key, **self._checksum_mode()
+                Bucket=self.source_bucket,
+                Key=obj.key,
+                **self._checksum_mode(),
+                **_version(obj.version_id),
+                **self._source_sse(),
             )
             if int(response.get("ContentLength", 0)) > self.options.part_size:
                 # Grown past what was reserved for it since it was listed: not read here, but read anew
                 # (and its memory reserved anew) as an object that changed during its copy.
                 response["Body"].close()
                 raise SourceChanged(obj.key)
-            body = response["Body"].read()
+            try:
+                body = response["Body"].read()
+            except FlexibleChecksumError as exc:
+                # botocore checks the source's checksum itself when asked for it: the same code as the
+                # lean transport's check (`_check_crc64nvme`) for the same cause.
+                raise TransientCopyError(
+                    "ChecksumMismatch", "the bytes read do not match the source's checksum"
+                ) from exc
             if len(body) != int(response.get("ContentLength", len(body))):
                 raise TransientCopyError("IncompleteBody", f"read {len(body)} of {response['ContentLength']}")
             return response, body
 
         head, body = self._call(result, Operation.GET, fetch)
         self.bandwidth.take(len(body))
-        args = self._destination_args(head, self._tagging(obj.key, head.get("TagCount", 0), result))
+        tagging = self._tagging(obj.key, head.get("TagCount", 0), result, obj.version_id)
+        args = self._destination_args(head, tagging, obj.version_id)
         args.update(self._verify_single(obj, head, body))
+        args.update(self._lock_args(obj, result))
+        if preserve.needs_content_md5(args):
+            args["ContentMD5"] = checksums.md5_b64(hashlib.md5(body).digest())
 
         def put() -> dict[str, Any]:
-            if self.destination_lean is not None:
+            if self.destination_lean is not None and obj.version_id is None:
                 lean: dict[str, Any] = self.destination_lean.put_object(
                     Bucket=self.destination_bucket, Key=key, Body=body, ContentLength=len(body), **args
                 )
@@ -229,6 +316,7 @@ class Copier:
 
         response = self._call(result, Operation.PUT, put)
         self._check_put(args, response)
+        result.checksum = self._verified(args, response)
 
     def _verify_single(self, obj: ObjectInfo, head: dict[str, Any], body: bytes) -> dict[str, Any]:
         """Check what arrived from the source and return the headers that make the destination check it."""
@@ -238,16 +326,53 @@ class Copier:
             source_value = head.get("ChecksumCRC32C")
             if checksums.is_full_object_checksum(source_value) and source_value != value:
                 raise TransientCopyError("ChecksumMismatch", f"source CRC32C {source_value}, read {value}")
+            self._check_crc64nvme(head, checksums.crc64nvme(body))
             return {"ChecksumCRC32C": value}
         if verify is Verify.ETAG:
             digest = hashlib.md5(body).digest()
             source_etag = str(head.get("ETag", "")).strip('"')
-            if "-" not in source_etag and source_etag and source_etag != digest.hex():
+            comparable = "-" not in source_etag and not self.options.keys.source
+            if comparable and source_etag and source_etag != digest.hex():
                 raise TransientCopyError(
                     "ChecksumMismatch", f"source ETag {source_etag}, read {digest.hex()}"
                 )
             return {"ContentMD5": checksums.md5_b64(digest)}
         return {}
+
+    def _check_crc64nvme(self, head: dict[str, Any], value: int) -> None:
+        """Compare the bytes read with the source's own full-object CRC64NVME, when it reports one (S3
+        computes it for every new object): a body corrupted between the source's disks and Ferry fails
+        here, whichever checksum the destination is sent."""
+        source_value = checksums.source_crc64nvme(head)
+        ours = checksums.crc64nvme_b64(value)
+        if source_value is not None and source_value != ours:
+            raise TransientCopyError("ChecksumMismatch", f"source CRC64NVME {source_value}, read {ours}")
+
+    def _verified(self, args: dict[str, Any], response: dict[str, Any]) -> Checksum | None:
+        """What a single PUT compared: the CRC32C or MD5 of the bytes read (checked against the source's
+        own value when it had a comparable one), and what the destination stored, or else the value it
+        accepted (it refuses a body that does not match the checksum header sent)."""
+        if self.options.verify is Verify.CHECKSUM and args.get("ChecksumCRC32C"):
+            sent = str(args["ChecksumCRC32C"])
+            return Checksum("crc32c", sent, str(response.get("ChecksumCRC32C") or sent))
+        if self.options.verify is Verify.ETAG and args.get("ContentMD5"):
+            md5 = base64.b64decode(str(args["ContentMD5"])).hex()
+            return Checksum("etag", md5, str(response.get("ETag", "")).strip('"') or md5)
+        return None
+
+    def _verified_multipart(
+        self, whole_crc: int, digests: list[bytes], completed: dict[str, Any]
+    ) -> Checksum | None:
+        """What a streamed multipart copy compared: the whole-object CRC32C of the bytes read and the
+        destination's value (a composite `…-N` when it keeps one per part, each part checked on upload),
+        or the multipart ETag expected and the one the destination gave."""
+        if self.options.verify is Verify.CHECKSUM:
+            ours = checksums.crc32c_b64(whole_crc)
+            return Checksum("crc32c", ours, str(completed.get("ChecksumCRC32C") or "") or None)
+        if self.options.verify is Verify.ETAG and not self._opaque_etags():
+            etag = str(completed.get("ETag", "")).strip('"') or None
+            return Checksum("etag", checksums.multipart_etag(digests), etag)
+        return None
 
     def _check_put(self, args: dict[str, Any], response: dict[str, Any]) -> None:
         sent = args.get("ChecksumCRC32C")
@@ -258,7 +383,14 @@ class Copier:
     # -- server-side single copy -------------------------------------------------------------------------
 
     def _server_side_copy(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
+        if obj.version_id is not None:
+            self._server_side_copy_version(obj, key, result)
+            return
         args = self._destination_args({}, None)
+        args.update(ssec.copy_source_args(self.options.keys.source))
+        args.update(self._copy_payer())
+        # CopyObject does not carry the source's lock: it is read, and named on the copy.
+        args.update(self._lock_args(obj, result))
         args["MetadataDirective"] = "COPY" if self.options.preserve.metadata else "REPLACE"
         args["TaggingDirective"] = "COPY" if self.options.preserve.tags else "REPLACE"
         # No ChecksumAlgorithm: the bytes never leave the service, which checks its own copies; asking
@@ -282,6 +414,41 @@ class Copier:
         self.bandwidth.take(obj.size)
         response = self._call(result, Operation.COPY, copy)
         etag = str(response.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
+        if self.options.verify is Verify.ETAG and not self._opaque_etags() and etag and etag != obj.etag:
+            raise TransientCopyError("ChecksumMismatch", f"copy has ETag {etag}, source {obj.etag}")
+        if self.options.verify is Verify.ETAG and not self._opaque_etags() and etag:
+            result.checksum = Checksum("etag", obj.etag, etag)
+
+    def _server_side_copy_version(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
+        """CopyObject of one source version (spec.versions all). The copy records the source version id
+        in its metadata, which CopyObject sets only by replacing the metadata: the version's own metadata
+        is read with HEAD first and sent along."""
+        head = self._call(
+            result,
+            Operation.HEAD,
+            lambda: self.source_client.head_object(
+                Bucket=self.source_bucket, Key=obj.key, VersionId=obj.version_id, **self._source_sse()
+            ),
+        )
+        args = self._destination_args(head, None, obj.version_id)
+        args.update(ssec.copy_source_args(self.options.keys.source))
+        args.update(self._copy_payer())
+        args.update(self._lock_args(obj, result, head))
+        args["MetadataDirective"] = "REPLACE"
+        args["TaggingDirective"] = "COPY" if self.options.preserve.tags else "REPLACE"
+        self.bandwidth.take(obj.size)
+        response = self._call(
+            result,
+            Operation.COPY,
+            lambda: self.destination_client.copy_object(
+                Bucket=self.destination_bucket,
+                Key=key,
+                CopySource={"Bucket": self.source_bucket, "Key": obj.key, "VersionId": obj.version_id},
+                CopySourceIfMatch=f'"{obj.etag}"',
+                **args,
+            ),
+        )
+        etag = str(response.get("CopyObjectResult", {}).get("ETag", "")).strip('"')
         if (
             self.options.verify is Verify.ETAG
             and not self.options.destination.server_side_encryption
@@ -297,13 +464,22 @@ class Copier:
             result,
             Operation.HEAD,
             lambda: self.source_client.head_object(
-                Bucket=self.source_bucket, Key=obj.key, IfMatch=f'"{obj.etag}"', **self._checksum_mode()
+                Bucket=self.source_bucket,
+                Key=obj.key,
+                IfMatch=f'"{obj.etag}"',
+                **self._checksum_mode(),
+                **_version(obj.version_id),
+                **self._source_sse(),
             ),
         )
         size = int(head["ContentLength"])
-        args = self._destination_args(head, self._tagging(obj.key, None, result))
+        tagging = self._tagging(obj.key, None, result, obj.version_id)
+        args = self._destination_args(head, tagging, obj.version_id)
+        args.update(self._lock_args(obj, result, head))
         if self.options.verify is Verify.CHECKSUM and not server_side:
             args["ChecksumAlgorithm"] = "CRC32C"
+        # Parts of an upload that sets a lock need an integrity header, which verify: size does not send.
+        locked = any(name in args for name in preserve.LOCK_FIELDS)
         upload = self._call(
             result,
             Operation.CREATE_MULTIPART,
@@ -313,7 +489,16 @@ class Copier:
         )
         upload_id = upload["UploadId"]
         try:
-            parts, whole_crc, digests = self._parts(obj, key, upload_id, size, result, server_side)
+            parts, whole_crc, digests = self._parts(
+                obj,
+                key,
+                upload_id,
+                size,
+                result,
+                server_side,
+                locked=locked,
+                crc64_of=head if self.options.verify is Verify.CHECKSUM else None,
+            )
             completed = self._call(
                 result,
                 Operation.COMPLETE_MULTIPART,
@@ -322,6 +507,8 @@ class Copier:
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},
+                    # S3 wants the key again when the upload carries checksums.
+                    **ssec.write_args(self.options.keys.destination),
                 ),
             )
         except BaseException:
@@ -329,11 +516,26 @@ class Copier:
             raise
         if not server_side:
             self._verify_multipart(head, whole_crc, digests, completed)
+            result.checksum = self._verified_multipart(whole_crc, digests, completed)
 
     def _parts(
-        self, obj: ObjectInfo, key: str, upload_id: str, size: int, result: CopyResult, server_side: bool
+        self,
+        obj: ObjectInfo,
+        key: str,
+        upload_id: str,
+        size: int,
+        result: CopyResult,
+        server_side: bool,
+        *,
+        locked: bool = False,
+        crc64_of: dict[str, Any] | None = None,
     ) -> tuple[list[dict[str, Any]], int, list[bytes]]:
+        """Upload or copy every part. With ``crc64_of`` (the source's HEAD) holding a full-object CRC64NVME,
+        the streamed bytes are compared with it before the upload is completed."""
         part_size = part_size_for(size, self.options.part_size)
+        source64 = {} if server_side or crc64_of is None else crc64_of
+        chain64 = checksums.source_crc64nvme(source64) is not None
+        crc64 = 0
         parts: list[dict[str, Any]] = []
         whole_crc = 0
         digests: list[bytes] = []
@@ -348,16 +550,27 @@ class Copier:
                 buffer = bytearray(min(part_size, size))
             body = memoryview(buffer)[: last - first + 1]
             self._call(result, Operation.GET, partial(self._read_range_into, obj, first, last, body))
-            part, digest = self._upload_part(key, upload_id, number, body, result)
+            part, digest = self._upload_part(key, upload_id, number, body, result, locked=locked)
             parts.append(part)
             if self.options.verify is Verify.CHECKSUM:
                 whole_crc = checksums.crc32c(body, whole_crc)
             elif digest is not None:
                 digests.append(digest)
+            if chain64:
+                crc64 = checksums.crc64nvme(body, crc64)
+        if chain64:
+            self._check_crc64nvme(source64, crc64)
         return parts, whole_crc, digests
 
     def _upload_part(
-        self, key: str, upload_id: str, number: int, body: memoryview, result: CopyResult
+        self,
+        key: str,
+        upload_id: str,
+        number: int,
+        body: memoryview,
+        result: CopyResult,
+        *,
+        locked: bool = False,
     ) -> tuple[dict[str, Any], bytes | None]:
         """Upload one part from its buffer; returns the completed-part entry and its MD5 (verify: etag)."""
         self.bandwidth.take(len(body))
@@ -368,6 +581,10 @@ class Copier:
         elif self.options.verify is Verify.ETAG:
             md5 = hashlib.md5(body).digest()
             extra["ContentMD5"] = checksums.md5_b64(md5)
+        elif locked:
+            extra["ContentMD5"] = checksums.md5_b64(hashlib.md5(body).digest())
+        # Every part of an SSE-C upload carries the key the upload was started with.
+        extra.update(ssec.write_args(self.options.keys.destination))
 
         def upload() -> Any:
             # A fresh reader per attempt: a retry starts from the part's first byte.
@@ -407,9 +624,12 @@ class Copier:
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                CopySource={"Bucket": self.source_bucket, "Key": obj.key},
+                CopySource={"Bucket": self.source_bucket, "Key": obj.key, **_version(obj.version_id)},
                 CopySourceRange=f"bytes={first}-{last}",
                 CopySourceIfMatch=f'"{obj.etag}"',
+                **ssec.write_args(self.options.keys.destination),
+                **ssec.copy_source_args(self.options.keys.source),
+                **self._copy_payer(),
             ),
         )
         copied = response["CopyPartResult"]
@@ -421,7 +641,12 @@ class Copier:
     def _read_range_into(self, obj: ObjectInfo, first: int, last: int, into: memoryview) -> None:
         """GET bytes ``first..last`` into ``into`` (exactly that long), a chunk at a time."""
         response = self.source_client.get_object(
-            Bucket=self.source_bucket, Key=obj.key, Range=f"bytes={first}-{last}", IfMatch=f'"{obj.etag}"'
+            Bucket=self.source_bucket,
+            Key=obj.key,
+            Range=f"bytes={first}-{last}",
+            IfMatch=f'"{obj.etag}"',
+            **_version(obj.version_id),
+            **self._source_sse(),
         )
         stream = response["Body"]
         filled, wanted = 0, len(into)
@@ -445,7 +670,7 @@ class Copier:
             ours = checksums.crc32c_b64(whole_crc)
             if checksums.is_full_object_checksum(source_value) and source_value != ours:
                 raise TransientCopyError("ChecksumMismatch", f"source CRC32C {source_value}, read {ours}")
-        elif self.options.verify is Verify.ETAG and not self.options.destination.server_side_encryption:
+        elif self.options.verify is Verify.ETAG and not self._opaque_etags():
             expected = checksums.multipart_etag(digests)
             etag = str(completed.get("ETag", "")).strip('"')
             if etag and etag != expected:
@@ -459,6 +684,11 @@ class Copier:
             )
         except Exception as exc:  # best effort: a lifecycle rule for incomplete uploads cleans the rest
             log.warning("could not abort multipart upload of %r: %s", key, exc)
+
+
+def _version(version_id: str | None) -> dict[str, str]:
+    """The VersionId argument of a request that reads one source version (none: the current one)."""
+    return {"VersionId": version_id} if version_id is not None else {}
 
 
 class PartReader(io.RawIOBase):

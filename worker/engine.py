@@ -18,9 +18,19 @@ from typing import Any
 
 from ferry.model import CopyJobSpec, Overwrite
 from ferry.model.checkpoint import Checkpoint
+from ferry.model.copyjob import Archived, Restore, Versions
+from ferry.worker.archive import (
+    ARCHIVED_SKIPPED,
+    MAX_WAITING,
+    RESTORE_NOT_AWAITED,
+    RESTORE_TIMED_OUT,
+    is_archived_error,
+    listed_archived,
+)
 from ferry.worker.budget import TransferTooLarge
 from ferry.worker.copier import MISSING_CODES, Copier, CopyOptions
 from ferry.worker.decide import decide
+from ferry.worker.evidence import Checksum
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.keys import destination_key
 from ferry.worker.leanlist import LeanListing
@@ -30,6 +40,8 @@ from ferry.worker.manifest import ManifestError
 from ferry.worker.manifestio import manifest_objects, manifest_retryable
 from ferry.worker.objects import Action, FailedObject, KeyRange, ObjectInfo, Outcome
 from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
+from ferry.worker.prefixlimits import GroupView, destination_requests, prefix_group
+from ferry.worker.prefixpacer import PrefixPacer
 from ferry.worker.progress import (
     OK_CODE,
     Counts,
@@ -41,6 +53,7 @@ from ferry.worker.progress import (
 )
 from ferry.worker.ratelimit import RateShare, TokenBucket
 from ferry.worker.report import FailureReport
+from ferry.worker.restorer import RequestQueue, Restorer, Waiting, await_restores
 from ferry.worker.retry import (
     PRECONDITION_FAILED,
     Classified,
@@ -52,7 +65,9 @@ from ferry.worker.retry import (
 )
 from ferry.worker.s3 import list_pages
 from ferry.worker.settled import SettledMark
+from ferry.worker.ssec import CustomerKeys
 from ferry.worker.systematic import Attempt, Side, Streak, SystematicFailure, observe, side_of
+from ferry.worker.versionrun import HistoryPair, VersionCounts, VersionedRun
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +81,17 @@ HEAD_AHEAD = 16
 HEAD_WINDOW = 256
 #: The failure code of a key the manifest names that the source no longer holds.
 SOURCE_MISSING = "SourceObjectMissing"
+#: Requests that write the destination key: their answers feed its prefix group's pace (prefixlimits.py).
+DESTINATION_WRITES = frozenset(
+    {
+        Operation.PUT,
+        Operation.COPY,
+        Operation.CREATE_MULTIPART,
+        Operation.UPLOAD_PART,
+        Operation.UPLOAD_PART_COPY,
+        Operation.COMPLETE_MULTIPART,
+    }
+)
 #: The failure code of an object that kept changing at the source while it was copied.
 SOURCE_CHANGED = "SourceChangedDuringCopy"
 #: Times an object that changed at the source during its copy is read anew and copied again at its new
@@ -114,6 +140,8 @@ class Progress:
     systematic: SystematicFailure | None = None
     #: The rate limits applied now (this pod's share of spec.rateLimit; 0: unlimited).
     rate_share: RateShare = RateShare()
+    #: The destination prefix groups throttled most, with their paced rate (prefixlimits.py).
+    prefix_groups: tuple[GroupView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +160,10 @@ class Summary:
     checkpoint: Checkpoint | None = None
     #: Why the run stopped early: its transfers kept failing the same job-wide way (systematic.py).
     systematic: SystematicFailure | None = None
+    #: A sample of the archived objects skipped (spec.archived: skip); all of them are in the report.
+    archived: tuple[FailedObject, ...] = ()
+    #: With spec.versions all: keys, delete markers copied, diverged keys (the counts are of versions).
+    versions: VersionCounts | None = None
 
     @property
     def objects_per_second(self) -> float:
@@ -166,11 +198,19 @@ class CopyEngine:
     #: This pod's share of spec.rateLimit (the operator splits the job-wide limits over the pods and
     #: changes shares with `set_rate_share`); None: the spec's limits as they are (`ferry run`).
     rate_share: RateShare | None = None
+    #: Told every object's outcome when spec.report.include is all (an `evidence.EvidenceRecorder`).
+    evidence: Any = None
+    #: The SSE-C keys of source and destination (`ssec.CustomerKeys`); None: no SSE-C.
+    customer_keys: CustomerKeys | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _counts: Counts = field(default_factory=Counts, init=False)
     _throttles: int = field(default=0, init=False)
     _retries: int = field(default=0, init=False)
     _requests: int = field(default=0, init=False)
+    #: The destination prefix group of the object a transfer thread copies, and the operation of its
+    #: last answered request: a throttle is charged to that group when it came from a destination write.
+    _in_transfer: threading.local = field(default_factory=threading.local, init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False)
     _requests_by: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
     _latency: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
     _started: float | None = field(default=None, init=False)
@@ -179,10 +219,21 @@ class CopyEngine:
     _mark: SettledMark = field(default_factory=SettledMark, init=False)
     _streak: Streak = field(default_factory=Streak, init=False)
     _systematic: SystematicFailure | None = field(default=None, init=False)
+    #: Archived objects set aside until restored (spec.archived: restore), and whether the wait for them
+    #: began (objects found archived after that fail as they are).
+    _waiting: list[Waiting] = field(default_factory=list, init=False)
+    _awaiting: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         resume = self.resume
-        if resume is not None and resume.within(self.key_range.start_after, self.key_range.end):
+        # With spec.versions all a shard resumes through the destination's histories, never a resume point
+        # (one written by a run of current versions says nothing of the older versions).
+        versions_all = self.spec.versions is Versions.ALL
+        if (
+            resume is not None
+            and not versions_all
+            and resume.within(self.key_range.start_after, self.key_range.end)
+        ):
             self.key_range = KeyRange(resume.after, self.key_range.end)
             self._mark = SettledMark(resume)
             # Carried objects were listed and settled by the earlier run: the accounting closes over both.
@@ -217,6 +268,8 @@ class CopyEngine:
                 server_side=self.server_side,
                 part_size=self.part_size,
                 retry=self.retry,
+                keys=self.customer_keys or CustomerKeys(),
+                source_requester_pays=self.spec.source.requester_pays,
             ),
             source_lean=self.source_lean,
             destination_lean=self.destination_lean,
@@ -226,6 +279,23 @@ class CopyEngine:
             bandwidth=self._byte_bucket,
         )
         self.filter = ObjectFilter.compile(self.spec.filter, self.spec.source.prefix)
+        self.pacer = PrefixPacer(self.spec.destination.prefix)
+        # spec.versions all: every version of every key, listed and copied by worker/versionrun.py.
+        self.versioned = VersionedRun(self) if self.spec.versions is Versions.ALL else None
+        self.restorer = (
+            Restorer(
+                self.source_client,
+                self.spec.source.bucket,
+                self.spec.restore or Restore(),
+                self.retry,
+                requests=self._request_bucket,
+                on_request=self._count_request,
+                on_error=self._count_error,
+            )
+            if self.spec.archived is Archived.RESTORE
+            else None
+        )
+        self._restore_requests = RequestQueue()
 
     # -- observation -------------------------------------------------------------------------------------
 
@@ -252,6 +322,7 @@ class CopyEngine:
                 checkpoint=self._mark.checkpoint,
                 systematic=self._systematic,
                 rate_share=self.rate_share or RateShare(),
+                prefix_groups=self.pacer.groups(),
             )
 
     def set_rate_share(self, share: RateShare) -> None:
@@ -269,22 +340,44 @@ class CopyEngine:
             self._requests += 1
             self._requests_by[label] = self._requests_by.get(label, 0) + 1
         self.limiter.count_requests()
+        group = getattr(self._in_transfer, "group", None)
+        if group is not None:
+            # `on_error` follows this call for a failed request: it reads which operation it was.
+            self._in_transfer.operation = operation
+            if code == OK_CODE and operation in DESTINATION_WRITES:
+                self.pacer.succeeded(group)
 
     def _count_error(self, error: Classified) -> None:
         with self._lock:
             self._retries += 1
             if error.kind is Kind.THROTTLE:
                 self._throttles += 1
-        if error.kind is Kind.THROTTLE:
-            self.limiter.throttled()
-        else:
+        if error.kind is not Kind.THROTTLE:
             self.limiter.count_error()
+            return
+        group = getattr(self._in_transfer, "group", None)
+        write = getattr(self._in_transfer, "operation", None) in DESTINATION_WRITES
+        # Throttles concentrated on one group are that group's: its pace slows, the pod keeps its
+        # concurrency for the other groups. Spread over groups, they are the pod's too.
+        if group is not None and write and self.pacer.throttled(group):
+            return
+        self.limiter.throttled()
+
+    def _as_transfer_of(self, group: str, transfer: Callable[..., None], *args: Any) -> None:
+        """Run ``transfer`` in this pool thread with its destination prefix group known to the counters."""
+        self._in_transfer.group = group
+        self._in_transfer.operation = None
+        try:
+            transfer(*args)
+        finally:
+            self._in_transfer.group = None
 
     # -- the run -----------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> Summary:
         """Copy everything in the key range; returns when done, or when ``stop`` is set (in-flight finish)."""
         stop = stop or threading.Event()
+        self._stopping = stop
         self._started = self.clock()
         with self._lock:
             # The rate window starts at the run's start with nothing done by this run (carried counts
@@ -298,6 +391,9 @@ class CopyEngine:
                 for pair in self._pairs():
                     if stop.is_set() or self._systematic is not None:
                         break
+                    if isinstance(pair, HistoryPair) and self.versioned is not None:
+                        self.versioned.handle(pair, pool, in_flight)
+                        continue
                     if isinstance(pair, MissingSource):
                         self._missing(pair.source)
                         continue
@@ -314,6 +410,10 @@ class CopyEngine:
                 log.error("%s", error)
             for future in list(in_flight):
                 future.result()
+            if self.restorer is not None:
+                self._restore_requests.drain()
+            if self._waiting and error is None:
+                self._await_restores(pool, in_flight, stop)
         self._finished = self.clock()
         self.report.close()
         with self._lock:
@@ -330,10 +430,14 @@ class CopyEngine:
                 interrupted=stop.is_set(),
                 checkpoint=self._mark.checkpoint,
                 systematic=self._systematic,
+                archived=tuple(self.report.noted),
+                versions=self.versioned.counts() if self.versioned is not None else None,
             )
 
     def _pairs(self) -> Iterator[Any]:
         spec = self.spec
+        if self.versioned is not None:
+            return self.versioned.pairs()
         if spec.source.manifest is not None:
             return self._resolved(self._joined(self._manifest_objects()))
         listed = self._list(
@@ -476,6 +580,7 @@ class CopyEngine:
             self._counts = self._counts.discover(source.size)
             self._counts = self._counts.finish(Outcome.FAILED, source.size)
             self._mark.settled(source.key, Outcome.FAILED, source.size)
+        self._evidence(source, Outcome.FAILED, "the source no longer holds this key", code=SOURCE_MISSING)
 
     def _counted(self, pages: Iterator[list[ObjectInfo]]) -> Iterator[list[ObjectInfo]]:
         """Filter the source pages and count them in the lister's thread, ahead of the copier, so the
@@ -517,7 +622,8 @@ class CopyEngine:
         # parser took about 0.1 ms of CPU per listed object, a fifth of a small object's copy
         # (bench/README.md, "Where the CPU goes per small object").
         lean = self.source_lean is not None or self.destination_lean is not None
-        return list_pages(LeanListing(client) if lean else client, bucket, prefix, start_after, call=call)
+        lister = LeanListing(client, self.spec.archived is not Archived.FAIL) if lean else client
+        return list_pages(lister, bucket, prefix, start_after, call=call)
 
     def _handle(
         self,
@@ -534,7 +640,17 @@ class CopyEngine:
             with self._lock:
                 self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
                 self._mark.settled(source.key, Outcome.SKIPPED, source.size)
+            self._evidence(source, Outcome.SKIPPED, decision.reason, existing=existing)
             return
+        if self.spec.archived is not Archived.FAIL and listed_archived(source.storage_class):
+            self._archived(source, target_key, existing, None)
+            return
+        # A throttled destination prefix group is paced here, before the permit: waiting holds neither a
+        # transfer slot nor memory. Keys come in order and a group is a key prefix, so only the objects
+        # at a group's boundary wait behind another group's pace.
+        group = prefix_group(target_key, self.spec.destination.prefix)
+        requests = destination_requests(source.size, self.part_size, self.server_side)
+        self.pacer.pace(group, requests, self._stopping)
         # Reserve before allocating: the permit holds the part buffer's bytes before the copy starts.
         reserve = transfer_memory(source.size, self.part_size, self.server_side) + TRANSFER_OVERHEAD_BYTES
         try:
@@ -548,12 +664,28 @@ class CopyEngine:
             return
         with self._lock:
             ticket = self._mark.opened(source.key, source.size)
-        future = pool.submit(self._transfer, source, target_key, existing, permit, ticket)
+        future = pool.submit(
+            self._as_transfer_of,
+            group,
+            self._transfer,
+            source,
+            target_key,
+            existing,
+            permit,
+            ticket,
+            decision.reason,
+        )
         in_flight.add(future)
         future.add_done_callback(in_flight.discard)
 
     def _transfer(
-        self, source: ObjectInfo, target_key: str, existing: ObjectInfo | None, permit: Any, ticket: int
+        self,
+        source: ObjectInfo,
+        target_key: str,
+        existing: ObjectInfo | None,
+        permit: Any,
+        ticket: int,
+        reason: str = "",
     ) -> None:
         started = self.clock()
         throttles = 0
@@ -592,6 +724,9 @@ class CopyEngine:
                         with self._lock:
                             self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
                             self._mark.closed(ticket, Outcome.SKIPPED)
+                        self._evidence(
+                            fresh, Outcome.SKIPPED, "the destination holds the source's new version", existing
+                        )
                         return
                     held = None  # the old permit may be handed back by `_reserve_for`
                     held = self._reserve_for(fresh, permit)
@@ -609,8 +744,12 @@ class CopyEngine:
                     self._mark.closed(ticket, Outcome.COPIED)
                     self._latency = self._latency.observe(seconds)
                     self._streak, _ = observe(self._streak, Attempt(ok=True))
+                self._evidence(current, Outcome.COPIED, reason, checksum=result.checksum)
                 return
         except RetriesExhausted as exc:
+            # Archived, though its listing did not say so (an INTELLIGENT_TIERING archive tier, a manifest).
+            if is_archived_error(exc.last.code) and self._archived(source, target_key, existing, ticket):
+                return
             side = side_of(exc.operation)
             self._fail(source, exc.last.code, exc.last.message, exc.attempts, ticket, side)
         except TransferTooLarge as exc:
@@ -648,6 +787,7 @@ class CopyEngine:
         side: Side | None = None,
     ) -> None:
         self.report.record(FailedObject(source.key, code, message[:500], attempts, source.size))
+        self._evidence(source, Outcome.FAILED, message, code=code)
         with self._lock:
             self._counts = self._counts.finish(Outcome.FAILED, source.size)
             # Failed objects are settled too: a resumed run does not try them again, and they stay
@@ -661,6 +801,145 @@ class CopyEngine:
                 return
             self._systematic = verdict
         log.error("stopping: %s", verdict.message())
+
+    def _evidence(
+        self,
+        source: ObjectInfo,
+        outcome: Outcome,
+        reason: str,
+        existing: ObjectInfo | None = None,
+        *,
+        code: str | None = None,
+        checksum: Any = None,
+    ) -> None:
+        """Tell the evidence recorder (if any) one object's outcome; a skip shows the ETags it compared."""
+        if self.evidence is None:
+            return
+        if checksum is None and existing is not None:
+            checksum = Checksum("etag", source.etag or None, existing.etag or None)
+        self.evidence.record(source, outcome, reason=reason, code=code, checksum=checksum)
+
+    # -- archived objects (spec.archived; archive.py decides, restorer.py restores) -----------------------
+
+    def _archived(
+        self, source: ObjectInfo, target_key: str, existing: ObjectInfo | None, ticket: int | None
+    ) -> bool:
+        """An archived source object, met in the listing (``ticket`` None) or by a copy that failed:
+        skipped, or set aside for its restore. False when it is left to fail like any unreadable object
+        (spec.archived: fail, or found after the wait for restores began)."""
+        if self.spec.archived is Archived.SKIP:
+            why = "archived (GLACIER, DEEP_ARCHIVE or an archive access tier) and spec.archived is skip"
+            self.report.note(FailedObject(source.key, ARCHIVED_SKIPPED, f"not copied: {why}", 0, source.size))
+            with self._lock:
+                self._counts = self._counts.finish(Outcome.SKIPPED, source.size)
+                self._counts = self._counts.archive_event(archived_skipped=1)
+                if ticket is None:
+                    self._mark.settled(source.key, Outcome.SKIPPED, source.size)
+                else:
+                    self._mark.closed(ticket, Outcome.SKIPPED)
+            self._evidence(source, Outcome.SKIPPED, why, code=ARCHIVED_SKIPPED)
+            return True
+        if self.restorer is None or self._awaiting:
+            return False
+        if ticket is not None:  # found by a refused copy, in a transfer's thread: requested there
+            self._set_aside(source, target_key, existing, ticket)
+            return True
+        with self._lock:  # open until it settles, so a resume point never passes it
+            opened = self._mark.opened(source.key, source.size)
+        # Met in the listing: requested on the restore threads, so the copy of the rest goes on meanwhile.
+        self._restore_requests.submit(lambda: self._set_aside(source, target_key, existing, opened))
+        return True
+
+    def _set_aside(
+        self, source: ObjectInfo, target_key: str, existing: ObjectInfo | None, ticket: int
+    ) -> None:
+        """Request the restore of an archived object and set it aside until `_await_restores`."""
+        assert self.restorer is not None
+        try:
+            self.restorer.request(source)
+        except RetriesExhausted as exc:
+            message = f"the source refused to restore it: {exc.last.message}"
+            self._fail(source, exc.last.code, message, exc.attempts, ticket, side_of(exc.operation))
+            return
+        except Exception as exc:  # a bug must not leave the object open, and the run waiting, for ever
+            classified = classify(exc)
+            log.exception("unexpected error requesting the restore of %r", source.key)
+            self._fail(source, classified.code, classified.message, 1, ticket)
+            return
+        with self._lock:
+            full = len(self._waiting) >= MAX_WAITING
+            if full:  # given up at once: counted with the restores not done in time
+                self._counts = self._counts.archive_event(restore_timed_out=1)
+            else:
+                self._waiting.append(Waiting(source, target_key, existing, ticket, self.clock()))
+                self._counts = self._counts.archive_event(restore_waiting=1)
+        if full:
+            message = (
+                f"its restore was requested, but {MAX_WAITING} archived objects already wait in this run; "
+                "run again once it is restored"
+            )
+            self._fail(source, RESTORE_NOT_AWAITED, message, 1, ticket)
+
+    def _await_restores(
+        self, pool: ThreadPoolExecutor, in_flight: set[Future[None]], stop: threading.Event
+    ) -> None:
+        """With the rest of the range done: copy each set-aside object once its restore is done, and give
+        up those not restored within restore.maxWaitSeconds (`RestoreTimedOut`)."""
+        assert self.restorer is not None
+        with self._lock:
+            self._awaiting = True
+            waiting, self._waiting = self._waiting, []
+        max_wait = self.restorer.settings.max_wait_seconds
+
+        def ready(entry: Waiting) -> None:
+            with self._lock:
+                self._counts = self._counts.archive_event(restore_waiting=-1, restored=1)
+            self._copy_restored(entry, pool, in_flight)
+
+        def timed_out(entry: Waiting) -> None:
+            with self._lock:
+                self._counts = self._counts.archive_event(restore_waiting=-1, restore_timed_out=1)
+            message = (
+                f"its restore was not done {max_wait} s after it was requested (spec.restore.maxWaitSeconds); "
+                "run again once it is restored"
+            )
+            self._fail(entry.source, RESTORE_TIMED_OUT, message, 1, entry.ticket)
+
+        def unreadable(entry: Waiting, exc: RetriesExhausted) -> None:
+            with self._lock:
+                self._counts = self._counts.archive_event(restore_waiting=-1)
+            if exc.last.code in MISSING_CODES:
+                self._fail(entry.source, SOURCE_MISSING, DELETED_DURING_COPY, exc.attempts, entry.ticket)
+            else:
+                self._fail(entry.source, exc.last.code, exc.last.message, exc.attempts, entry.ticket)
+
+        await_restores(
+            waiting,
+            self.restorer,
+            clock=self.clock,
+            stop=stop,
+            on_ready=ready,
+            on_timeout=timed_out,
+            on_error=unreadable,
+            halted=lambda: self._systematic is not None,
+        )
+        for future in list(in_flight):
+            future.result()
+
+    def _copy_restored(self, entry: Waiting, pool: ThreadPoolExecutor, in_flight: set[Future[None]]) -> None:
+        """Start the copy of a restored object under the ticket it was set aside with."""
+        source = entry.source
+        reserve = transfer_memory(source.size, self.part_size, self.server_side) + TRANSFER_OVERHEAD_BYTES
+        try:
+            permit = self.limiter.acquire(reserve)
+        except TransferTooLarge as exc:
+            self._fail(source, "MemoryBudgetTooSmall", str(exc), 0, entry.ticket)
+            return
+        future = pool.submit(
+            self._transfer, source, entry.target_key, entry.existing, permit, entry.ticket, "restored"
+        )
+        in_flight.add(future)
+        future.add_done_callback(in_flight.discard)
 
 
 def source_changed(exc: RetriesExhausted) -> bool:

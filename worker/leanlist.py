@@ -58,8 +58,10 @@ def _time(text: str) -> datetime:
 class LeanListing:
     """ListObjectsV2 on the client's bucket endpoint; `list_objects_v2` takes boto3's arguments."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, storage_classes: bool = False) -> None:
         self._client = client
+        #: Read each object's StorageClass too (spec.archived asks for it; planning does not).
+        self._storage_classes = storage_classes
         self._signer = client._request_signer
         self._session = client._endpoint.http_session
         endpoint = urlsplit(client.meta.endpoint_url)
@@ -93,7 +95,7 @@ class LeanListing:
         body = response.content
         if response.status_code >= 300:
             raise _client_error(response.status_code, body, dict(response.headers))
-        return _page(body)
+        return _page(body, self._storage_classes)
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -101,12 +103,13 @@ def _parse(body: bytes) -> dict[str, Any]:
     return _page(body).as_boto()
 
 
-def _page(body: bytes) -> Page:
+def _page(body: bytes, storage_classes: bool = False) -> Page:
     """The ListBucketResult as a `Page`: read by regular expressions when the page is plainly one (a
     fifth of the XML parser's CPU on 1,000 keys, which decides how fast one planner lists), by the XML
-    parser otherwise, which also refuses what is not XML at all."""
-    page = _parse_plain(body)
-    return page if page is not None else Page.from_boto(_parse_tree(body))
+    parser otherwise, which also refuses what is not XML at all. Storage classes are read only when
+    asked for (one more scan of the page)."""
+    page = _parse_plain(body, storage_classes)
+    return page if page is not None else Page.from_boto(_parse_tree(body, storage_classes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +130,13 @@ class Page:
     truncated: bool = False
     token: str | None = None
     raw: bool = False
+    #: Each object's StorageClass, when read (None: not read).
+    classes: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         if not len(self.keys) == len(self.sizes) == len(self.etags) == len(self.modified):
+            raise ValueError("a listing page whose columns differ in length")
+        if self.classes is not None and len(self.classes) != len(self.keys):
             raise ValueError("a listing page whose columns differ in length")
         # A size below zero is no object's: a plan from it would be wrong, whoever wrote the page.
         if self.sizes and min(self.sizes) < 0:
@@ -139,7 +146,10 @@ class Page:
         etag, modified = self.etags[index], self.modified[index]
         if self.raw:
             etag, modified = _text(etag), _time(modified)
-        return ObjectInfo(self.keys[index], self.sizes[index], str(etag).strip('"'), modified)
+        storage_class = self.classes[index] if self.classes is not None else None
+        return ObjectInfo(
+            self.keys[index], self.sizes[index], str(etag).strip('"'), modified, storage_class=storage_class
+        )
 
     @classmethod
     def from_boto(cls, page: dict[str, Any]) -> Page:
@@ -156,6 +166,9 @@ class Page:
             ],
             truncated=bool(page.get("IsTruncated")),
             token=token if isinstance(token, str) else None,
+            classes=[_class(item.get("StorageClass")) for item in contents]
+            if any("StorageClass" in item for item in contents)
+            else None,
         )
 
     def as_boto(self) -> dict[str, Any]:
@@ -169,6 +182,10 @@ class Page:
                 {"Key": o.key, "Size": o.size, "ETag": f'"{o.etag}"', "LastModified": o.last_modified}
                 for o in objects
             ]
+            if self.classes is not None:
+                for entry, storage_class in zip(page["Contents"], self.classes, strict=True):
+                    if storage_class is not None:
+                        entry["StorageClass"] = storage_class
         if self.prefixes:
             page["CommonPrefixes"] = [{"Prefix": p} for p in self.prefixes]
         return page
@@ -179,6 +196,9 @@ _KEY = re.compile(r"<Key>([^<]*)</Key>")
 _SIZE = re.compile(r"<Size>([^<]*)</Size>")
 _ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
 _MODIFIED = re.compile(r"<LastModified>([^<]*)</LastModified>")
+_CLASS = re.compile(r"<StorageClass>([^<]*)</StorageClass>")
+#: A storage class longer than this is no S3 storage class: kept as unknown, never echoed.
+MAX_CLASS_LENGTH = 32
 _PREFIX = re.compile(r"<CommonPrefixes><Prefix>([^<]*)</Prefix></CommonPrefixes>")
 _TRUNCATED = re.compile(r"<IsTruncated>\s*(true|false)\s*</IsTruncated>")
 _TOKEN = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
@@ -195,6 +215,11 @@ def _text(value: str) -> str:
     return html.unescape(value) if "&" in value else value
 
 
+def _class(value: object) -> str | None:
+    """A storage class as a listing wrote it, or None when it cannot be one."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_CLASS_LENGTH else None
+
+
 def _names(values: list[str], url_encoded: bool) -> list[str]:
     """Keys or prefixes as written in the page: entity-unescaped, then URL-decoded only when the service
     says it encoded them."""
@@ -203,7 +228,7 @@ def _names(values: list[str], url_encoded: bool) -> list[str]:
     return [_text(v) if "&" in v else v for v in values]
 
 
-def _parse_plain(body: bytes) -> Page | None:
+def _parse_plain(body: bytes, storage_classes: bool = False) -> Page | None:
     """A page as S3 services write it: each entry's fields as plain elements, one of each per entry, so
     the n-th Key, Size, ETag and LastModified belong to the n-th entry. None when the page is not
     plainly that (the counts differ, a CDATA section, a comment), for the XML parser to read."""
@@ -226,6 +251,12 @@ def _parse_plain(body: bytes) -> Page | None:
     truncated = _TRUNCATED.findall(text) if text.count("<IsTruncated>") == 1 else []
     if len(prefixes) != groups or len(truncated) != 1:
         return None
+    classes: list[str | None] | None = None
+    if storage_classes:
+        found = _CLASS.findall(text)
+        if len(found) != entries:  # some entries without one: the XML parser reads them entry by entry
+            return None
+        classes = [_class(value) for value in found]
     url_encoded = _URL_ENCODED.search(text) is not None
     token = _TOKEN.search(text)
     try:
@@ -238,12 +269,13 @@ def _parse_plain(body: bytes) -> Page | None:
             truncated=truncated[0] == "true",
             token=_text(token.group(1)) if token is not None else None,
             raw=True,
+            classes=classes,
         )
     except ValueError:
         return None
 
 
-def _parse_tree(body: bytes) -> dict[str, Any]:
+def _parse_tree(body: bytes, storage_classes: bool = False) -> dict[str, Any]:
     """The ListBucketResult in boto3's shape, by the XML parser (keys and prefixes URL-decoded when the
     service says it encoded them, as boto3 does)."""
     root = ElementTree.fromstring(body)
@@ -266,6 +298,8 @@ def _parse_tree(body: bytes) -> dict[str, Any]:
                     item["ETag"] = value
                 elif name == "LastModified":
                     item["LastModified"] = _time(value)
+                elif name == "StorageClass" and storage_classes:
+                    item["StorageClass"] = value
             contents.append(item)
         elif tag == "CommonPrefixes":
             for field in child:

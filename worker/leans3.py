@@ -27,8 +27,10 @@ from urllib.parse import quote, urlsplit
 from botocore.exceptions import ClientError
 
 from ferry.model import Location
+from ferry.worker import ssec
 from ferry.worker.leanhttp import Answer, HTTPPool
-from ferry.worker.s3 import ClientOptions, Credentials
+from ferry.worker.preserve import header_value
+from ferry.worker.s3 import REQUEST_PAYER, ClientOptions, Credentials
 
 #: Response headers -> the field names boto3 uses, so the copier reads both transports alike.
 _RESPONSE_FIELDS = {
@@ -40,6 +42,10 @@ _RESPONSE_FIELDS = {
     "etag": "ETag",
     "x-amz-checksum-crc32c": "ChecksumCRC32C",
     "x-amz-checksum-type": "ChecksumType",
+    "x-amz-checksum-crc64nvme": "ChecksumCRC64NVME",
+    "x-amz-object-lock-mode": "ObjectLockMode",
+    "x-amz-object-lock-retain-until-date": "ObjectLockRetainUntilDate",
+    "x-amz-object-lock-legal-hold": "ObjectLockLegalHoldStatus",
 }
 _REQUEST_HEADERS = {
     "ContentType": "Content-Type",
@@ -56,6 +62,11 @@ _REQUEST_HEADERS = {
     "MetadataDirective": "x-amz-metadata-directive",
     "TaggingDirective": "x-amz-tagging-directive",
     "CopySourceIfMatch": "x-amz-copy-source-if-match",
+    "RequestPayer": "x-amz-request-payer",
+    "ACL": "x-amz-acl",
+    "ObjectLockMode": "x-amz-object-lock-mode",
+    "ObjectLockRetainUntilDate": "x-amz-object-lock-retain-until-date",
+    "ObjectLockLegalHoldStatus": "x-amz-object-lock-legal-hold",
 }
 #: The most of a CopyObject answer that is read: a real one is a few hundred bytes of XML.
 MAX_COPY_ANSWER = 64 * 1024
@@ -93,6 +104,8 @@ class LeanS3:
         )
         self._credentials = credentials
         self._options = options
+        #: Headers every request carries: a Requester Pays bucket's acknowledgement.
+        self._always = dict([REQUEST_PAYER]) if getattr(location, "requester_pays", False) else {}
         # One connection pool per host (one host per bucket with virtual addressing), made once.
         self._pools: dict[str, HTTPPool] = {}
         self._keys: dict[tuple[str, str], bytes] = {}
@@ -102,11 +115,21 @@ class LeanS3:
     # -- requests ------------------------------------------------------------------------------------
 
     def get_object(
-        self, *, Bucket: str, Key: str, ChecksumMode: str | None = None, MaxBytes: int = MAX_OBJECT
+        self,
+        *,
+        Bucket: str,
+        Key: str,
+        ChecksumMode: str | None = None,
+        MaxBytes: int = MAX_OBJECT,
+        **sse: Any,
     ) -> tuple[dict[str, Any], bytes]:
         """The object's headers (boto3's names) and body; a body longer than ``MaxBytes`` (the copier
-        passes what it reserved memory for) is refused before it is read."""
+        passes what it reserved memory for) is refused before it is read. ``sse``: SSE-C arguments."""
         headers = {"x-amz-checksum-mode": "ENABLED"} if ChecksumMode == "ENABLED" else {}
+        unknown = set(sse) - ssec.ARGUMENTS
+        if unknown:
+            raise TypeError(f"LeanS3.get_object does not support {sorted(unknown)}")
+        headers.update(ssec.headers(sse))
         response = self._send("GET", Bucket, Key, headers, None, MaxBytes)
         body: bytes = response.data
         head: dict[str, Any] = {"ContentLength": len(body)}
@@ -142,7 +165,9 @@ class LeanS3:
                     else str(value)
                 )
             elif field in _REQUEST_HEADERS:
-                headers[_REQUEST_HEADERS[field]] = str(value)
+                headers[_REQUEST_HEADERS[field]] = header_value(value)
+            elif field in ssec.ARGUMENTS:
+                headers.update(ssec.headers({field: value}))
             else:
                 raise TypeError(f"LeanS3.put_object does not support {field}")
         response = self._send("PUT", Bucket, Key, headers, Body)
@@ -164,7 +189,9 @@ class LeanS3:
         headers = {"x-amz-copy-source": source}
         for field, value in args.items():
             if field in _REQUEST_HEADERS:
-                headers[_REQUEST_HEADERS[field]] = str(value)
+                headers[_REQUEST_HEADERS[field]] = header_value(value)
+            elif field in ssec.ARGUMENTS:
+                headers.update(ssec.headers({field: value}))
             else:
                 raise TypeError(f"LeanS3.copy_object does not support {field}")
         # A longer answer is refused as it is read (leanhttp.BadAnswer, retried like a broken connection).
@@ -200,6 +227,8 @@ class LeanS3:
             host, path = f"{bucket}.{self._host}", f"/{encoded_key}"
         else:
             host, path = self._host, f"/{bucket}/{encoded_key}"
+        if self._always:
+            headers = {**self._always, **headers}
         if body is not None:
             # Signed as sent: the pool writes this length for every body, none included.
             headers = {**headers, "Content-Length": str(len(body))}

@@ -9,6 +9,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ferry.worker.objects import KeyRange, ObjectInfo
 
@@ -17,12 +18,15 @@ PREFETCH_PAGES = 4
 
 _DONE = object()
 
+#: What a page holds: objects, or versions (spec.versions all).
+T = TypeVar("T")
+
 
 class ListingFailed(Exception):
     """The listing could not be completed; the cause is chained."""
 
 
-def prefetch(pages: Iterable[list[ObjectInfo]], depth: int = PREFETCH_PAGES) -> Iterator[ObjectInfo]:
+def prefetch(pages: Iterable[list[T]], depth: int = PREFETCH_PAGES) -> Iterator[T]:
     """Iterate objects while a daemon thread fetches up to ``depth`` pages ahead."""
     buffer: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -15,6 +15,10 @@ class ObjectInfo:
     size: int
     etag: str
     last_modified: datetime
+    #: The source version to read (spec.versions all); None: the current version.
+    version_id: str | None = None
+    #: The listing's StorageClass, when it was read (spec.archived asks for it; see archive.py).
+    storage_class: str | None = None
 
     @property
     def is_multipart_etag(self) -> bool:
@@ -62,12 +66,17 @@ class FailedObject:
     message: str
     attempts: int
     size: int
+    #: The source version id (spec.versions all); None when the current version was copied.
+    version: str | None = None
 
     def as_json(self) -> dict[str, object]:
-        return {
+        line: dict[str, object] = {
             "key": self.key,
             "size": self.size,
             "code": self.code,
             "message": self.message,
             "attempts": self.attempts,
         }
+        if self.version is not None:
+            line["version"] = self.version
+        return line

@@ -48,11 +48,13 @@ from ferry.operator.netguard import endpoint_problem, guard_client
 from ferry.operator.planresult import MAX_PLANNER_PODS, PlannerFailure, PlanResult
 from ferry.operator.policy import EndpointPolicy
 from ferry.worker.display import format_duration
+from ferry.worker.lockcheck import check_destination_lock
 from ferry.worker.pod import STATUS_PORT, credentials_from_env
 from ferry.worker.preflight import check_location
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
 from ferry.worker.scan import DEFAULT_LISTERS, ListingTracker, PlanningStopped
 from ferry.worker.sourceplan import plan_source
+from ferry.worker.versioningcheck import check_destination_versioning
 
 EXIT_SERVED = 0
 EXIT_INVALID = 2
@@ -180,6 +182,15 @@ def preflight(config: PlannerConfig) -> Clients:
         location = config.spec.source if role == "source" else config.spec.destination
         try:
             check_location(clients[role], location, f"spec.{role}")
+        except PreflightError as exc:
+            problems.append(exc)
+    if "destination" in clients and not problems:
+        try:
+            check_destination_lock(clients["destination"], config.spec)
+        except PreflightError as exc:
+            problems.append(exc)
+        try:
+            check_destination_versioning(clients["destination"], config.spec)
         except PreflightError as exc:
             problems.append(exc)
     if problems:

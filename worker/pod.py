@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec
 from ferry.model.checkpoint import MAX_ENTRY_CHARS, Checkpoint, resume_for, resume_key
+from ferry.model.copyjob import Mode, ReportInclude
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import FINISHED_SHARDS_ENV, SHARDS_FILE, SPEC_FILE, Shard, in_ranges
 from ferry.worker.adaptive import AdaptiveLimiter
@@ -54,17 +55,32 @@ from ferry.worker.budget import (
     tune_allocator,
 )
 from ferry.worker.control import ControlConfig
-from ferry.worker.engine import CopyEngine, Progress
+from ferry.worker.credentials import customer_keys_from_env
+from ferry.worker.engine import CopyEngine, Progress, Summary
+from ferry.worker.evidence import EvidenceRecorder, lines_per_part, shard_scope, summary_name
 from ferry.worker.leans3 import make_lean
+from ferry.worker.lockcheck import check_destination_lock
 from ferry.worker.objects import KeyRange
 from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
 from ferry.worker.ratelimit import RateShare, limits_token, starting_share
-from ferry.worker.report import FailureReport
+from ferry.worker.report import FailureReport, ReportStore, write_evidence
 from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
+from ferry.worker.shardsync import (
+    ALLOWED_ENV,
+    CENSUS_PHASE,
+    DELETE_PHASE,
+    PHASE_ENV,
+    SAMPLE_KEYS,
+    ShardCensus,
+    allowed_for,
+    phase_message,
+)
 from ferry.worker.statusdoc import FORMAT, MemoryFigures, status_document, termination_message
 from ferry.worker.statusserver import LimitsEndpoint, StatusServer
+from ferry.worker.syncpod import delete_shard, shard_census
+from ferry.worker.versioningcheck import check_destination_versioning
 
 EXIT_DONE = 0
 EXIT_INVALID = 2
@@ -182,6 +198,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         if in_ranges(shard, env.get(FINISHED_SHARDS_ENV)):
             return _already_finished(config)
         budget = detect_budget(cgroup, env)
+        customer_keys = customer_keys_from_env(config.spec, env)
         # Before the S3 clients exist: a budget that cannot hold them and one transfer ends here.
         check_before_clients(budget, anonymous_rss())
     except (InvalidSpec, ValueError) as exc:
@@ -198,6 +215,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         check_location(source, spec.source, "spec.source")
         check_location(destination, spec.destination, "spec.destination")
+        check_destination_lock(destination, spec)
+        check_destination_versioning(destination, spec)
     except PreflightError as exc:
         # Locations were checked when the job was planned; failing now is worth a retry of the index.
         print(f"error: {exc} [{exc.reason}]", file=sys.stderr)
@@ -214,6 +233,14 @@ def main(env: Mapping[str, str] | None = None) -> int:
         )
         limiter.close()
         return EXIT_RETRY
+    if env.get(PHASE_ENV) == DELETE_PHASE:
+        # A pod of a sync's delete Job: its shard was copied and counted; delete what was approved.
+        limiter.close()
+        return _delete_phase(config, source, destination, env)
+    if env.get(PHASE_ENV) == CENSUS_PHASE:
+        # A pod of a sync's dry run: count what the sync would delete in this shard; copy nothing.
+        limiter.close()
+        return _census_phase(config, source, destination)
     lean = env.get("FERRY_TRANSPORT", "lean") == "lean"
     source_lean = make_lean(spec.source, config.source, options) if lean else None
     destination_lean = make_lean(spec.destination, config.destination, options) if lean else None
@@ -223,6 +250,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except BudgetTooSmall as exc:
         limiter.close()
         return _invalid(config.termination_path, str(exc), config.shard_index)
+    evidence = _evidence_recorder(config, env)
     engine = CopyEngine(
         spec=spec,
         source_client=source,
@@ -235,6 +263,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         part_size=plan.part_size,
         resume=config.resume,
         rate_share=config.rate_share,
+        evidence=evidence[0] if evidence else None,
+        customer_keys=customer_keys,
     )
     stop = threading.Event()
     stopped_at: list[float] = []
@@ -296,13 +326,18 @@ def main(env: Mapping[str, str] | None = None) -> int:
     # Only this run's failures: carried ones are in the report of the run that met them.
     if spec.report is not None and engine.report.count:
         _upload_report(config, summary.report_path)
+    pointer = _finish_evidence(config, summary, *evidence) if evidence else None
+    census = _sync_census(config, source, destination, summary)
     if summary.interrupted and config.final_status_seconds > 0:
         # Stopped (suspend, fewer pods, eviction): what settled is counted only once the operator has
         # read it, so answer `/status` a little longer; its reader records the resume point.
         ended.append("interrupted")
         left = STOP_WITHIN_SECONDS - (time.monotonic() - stopped_at[0]) if stopped_at else STOP_WITHIN_SECONDS
         final_read.wait(max(0.0, min(config.final_status_seconds, left)))
-    _terminate(config.termination_path, termination_message(config.shard_index, summary, peak, memory))
+    _terminate(
+        config.termination_path,
+        termination_message(config.shard_index, summary, peak, memory, evidence=pointer, sync=census),
+    )
     server.close()
     c = summary.counts
     print(
@@ -313,7 +348,49 @@ def main(env: Mapping[str, str] | None = None) -> int:
     if summary.systematic is not None:
         print(f"error: shard {config.shard_index}: {summary.systematic.message()}", file=sys.stderr)
         return EXIT_SYSTEMATIC
+    if census is not None and not census.listing_complete:
+        print(f"error: shard {config.shard_index}: sync count: {census.error}", file=sys.stderr)
+        return EXIT_RETRY  # a count that broke off proves nothing: Kubernetes runs the shard again
     return EXIT_DONE if summary.complete else EXIT_RETRY
+
+
+def _sync_census(config: WorkerConfig, source: Any, destination: Any, summary: Summary) -> ShardCensus | None:
+    """With spec.mode sync, the shard's census once it copied completely without failures (anything
+    else deletes nothing, so nothing is spent on counting)."""
+    if config.spec.mode is not Mode.SYNC or not summary.complete or summary.counts.failed:
+        return None
+    if summary.systematic is not None:
+        return None
+    key_range = KeyRange(config.shard.start_after, config.shard.end)
+    return shard_census(config.spec, source, destination, key_range)
+
+
+def _census_phase(config: WorkerConfig, source: Any, destination: Any) -> int:
+    """A dry run's count of one shard: what a sync would delete, with the first few keys."""
+    key_range = KeyRange(config.shard.start_after, config.shard.end)
+    census = shard_census(config.spec, source, destination, key_range, sample=SAMPLE_KEYS)
+    _terminate(config.termination_path, phase_message(FORMAT, config.shard_index, CENSUS_PHASE, census))
+    print(f"ferry worker: shard {config.shard_index}: {census.candidates} would be deleted", flush=True)
+    if not census.listing_complete:
+        print(f"error: shard {config.shard_index}: sync count: {census.error}", file=sys.stderr)
+        return EXIT_RETRY
+    return EXIT_DONE
+
+
+def _delete_phase(config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str]) -> int:
+    """The delete pass of one shard, capped at the count the operator approved for it. Exit 0 whatever
+    it did (the delete Job retries no shard: a second pass could delete past the approved count); the
+    termination message says what was deleted and why it stopped."""
+    allowed = allowed_for(env.get(ALLOWED_ENV), config.shard_index)
+    key_range = KeyRange(config.shard.start_after, config.shard.end)
+    done = delete_shard(config.spec, source, destination, key_range, allowed)
+    _terminate(config.termination_path, phase_message(FORMAT, config.shard_index, DELETE_PHASE, done))
+    print(
+        f"ferry worker: shard {config.shard_index}: deleted {done.deleted} of {allowed} approved"
+        + (f"; {done.error}" if done.error else ""),
+        flush=True,
+    )
+    return EXIT_DONE
 
 
 def _already_finished(config: WorkerConfig) -> int:
@@ -337,6 +414,46 @@ def report_name(config: WorkerConfig) -> str:
     if config.resume is not None:
         name += f"-after-{hashlib.sha256(config.resume.after.encode()).hexdigest()[:12]}"
     return f"{name}.jsonl"
+
+
+def _evidence_recorder(
+    config: WorkerConfig, env: Mapping[str, str]
+) -> tuple[EvidenceRecorder, ReportStore] | None:
+    """With spec.report.include: all, the recorder of this shard's objects, writing into the shard's own
+    scope (so a re-run of the shard replaces its parts, and pods never write each other's)."""
+    location = config.spec.report
+    if location is None or location.include is not ReportInclude.ALL:
+        return None
+    store = ReportStore(location, config.report)
+    resumed_after = config.resume.after if config.resume is not None else None
+    recorder = EvidenceRecorder(
+        scope=shard_scope(config.name, config.shard_index, resumed_after),
+        sink=store.put_file,
+        lines_per_part=lines_per_part(env),
+    )
+    return recorder, store
+
+
+def _finish_evidence(
+    config: WorkerConfig, summary: Summary, recorder: EvidenceRecorder, store: ReportStore
+) -> dict[str, Any]:
+    """Write the shard's evidence summary; returns the compact pointer the termination message carries
+    (the summary's name under spec.report.prefix: the operator knows the bucket and prefix)."""
+    pointer = write_evidence(
+        recorder,
+        store,
+        job=config.name,
+        shard=config.shard_index,
+        resumed_after=config.resume.after if config.resume is not None else None,
+        complete=summary.complete,
+        replaces=True,
+    )
+    return {
+        "summary": summary_name(recorder.scope) if pointer["summary"] else None,
+        "parts": pointer["parts"],
+        "objects": pointer["objects"]["total"],
+        "complete": pointer["complete"],
+    }
 
 
 def _upload_report(config: WorkerConfig, path: str) -> None:

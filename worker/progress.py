@@ -50,6 +50,14 @@ class Counts:
     #: Objects copied at a newer version than the one listed: the source changed during their copy, and
     #: they were read anew and copied again (they are counted in `copied` too).
     changed_during_copy: int = 0
+    #: Archived source objects (spec.archived, archive.py): skipped as archived (counted in `skipped`
+    #: too), restored and handed to the copier (then counted as any copy), restores not done in time
+    #: (restore.maxWaitSeconds, or beyond what one run waits for; in `failed` too), and set aside now,
+    #: waiting for their restore (in `pending`).
+    archived_skipped: int = 0
+    restored: int = 0
+    restore_timed_out: int = 0
+    restore_waiting: int = 0
 
     @property
     def done(self) -> int:
@@ -81,6 +89,10 @@ class Counts:
 
     def discover(self, size: int) -> Counts:
         return _evolve(self, discovered=self.discovered + 1, bytes_discovered=self.bytes_discovered + size)
+
+    def archive_event(self, **deltas: int) -> Counts:
+        """Counts with the archive counters named in ``deltas`` moved by their values."""
+        return _evolve(self, **{name: getattr(self, name) + delta for name, delta in deltas.items()})
 
     def recopied_after_change(self) -> Counts:
         return _evolve(self, changed_during_copy=self.changed_during_copy + 1)
@@ -153,6 +165,9 @@ class Operation(StrEnum):
     UPLOAD_PART = "UPLOAD_PART"
     UPLOAD_PART_COPY = "UPLOAD_PART_COPY"
     COMPLETE_MULTIPART = "COMPLETE_MULTIPART"
+    RESTORE = "RESTORE"
+    #: DeleteObject: a delete marker copied to a versioned destination (spec.versions all).
+    DELETE = "DELETE"
 
 
 #: The `code` label of a request that was answered with success.
@@ -207,6 +222,10 @@ KNOWN_ERROR_CODES = frozenset(
         "InvalidStorageClass",
         "KMS.DisabledException",
         "NotImplemented",
+        # archived objects (archive.py)
+        "InvalidObjectState",
+        "ObjectNotInActiveTierError",
+        "RestoreAlreadyInProgress",
     }
 )
 

@@ -9,6 +9,11 @@ Exit codes scripts can trust:
        refused credentials, denied access, a missing bucket: state "systematicFailure")
     3  the job ran to the end but some objects failed (listed in the report)
     4  the job could not finish: the source listing broke off
+    5  spec.mode sync refused to delete anything: more destination objects would be deleted than
+       spec.deletes.max allows, or the source listing was empty (the copy itself ended well)
+    6  the job ran to the end, but archived objects (spec.archived: restore) were not restored within
+       spec.restore.maxWaitSeconds (RestoreTimedOut) and nothing else failed; a re-run copies them once
+       restored (state "restorePending")
     130 interrupted (Ctrl-C); what finished is kept, a re-run skips it
 
 With --output json, stdout holds one JSON document whatever the exit code: the summary of a run, or an
@@ -20,12 +25,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
 import sys
 import threading
 import traceback
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,9 +41,16 @@ from typing import Any
 
 from ferry.errors import FerryError, InvalidSpec, PreflightError
 from ferry.model import CopyJob, CopyJobSpec, Location, format_bytes
+from ferry.model.copyjob import Mode, ReportInclude
 from ferry.model.loading import JobFile, SecretData, load_job_file
-from ferry.worker import credentials
+from ferry.worker import credentials, notify
 from ferry.worker.adaptive import AdaptiveLimiter, IncidentLimiter
+from ferry.worker.archivesummary import (
+    archived_json,
+    archived_line,
+    restore_pending,
+    restore_pending_line,
+)
 from ferry.worker.budget import (
     BudgetTooSmall,
     MemoryBudget,
@@ -48,23 +62,30 @@ from ferry.worker.budget import (
     tune_allocator,
 )
 from ferry.worker.control import ControlConfig, initial_concurrency
+from ferry.worker.deleter import SyncOutcome, SyncSides, run_sync
 from ferry.worker.display import PLAIN_INTERVAL, ProgressDisplay, format_duration
 from ferry.worker.engine import CopyEngine, Progress, Summary
+from ferry.worker.evidence import EvidenceRecorder, lines_per_part, run_scope
 from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter, Limiter
+from ferry.worker.lockcheck import check_destination_lock
 from ferry.worker.parts import DEFAULT_PART
 from ferry.worker.preflight import check_location
 from ferry.worker.progress import Counts
-from ferry.worker.report import FailureReport
+from ferry.worker.report import FailureReport, ReportStore, write_evidence
 from ferry.worker.report import upload as report_upload
 from ferry.worker.s3 import ClientOptions, make_client
+from ferry.worker.syncdeletes import CopyEnd, DeleteLimit, Refusal
 from ferry.worker.timeline import Timeline
+from ferry.worker.versioningcheck import check_destination_versioning
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_INVALID = 2
 EXIT_FAILED_OBJECTS = 3
 EXIT_INCOMPLETE = 4
+EXIT_DELETES_REFUSED = 5
+EXIT_RESTORE_PENDING = 6
 EXIT_INTERRUPTED = 130
 
 DEFAULT_CONCURRENCY = 32
@@ -114,6 +135,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="progress on stderr: auto (default; live on a terminal, plain otherwise), live (a redrawn "
         "bar, a spinner while the source is listed), plain (a line every --progress-interval seconds, "
         "for logs) or none",
+    )
+    parser.add_argument(
+        "--notify-url",
+        metavar="URL",
+        help="send a CloudEvent to this webhook when the run ends (instead of spec.notify's Secret); "
+        "https unless --notify-allow-http; the URL is never printed",
+    )
+    parser.add_argument(
+        "--notify-allow-http",
+        action="store_true",
+        help="allow a plain http webhook URL (for a receiver on this machine or a trusted network)",
     )
     parser.add_argument(
         "--progress-interval",
@@ -207,6 +239,16 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         secrets,
     )
     source_creds, dest_creds = creds["spec.source"], creds["spec.destination"]
+    webhook = resolve_webhook(args, job, secrets)
+    try:
+        customer_keys = credentials.customer_keys(spec, secrets)
+    except InvalidSpec as exc:
+        raise RunFailed(str(exc), field=first_field(str(exc)), stderr=f"error: {args.file}: {exc}") from exc
+    if customer_keys.source or customer_keys.destination:
+        # botocore's debug log prints every request's headers, and an SSE-C request carries its key in
+        # one: with a key, botocore says no more than INFO, even under -v.
+        botocore_log = logging.getLogger("botocore")
+        botocore_log.setLevel(max(logging.INFO, botocore_log.getEffectiveLevel()))
 
     tune_allocator()
     cgroup = find_cgroup()
@@ -227,6 +269,29 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         except RunFailed:
             limiter.close()
             raise
+    try:
+        check_destination_lock(dest_client, spec)
+    except PreflightError as exc:
+        limiter.close()
+        raise RunFailed(
+            str(exc),
+            field="spec.preserve.objectLock",
+            reason=exc.reason,
+            stderr=f"error: {exc} [{exc.reason}]",
+        ) from exc
+
+    try:
+        check_destination_versioning(dest_client, spec)
+    except PreflightError as exc:
+        limiter.close()
+        raise RunFailed(
+            str(exc), field="spec.versions", reason=exc.reason, stderr=f"error: {exc} [{exc.reason}]"
+        ) from exc
+
+    if spec.mode is Mode.SYNC and spec.dry_run:
+        # A sync's dry run copies and deletes nothing: it counts and lists what the sync would delete.
+        limiter.close()
+        return _sync_dry_run(args, job, source_client, dest_client)
 
     lean = args.transport == "lean"
     source_lean = make_lean(spec.source, source_creds, options) if lean else None
@@ -241,6 +306,7 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
             limiter.close()
             raise RunFailed(str(exc), field=first_field(str(exc))) from exc
     report = FailureReport(args.report)
+    evidence = _evidence_recorder(job, creds.get("spec.report"))
     engine = CopyEngine(
         spec=spec,
         source_client=source_client,
@@ -250,6 +316,8 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         limiter=limiter,
         report=report,
         part_size=part_size,
+        evidence=evidence[0] if evidence else None,
+        customer_keys=customer_keys,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(stop))
@@ -268,6 +336,7 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         limiter.close()
     # Taken at once: its rates are those of the run's last window (the throughput at the end).
     final = engine.progress()
+    sync = _sync_phase(spec, source_client, dest_client, summary) if spec.mode is Mode.SYNC else None
 
     peak = memory_peak(cgroup, budget)
     memory = {
@@ -281,18 +350,92 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         else None,
         "partSizeBytes": part_size,
     }
-    if spec.report is not None and summary.counts.failed:
+    if spec.report is not None and (summary.counts.failed or summary.counts.archived_skipped):
         _upload_report(job, report.path, creds.get("spec.report"))
+    pointer = _finish_evidence(job, summary, *evidence) if evidence else None
+    delivery = _notify(webhook, job, summary) if webhook is not None else None
     if args.output == "json":
-        print(json.dumps(summary_json(job, summary, memory, final=final), indent=2))
+        document = summary_json(job, summary, memory, final=final)
+        if pointer is not None:
+            document["evidence"] = pointer
+        if delivery is not None:
+            document["notify"] = notify.delivery_json(delivery)
+        if sync is not None:
+            document["sync"] = sync.as_json()
+            document["exitCode"] = sync_exit(ending(summary).exit_code, sync)
+            if document["exitCode"] != ending(summary).exit_code:  # the copy ended well, its deletes did not
+                document["state"] = SYNC_STATES[document["exitCode"]]
+        print(json.dumps(document, indent=2))
     else:
         for line in summary_text(job.metadata.name, summary, final):
             print(line)
+        if sync is not None:
+            print(f"sync: {sync.message()}")
     if summary.error:
         print(f"error: {summary.error}", file=sys.stderr)
     if summary.systematic is not None:
         print(f"error: {summary.systematic.message()} [SystematicFailure]", file=sys.stderr)
+    if sync is not None:
+        if sync.decision.refusal is not None and ending(summary).exit_code == EXIT_OK:
+            print(f"error: sync: {sync.message()} [{sync.decision.refusal.value}]", file=sys.stderr)
+        return sync_exit(ending(summary).exit_code, sync)
     return ending(summary).exit_code
+
+
+# -- spec.mode sync: the delete phase after the copy (worker/deleter.py) --------------------------------
+
+
+def _sync_phase(spec: CopyJobSpec, source_client: Any, dest_client: Any, summary: Summary) -> SyncOutcome:
+    assert spec.deletes is not None  # the model requires it with mode sync
+    # Any copy that did not end well (exit code not 0, e.g. archived objects still being restored)
+    # counts as unfinished: deletes follow only a copy that ended well.
+    finished = summary.complete and ending(summary).exit_code in (EXIT_OK, EXIT_FAILED_OBJECTS)
+    copy = CopyEnd(complete=finished, failed=summary.counts.failed)
+    sides = SyncSides(spec, source_client, dest_client)
+    return run_sync(sides, copy, DeleteLimit.parse(spec.deletes.max))
+
+
+def _sync_dry_run(args: argparse.Namespace, job: CopyJob, source_client: Any, dest_client: Any) -> int:
+    spec = job.spec
+    assert spec.deletes is not None
+    sides = SyncSides(spec, source_client, dest_client)
+    outcome = run_sync(sides, CopyEnd(True, 0), DeleteLimit.parse(spec.deletes.max), dry_run=True)
+    code = EXIT_INCOMPLETE if outcome.error else EXIT_OK
+    if args.output == "json":
+        document = {"name": job.metadata.name, "state": "dryRun", "exitCode": code, "sync": outcome.as_json()}
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{job.metadata.name}: {outcome.message()}")
+        # Keys go out through repr: a key may hold any character, and a terminal must not act on it.
+        for key in outcome.sample:
+            print(f"  would delete: {key!r}")
+        if len(outcome.sample) < outcome.census.candidates:
+            print(f"  ... and {outcome.census.candidates - len(outcome.sample):,} more")
+    if outcome.error:
+        print(f"error: {outcome.error}", file=sys.stderr)
+    return code
+
+
+#: The JSON `state` of a sync whose copy ended well and whose delete phase did not, by exit code.
+SYNC_STATES = {
+    EXIT_DELETES_REFUSED: "deletesRefused",
+    EXIT_INCOMPLETE: "incomplete",
+    EXIT_FAILED_OBJECTS: "failed",
+}
+
+
+def sync_exit(copy_exit: int, sync: SyncOutcome) -> int:
+    """The exit code of a sync: the copy's when it did not end well (nothing was deleted then), else
+    how the delete phase ended."""
+    if copy_exit != EXIT_OK:
+        return copy_exit
+    if sync.decision.refusal in (Refusal.SOURCE_EMPTY, Refusal.LIMIT_EXCEEDED):
+        return EXIT_DELETES_REFUSED
+    if sync.error or sync.decision.refusal is not None or (sync.result and sync.result.error):
+        return EXIT_INCOMPLETE
+    if sync.result and sync.result.failed:
+        return EXIT_FAILED_OBJECTS
+    return EXIT_OK
 
 
 def make_limiter(
@@ -348,6 +491,8 @@ def ending(summary: Summary) -> Ending:
             if summary.input_invalid
             else Ending("incomplete", EXIT_INCOMPLETE)
         )
+    if restore_pending(summary.counts):
+        return Ending("restorePending", EXIT_RESTORE_PENDING)
     if summary.counts.failed:
         return Ending("failed", EXIT_FAILED_OBJECTS)
     return Ending("complete", EXIT_OK)
@@ -401,6 +546,8 @@ def ending_line(summary: Summary) -> str | None:
         return f"INCOMPLETE: {summary.error}; {left}; run again to resume"
     if end.state == "invalid":
         return f"INVALID INPUT: {summary.error}; nothing was copied; fix spec.source.manifest and run again"
+    if end.state == "restorePending":
+        return restore_pending_line(summary.counts, summary.report_path)
     if end.state == "failed":
         return (
             f"FAILED: {summary.counts.failed:,} objects could not be copied (all of them in "
@@ -428,7 +575,19 @@ def summary_text(name: str, summary: Summary, final: Progress | None = None) -> 
             else ""
         ),
     ]
-    lines += [f"  failed: {f.key!r}: {f.code}: {f.message}" for f in summary.failures[:10]]
+    if summary.versions is not None:
+        v = summary.versions
+        lines.append(
+            f"  versions: the counts above are versions of {v.keys:,} keys; {v.delete_markers_copied:,} "
+            f"delete markers copied, {v.diverged_keys:,} keys with a diverged destination history"
+        )
+    lines += [
+        f"  failed: {f.key!r}{f' version {f.version!r}' if f.version else ''}: {f.code}: {f.message}"
+        for f in summary.failures[:10]
+    ]
+    archived = archived_line(c)
+    if archived:
+        lines.append(archived)
     line = ending_line(summary)
     if line:
         lines.append(line)
@@ -471,11 +630,20 @@ def summary_json(
         # Copied objects that changed at the source during their copy and were copied again.
         "changedDuringCopy": c.changed_during_copy,
         "failedSample": [f.as_json() for f in summary.failures[:20]],
-        "report": summary.report_path if c.failed else None,
+        # Archived objects met (spec.archived): skipped, restored, not restored in time, still waiting.
+        "archived": archived_json(c, summary.archived),
+        "report": summary.report_path if c.failed or c.archived_skipped else None,
         "error": summary.error,
         "interrupted": summary.interrupted,
         "message": ending_line(summary),
     }
+    if summary.versions is not None:
+        # spec.versions all: the objects counts above count versions (delete markers included).
+        document["versions"] = {
+            "keys": summary.versions.keys,
+            "deleteMarkersCopied": summary.versions.delete_markers_copied,
+            "divergedKeys": summary.versions.diverged_keys,
+        }
     if summary.systematic is not None:
         stopped: dict[str, Any] = summary.systematic.as_json()
         stopped["field"] = first_field(summary.systematic.fix())
@@ -564,6 +732,90 @@ def _upload_report(job: CopyJob, path: Path, creds: credentials.Credentials | No
     target = report_upload(path, job.spec.report, creds, f"{job.metadata.name}/failed-{stamp}.jsonl")
     if target:
         print(f"report: {target}", file=sys.stderr)
+
+
+def resolve_webhook(
+    args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretData]
+) -> notify.Webhook | None:
+    """The webhook told when the run ends; raises `RunFailed` (exit 2) before anything is copied when its
+    URL cannot be used (the message names where it came from, never the URL)."""
+    ref = job.spec.notify.url_secret if job.spec.notify is not None else None
+    try:
+        return notify.run_webhook(
+            getattr(args, "notify_url", None),
+            bool(getattr(args, "notify_allow_http", False)),
+            (ref.name, ref.key) if ref is not None else None,
+            {name: secret.values for name, secret in secrets.items()},
+        )
+    except notify.NotifyError as exc:
+        field = "spec.notify.urlSecret" if ref is not None and not getattr(args, "notify_url", None) else None
+        raise RunFailed(str(exc), field=field) from exc
+
+
+def _notify(webhook: notify.Webhook, job: CopyJob, summary: Summary) -> notify.Delivery | None:
+    """Send the run's completion event (none for an interrupted run); says on stderr how it went."""
+    total, total_bytes, pending = accounted(summary.counts)
+    c = summary.counts
+    event = notify.run_event(
+        name=job.metadata.name,
+        namespace=job.metadata.namespace,
+        state=ending(summary).state,
+        event_id=str(uuid.uuid4()),
+        time_=datetime.now(UTC),
+        objects={
+            "total": total,
+            "copied": c.copied,
+            "skipped": c.skipped,
+            "failed": c.failed,
+            "pending": pending,
+        },
+        bytes_={
+            "total": total_bytes,
+            "copied": c.bytes_copied,
+            "skipped": c.bytes_skipped,
+            "failed": c.bytes_failed,
+        },
+    )
+    if event is None:
+        return None
+    delivery = notify.send(webhook.url, event)
+    print(notify.describe(delivery, webhook.origin), file=sys.stderr)
+    return delivery
+
+
+def _evidence_recorder(
+    job: CopyJob, creds: credentials.Credentials | None
+) -> tuple[EvidenceRecorder, ReportStore] | None:
+    """With spec.report.include: all, the recorder of every object's outcome and where its parts go."""
+    location = job.spec.report
+    if location is None or location.include is not ReportInclude.ALL:
+        return None
+    store = ReportStore(location, creds)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    recorder = EvidenceRecorder(
+        scope=run_scope(job.metadata.name, stamp),
+        sink=store.put_file,
+        lines_per_part=lines_per_part(os.environ),
+    )
+    return recorder, store
+
+
+def _finish_evidence(
+    job: CopyJob, summary: Summary, recorder: EvidenceRecorder, store: ReportStore
+) -> dict[str, Any]:
+    """Write the run's evidence summary; returns what the JSON summary's ``evidence`` holds."""
+    pointer = write_evidence(
+        recorder,
+        store,
+        job=job.metadata.name,
+        shard=None,
+        resumed_after=None,
+        complete=summary.complete,
+        replaces=False,
+    )
+    if pointer["summary"]:
+        print(f"report: {pointer['summary']}", file=sys.stderr)
+    return pointer
 
 
 def fail(args: argparse.Namespace, failure: RunFailed, name: str | None) -> int:

@@ -73,6 +73,10 @@ def make_client(location: Location, credentials: Credentials | None, options: Cl
         client = _shared_session().client("s3", endpoint_url=location.endpoint, config=config, **kwargs)
     # After the redirector has annotated the request, so it finds it "already redirected".
     client.meta.events.register_last("before-parameter-build.s3", _no_region_redirect)
+    if getattr(location, "requester_pays", False):
+        # Every request signed for this client, the lean listing's too (it signs with this client's
+        # signer), says the requester pays: one place, whatever the operation.
+        client.meta.events.register("before-sign.s3", _requester_pays)
     return client
 
 
@@ -84,6 +88,14 @@ def _no_region_redirect(context: dict[str, Any], **_: Any) -> None:
     redirect = context.get("s3_redirect")
     if isinstance(redirect, dict):
         redirect["redirected"] = True
+
+
+#: The header a request to a Requester Pays bucket must carry (spec.source/destination.requesterPays).
+REQUEST_PAYER = ("x-amz-request-payer", "requester")
+
+
+def _requester_pays(request: Any, **_: Any) -> None:
+    request.headers[REQUEST_PAYER[0]] = REQUEST_PAYER[1]
 
 
 _SESSION_LOCK = threading.Lock()
@@ -119,6 +131,8 @@ def list_pages(
                 size=int(item["Size"]),
                 etag=str(item.get("ETag", "")).strip('"'),
                 last_modified=item["LastModified"],
+                # Present when the listing reads it (boto3 always does; the lean reader when asked).
+                storage_class=item.get("StorageClass"),
             )
             for item in page.get("Contents", ())
         ]

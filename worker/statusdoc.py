@@ -8,11 +8,13 @@ handful of failed keys; the complete list goes to the report location.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ferry.model.checkpoint import Checkpoint, checkpoint_from_json
+from ferry.worker.archivesummary import archived_from_json, archived_report
 from ferry.worker.engine import Progress, Summary
+from ferry.worker.shardsync import ShardCensus, ShardDeletes
 from ferry.worker.systematic import SystematicFailure
 
 TERMINATION_LIMIT = 4096
@@ -60,6 +62,8 @@ def _counts(counts: Any) -> dict[str, Any]:
         "listingDone": counts.listing_done,
         # Copied objects that changed at the source during their copy and were copied again.
         "changedDuringCopy": counts.changed_during_copy,
+        # Archived objects met (spec.archived), when there were any.
+        **archived_report(counts),
     }
 
 
@@ -131,11 +135,27 @@ def status_document(
         "retries": progress.retries,
         "requests": progress.requests,
         "rateLimit": progress.rate_share.as_json(),
+        # Destination prefix groups paced for throttling (bounded list, most throttled first). A group
+        # is a piece of a key, which anyone who can name objects wrote: JSON-escaped, at most 64 chars.
+        "prefixGroups": [
+            {
+                "group": view.group,
+                "requestsPerSecond": None if view.rate is None else round(view.rate, 1),
+                "throttles": view.throttles,
+                "requests": view.requests,
+            }
+            for view in progress.prefix_groups
+        ],
     }
 
 
 def termination_message(
-    shard: int, summary: Summary, peak_rss: int | None, memory: MemoryFigures | None = None
+    shard: int,
+    summary: Summary,
+    peak_rss: int | None,
+    memory: MemoryFigures | None = None,
+    evidence: dict[str, Any] | None = None,
+    sync: ShardCensus | None = None,
 ) -> str:
     """A compact JSON summary that fits the termination-message limit, shrinking the failure sample.
 
@@ -158,6 +178,10 @@ def termination_message(
             {"key": f.key, "code": f.code, "message": f.message[:200], "size": f.size}
             for f in summary.failures[:10]
         ],
+        # With spec.report.include: all, the shard's evidence summary (its name under spec.report.prefix).
+        **({"evidence": evidence} if evidence else {}),
+        # With spec.mode sync, the shard's count of destination objects the source no longer holds.
+        **({"sync": sync.as_json()} if sync is not None else {}),
     }
     while True:
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
@@ -207,6 +231,12 @@ class WorkerReport:
     #: Requests the endpoints throttled (503 SlowDown, 429) since the worker started; what EndpointBudgets
     #: adapt to (0 from workers that predate it, or when the count is not a sane one).
     throttles: int = 0
+    #: Archived objects the shard met (spec.archived), by `archivesummary.ARCHIVED_KEYS`; empty: none.
+    archived: dict[str, int] = field(default_factory=dict)
+    #: With spec.mode sync: the shard's census after its copy (None: not a sync, or not reported).
+    sync: ShardCensus | None = None
+    #: A pod of a sync's delete Job: what its delete pass did.
+    deletes: ShardDeletes | None = None
 
     def answers_for(self, shard: int, pod: str) -> bool:
         """Whether this is the answer of that pod for that shard: a pod's address can be another pod's
@@ -250,6 +280,9 @@ def _report(raw: dict[str, Any]) -> WorkerReport:
         pod=_pod(raw.get("pod")),
         systematic=SystematicFailure.from_json(raw.get(SYSTEMATIC_STATE)),
         throttles=_throttles(raw.get("throttles")),
+        archived=archived_from_json(raw.get("archived")),
+        sync=ShardCensus.from_json(raw.get("sync")),
+        deletes=ShardDeletes.from_json(raw.get("deletes")),
     )
 
 

@@ -55,7 +55,8 @@ CODES: dict[str, ErrorClass] = {
 
 #: Requests that go to the source; every other request of a transfer writes to the destination (a
 #: server-side copy is sent to the destination too, with the one Secret both sides share).
-SOURCE_OPERATIONS = frozenset({"GET", "HEAD", "GET_TAGGING"})
+#: RESTORE: RestoreObject of an archived source object (spec.archived: restore).
+SOURCE_OPERATIONS = frozenset({"GET", "HEAD", "GET_TAGGING", "RESTORE"})
 
 #: Failures in a row, before the shard's first success, that stop it. Each code above is job-wide by
 #: nature: ten identical refusals are no coincidence, and ten is what a misconfigured job of a million

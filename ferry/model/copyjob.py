@@ -243,6 +243,16 @@ class Verify(StrEnum):
     SIZE = "size"
 
 
+class Versions(StrEnum):
+    CURRENT = "current"
+    ALL = "all"
+
+
+class Mode(StrEnum):
+    COPY = "copy"
+    SYNC = "sync"
+
+
 class Location(_Model):
     """Where objects are read from or written to."""
 
@@ -349,8 +359,34 @@ class Manifest(_Model):
         return self
 
 
+#: The requester-pays fields' description, the same on both sides.
+_REQUESTER_PAYS = (
+    "true when the {side} bucket is a Requester Pays bucket (default false): every request to it "
+    "({requests}) says the requester pays (x-amz-request-payer: requester), so the CopyJob's credentials "
+    "are charged for its requests and transfer."
+)
+#: The SSE-C key fields' description, the same on both sides.
+_SSE_CUSTOMER_KEY = (
+    "The Secret value holding the 256-bit key of {what} SSE-C (server-side encryption with a "
+    "customer-provided key): 32 bytes, base64-encoded (default: no SSE-C). Only worker pods read it; "
+    "it is sent with every request {which} and never printed."
+)
+
+
 class Source(Location):
     """Where objects are read from, and optionally the manifest naming them."""
+
+    # SecretKeySelector is defined further down, beside Notify; the annotation is resolved lazily.
+    sse_customer_key: SecretKeySelector | None = Field(
+        default=None,
+        description=_SSE_CUSTOMER_KEY.format(
+            what="the source objects'", which="that reads them (GET, HEAD, CopyObject, UploadPartCopy)"
+        ),
+    )
+    requester_pays: StrictBool = Field(
+        default=False,
+        description=_REQUESTER_PAYS.format(side="source", requests="listing, reads and server-side copies"),
+    )
 
     manifest: Manifest | None = Field(
         default=None,
@@ -398,6 +434,40 @@ class Destination(Location):
         default=None,
         description="Server-side encryption of every object written (default: the bucket's default).",
     )
+    acl: Literal["private", "bucket-owner-read", "bucket-owner-full-control"] | None = Field(
+        default=None,
+        description="A canned ACL set on every object written: private, bucket-owner-read or "
+        "bucket-owner-full-control (what a copy into another account's bucket needs so that its owner can "
+        "read the objects); default: none sent, the bucket's default. ACLs that publish objects "
+        "(public-read, public-read-write, authenticated-read) are refused: use a bucket policy.",
+    )
+
+    sse_customer_key: SecretKeySelector | None = Field(
+        default=None,
+        description=_SSE_CUSTOMER_KEY.format(
+            what="every object written with", which="that writes them (PUT, CopyObject, multipart upload)"
+        ),
+    )
+    requester_pays: StrictBool = Field(
+        default=False,
+        description=_REQUESTER_PAYS.format(side="destination", requests="listing and writes"),
+    )
+
+    @model_validator(mode="after")
+    def _one_encryption(self) -> Destination:
+        if self.sse_customer_key is not None and self.server_side_encryption is not None:
+            raise ValueError(
+                "set either sseCustomerKey (SSE-C) or serverSideEncryption: an object has one encryption"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _directory_bucket_acl(self) -> Destination:
+        if self.acl is not None and self.storage_class == "EXPRESS_ONEZONE":
+            raise ValueError(
+                "acl cannot be set with storageClass EXPRESS_ONEZONE: directory buckets have no ACLs"
+            )
+        return self
 
 
 class Filter(_Model):
@@ -478,6 +548,14 @@ class Preserve(_Model):
         "Cache-Control and Expires headers (default true).",
     )
     tags: StrictBool = Field(default=True, description="Copy object tags (default true).")
+    object_lock: StrictBool = Field(
+        default=False,
+        description="Copy each object's Object Lock retention (mode and retain-until date) and legal hold "
+        "(default false). The destination bucket must have Object Lock enabled. A retention that has "
+        "already expired is not sent; COMPLIANCE retention cannot be shortened or removed at the "
+        "destination by anyone, the root account included, until it expires. Objects skipped as already "
+        "present keep the lock they have.",
+    )
 
 
 class Concurrency(_Model):
@@ -512,8 +590,57 @@ class RateLimit(_Model):
     )
 
 
+class ReportInclude(StrEnum):
+    FAILURES = "failures"
+    ALL = "all"
+
+
+#: A key of a Secret's data, as Kubernetes allows it.
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+_SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
+
+
+def _secret_key(value: str) -> str:
+    if not 1 <= len(value) <= 253 or not _SECRET_KEY.fullmatch(value):
+        raise ValueError("a Secret key is 1-253 letters, digits, '-', '_' and '.'")
+    return value
+
+
+class SecretKeySelector(_Model):
+    """One value of a Secret in the CopyJob's namespace."""
+
+    name: SecretName = Field(description="The Secret's name, in the CopyJob's namespace.")
+    key: Annotated[str, AfterValidator(_secret_key)] = Field(
+        description="The key of the value in the Secret's data."
+    )
+
+
+# Source and Destination name SecretKeySelector (sseCustomerKey) before it is defined: complete them now,
+# so that every model after this point, and the CRD's comparison with them, sees their full fields.
+Source.model_rebuild()
+Destination.model_rebuild()
+
+
+class Notify(_Model):
+    """Where a CloudEvent is sent when the CopyJob ends (Succeeded or Failed) or stalls."""
+
+    url_secret: SecretKeySelector = Field(
+        description="The Secret key holding the webhook URL (https; http only where the platform allows it). "
+        "The URL is sent to from a short pod in the CopyJob's namespace, never from the operator, and is "
+        "never shown in status, Events or logs."
+    )
+
+
 class Report(Location):
-    """Where the list of failed objects is written (JSON lines)."""
+    """Where the list of failed objects is written (JSON lines), and with include: all the evidence of
+    every object (docs/report-format.md)."""
+
+    include: ReportInclude = Field(
+        default=ReportInclude.FAILURES,
+        description="What the report holds: failures (default; the failed objects as JSON lines) or all (also "
+        "a manifest of every object the job considered, with its action and the checksums compared, as "
+        "gzipped JSON-lines parts and a summary per shard; see docs/report-format.md).",
+    )
 
 
 class Target(_Model):
@@ -581,6 +708,73 @@ class ShardSize(_Model):
     )
 
 
+#: A delete limit as a share of the destination objects in scope: 0-100 with at most two decimals, then '%'.
+DELETE_PERCENT_PATTERN = r"^(100([.]0{1,2})?|[1-9]?[0-9]([.][0-9]{1,2})?)%$"
+#: The largest delete limit given as a count.
+MAX_DELETE_COUNT = 1_000_000_000
+_DELETE_PERCENT = re.compile(DELETE_PERCENT_PATTERN)
+
+
+def _delete_percent(value: str) -> str:
+    if not _DELETE_PERCENT.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is neither a count nor a percentage; write a whole number such as 1000, or a "
+            'percentage of the destination objects in scope from "0%" to "100%" such as "5%" or "0.5%"'
+        )
+    return value
+
+
+class Deletes(_Model):
+    """How many deletes a sync may make (spec.mode sync only)."""
+
+    max: (
+        Annotated[StrictInt, Field(ge=0, le=MAX_DELETE_COUNT)]
+        | Annotated[str, Field(max_length=8), AfterValidator(_delete_percent)]
+    ) = Field(
+        description="The most destination objects a sync deletes: a count such as 1000, or a percentage of "
+        'the destination objects in scope such as "5%". Required with mode sync: when more objects would '
+        "be deleted, nothing is deleted and the job stops saying how many (ferry run exits 5).",
+    )
+
+
+class Archived(StrEnum):
+    FAIL = "fail"
+    SKIP = "skip"
+    RESTORE = "restore"
+
+
+class RestoreTier(StrEnum):
+    STANDARD = "Standard"
+    BULK = "Bulk"
+    EXPEDITED = "Expedited"
+
+
+class Restore(_Model):
+    """How archived source objects are restored before they are copied (with ``archived: restore``)."""
+
+    tier: RestoreTier = Field(
+        default=RestoreTier.STANDARD,
+        description="The retrieval tier of each restore: Standard (default; hours), Bulk (the cheapest and "
+        "slowest) or Expedited (minutes; not for DEEP_ARCHIVE).",
+    )
+    days: Annotated[StrictInt, Field(ge=1, le=365)] = Field(
+        default=1,
+        description="Days the restored copy stays readable at the source (default 1): long enough to copy "
+        "it; the source's owner pays for it meanwhile.",
+    )
+    max_wait_seconds: Annotated[StrictInt, Field(ge=1, le=604_800)] = Field(
+        default=172_800,
+        description="Seconds each object's restore is waited for after it was requested (default 172800, 48 "
+        "hours: a Bulk restore from DEEP_ARCHIVE). Objects not restored by then fail as RestoreTimedOut; "
+        "a later run copies them once restored.",
+    )
+    check_interval_seconds: Annotated[StrictInt, Field(ge=1, le=3600)] = Field(
+        default=300,
+        description="Seconds between the checks (one HEAD per waiting object) of restores in progress "
+        "(default 300).",
+    )
+
+
 class CopyJobSpec(_Model):
     """What to copy, and how. Read when the CopyJob is planned; afterwards only parallelism, target,
     rateLimit, suspend and ttlSecondsAfterFinished take effect on a running job (the plan ConfigMap keeps
@@ -606,10 +800,33 @@ class CopyJobSpec(_Model):
         description="Which destination objects are written: ifDifferent (default) copies what is missing or "
         "differs (size and ETag or checksum); never copies only what is missing; always copies everything.",
     )
+    versions: Versions = Field(
+        default=Versions.CURRENT,
+        description="Which versions of each key are copied: current (default; the current version, as a "
+        "non-versioned bucket holds it) or all (every version, oldest first, delete markers included, so the "
+        "destination's version history of each key matches the source's). With all, the destination bucket "
+        "must have versioning enabled, each copied version records its source version id in the metadata "
+        "x-amz-meta-ferry-source-version-id, a key whose destination history is not a prefix of the source's "
+        "is reported (DestinationHistoryDiverged) and left untouched, and overwrite must be ifDifferent.",
+    )
     verify: Verify = Field(
         default=Verify.CHECKSUM,
         description="How each copy is checked: checksum (default; CRC32C computed while streaming and compared "
-        "end to end), etag (Content-MD5 and plain MD5 ETags) or size.",
+        "end to end, and the bytes read compared with the source's full-object CRC64NVME when it has one), "
+        "etag (Content-MD5 and plain MD5 ETags) or size.",
+    )
+    mode: Mode = Field(
+        default=Mode.COPY,
+        description="copy (default) writes objects and deletes nothing; sync also deletes, after a copy "
+        "without failures, the destination objects the source no longer holds. Only objects in the job's "
+        "scope are deleted: under destination.prefix, and whose key relative to destination.prefix, size "
+        "and modification time spec.filter accepts (a destination object the filter would not copy is "
+        "kept). Nothing is deleted when the source listing was empty or broke off, when any object "
+        "failed, or when more than deletes.max would go. Not with source.manifest.",
+    )
+    deletes: Deletes | None = Field(
+        default=None,
+        description="Limits on what a sync deletes; required with mode sync, refused with mode copy.",
     )
     preserve: Preserve = Field(
         default=Preserve(), description="What is copied beside the data (default: everything)."
@@ -627,6 +844,11 @@ class CopyJobSpec(_Model):
         default=None,
         description="Where the list of failed objects is written as JSON lines (default: no report; a sample "
         "of 20 stays in status.failedObjects).",
+    )
+    notify: Notify | None = Field(
+        default=None,
+        description="A webhook told when the CopyJob succeeds, fails or stalls, as a CloudEvents 1.0 JSON "
+        "(type dev.ferry.copyjob.succeeded, .failed or .stalled; data: phase and counts) (default: none).",
     )
     # Fields the operator acts on; `ferry run` accepts them and uses none but dryRun.
     parallelism: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
@@ -663,6 +885,20 @@ class CopyJobSpec(_Model):
         description="Upper bounds of one shard, a unit of work one worker pod takes at a time (default: "
         "chosen by planning).",
     )
+    archived: Archived = Field(
+        default=Archived.FAIL,
+        description="What happens to source objects in an archive tier (GLACIER, DEEP_ARCHIVE, or an "
+        "archive access tier of INTELLIGENT_TIERING), which cannot be read until restored: fail (default; "
+        "each fails with the service's refusal, InvalidObjectState or ObjectNotInActiveTierError), skip (each is left out, reported by key as "
+        "ArchivedObjectSkipped and counted as archived; the job still succeeds) or restore (a restore of "
+        "each is requested, everything else is copied first, then each is copied once restored; see "
+        "restore). GLACIER_IR objects are read directly.",
+    )
+    restore: Restore | None = Field(
+        default=None,
+        description="With archived: restore, the restore requests and how long they are waited for "
+        "(default: Standard tier, 1 day, waited for 48 hours, checked every 5 minutes).",
+    )
     #: `ferry run` ignores it.
     service_account_name: ServiceAccountName | None = Field(
         default=None,
@@ -670,6 +906,55 @@ class CopyJobSpec(_Model):
         "pods use for the locations without credentialsSecret. Only in namespaces where the platform allows "
         "workload identity; never a shared account.",
     )
+
+    @model_validator(mode="after")
+    def _sync_rules(self) -> CopyJobSpec:
+        if self.mode is Mode.COPY and self.deletes is not None:
+            raise ValueError(
+                "deletes is set but mode is copy, which deletes nothing; set mode: sync or drop deletes"
+            )
+        if self.mode is Mode.SYNC and self.deletes is None:
+            raise ValueError(
+                'mode sync needs deletes.max: the most objects it may delete, a count such as 1000 or "5%"'
+            )
+        if self.mode is Mode.SYNC and self.source.manifest is not None:
+            raise ValueError(
+                "mode sync cannot read source.manifest: a manifest is a snapshot, and an object missing "
+                "from it is not proof the source no longer holds it; list the source instead"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _versions_rules(self) -> CopyJobSpec:
+        # The same rules as the CRD's CEL rules on spec.versions.
+        if self.versions is not Versions.ALL:
+            return self
+        if self.source.manifest is not None:
+            raise ValueError(
+                "versions all cannot read source.manifest: a manifest names keys, not their version "
+                "histories; list the source instead"
+            )
+        if self.overwrite is not Overwrite.IF_DIFFERENT:
+            raise ValueError(
+                "versions all needs overwrite ifDifferent: each key's destination history is compared "
+                "version by version with the source's and only the missing versions are copied"
+            )
+        f = self.filter
+        if any(b is not None for b in (f.min_size, f.max_size, f.modified_after, f.modified_before)):
+            raise ValueError(
+                "versions all filters by key only (filter.include, filter.exclude): a size or date filter "
+                "would drop versions from the middle of a history"
+            )
+        if self.mode is Mode.SYNC:
+            raise ValueError(
+                "versions all cannot be used with mode sync: it never deletes destination versions"
+            )
+        if self.report is not None and self.report.include is ReportInclude.ALL:
+            raise ValueError(
+                "versions all writes no per-object evidence (report.include all): versions already at "
+                "the destination are counted, not listed one by one; use report.include failures"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_overlap(self) -> CopyJobSpec:
@@ -683,6 +968,21 @@ class CopyJobSpec(_Model):
                 f"source and destination overlap: bucket {src.bucket!r} with prefixes "
                 f"{src.prefix!r} and {dst.prefix!r} on the same endpoint ({service}); use disjoint prefixes"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _object_lock_needs_a_general_bucket(self) -> CopyJobSpec:
+        if self.preserve.object_lock and self.destination.storage_class == "EXPRESS_ONEZONE":
+            raise ValueError(
+                "preserve.objectLock cannot be kept with destination.storageClass EXPRESS_ONEZONE: "
+                "directory buckets have no Object Lock"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _restore_needs_archived_restore(self) -> CopyJobSpec:
+        if self.restore is not None and self.archived is not Archived.RESTORE:
+            raise ValueError("restore is only valid with archived: restore")
         return self
 
 

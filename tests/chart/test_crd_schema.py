@@ -243,8 +243,11 @@ def test_status_declares_what_the_operator_writes(schema: dict[str, Any]) -> Non
         "rateLimit",
         "memory",
         "failedObjects",
+        "archived",
         "report",
+        "evidence",
         "lastProgressTime",
+        "sync",
     }
     assert set(status["objects"]["properties"]) == {"total", "copied", "skipped", "failed", "pending"}
     # The rate now, the average over the running time, and when the running time was last advanced.

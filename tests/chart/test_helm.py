@@ -33,6 +33,7 @@ OPERATOR_ENV = {
     "FERRY_MAX_MEMORY_PER_POD",
     "FERRY_MAX_CPU_PER_POD",
     "FERRY_WORKER_CPU_LIMIT",
+    "FERRY_NOTIFY_ALLOW_HTTP",
     "FERRY_MAX_JOBS_PER_NAMESPACE",
     "FERRY_WORKLOAD_IDENTITY_NAMESPACES",
     "FERRY_WORKLOAD_IDENTITY_NAMESPACE_SELECTOR",
@@ -253,6 +254,7 @@ def test_operator_env_defaults(default_objects: list[dict[str, Any]]) -> None:
         "FERRY_MAX_MEMORY_PER_POD": "8Gi",
         "FERRY_MAX_CPU_PER_POD": "4",
         "FERRY_WORKER_CPU_LIMIT": "false",
+        "FERRY_NOTIFY_ALLOW_HTTP": "false",
         "FERRY_MAX_JOBS_PER_NAMESPACE": "10",
         # Secure by default: no workload identity anywhere, only the built-in endpoint refusals.
         "FERRY_WORKLOAD_IDENTITY_NAMESPACES": "",

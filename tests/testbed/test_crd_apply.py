@@ -106,12 +106,39 @@ VALID: dict[str, Edit] = {
     ),
     "zero-sizes-are-not-ordered": lambda s: s.update(objectSizes={"median": "1Mi", "p99": 0, "max": "2Mi"}),
     "target-deadline": lambda s: s.update(target={"deadline": "2030-01-01T00:00:00+02:00"}),
+    "sync-with-a-count": lambda s: s.update(mode="sync", deletes={"max": 1000}),
+    "sync-with-a-percentage": lambda s: s.update(mode="sync", deletes={"max": "0.5%"}),
+    "copy-said-outright": lambda s: s.update(mode="copy"),
+    "every-version": lambda s: s.update(
+        versions="all", filter={"include": ["logs/*"]}, overwrite="ifDifferent"
+    ),
+    "current-versions-said-outright": lambda s: s.update(versions="current", overwrite="always"),
+    "report-of-every-object": lambda s: s.update(report={"bucket": "reports", "include": "all"}),
+    "completion-webhook": lambda s: s.update(notify={"urlSecret": {"name": "hooks", "key": "slack.url"}}),
+    "archived-skip": lambda s: s.update(archived="skip"),
+    "archived-restore-with-defaults": lambda s: s.update(archived="restore"),
+    "archived-restore-settings": lambda s: s.update(
+        archived="restore",
+        restore={"tier": "Bulk", "days": 3, "maxWaitSeconds": 604800, "checkIntervalSeconds": 60},
+    ),
     "manifest-in-a-bucket": lambda s: s["source"].update(
         manifest={
             "format": "inventory",
             "bucket": "inventories",
             "key": "src/cfg/2024-05-01T00-00Z/manifest.json",
         }
+    ),
+    "requester-pays": lambda s: (
+        s["source"].update(requesterPays=True),
+        s["destination"].update(requesterPays=False),
+    ),
+    "sse-customer-keys": lambda s: (
+        s["source"].update(sseCustomerKey={"name": "src-keys", "key": "sse.key"}),
+        s["destination"].update(sseCustomerKey={"name": "dst-keys", "key": "key"}),
+    ),
+    "acl-and-object-lock": lambda s: (
+        s["destination"].update(acl="bucket-owner-full-control", storageClass="STANDARD"),
+        s.update(preserve={"objectLock": True}),
     ),
     "everything": lambda s: s.update(
         filter={"include": ["*.parquet"], "exclude": ["tmp/*"], "modifiedAfter": "2024-01-01T00:00:00Z"},
@@ -232,6 +259,35 @@ INVALID: dict[str, tuple[Edit, tuple[str, ...]]] = {
         lambda s: s["destination"].update(serverSideEncryption={"type": "AES256", "kmsKeyId": "key"}),
         ("spec.destination.serverSideEncryption.kmsKeyId", "aws:kms"),
     ),
+    "sse-customer-key-with-kms": (
+        lambda s: s["destination"].update(
+            sseCustomerKey={"name": "keys", "key": "k"}, serverSideEncryption={"type": "aws:kms"}
+        ),
+        ("spec.destination.sseCustomerKey", "one encryption"),
+    ),
+    "sse-customer-key-without-key": (
+        lambda s: s["source"].update(sseCustomerKey={"name": "keys"}),
+        ("spec.source.sseCustomerKey.key", "Required value"),
+    ),
+    "sse-customer-key-with-a-bad-data-key": (
+        lambda s: s["source"].update(sseCustomerKey={"name": "keys", "key": "a/b"}),
+        ("spec.source.sseCustomerKey.key",),
+    ),
+    "public-acl": (
+        lambda s: s["destination"].update(acl="public-read"),
+        ("spec.destination.acl", "Unsupported value"),
+    ),
+    "acl-on-a-directory-bucket": (
+        lambda s: s["destination"].update(acl="private", storageClass="EXPRESS_ONEZONE"),
+        ("spec.destination.acl", "directory buckets have no ACLs"),
+    ),
+    "object-lock-on-a-directory-bucket": (
+        lambda s: (
+            s["destination"].update(storageClass="EXPRESS_ONEZONE"),
+            s.update(preserve={"objectLock": True}),
+        ),
+        ("spec.preserve.objectLock", "directory buckets have no Object Lock"),
+    ),
     "bad-quantity-string": (
         lambda s: s.update(objectSizes={"median": "100KB"}),
         ("spec.objectSizes.median",),
@@ -264,6 +320,93 @@ INVALID: dict[str, tuple[Edit, tuple[str, ...]]] = {
     "endpoint-host-over-255": (
         lambda s: s["source"].update(endpoint="https://" + "a." * 127 + "bc"),
         ("spec.source.endpoint", "longer than 255"),
+    ),
+    # spec.mode sync: deletes only with a limit, never from a manifest's snapshot.
+    "deletes-with-mode-copy": (
+        lambda s: s.update(mode="copy", deletes={"max": 10}),
+        ("spec.deletes", "mode is copy"),
+    ),
+    "deletes-without-a-mode": (lambda s: s.update(deletes={"max": 10}), ("spec.deletes", "mode is copy")),
+    "sync-without-a-delete-limit": (lambda s: s.update(mode="sync"), ("spec.deletes", "deletes.max")),
+    "sync-from-a-manifest": (
+        lambda s: (
+            s.update(mode="sync", deletes={"max": 10})
+            or s["source"].update(manifest={"format": "csv", "bucket": "lists", "key": "k"})
+        ),
+        ("spec.mode", "manifest"),
+    ),
+    "delete-limit-over-100-percent": (
+        lambda s: s.update(mode="sync", deletes={"max": "101%"}),
+        ("spec.deletes.max",),
+    ),
+    "delete-limit-negative": (lambda s: s.update(mode="sync", deletes={"max": -1}), ("spec.deletes.max",)),
+    "unknown-mode": (lambda s: s.update(mode="mirror"), ("spec.mode", "Unsupported value")),
+    # spec.versions all: histories compared version by version, listed (never from a manifest), whole.
+    "unknown-versions": (lambda s: s.update(versions="latest"), ("spec.versions", "Unsupported value")),
+    "every-version-overwritten-always": (
+        lambda s: s.update(versions="all", overwrite="always"),
+        ("spec.overwrite", "overwrite ifDifferent"),
+    ),
+    "every-version-never-overwritten": (
+        lambda s: s.update(versions="all", overwrite="never"),
+        ("spec.overwrite", "overwrite ifDifferent"),
+    ),
+    "every-version-from-a-manifest": (
+        lambda s: (
+            s.update(versions="all")
+            or s["source"].update(manifest={"format": "csv", "bucket": "lists", "key": "k"})
+        ),
+        ("spec.versions", "manifest"),
+    ),
+    "every-version-filtered-by-size": (
+        lambda s: s.update(versions="all", filter={"maxSize": "1Mi"}),
+        ("spec.filter", "filters by key only"),
+    ),
+    "every-version-filtered-by-date": (
+        lambda s: s.update(versions="all", filter={"modifiedBefore": "2024-01-01T00:00:00Z"}),
+        ("spec.filter", "filters by key only"),
+    ),
+    "every-version-synced": (
+        lambda s: s.update(versions="all", mode="sync", deletes={"max": 10}),
+        ("spec.versions", "mode sync"),
+    ),
+    "every-version-with-evidence-of-every-object": (
+        lambda s: s.update(versions="all", report={"bucket": "reports", "include": "all"}),
+        ("spec.versions", "no per-object evidence"),
+    ),
+    "webhook-secret-key-with-a-slash": (
+        lambda s: s.update(notify={"urlSecret": {"name": "hooks", "key": "a/b"}}),
+        ("spec.notify.urlSecret.key",),
+    ),
+    "webhook-without-a-secret-key": (
+        lambda s: s.update(notify={"urlSecret": {"name": "hooks"}}),
+        ("spec.notify.urlSecret.key", "Required value"),
+    ),
+    "unknown-report-include": (
+        lambda s: s.update(report={"bucket": "reports", "include": "everything"}),
+        ("spec.report.include", "Unsupported value"),
+    ),
+    # spec.restore only with archived: restore.
+    "restore-without-archived": (
+        lambda s: s.update(restore={"days": 2}),
+        ("spec.restore", "archived: restore"),
+    ),
+    "restore-with-archived-skip": (
+        lambda s: s.update(archived="skip", restore={"tier": "Bulk"}),
+        ("spec.restore", "archived: restore"),
+    ),
+    "unknown-archived": (lambda s: s.update(archived="thaw"), ("spec.archived", "Unsupported value")),
+    "restore-days-over-a-year": (
+        lambda s: s.update(archived="restore", restore={"days": 366}),
+        ("spec.restore.days",),
+    ),
+    "restore-wait-over-a-week": (
+        lambda s: s.update(archived="restore", restore={"maxWaitSeconds": 604801}),
+        ("spec.restore.maxWaitSeconds",),
+    ),
+    "restore-unknown-tier": (
+        lambda s: s.update(archived="restore", restore={"tier": "Instant"}),
+        ("spec.restore.tier", "Unsupported value"),
     ),
     "filter-patterns-over-the-plan-s-room": (
         lambda s: s.update(filter={"include": ["x" * 1000] * 9, "exclude": ["y" * 1000] * 8}),

@@ -42,7 +42,7 @@ from ferry.operator.fleetstatus import scaling_status
 from ferry.operator.kube import Refused
 from ferry.operator.plannerjob import planner_name
 from ferry.operator.planresult import PlannerFailure
-from ferry.operator.render import job_name, plan_name
+from ferry.operator.render import delete_job_name, job_name, plan_name
 from ferry.operator.settings import OperatorSettings
 from ferry.worker import planpod
 from ferry.worker import scan as scan_module
@@ -514,6 +514,106 @@ def test_a_manifest_named_by_a_local_file_is_refused_before_any_pod_runs(world: 
     condition = stalled(status)
     assert condition["reason"] == "InvalidSpec" and "spec.source.manifest.file" in condition["message"]
     assert world.kube.writes == [] and world.listings == []
+
+
+# -- spec.mode sync: the delete Job after the copy Job --------------------------------------------
+
+SYNC_SPEC = {**SPEC, "mode": "sync", "deletes": {"max": 100}}
+
+
+def finished_pod(name: str, job_uid: str, index: int, document: dict[str, Any]) -> dict[str, Any]:
+    message = json.dumps({"format": FORMAT, "shard": index, "state": "complete", **document})
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {"ferry.dev/copyjob": NAME},
+            "annotations": {rc.INDEX_ANNOTATION: str(index)},
+            "ownerReferences": [{"kind": "Job", "uid": job_uid, "controller": True}],
+        },
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [{"name": "worker", "state": {"terminated": {"message": message}}}],
+        },
+    }
+
+
+def complete(world: World, name: str) -> tuple[str, int]:
+    """Mark a Job of the world completed; its uid and shard count."""
+    job = world.kube.objects[("Job", name)]
+    shards = int(job["spec"]["completions"])
+    job["status"] = {
+        "completedIndexes": f"0-{shards - 1}" if shards > 1 else "0",
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    return job["metadata"]["uid"], shards
+
+
+def copied_with_census(world: World, candidates: int, destination: int) -> int:
+    """The copy Job completed, every shard copied and counted; returns the shard count."""
+    job_uid, shards = complete(world, job_name(NAME))
+    census = {
+        "candidates": candidates,
+        "destinationInScope": destination,
+        "sourceInScope": 10,
+        "listingComplete": True,
+    }
+    counts = {"objects": {"total": 10, "copied": 10}, "bytes": {"total": 10, "copied": 10}}
+    world.kube.pod_list = [
+        finished_pod(f"w-{i}", job_uid, i, {**counts, "sync": census}) for i in range(shards)
+    ]
+    return shards
+
+
+def test_a_sync_deletes_through_a_capped_delete_job_and_succeeds_only_once_it_reported(world: World) -> None:
+    status = world.until_planned(spec=SYNC_SPEC)
+    shards = copied_with_census(world, candidates=2, destination=10)
+    status = {**status, **world.run(status, spec=SYNC_SPEC)}
+    delete_job = world.kube.objects[("Job", delete_job_name(NAME))]
+    env = {e["name"]: e.get("value") for e in delete_job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FERRY_PHASE"] == "delete"
+    assert env["FERRY_SYNC_ALLOWED"] == ",".join(f"{i}:2" for i in range(shards))
+    assert delete_job["spec"]["backoffLimitPerIndex"] == 0
+    # Copied, deletes pending: never Succeeded yet.
+    assert status["phase"] == "Running" and "completionTime" not in status
+    succeeded = next(c for c in status["conditions"] if c["type"] == "Succeeded")
+    assert (succeeded["status"], succeeded["reason"]) == ("Unknown", "Deleting")
+    assert status["sync"]["candidates"] == 2 * shards and status["sync"]["deleted"] == 0
+    delete_uid, _ = complete(world, delete_job_name(NAME))
+    world.kube.pod_list += [
+        finished_pod(
+            f"d-{i}", delete_uid, i, {"phase": "delete", "deletes": {"deleted": 2, "kept": 0, "failed": 0}}
+        )
+        for i in range(shards)
+    ]
+    status = {**status, **world.run(status, spec=SYNC_SPEC)}
+    assert status["phase"] == "Succeeded"
+    assert status["sync"]["deleted"] == 2 * shards and status["sync"]["max"] == 100
+    assert ("Normal", "Completed") in [e[:2] for e in world.events]
+
+
+def test_a_sync_over_its_limit_stalls_and_creates_no_delete_job(world: World) -> None:
+    status = world.until_planned(spec={**SYNC_SPEC, "deletes": {"max": 1}})
+    copied_with_census(world, candidates=2, destination=10)
+    status = {**status, **world.run(status, spec={**SYNC_SPEC, "deletes": {"max": 1}})}
+    condition = stalled(status)
+    assert condition["reason"] == "DeleteLimitExceeded" and "deletes.max" in condition["message"]
+    assert status["phase"] != "Succeeded" and status["sync"]["deleted"] == 0
+    assert "completionTime" not in status and ("Normal", "Completed") not in [e[:2] for e in world.events]
+    assert ("Job", delete_job_name(NAME)) not in world.kube.objects
+    # Raising deletes.max is followed by the next pass: the counts are in the ledger.
+    world.kube.pod_list = []
+    world.run(status, spec={**SYNC_SPEC, "deletes": {"max": 1000}})
+    assert ("Job", delete_job_name(NAME)) in world.kube.objects
+
+
+def test_a_sync_whose_shard_gave_no_count_deletes_nothing(world: World) -> None:
+    status = world.until_planned(spec=SYNC_SPEC)
+    job_uid, shards = complete(world, job_name(NAME))
+    counts = {"objects": {"total": 10, "copied": 10}, "bytes": {"total": 10, "copied": 10}}
+    world.kube.pod_list = [finished_pod(f"w-{i}", job_uid, i, counts) for i in range(shards)]
+    status = {**status, **world.run(status, spec=SYNC_SPEC)}
+    assert stalled(status)["reason"] == "ListingIncomplete"
+    assert ("Job", delete_job_name(NAME)) not in world.kube.objects
 
 
 # -- the platform's tenancy policy ----------------------------------------------------------------
