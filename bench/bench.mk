@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget bench-prefix
+.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget bench-prefix bench-budget-fleet
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -57,3 +57,8 @@ bench-budget: venv testbin
 # without (bench/prefix_throttle.py; about a minute). Results in bench/results/prefix-throttle-latest.*.
 bench-prefix: venv testbin
 	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/prefix_throttle.py
+
+# Endpoint budgets on the testbed: five CopyJobs through one throttling endpoint, with and without an
+# EndpointBudget, run by the operator process and the process kubelet (about 5 minutes).
+bench-budget-fleet: venv testbin
+	FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/pytest tests/testbed/bench_budget_fleet.py -q -s -p no:logging
