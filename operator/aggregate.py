@@ -21,6 +21,7 @@ from ferry.operator.accounting import PaceBefore, PaceNow, ShardCount, Tally, ac
 from ferry.operator.conditions import Condition
 from ferry.operator.planfile import TIME_FORMAT
 from ferry.worker.statusdoc import WorkerReport, parse_report
+from ferry.worker.versionsummary import sum_versions
 
 FAILED_SAMPLE = 20
 
@@ -58,6 +59,8 @@ class Totals:
     shard_counts: dict[int, ShardCount] = field(default_factory=dict)
     #: Archived objects the shards met (spec.archived), summed by name; empty: none (archivestatus.py).
     archived: dict[str, int] = field(default_factory=dict)
+    #: spec.versions all: keys, delete markers copied, diverged keys over the shards that reported them.
+    versions: dict[str, int] | None = None
 
     @property
     def percent(self) -> int:
@@ -130,6 +133,7 @@ def totals(
     lost: list[int] = []
     shown: dict[int, ShardCount] = {}
     archived: dict[str, int] = {}
+    versions: dict[str, int] | None = None
     for index, shard in enumerate(shards):
         report = finished.get(index)
         if report is None and index in running:
@@ -174,7 +178,8 @@ def totals(
                 listed if final else max(listed, shard.objects),
                 listed_bytes if final else max(listed_bytes, shard.bytes),
             )
-            failures.extend(report.failed)
+            failures.extend(entry for f in report.failed if (entry := failed_entry(f)) is not None)
+            versions = sum_versions(versions, report.versions)
             for name, count in report.archived.items():
                 archived[name] = archived.get(name, 0) + count
         counted = shown[index] = account(evidence.tally, evidence.total, evidence.bytes_total, floor)
@@ -205,7 +210,27 @@ def totals(
         peak_source,
         shown,
         archived,
+        versions,
     )
+
+
+#: Bounds of a failed object's fields in status.failedObjects (the CRD's status schema says the same).
+_FAILED_TEXT = {"key": 1024, "code": 256, "message": 4096, "version": 1024}
+
+
+def failed_entry(value: Any) -> dict[str, Any] | None:
+    """A failed object of a worker's report (or of the ledger, which the namespace's users can edit) as
+    status shows it: the known fields only, strings cut to the schema's bounds, the size a non-negative
+    integer; None for anything that is not an object."""
+    if not isinstance(value, dict):
+        return None
+    entry: dict[str, Any] = {
+        name: value[name][:limit] for name, limit in _FAILED_TEXT.items() if isinstance(value.get(name), str)
+    }
+    size = value.get("size")
+    if isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**63:
+        entry["size"] = size
+    return entry
 
 
 def phase_and_conditions(

@@ -2,11 +2,13 @@
 condition. Pure: the counters the shards reported (summed by `aggregate.totals`) in, status values out;
 `reconcile.py` writes them.
 
-How a CopyJob waits for restores (a first version, bounded and documented): each worker pod requests the
-restores of its shard's archived objects, copies the rest of the shard, then checks the set-aside objects
-every restore.checkIntervalSeconds, holding no transfer slot and no transfer memory meanwhile (only its
-baseline), for at most restore.maxWaitSeconds per object; so a shard's pod can stay up that long. The
-condition says what is being waited for while it runs, and how to copy what was not restored in time.
+How a CopyJob waits for restores: each worker pod requests the restores of its shard's archived objects,
+copies the rest of the shard, checks the set-aside objects for one restore.checkIntervalSeconds (two
+minutes at most), and ends the shard "waitingForRestore" if some are still being restored. Once the Job
+has completed, no pod runs: the operator checks back (`restorewait.py`) and runs those shards again, until
+each object is copied or restore.maxWaitSeconds after its first request has passed. The condition says
+what is being waited for, and how to copy what was not restored in time; while no pod runs,
+`restorewait.waiting_condition` says when the operator checks back.
 """
 
 from __future__ import annotations

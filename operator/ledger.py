@@ -5,7 +5,9 @@ restarts. Pure encoding.
 One short line per finished shard (a ConfigMap holds at most 1 MiB; 10,000 shards of terabytes each take
 about 850 KB), one capped sample of failed objects shared by all shards, and one `resume-<shard>` entry
 per started, unfinished shard (`ferry.model.checkpoint.LedgerEntry`: the highest counts shown for it and
-its latest resume point, a key of at most 1 KiB). The ledger is mounted read-only into worker pods,
+its latest resume point, a key of at most 1 KiB). A shard waiting for restores of archived objects also
+has a `restore-<shard>` entry (`restorewait.py`: when its oldest restore was requested, and how many
+objects wait), removed once it finishes. The ledger is mounted read-only into worker pods,
 where a new pod of a shard reads its resume point. Its contents are read as untrusted (the namespace's
 users can edit it): bounded, schema-checked, and a resume point outside its shard's range is ignored.
 """

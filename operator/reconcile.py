@@ -27,12 +27,12 @@ from pydantic import ValidationError
 
 from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec
-from ferry.model.copyjob import Mode, ReportInclude, copyjob_name_problem
+from ferry.model.copyjob import Mode, ReportInclude, Restore, Versions, copyjob_name_problem
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import Shard
 from ferry.model.quantity import parse_bytes, to_display_quantity, to_quantity
 from ferry.operator import conditions as cond
-from ferry.operator import ledger
+from ferry.operator import ledger, versionstatus
 from ferry.operator.aggregate import (
     JobView,
     Totals,
@@ -75,7 +75,15 @@ from ferry.operator.render import (
     plan_name,
     render_job,
 )
-from ferry.operator.resume import after_edit
+from ferry.operator.restorewait import (
+    CheckBack,
+    check_back,
+    parse_time,
+    waiting_condition,
+    waiting_shards,
+)
+from ferry.operator.restorewait import ledger_patch as restore_ledger_patch
+from ferry.operator.resume import after_edit, remove_job
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.operator.stopped import SYSTEMATIC_FAILURE, StoppedShard, as_running, stall_message, stopped_shards
@@ -262,6 +270,10 @@ class Observed:
     rate_limit: dict[str, Any]
     #: spec.mode sync: each finished shard's census (the ledger's, and this pass's new reports).
     censuses: dict[int, ShardCensus] = field(default_factory=dict)
+    #: spec.archived restore: shards whose pod ended waiting for restores (restorewait.py), and, once the
+    #: Job completed, when the operator runs them again.
+    waiting: dict[int, tuple[str, WorkerReport]] = field(default_factory=dict)
+    restores: CheckBack | None = None
 
 
 async def _reconcile(
@@ -318,6 +330,7 @@ async def _reconcile(
         ctx, owner, inputs, plan, sizing, summary, parallelism, base, status, generation, active_in_namespace
     )
     observed = await _observe(ctx, owner, spec, plan, job, progress, parallelism, summary, base, status)
+    await _restores_step(ctx, owner, spec, job, observed)
     if fleet is not None:
         parallelism = await _scale(
             ctx, owner, spec, job, observed, fleet, parallelism, len(plan.shards), base
@@ -560,6 +573,10 @@ async def _observe(
     )
     reports = {i: r for i, t in new_finished.items() if (r := parse_report(t))}
     finished.update(reports)
+    # spec.versions all: the ledger keeps finished shards' version counters (their pods go away).
+    finished = versionstatus.with_ledger(finished, versionstatus.read_ledger(ledger_data, len(plan.shards)))
+    # spec.archived restore: shards that ended waiting for restores count as they stood (restorewait.py).
+    waiting = waiting_shards(pods, finished, len(plan.shards))
     failures = worker_failures(pods)
     stopped = stopped_shards(pods, running)  # on a systematic failure: counted as they stood (stopped.py)
     why = failures.summary(pod_memory)
@@ -569,35 +586,93 @@ async def _observe(
     counted = totals(
         list(plan.shards),
         finished,
-        {**as_running(stopped), **running},
+        {**as_running(stopped), **waiting, **running},
         view,
         int(base["memory"]["peakBytes"] or 0),
         (status.get("memory") or {}).get("peakSource"),
         floors=ledger.floors(ledger_data, len(plan.shards)),
     )
+    if waiting:  # no pod of theirs runs: not among the pods' concurrency
+        counted = replace(counted, per_pod=[p for p in counted.per_pod if p.get("shard") not in waiting])
+    answered = {i: r for i, (_, r) in {**waiting, **running}.items()}
+    handoffs = {i: r.handoff for i, (_, r) in waiting.items() if r.handoff is not None}
     # One ledger write per pass, before the status shows anything: new final reports, and the floor and
     # resume point of every unfinished shard (a failed write fails the pass; nothing shown goes back).
-    ledger_patch = {
+    patch = {
         **ledger.additions(reports, ledger_data),
-        **ledger.progress_patch(
-            plan.shards, counted.shard_counts, finished, {i: r for i, (_, r) in running.items()}, ledger_data
-        ),
+        **versionstatus.ledger_patch(reports),
+        **ledger.progress_patch(plan.shards, counted.shard_counts, finished, answered, ledger_data),
     }
-    if ledger_patch:
+    # spec.archived restore: when each waiting shard first requested its restores, within the ledger's size.
+    room = ledger.LEDGER_BYTES - sum(
+        len(str(k).encode()) + len(str(v).encode())
+        for k, v in {**ledger_data, **patch}.items()
+        if v is not None
+    )
+    patch.update(restore_ledger_patch(handoffs, reports, ledger_data, len(plan.shards), room))
+    if patch:
         await asyncio.to_thread(
             ctx.kube.patch_configmap_data,
             namespace,
             ledger_name(owner.name),
             str(progress["metadata"]["uid"]),
-            ledger_patch,
+            patch,
         )
     censuses = {
         **ledger.read_sync(ledger_data, len(plan.shards)),
         **{i: r.sync for i, r in reports.items() if r.sync is not None and i < len(plan.shards)},
     }
     return Observed(
-        view, pods, running, stopped, counted, failures, why, pod_memory, rate_limit, censuses=censuses
+        view,
+        pods,
+        running,
+        stopped,
+        counted,
+        failures,
+        why,
+        pod_memory,
+        rate_limit,
+        censuses=censuses,
+        waiting=waiting,
     )
+
+
+async def _restores_step(
+    ctx: Context, owner: Owner, spec: CopyJobSpec, job: dict[str, Any], observed: Observed
+) -> None:
+    """spec.archived restore: once the worker Job completed with shards waiting for restores, the CopyJob
+    runs on with no pod (`observed.view` no longer complete); when `check_back` says it is time, the Job
+    is removed and the next pass starts a new one for the shards the ledger does not count as finished."""
+    view = observed.view
+    if not observed.waiting or not view.complete:
+        return
+    # Not finished while objects wait: the CopyJob runs on (or shows Suspended) with no pod.
+    observed.view = replace(view, complete=False)
+    if spec.suspend:  # checked back once resumed: at once, if its time passed meanwhile
+        return
+    settings = spec.restore or Restore()
+    check = check_back(
+        {i: r.handoff for i, (_, r) in observed.waiting.items() if r.handoff is not None},
+        _completed_at(job),
+        datetime.now(UTC),
+        float(settings.check_interval_seconds),
+        float(settings.max_wait_seconds),
+    )
+    if check is None:
+        return
+    observed.restores = check
+    if check.due:
+        await asyncio.to_thread(remove_job, ctx.kube, owner)
+        ctx.post(
+            "Normal",
+            "CheckingRestores",
+            f"running {len(check.shards)} shard(s) again to copy the archived objects restored since",
+        )
+
+
+def _completed_at(job: dict[str, Any]) -> datetime | None:
+    """When the Job controller says the worker Job completed (None: not said, or not a time)."""
+    return parse_time((job.get("status") or {}).get("completionTime"))
 
 
 def _render_status(
@@ -629,6 +704,9 @@ def _render_status(
         phase, updates = sync.phase_and_conditions(phase, updates, counted.objects)
     extra = [STALLED_CLEARED, planned]
     restores = restores_condition(counted.archived, ended=ended)  # spec.archived: restore
+    if observed.restores is not None:  # no pod runs: the operator checks back (restorewait.py)
+        restores = waiting_condition(observed.restores, TIME_FORMAT)
+        extra.append(Condition("Progressing", "True", "WaitingForRestore", restores.message))
     if restores is not None:
         extra.append(restores)
     capped = caps_message(spec, ctx.settings)
@@ -664,6 +742,7 @@ def _render_status(
         },
         "startTime": status.get("startTime") or now(),
         **archived_status(counted.archived),
+        **versionstatus.versions_status(counted.versions, every_version=spec.versions is Versions.ALL),
         "rateLimit": observed.rate_limit,
     }
     new_status["memory"]["peakBytes"] = counted.peak_rss

@@ -422,14 +422,17 @@ class Copier:
     def _server_side_copy_version(self, obj: ObjectInfo, key: str, result: CopyResult) -> None:
         """CopyObject of one source version (spec.versions all). The copy records the source version id
         in its metadata, which CopyObject sets only by replacing the metadata: the version's own metadata
-        is read with HEAD first and sent along."""
-        head = self._call(
-            result,
-            Operation.HEAD,
-            lambda: self.source_client.head_object(
-                Bucket=self.source_bucket, Key=obj.key, VersionId=obj.version_id, **self._source_sse()
-            ),
-        )
+        is read with HEAD first and sent along. Without preserve.metadata and preserve.objectLock nothing
+        of that HEAD would be sent, so none is made (CopySourceIfMatch still pins the version's ETag)."""
+        head: dict[str, Any] = {}
+        if self.options.preserve.metadata or self.options.preserve.object_lock:
+            head = self._call(
+                result,
+                Operation.HEAD,
+                lambda: self.source_client.head_object(
+                    Bucket=self.source_bucket, Key=obj.key, VersionId=obj.version_id, **self._source_sse()
+                ),
+            )
         args = self._destination_args(head, None, obj.version_id)
         args.update(ssec.copy_source_args(self.options.keys.source))
         args.update(self._copy_payer())
@@ -456,6 +459,12 @@ class Copier:
             and etag != obj.etag
         ):
             raise TransientCopyError("ChecksumMismatch", f"copy has ETag {etag}, source {obj.etag}")
+        if (
+            self.options.verify is Verify.ETAG
+            and not self.options.destination.server_side_encryption
+            and etag
+        ):
+            result.checksum = Checksum("etag", obj.etag, etag)  # compared above: the evidence shows both
 
     # -- multipart (streamed parts, or server-side part copies) -----------------------------------------
 

@@ -142,6 +142,8 @@ class Progress:
     rate_share: RateShare = RateShare()
     #: The destination prefix groups throttled most, with their paced rate (prefixlimits.py).
     prefix_groups: tuple[GroupView, ...] = ()
+    #: With spec.versions all: keys, delete markers copied, diverged keys so far (worker/versionrun.py).
+    versions: VersionCounts | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,24 @@ class Summary:
     archived: tuple[FailedObject, ...] = ()
     #: With spec.versions all: keys, delete markers copied, diverged keys (the counts are of versions).
     versions: VersionCounts | None = None
+    #: Archived objects still being restored when a worker pod handed their wait to the operator
+    #: (`CopyEngine.restore_handoff_seconds`), and when the oldest of their restores was requested (on
+    #: the engine's clock); 0 and None otherwise.
+    handed_off: int = 0
+    handed_off_since: float | None = None
+
+    @property
+    def waiting_for_restore(self) -> bool:
+        """Whether the run did everything but the archived objects it handed off: they are its only
+        pending objects, and a later run of the range copies them once restored."""
+        return (
+            self.handed_off > 0
+            and self.error is None
+            and not self.interrupted
+            and self.systematic is None
+            and self.counts.listing_done
+            and self.counts.pending == self.handed_off
+        )
 
     @property
     def objects_per_second(self) -> float:
@@ -202,6 +222,12 @@ class CopyEngine:
     evidence: Any = None
     #: The SSE-C keys of source and destination (`ssec.CustomerKeys`); None: no SSE-C.
     customer_keys: CustomerKeys | None = None
+    #: A worker pod's wait for restores: how long it checks the set-aside objects before it hands those
+    #: still restoring to the operator (`Summary.handed_off`); None: wait for them in-process (ferry run).
+    restore_handoff_seconds: float | None = None
+    #: When an earlier pod of this range first requested restores (on this engine's clock): the objects
+    #: set aside now count their restore.maxWaitSeconds from then, so a wait spread over pods is bounded.
+    restores_requested_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _counts: Counts = field(default_factory=Counts, init=False)
     _throttles: int = field(default=0, init=False)
@@ -223,6 +249,7 @@ class CopyEngine:
     #: began (objects found archived after that fail as they are).
     _waiting: list[Waiting] = field(default_factory=list, init=False)
     _awaiting: bool = field(default=False, init=False)
+    _handed_off: list[Waiting] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         resume = self.resume
@@ -301,6 +328,7 @@ class CopyEngine:
 
     def progress(self) -> Progress:
         now = self.clock()
+        versions = self.versioned.counts() if self.versioned is not None else None  # its own lock
         with self._lock:
             counts = self._counts
             if self._started is not None:  # the window starts with the run (seeded in `run`)
@@ -323,6 +351,7 @@ class CopyEngine:
                 systematic=self._systematic,
                 rate_share=self.rate_share or RateShare(),
                 prefix_groups=self.pacer.groups(),
+                versions=versions,
             )
 
     def set_rate_share(self, share: RateShare) -> None:
@@ -432,6 +461,8 @@ class CopyEngine:
                 systematic=self._systematic,
                 archived=tuple(self.report.noted),
                 versions=self.versioned.counts() if self.versioned is not None else None,
+                handed_off=len(self._handed_off),
+                handed_off_since=min((w.requested_at for w in self._handed_off), default=None),
             )
 
     def _pairs(self) -> Iterator[Any]:
@@ -871,7 +902,10 @@ class CopyEngine:
             if full:  # given up at once: counted with the restores not done in time
                 self._counts = self._counts.archive_event(restore_timed_out=1)
             else:
-                self._waiting.append(Waiting(source, target_key, existing, ticket, self.clock()))
+                requested_at = self.clock()
+                if self.restores_requested_at is not None:  # an earlier pod's request started the wait
+                    requested_at = min(requested_at, self.restores_requested_at)
+                self._waiting.append(Waiting(source, target_key, existing, ticket, requested_at))
                 self._counts = self._counts.archive_event(restore_waiting=1)
         if full:
             message = (
@@ -913,7 +947,8 @@ class CopyEngine:
             else:
                 self._fail(entry.source, exc.last.code, exc.last.message, exc.attempts, entry.ticket)
 
-        await_restores(
+        handoff = self.restore_handoff_seconds
+        left = await_restores(
             waiting,
             self.restorer,
             clock=self.clock,
@@ -922,7 +957,11 @@ class CopyEngine:
             on_timeout=timed_out,
             on_error=unreadable,
             halted=lambda: self._systematic is not None,
+            until=None if handoff is None else self.clock() + handoff,
         )
+        if handoff is not None and not stop.is_set() and self._systematic is None:
+            # Still restoring: left open (the resume point stays before them) for a later pod.
+            self._handed_off = left
         for future in list(in_flight):
             future.result()
 

@@ -70,6 +70,8 @@ class Evidence:
     version: str | None = None
     checksum: Checksum | None = None
     code: str | None = None
+    #: With spec.versions all: whether this version is a delete marker (None: not a version's line).
+    delete_marker: bool | None = None
 
 
 def rfc3339(moment: datetime) -> str:
@@ -90,6 +92,8 @@ def evidence_line(evidence: Evidence) -> str:
         "checksum": evidence.checksum.as_json() if evidence.checksum else None,
         "time": rfc3339(evidence.time),
     }
+    if evidence.delete_marker is not None:  # a version's line (spec.versions all) says its kind
+        document["deleteMarker"] = evidence.delete_marker
     return json.dumps(document, ensure_ascii=True, separators=(",", ":"))
 
 
@@ -272,8 +276,9 @@ class EvidenceRecorder:
         reason: str,
         code: str | None = None,
         checksum: Checksum | None = None,
+        delete_marker: bool | None = None,
     ) -> None:
-        """One object's outcome, as it happens."""
+        """One object's outcome, as it happens (``delete_marker``: set on a version's line)."""
         line = evidence_line(
             Evidence(
                 key=source.key,
@@ -284,6 +289,7 @@ class EvidenceRecorder:
                 code=code,
                 checksum=checksum,
                 time=self.clock(),
+                delete_marker=delete_marker,
             )
         )
         full: tuple[int, Path, int] | None = None

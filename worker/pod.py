@@ -16,6 +16,11 @@ Exit codes (the Job's podFailurePolicy relies on them):
        fails the whole Job at once, so no other shard meets the same failure; the termination message
        says which side, which S3 code and what to fix
 
+A shard whose archived objects (``spec.archived: restore``) are still being restored once the rest is
+copied ends "waitingForRestore" with exit 0 after a short check (`handoff.handoff_window`): the pod does not
+hold its memory for hours; the operator checks back and starts a pod for the shard again, which reads
+when the restores were first requested from the ledger (`handoff.py`).
+
 A shard the Job lists as finished (`FERRY_FINISHED_SHARDS`: counted in the progress ledger under an
 earlier Job of the same CopyJob, re-created after an edit) ends at once with exit 0: only the shards that
 did not finish run again.
@@ -40,7 +45,7 @@ from pydantic import ValidationError
 from ferry.errors import InvalidSpec, PreflightError
 from ferry.model import CopyJobSpec
 from ferry.model.checkpoint import MAX_ENTRY_CHARS, Checkpoint, resume_for, resume_key
-from ferry.model.copyjob import Mode, ReportInclude
+from ferry.model.copyjob import Mode, ReportInclude, Restore, Versions
 from ferry.model.loading import format_validation_error
 from ferry.model.plan import FINISHED_SHARDS_ENV, SHARDS_FILE, SPEC_FILE, Shard, in_ranges
 from ferry.worker.adaptive import AdaptiveLimiter
@@ -58,6 +63,7 @@ from ferry.worker.control import ControlConfig
 from ferry.worker.credentials import customer_keys_from_env
 from ferry.worker.engine import CopyEngine, Progress, Summary
 from ferry.worker.evidence import EvidenceRecorder, lines_per_part, shard_scope, summary_name
+from ferry.worker.handoff import RestoreHandoff, handoff_window, requested_before, restore_key
 from ferry.worker.leans3 import make_lean
 from ferry.worker.lockcheck import check_destination_lock
 from ferry.worker.objects import KeyRange
@@ -116,6 +122,8 @@ class WorkerConfig:
     rate_share: RateShare | None = None
     #: What the operator's `PUT /limits` carries; None: no such endpoint.
     limits_token: str | None = None
+    #: Seconds since an earlier pod of this shard first requested restores (from the ledger); None: none.
+    restores_requested_before: float | None = None
 
 
 def read_resume(directory: str | None, index: int, shard: Shard) -> Checkpoint | None:
@@ -129,6 +137,19 @@ def read_resume(directory: str | None, index: int, shard: Shard) -> Checkpoint |
     except OSError:
         return None
     return resume_for(raw.decode("utf-8", "replace"), shard.start_after, shard.end)
+
+
+def read_handoff(directory: str | None, index: int) -> RestoreHandoff | None:
+    """The restores an earlier pod of this shard handed to the operator, from the mounted ledger; None
+    when there are none or the entry is not one Ferry wrote (the ledger is editable by the namespace)."""
+    if not directory:
+        return None
+    try:
+        with (Path(directory) / restore_key(index)).open("rb") as file:
+            raw = file.read(64)
+    except OSError:
+        return None
+    return RestoreHandoff.from_text(raw.decode("utf-8", "replace").strip())
 
 
 def credentials_from_env(env: Mapping[str, str], role: str) -> Credentials | None:
@@ -170,10 +191,17 @@ def config_from(env: Mapping[str, str]) -> WorkerConfig:
         status_address=(host, int(env.get("FERRY_STATUS_PORT", STATUS_PORT))),
         termination_path=Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")),
         initial_concurrency=int(initial) if initial else None,
-        resume=read_resume(env.get("FERRY_PROGRESS_DIR"), index, shard),
+        # With versions all the engine resumes through the destination's histories and ignores a resume
+        # point; the report and evidence then name the whole shard's scope, not one after that point.
+        resume=None
+        if spec.versions is Versions.ALL
+        else read_resume(env.get("FERRY_PROGRESS_DIR"), index, shard),
         final_status_seconds=min(60.0, max(0.0, float(env.get("FERRY_FINAL_STATUS_SECONDS") or 0))),
         rate_share=starting_share(env, env.get("FERRY_PROGRESS_DIR")),
         limits_token=limits_token(env),
+        restores_requested_before=requested_before(
+            read_handoff(env.get("FERRY_PROGRESS_DIR"), index), time.time()
+        ),
     )
 
 
@@ -265,6 +293,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
         rate_share=config.rate_share,
         evidence=evidence[0] if evidence else None,
         customer_keys=customer_keys,
+        # Restores still in progress after a short check are handed to the operator, not waited for here.
+        restore_handoff_seconds=handoff_window((spec.restore or Restore()).check_interval_seconds),
+        restores_requested_at=(
+            None
+            if config.restores_requested_before is None
+            else time.monotonic() - config.restores_requested_before
+        ),
     )
     stop = threading.Event()
     stopped_at: list[float] = []
@@ -334,9 +369,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
         ended.append("interrupted")
         left = STOP_WITHIN_SECONDS - (time.monotonic() - stopped_at[0]) if stopped_at else STOP_WITHIN_SECONDS
         final_read.wait(max(0.0, min(config.final_status_seconds, left)))
+    handoff = _handoff(summary)
     _terminate(
         config.termination_path,
-        termination_message(config.shard_index, summary, peak, memory, evidence=pointer, sync=census),
+        termination_message(
+            config.shard_index, summary, peak, memory, evidence=pointer, sync=census, handoff=handoff
+        ),
     )
     server.close()
     c = summary.counts
@@ -351,7 +389,22 @@ def main(env: Mapping[str, str] | None = None) -> int:
     if census is not None and not census.listing_complete:
         print(f"error: shard {config.shard_index}: sync count: {census.error}", file=sys.stderr)
         return EXIT_RETRY  # a count that broke off proves nothing: Kubernetes runs the shard again
-    return EXIT_DONE if summary.complete else EXIT_RETRY
+    if handoff is not None:
+        print(
+            f"ferry worker: shard {config.shard_index}: {handoff.waiting} archived objects are still being "
+            "restored; the operator checks back and runs the shard again",
+            flush=True,
+        )
+    return EXIT_DONE if summary.complete or handoff is not None else EXIT_RETRY
+
+
+def _handoff(summary: Summary) -> RestoreHandoff | None:
+    """What a shard that ended waiting for restores leaves to the operator: the oldest request's time as
+    Unix seconds (the engine's clock is this process's monotonic one)."""
+    if not summary.waiting_for_restore or summary.handed_off_since is None:
+        return None
+    age = max(0.0, time.monotonic() - summary.handed_off_since)
+    return RestoreHandoff(summary.handed_off, int(time.time() - age))
 
 
 def _sync_census(config: WorkerConfig, source: Any, destination: Any, summary: Summary) -> ShardCensus | None:

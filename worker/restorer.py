@@ -147,10 +147,14 @@ def await_restores(
     on_timeout: Callable[[Waiting], None],
     on_error: Callable[[Waiting, RetriesExhausted], None],
     halted: Callable[[], bool] = lambda: False,
+    until: float | None = None,
 ) -> list[Waiting]:
     """Check the waiting objects until each is restored (``on_ready``), given up (``on_timeout``) or
     unreadable (``on_error``); returns those still waiting when ``stop`` was set or ``halted`` says the
     run stopped otherwise (a systematic failure).
+
+    With ``until`` (a worker pod that hands the wait to the operator), every object still waiting at that
+    time is checked once more and those still restoring are returned rather than waited for.
 
     Bounded: every object is checked at most `RestoreWait.checks_at_most` times, and settled on the check
     at its deadline at the latest. An object whose restore is not under way (its request was lost, or
@@ -158,12 +162,15 @@ def await_restores(
     pacing = restorer.wait()
     left = list(waiting)
     rounds_left = max(1, len(left)) * pacing.checks_at_most()
+    handed_off = False
     while left and not stop.is_set() and not halted() and rounds_left > 0:
         rounds_left -= 1
         now = clock()
+        final = until is not None and now >= until
         still: list[Waiting] = []
         for entry in left:
-            if stop.is_set() or halted() or pacing.next_check(entry.requested_at, entry.last_check) > now:
+            due = final or pacing.next_check(entry.requested_at, entry.last_check) <= now
+            if stop.is_set() or halted() or not due:
                 still.append(entry)
                 continue
             try:
@@ -181,10 +188,16 @@ def await_restores(
                 entry.last_check = now
                 still.append(entry)
         left = still
+        if final:
+            handed_off = True
+            break
         if left:
             upcoming = min(pacing.next_check(w.requested_at, w.last_check) for w in left)
+            if until is not None:
+                upcoming = min(upcoming, until)
             stop.wait(max(0.0, upcoming - clock()))
-    if left and not stop.is_set() and not halted():  # the bound above was reached: what is left is given up
+    # The bound above was reached (never when handed off): what is left is given up.
+    if left and not handed_off and not stop.is_set() and not halted():
         log.warning("gave up %d restores after the bounded number of checks", len(left))
         for entry in left:
             on_timeout(entry)

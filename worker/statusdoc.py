@@ -14,8 +14,10 @@ from typing import Any
 from ferry.model.checkpoint import Checkpoint, checkpoint_from_json
 from ferry.worker.archivesummary import archived_from_json, archived_report
 from ferry.worker.engine import Progress, Summary
+from ferry.worker.handoff import RestoreHandoff
 from ferry.worker.shardsync import ShardCensus, ShardDeletes
 from ferry.worker.systematic import SystematicFailure
+from ferry.worker.versionsummary import versions_from_json, versions_report
 
 TERMINATION_LIMIT = 4096
 FORMAT = "ferry.dev/worker-report/v1"
@@ -69,12 +71,17 @@ def _counts(counts: Any) -> dict[str, Any]:
 
 #: The state of a shard stopped because its transfers kept failing the same job-wide way (systematic.py).
 SYSTEMATIC_STATE = "systematicFailure"
+#: The state of a shard that copied everything but archived objects still being restored, whose wait it
+#: handed to the operator (handoff.py); its report carries a `RestoreHandoff` under this name too.
+WAITING_FOR_RESTORE = "waitingForRestore"
 
 
 def final_state(summary: Summary) -> str:
     """How a shard's run ended, as its termination message says: the cause to fix comes first."""
     if summary.systematic is not None:
         return SYSTEMATIC_STATE
+    if summary.waiting_for_restore:
+        return WAITING_FOR_RESTORE
     if summary.complete:
         return "complete"
     return "interrupted" if summary.interrupted else "incomplete"
@@ -108,6 +115,8 @@ def status_document(
         "state": SYSTEMATIC_STATE if progress.systematic is not None and state == "running" else state,
         **_systematic(progress.systematic),
         **_counts(progress.counts),
+        # spec.versions all: the counts are of versions; these say of how many keys, and more.
+        **versions_report(progress.versions),
         "resume": _resume(progress.checkpoint),
         "elapsedSeconds": round(progress.elapsed_seconds, 3),
         "objectsPerSecond": round(progress.objects_per_second, 2),
@@ -156,17 +165,20 @@ def termination_message(
     memory: MemoryFigures | None = None,
     evidence: dict[str, Any] | None = None,
     sync: ShardCensus | None = None,
+    handoff: RestoreHandoff | None = None,
 ) -> str:
     """A compact JSON summary that fits the termination-message limit, shrinking the failure sample.
 
     ``peak_rss`` is the peak memory to report (`peakRssBytes`, which every operator version reads);
-    ``memory`` adds where it was measured and against which limit and budget."""
+    ``memory`` adds where it was measured and against which limit and budget; ``handoff``, the restores
+    a shard ending "waitingForRestore" left to the operator."""
     document: dict[str, Any] = {
         "format": FORMAT,
         "shard": shard,
         "state": final_state(summary),
         **_systematic(summary.systematic),
         **_counts(summary.counts),
+        **versions_report(summary.versions),
         "resume": _resume(summary.checkpoint),
         "durationSeconds": round(summary.duration_seconds, 3),
         "throttles": summary.throttles,
@@ -175,13 +187,21 @@ def termination_message(
         **({"memory": memory.as_json()} if memory else {}),
         "error": summary.error[:1000] if summary.error else None,
         "failed": [
-            {"key": f.key, "code": f.code, "message": f.message[:200], "size": f.size}
+            {
+                "key": f.key,
+                "code": f.code,
+                "message": f.message[:200],
+                "size": f.size,
+                # spec.versions all: the source version that failed.
+                **({"version": f.version} if f.version is not None else {}),
+            }
             for f in summary.failures[:10]
         ],
         # With spec.report.include: all, the shard's evidence summary (its name under spec.report.prefix).
         **({"evidence": evidence} if evidence else {}),
         # With spec.mode sync, the shard's count of destination objects the source no longer holds.
         **({"sync": sync.as_json()} if sync is not None else {}),
+        **({WAITING_FOR_RESTORE: handoff.as_json()} if handoff is not None else {}),
     }
     while True:
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
@@ -237,6 +257,10 @@ class WorkerReport:
     sync: ShardCensus | None = None
     #: A pod of a sync's delete Job: what its delete pass did.
     deletes: ShardDeletes | None = None
+    #: With spec.versions all: keys, delete markers copied, diverged keys (versionsummary.VERSION_KEYS).
+    versions: dict[str, int] | None = None
+    #: A shard that ended waiting for restores (state "waitingForRestore"): what it handed off.
+    handoff: RestoreHandoff | None = None
 
     def answers_for(self, shard: int, pod: str) -> bool:
         """Whether this is the answer of that pod for that shard: a pod's address can be another pod's
@@ -283,6 +307,8 @@ def _report(raw: dict[str, Any]) -> WorkerReport:
         archived=archived_from_json(raw.get("archived")),
         sync=ShardCensus.from_json(raw.get("sync")),
         deletes=ShardDeletes.from_json(raw.get("deletes")),
+        versions=versions_from_json(raw.get("versions")),
+        handoff=RestoreHandoff.from_json(raw.get(WAITING_FOR_RESTORE)),
     )
 
 

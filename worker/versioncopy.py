@@ -11,20 +11,25 @@ versionId), and the copy records the source version id in its metadata (`SOURCE_
 delete marker is copied as a DeleteObject of the key, which a versioning-enabled destination answers
 with a new delete marker; an answer without one means the destination is not versioned (it deleted
 the object), and the key stops with `DestinationNotVersioned`.
+
+With spec.report.include all, every version's outcome also goes to `evidence` (worker/versionevidence.py)
+as it is known: one line per version, whether copied, skipped, failed or held back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ferry.worker.copier import SOURCE_VERSION_METADATA, Copier
+from ferry.worker.evidence import Checksum
 from ferry.worker.objects import FailedObject, ObjectInfo
 from ferry.worker.progress import Operation
 from ferry.worker.retry import RetriesExhausted, classify
 from ferry.worker.systematic import Side, side_of
+from ferry.worker.versionevidence import VersionEvidence, copied_line, failed_line
 from ferry.worker.versionlisting import MAX_HISTORY_VERSIONS, HistoryPair
 from ferry.worker.versions import DIVERGED, Copy, Diverged, Skipped, Version, walk
 
@@ -61,6 +66,8 @@ class HistoryCopier:
     destination_bucket: str
     #: Sends one request retried, rate-limited and counted as the engine counts every request.
     request: Callable[[Operation, Callable[[], Any]], Any]
+    #: Where each version's evidence line goes (spec.report.include all); writes nothing otherwise.
+    evidence: VersionEvidence = field(default_factory=lambda: VersionEvidence(lambda: None))
 
     def copy(self, pair: HistoryPair, sink: VersionSink) -> tuple[int, bool]:
         """Bring the destination history of ``pair``'s key up to the source's; returns the throttling
@@ -76,6 +83,7 @@ class HistoryCopier:
             )
             failure = FailedObject(pair.source.key, TOO_MANY_VERSIONS, message, 1, pair.source.bytes)
             sink.versions_failed(failure, pair.source.versions, pair.source.bytes)
+            self.evidence.failed_key(pair.source.key, pair.source.bytes, TOO_MANY_VERSIONS, message)
             pair.source.close()
             if pair.existing is not None:
                 pair.existing.close()
@@ -87,6 +95,11 @@ class HistoryCopier:
             for step in steps:
                 if isinstance(step, Skipped):
                     tally.versions_skipped(step.versions, step.bytes)
+                    if pair.existing is not None:
+                        # Read back from the histories' starts, one chunk at a time, beside the walk.
+                        self.evidence.skipped(
+                            pair.source.oldest_first(), pair.existing.oldest_first(), step.versions
+                        )
                 elif isinstance(step, Diverged):
                     message = (
                         f"{step.reason}; the destination's history was left untouched and "
@@ -97,21 +110,27 @@ class HistoryCopier:
                         step.versions,
                         step.bytes,
                     )
+                    self.evidence.failed_history(pair.source, DIVERGED, message)
                     return throttles, False
                 elif isinstance(step, Copy):
                     version = step.version
                     try:
-                        throttles += self._copy_version(version, key)
+                        copied, checksum = self._copy_version(version, key)
+                        throttles += copied
                     except Exception as exc:
                         self._stop(version, exc, steps, tally)
                         return throttles, False
                     tally.version_copied(version)
+                    self.evidence.write(copied_line(version, checksum))
         except Exception as exc:
             # Reading a recorded version id (or a spilled history) failed: the versions not counted yet
             # fail, so every version is counted once.
             versions, nbytes = pair.source.versions - tally.versions, pair.source.bytes - tally.bytes
             failure, side = _failure(pair.source.key, None, exc, nbytes)
+            counted = tally.versions
             tally.versions_failed(failure, versions, nbytes, side)
+            # The versions counted so far are a prefix of the history (skips, then copies in order).
+            self.evidence.failed_history(pair.source, failure.code, failure.message, after=counted)
             return throttles, False
         finally:
             pair.source.close()
@@ -119,7 +138,8 @@ class HistoryCopier:
                 pair.existing.close()
         return throttles, True
 
-    def _copy_version(self, version: Version, key: str) -> int:
+    def _copy_version(self, version: Version, key: str) -> tuple[int, Checksum | None]:
+        """Copy one version; returns the throttling answers met and the checksum the copy compared."""
         if version.delete_marker:
             answer = self.request(
                 Operation.DELETE,
@@ -130,7 +150,7 @@ class HistoryCopier:
                     f"bucket {self.destination_bucket!r} answered a delete without a delete marker: it is "
                     "not versioned; enable versioning on it (PutBucketVersioning Status=Enabled)"
                 )
-            return 0
+            return 0, None
         source = ObjectInfo(
             key=version.key,
             size=version.size,
@@ -138,7 +158,8 @@ class HistoryCopier:
             last_modified=version.last_modified,
             version_id=version.version_id,
         )
-        return self.copier.copy(source, key).throttles
+        result = self.copier.copy(source, key)
+        return result.throttles, result.checksum
 
     def _recorded(self, key: str, destination: Version) -> str | None:
         """The source version id a destination version records (None when it records none)."""
@@ -156,6 +177,10 @@ class HistoryCopier:
         before it."""
         failure, side = _failure(version.key, version.version_id, exc, version.size)
         sink.versions_failed(failure, 1, version.size, side)
+        self.evidence.write(failed_line(version, failure.code, failure.message))
+        held_back = (
+            f"not copied: versions are copied in order, and version {version.version_id} of the key failed"
+        )
         count = nbytes = 0
         first: str | None = None
         for step in steps:  # counted, not held: a history may be long
@@ -163,6 +188,7 @@ class HistoryCopier:
                 count += 1
                 nbytes += step.version.size
                 first = first or step.version.version_id
+                self.evidence.write(failed_line(step.version, EARLIER_VERSION_FAILED, held_back))
         if count:
             message = (
                 f"{count} later versions of the key were not copied: versions are copied in order, and "

@@ -10,7 +10,9 @@ bytes, and `VersionCounts` tells how many of the copied versions were delete mar
 Resumption is per version id, through the destination: a re-run (or a retried shard) lists both
 histories again and copies only the missing tail, so no checkpoint is kept (`Progress.checkpoint` stays
 None). Memory: one permit per key, sized for its largest version plus the versions its two histories
-hold or read back at once (at most `SPILL_VERSIONS` each, see worker/versionlisting.py).
+hold or read back at once (at most `SPILL_VERSIONS` each, see worker/versionlisting.py), twice that
+when each version gets an evidence line (the skipped versions' lines read both histories back beside
+the walk).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ferry.worker.progress import OK_CODE, Operation
 from ferry.worker.retry import Classified, RetriesExhausted, call_with_retry
 from ferry.worker.systematic import Attempt, Side, observe
 from ferry.worker.versioncopy import HistoryCopier
+from ferry.worker.versionevidence import VersionEvidence
 from ferry.worker.versionlisting import (
     SPILL_VERSIONS,
     HistoryPair,
@@ -69,7 +72,12 @@ class VersionedRun:
         # The engine's Copier on boto3 clients only: the lean transport reads and writes current versions.
         self.copier = replace(engine.copier, source_lean=None, destination_lean=None)
         self.histories = HistoryCopier(
-            self.copier, engine.destination_client, spec.destination.bucket, self._request
+            self.copier,
+            engine.destination_client,
+            spec.destination.bucket,
+            self._request,
+            # Read at each outcome: the recorder is the engine's (spec.report.include all) or None.
+            evidence=VersionEvidence(lambda: engine.evidence),
         )
         self._lock = threading.Lock()
         self._counts = VersionCounts()
@@ -178,6 +186,8 @@ class VersionedRun:
         held = min(source.versions, SPILL_VERSIONS)
         if pair.existing is not None:
             held += min(pair.existing.versions, SPILL_VERSIONS)
+        if self.histories.evidence.enabled:
+            held *= 2  # the evidence of skipped versions reads both histories back beside the walk
         largest = transfer_memory(source.largest, engine.part_size, engine.server_side)
         reserve = largest + TRANSFER_OVERHEAD_BYTES + VERSION_BYTES * held
         try:
@@ -185,6 +195,10 @@ class VersionedRun:
         except TransferTooLarge as exc:
             failure = FailedObject(source.key, "MemoryBudgetTooSmall", str(exc), 0, source.bytes)
             self.versions_failed(failure, source.versions, source.bytes)
+            if source.overflowed:
+                self.histories.evidence.failed_key(source.key, source.bytes, failure.code, failure.message)
+            else:
+                self.histories.evidence.failed_history(source, failure.code, failure.message)
             _close(pair)
             return
         if engine._systematic is not None:

@@ -949,11 +949,6 @@ class CopyJobSpec(_Model):
             raise ValueError(
                 "versions all cannot be used with mode sync: it never deletes destination versions"
             )
-        if self.report is not None and self.report.include is ReportInclude.ALL:
-            raise ValueError(
-                "versions all writes no per-object evidence (report.include all): versions already at "
-                "the destination are counted, not listed one by one; use report.include failures"
-            )
         return self
 
     @model_validator(mode="after")

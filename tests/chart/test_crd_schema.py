@@ -244,6 +244,7 @@ def test_status_declares_what_the_operator_writes(schema: dict[str, Any]) -> Non
         "memory",
         "failedObjects",
         "archived",
+        "versions",
         "report",
         "evidence",
         "lastProgressTime",
@@ -268,6 +269,10 @@ def test_status_declares_what_the_operator_writes(schema: dict[str, Any]) -> Non
         "Failed",
     ]
     assert status["failedObjects"]["maxItems"] == 20
+    failed_fields = set(status["failedObjects"]["items"]["properties"])
+    assert failed_fields == {"key", "code", "message", "size", "version"}
+    # spec.versions all: what the objects counts (of versions) do not say.
+    assert set(status["versions"]["properties"]) == {"keys", "deleteMarkersCopied", "divergedKeys"}
     assert status["concurrency"]["properties"]["perPod"]["maxItems"] == 1000
     # Memory in bytes for programs, and rounded (74.1Mi) for people, beside the limit it is compared with.
     assert set(status["memory"]["properties"]) == {"limit", "peakBytes", "peak", "peakSource"}

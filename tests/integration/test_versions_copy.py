@@ -324,3 +324,171 @@ def test_a_shard_of_every_version_lists_its_key_range_and_ignores_a_resume_point
     assert (summary.counts.copied, summary.counts.skipped, summary.counts.failed) == (3, 0, 0)
     source = history(client, src)
     assert contents(history(client, dst)) == {f"copy/{key}": contents(source)[key] for key in ("b/x", "c")}
+
+
+def _evidence_lines(client: Any, audit: str, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evidence lines of one `ferry run`, read as an auditor reads them: parts checked against the
+    summary (SHA-256, line counts), the summary's totals against the lines."""
+    from tests.integration.test_evidence_report import _read_parts, _read_summary
+
+    pointer = document["evidence"]
+    reader = type("Reader", (), {"client": client})()
+    summary = _read_summary(reader, pointer["summary"])
+    assert summary["complete"] is True and summary["objects"] == pointer["objects"]
+    lines = [line for part in _read_parts(reader, audit, summary) for line in part]
+    assert summary["objects"]["total"] == len(lines)
+    return lines
+
+
+def _with_evidence(s3: Any, audit: str) -> str:
+    return (
+        "  versions: all\n"
+        f'  report: {{bucket: {audit}, prefix: "audit/", endpoint: "{s3.endpoint.url}", '
+        "credentialsSecret: dst-creds, include: all}\n"
+    )
+
+
+@pytest.mark.parametrize("path", ["server-side", "streamed"])
+def test_include_all_writes_one_evidence_line_per_version_with_delete_markers_then_a_rerun_skips_each(
+    s3: Any, tmp_path: Path, path: str
+) -> None:
+    client = s3.client
+    src, dst, audit = bucket(client, "src"), bucket(client, "dst"), bucket(client, "audit", versioned=False)
+    write_histories(client, src)
+    source = history(client, src)
+    expected = {(key, vid): kind for key, versions in source.items() for vid, kind, _ in versions}
+    assert len(expected) == 11
+    proxy = FaultProxy(s3.endpoint.url) if path == "streamed" else nullcontext()
+    with proxy as running:
+        extra = _with_evidence(s3, audit) + ("  verify: etag\n" if path == "server-side" else "")
+        job = write_job(
+            tmp_path / "job.yaml",
+            s3.endpoint,
+            src,
+            dst,
+            source_endpoint=running.url if running is not None else None,
+            extra=extra,
+        )
+        code, first, stderr = run_json(job)
+        assert code == 0, stderr
+        code, second, stderr = run_json(job)
+    assert code == 0, stderr
+
+    copied = _evidence_lines(client, audit, first)
+    # Exactly one line per source version, named by its source version id, with its kind.
+    assert {(line["key"], line["version"]): line["deleteMarker"] for line in copied} == {
+        version: kind == "DeleteMarker" for version, kind in expected.items()
+    }
+    assert len(copied) == 11 and {line["action"] for line in copied} == {"copied"}
+    markers = [line for line in copied if line["deleteMarker"]]
+    assert len(markers) == 4
+    for line in markers:
+        assert line["size"] == 0 and line["checksum"] is None and line["code"] is None
+        assert line["reason"].startswith("delete marker absent at destination")
+    for line in copied:
+        if line["deleteMarker"]:
+            continue
+        assert line["reason"] == "absent at destination"
+        checksum = line["checksum"]
+        # Streamed: CRC32C computed while reading, checked by the destination; server-side with
+        # verify etag: the copy's ETag compared with the source version's.
+        assert checksum["algorithm"] == ("etag" if path == "server-side" else "crc32c")
+        assert (checksum["source"] and checksum["source"] == checksum["destination"]) or (
+            line["key"] == "d" and line["size"] > 8 * 2**20  # a multipart copy has an ETag of its own
+        )
+
+    skipped = _evidence_lines(client, audit, second)
+    assert second["evidence"]["summary"] != first["evidence"]["summary"]  # a scope per run
+    assert {(line["key"], line["version"]) for line in skipped} == set(expected)
+    assert len(skipped) == 11 and {line["action"] for line in skipped} == {"skipped"}
+    for line in skipped:
+        if line["deleteMarker"]:
+            assert line["checksum"] is None and "delete marker" in line["reason"]
+        else:
+            # The ETags the two listings showed; a multipart copy of "d" is matched by its recorded id.
+            assert line["checksum"]["algorithm"] == "etag" and line["checksum"]["source"]
+            assert line["reason"] in (
+                "same size and ETag",
+                "same size, and the destination version records this source version id",
+            )
+
+
+def test_include_all_names_every_version_of_a_diverged_key_and_of_one_held_back_by_a_failure(
+    s3: Any, tmp_path: Path
+) -> None:
+    from testbed.faultproxy import FaultPlan
+
+    client = s3.client
+    src, dst, audit = bucket(client, "src"), bucket(client, "dst"), bucket(client, "audit", versioned=False)
+    write_histories(client, src)
+    source = history(client, src)
+    # "a" diverged at the destination; the second version of "d" cannot be read at the source.
+    client.put_object(Bucket=dst, Key="a", Body=b"written at the destination")
+    second_of_d = source["d"][1][0]
+    plan = FaultPlan(
+        refuse_rate=1.0, methods=frozenset({"GET", "HEAD"}), path_regex=f"versionId={second_of_d}"
+    )
+    with FaultProxy(s3.endpoint.url, plan) as proxy:
+        job = write_job(
+            tmp_path / "job.yaml",
+            s3.endpoint,
+            src,
+            dst,
+            source_endpoint=proxy.url,
+            extra=_with_evidence(s3, audit),
+        )
+        code, document, stderr = run_json(job)
+    assert code == 3, stderr
+    assert document["objects"] == {"total": 11, "copied": 4, "skipped": 0, "failed": 7, "pending": 0}
+    lines = _evidence_lines(client, audit, document)
+    by_version = {(line["key"], line["version"]): line for line in lines}
+    assert len(by_version) == len(lines) == 11
+    # Every version of the diverged key: failed, with the reason.
+    for version_id, _, _ in source["a"]:
+        line = by_version[("a", version_id)]
+        assert (line["action"], line["code"]) == ("failed", "DestinationHistoryDiverged")
+        assert "version 1 of the key's history" in line["reason"]
+    # "d": its first version copied, the second refused, the two delete markers after it held back.
+    d = [by_version[("d", version_id)] for version_id, _, _ in source["d"]]
+    assert [(line["action"], line["code"]) for line in d] == [
+        ("copied", None),
+        ("failed", "AccessDenied"),
+        ("failed", "EarlierVersionFailed"),
+        ("failed", "EarlierVersionFailed"),
+    ]
+    assert [line["deleteMarker"] for line in d] == [False, False, True, True]
+    assert {line["action"] for key, line in by_version.items() if key[0] in ("b/x", "c")} == {"copied"}
+
+
+@pytest.mark.parametrize(("metadata", "heads"), [(True, 8), (False, 1)], ids=["metadata-kept", "no-metadata"])
+def test_a_server_side_version_copy_reads_the_version_s_metadata_only_when_it_is_kept(
+    s3: Any, tmp_path: Path, metadata: bool, heads: int
+) -> None:
+    """CopyObject of a version replaces the metadata (to record the source version id): the version's own
+    metadata is read first with a HEAD only when preserve.metadata keeps it (or preserve.objectLock
+    needs the lock); otherwise the copy goes out alone and records the version id all the same."""
+    from tests.support.engine import run_engine, spec
+
+    client = s3.client
+    src, dst = bucket(client, "src"), bucket(client, "dst")
+    write_histories(client, src)
+    client.put_object(Bucket=src, Key="c", Body=b"c2", Metadata={"owner": "team-a"}, ContentType="text/plain")
+    client.delete_object(Bucket=src, Key="c")  # the version with metadata is no longer current
+    job = spec(
+        {"bucket": src, "endpoint": s3.endpoint.url},
+        {"bucket": dst, "endpoint": s3.endpoint.url},
+        versions="all",
+        preserve={"metadata": metadata, "tags": False},
+    )
+    run = run_engine(job, s3.endpoint, transport="boto3")
+    counts = run.summary.counts
+    assert (counts.copied, counts.failed) == (13, 0), run.summary.failures
+    requests = {(op, code): n for op, code, n in run.engine.progress().requests_by}
+    # 8 object versions copied server-side: 7 by CopyObject (with metadata kept, a HEAD each) and the
+    # 9 MiB one in parts (its HEAD pins the version's checksum and size whatever is preserved).
+    assert requests.get(("COPY", "2xx"), 0) == 7
+    assert requests.get(("HEAD", "2xx"), 0) == heads
+    copied = history(client, dst)["c"]
+    head = client.head_object(Bucket=dst, Key="c", VersionId=copied[1][0])
+    assert head["Metadata"].get("ferry-source-version-id") == history(client, src)["c"][1][0]
+    assert head["Metadata"].get("owner") == ("team-a" if metadata else None)

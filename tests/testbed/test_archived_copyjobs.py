@@ -5,7 +5,8 @@ and destination.
 moto, not the testbed's versitygw, because versitygw stores every object as STANDARD and does not
 implement RestoreObject; moto refuses to read GLACIER and DEEP_ARCHIVE objects until restored and
 implements RestoreObject (its restores are done by the next HEAD). A restore that never completes is
-made by a fault proxy answering every RestoreObject with 409 RestoreAlreadyInProgress.
+made by a fault proxy answering every RestoreObject with 409 RestoreAlreadyInProgress; switching that rule
+off makes the restores complete when the operator next checks back.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from ferry.operator.render import job_name
 from support.operator import Jobs, accounting_closes, condition, md5s, secret, spec_for
+from support.wait import wait_for
 from testbed.faultproxy import FaultPlan, FaultProxy
 from testbed.install import OperatorProcess
 from testbed.s3server import MotoServer, S3Endpoint
@@ -122,4 +125,59 @@ def test_a_restore_that_never_completes_fails_its_objects_with_a_clear_condition
     pending = condition(status, "RestoresPending")
     assert (pending["status"], pending["reason"]) == ("True", "RestoreTimedOut")
     assert set(md5s(s3, destination)) == set(CLASSES) - ARCHIVED
+    assert accounting_closes(status)
+
+
+def test_while_restores_are_pending_no_worker_pod_runs_and_the_operator_checks_back(
+    moto_jobs: Jobs, moto: S3Endpoint, cluster: Any, namespace: str
+) -> None:
+    s3, source, destination = fill(moto)
+    never = FaultPlan(
+        refuse_rate=1.0,
+        refuse_status=409,
+        refuse_code="RestoreAlreadyInProgress",
+        methods=frozenset({"POST"}),
+        path_regex=r"[?&]restore",
+    )
+    with FaultProxy(moto.url, never) as proxy:
+        # The pod checks its restores for one interval, then hands them off; the operator checks back an
+        # interval after the Job completed: long enough to see that no pod runs meanwhile.
+        spec = spec_for(
+            moto.url,
+            source,
+            destination,
+            archived="restore",
+            restore={"maxWaitSeconds": 3600, "checkIntervalSeconds": 12},
+        )
+        spec["source"]["endpoint"] = proxy.url
+
+        def handed_off() -> dict[str, Any] | None:
+            status = moto_jobs.status("checkback")
+            found = [c for c in status.get("conditions", []) if c["type"] == "RestoresPending"]
+            waiting = found and "no worker pod runs" in found[0]["message"]
+            return status if waiting and "running them again" not in found[0]["message"] else None
+
+        moto_jobs.create("checkback", spec)
+        status = wait_for("restores handed to the operator", handed_off, timeout=150)
+        pods = cluster.core.list_namespaced_pod(
+            namespace, label_selector=f"job-name={job_name('checkback')}"
+        ).items
+        assert pods and all(p.status.phase == "Succeeded" for p in pods), [p.status.phase for p in pods]
+        assert status["phase"] == "Running", status
+        pending = condition(status, "RestoresPending")
+        assert (pending["status"], pending["reason"]) == ("True", "WaitingForRestore")
+        assert f"{len(ARCHIVED)} archived objects" in pending["message"]
+        assert "checks back at" in pending["message"]
+        assert condition(status, "Progressing")["reason"] == "WaitingForRestore"
+        assert status["archived"]["waitingForRestore"] == len(ARCHIVED)
+        assert status["objects"]["pending"] == len(ARCHIVED) and status["objects"]["failed"] == 0
+        assert status["workers"]["running"] == 0
+        assert accounting_closes(status)
+        assert set(md5s(s3, destination)) == set(CLASSES) - ARCHIVED
+
+        proxy.set_plan(FaultPlan())  # the restores complete
+        status = moto_jobs.wait_phase("checkback", "Succeeded", "Failed")
+    assert status["phase"] == "Succeeded", status
+    assert status["objects"]["failed"] == 0 and status["objects"]["pending"] == 0
+    assert md5s(s3, destination) == md5s(s3, source)
     assert accounting_closes(status)

@@ -113,6 +113,9 @@ VALID: dict[str, Edit] = {
         versions="all", filter={"include": ["logs/*"]}, overwrite="ifDifferent"
     ),
     "current-versions-said-outright": lambda s: s.update(versions="current", overwrite="always"),
+    "every-version-with-evidence-of-every-version": lambda s: s.update(
+        versions="all", report={"bucket": "reports", "include": "all"}
+    ),
     "report-of-every-object": lambda s: s.update(report={"bucket": "reports", "include": "all"}),
     "completion-webhook": lambda s: s.update(notify={"urlSecret": {"name": "hooks", "key": "slack.url"}}),
     "archived-skip": lambda s: s.update(archived="skip"),
@@ -369,10 +372,6 @@ INVALID: dict[str, tuple[Edit, tuple[str, ...]]] = {
     "every-version-synced": (
         lambda s: s.update(versions="all", mode="sync", deletes={"max": 10}),
         ("spec.versions", "mode sync"),
-    ),
-    "every-version-with-evidence-of-every-object": (
-        lambda s: s.update(versions="all", report={"bucket": "reports", "include": "all"}),
-        ("spec.versions", "no per-object evidence"),
     ),
     "webhook-secret-key-with-a-slash": (
         lambda s: s.update(notify={"urlSecret": {"name": "hooks", "key": "a/b"}}),

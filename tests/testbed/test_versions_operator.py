@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from ferry.operator.reconcile import ledger_name
+from ferry.operator.versionstatus import read_ledger
 from support.operator import Jobs, accounting_closes, condition, spec_for
 from testbed.binaries import TestBinaries
 from testbed.versitygw import VersityGW
@@ -51,7 +53,7 @@ def histories(s3: Any, bucket: str) -> dict[str, list[bytes]]:
 
 
 def test_a_copyjob_of_every_version_copies_each_history_in_order_across_shards(
-    jobs: Jobs, s3: Any, versitygw: VersityGW
+    jobs: Jobs, s3: Any, versitygw: VersityGW, cluster: Any
 ) -> None:
     source = versioned_bucket(s3, "src-versions")
     destination = versioned_bucket(s3, "dst-versions")
@@ -77,6 +79,36 @@ def test_a_copyjob_of_every_version_copies_each_history_in_order_across_shards(
     assert status["objects"]["copied"] == versions and status["objects"]["failed"] == 0, status["objects"]
     assert accounting_closes(status)
     assert histories(s3, destination) == histories(s3, source)
+    # What the objects counts (of versions) do not say: of how many keys, and what else happened.
+    assert status["versions"] == {"keys": KEYS, "deleteMarkersCopied": 0, "divergedKeys": 0}
+    # The progress ledger keeps each finished shard's counters, so the status keeps them once the
+    # finished pods' reports are read from the ledger instead.
+    ledger = cluster.core.read_namespaced_config_map(ledger_name("history"), jobs.namespace).data
+    kept = read_ledger(ledger, status["plan"]["shards"])
+    assert sorted(kept) == list(range(status["plan"]["shards"]))
+    assert sum(counts["keys"] for counts in kept.values()) == KEYS
+
+
+def test_a_diverged_key_is_counted_in_status_and_its_failed_entry_names_the_source_version(
+    jobs: Jobs, s3: Any, versitygw: VersityGW, cluster: Any
+) -> None:
+    source = versioned_bucket(s3, "src-diverged")
+    destination = versioned_bucket(s3, "dst-diverged")
+    for n in range(2):
+        s3.put_object(Bucket=source, Key="a", Body=f"a version {n}".encode())
+        s3.put_object(Bucket=source, Key="b", Body=f"b version {n}".encode())
+    # Someone wrote "a" at the destination: its history is not a prefix of the source's.
+    s3.put_object(Bucket=destination, Key="a", Body=b"written at the destination")
+    first_of_a = s3.list_object_versions(Bucket=source, Prefix="a")["Versions"][-1]["VersionId"]
+    jobs.create("diverged", spec_for(versitygw.endpoint.url, source, destination, versions="all"))
+    status = jobs.wait_phase("diverged", "Succeeded", "Failed")
+    assert status["phase"] == "Failed" and condition(status, "Failed")["reason"] == "ObjectsFailed", status
+    assert status["objects"]["failed"] == 2 and status["objects"]["copied"] == 2, status["objects"]
+    assert status["versions"] == {"keys": 2, "deleteMarkersCopied": 0, "divergedKeys": 1}
+    [failed] = status["failedObjects"]
+    assert (failed["key"], failed["code"]) == ("a", "DestinationHistoryDiverged")
+    assert failed["version"] == first_of_a  # the source version where the histories differ
+    assert histories(s3, destination)["a"] == [b"written at the destination"]  # left untouched
 
 
 def test_a_copyjob_of_every_version_into_a_bucket_without_versioning_stalls_naming_it(

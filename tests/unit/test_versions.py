@@ -231,7 +231,6 @@ BASE = {"source": {"bucket": "src-bucket"}, "destination": {"bucket": "dst-bucke
         ),
         ({"versions": "some"}, "versions"),
         ({"versions": "all", "mode": "sync", "deletes": {"max": 10}}, "mode sync"),
-        ({"versions": "all", "report": {"bucket": "reports", "include": "all"}}, "no per-object evidence"),
     ],
 )
 def test_contradictory_versions_specs_are_refused(extra: dict, error: str) -> None:
@@ -241,7 +240,13 @@ def test_contradictory_versions_specs_are_refused(extra: dict, error: str) -> No
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"versions": "current", "overwrite": "always"}, {"versions": "all", "filter": {"include": ["a/*"]}}],
+    [
+        {},
+        {"versions": "current", "overwrite": "always"},
+        {"versions": "all", "filter": {"include": ["a/*"]}},
+        # Each version has its evidence line.
+        {"versions": "all", "report": {"bucket": "reports", "include": "all"}},
+    ],
 )
 def test_versions_specs_accepted(extra: dict) -> None:
     CopyJobSpec.model_validate({**BASE, **extra})
