@@ -21,11 +21,6 @@ from ferry.operator.sizing import Sizing, size_from_histogram
 
 #: Smallest room for shards.json that still holds one shard with two 1 KiB keys, however escaped.
 MIN_SHARDS_BYTES = 16 * 1024
-#: Objects a shard holds at least (when the job has that many): a shard is one pod's unit of work and each
-#: costs a pod start, seconds in a cluster, while 1,000 small objects take a pod a few seconds to copy.
-#: Planning's pieces are finer (about 60 objects), so without this floor a job of a few thousand small
-#: objects would be cut into dozens of shards and start a pod for each.
-MIN_SHARD_OBJECTS = 1000
 
 
 def plan_summary(plan: StoredPlan, sizing: Sizing, config_map: str) -> dict[str, Any]:
@@ -57,13 +52,13 @@ def cut_shards(
     listed_at: datetime,
 ) -> tuple[list[Shard], Sizing]:
     """Shards from planning's contiguous pieces and the workers sized for them: about four shards per
-    pod the first sizing asks for (at least MIN_SHARD_OBJECTS each), within spec.shardSize, merged until they
+    pod the first sizing asks for (at least 100 objects each), within spec.shardSize, merged until they
     fit the plan ConfigMap. The operator stores these; `ferry plan` shows the same."""
     first = size_workers(histogram, 1000, spec, settings, listed_at)
     shards = fit_shards(
         group_pieces(
             pieces,
-            max(1, min(first.parallelism * 4, max(1, histogram.objects // MIN_SHARD_OBJECTS))),
+            max(1, min(first.parallelism * 4, max(1, histogram.objects // 100))),
             spec.shard_size.max_objects,
             spec.shard_size.max_bytes,
         ),
