@@ -2,28 +2,16 @@
 
 Shards are contiguous key ranges of roughly equal objects and bytes; each becomes one completion of the
 Indexed Job. Boundaries are keys, so a retried shard lists exactly its own range again.
-
-Piece ends are a function of the keys and their sizes, not of where a reader started: a key ends a piece
-when a stable hash of it falls below its share of a piece (`end_level`), so a sequential listing, the
-parallel listing's ranges cut anywhere, and a manifest of the same keys cut at the same keys. Each end
-records its level (how many coarsenings it survives); coarsening raises the level and drops the ends
-below it, which again depends on the keys only. A piece that reaches its hard bound without such an end
-is closed there (a `FORCED` end, about once in e^16 pieces), and keys crafted to end pieces at every level
-fall back to the pairwise merge (`Planner.fell_back`): only then may two readers cut differently. (The
-parts of several planner pods still join pairwise, `planresult.merge_parts`: their answers carry no levels.)
 """
 
 from __future__ import annotations
 
-import zlib
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate
-
-import numpy as np
 
 from ferry.model.plan import Shard
 
@@ -61,62 +49,6 @@ class Histogram:
 #: plan of 100 million objects still fits a ConfigMap.
 MAX_PIECES = 8192
 
-#: Content-defined ends come about this many times per hard bound (`piece_objects`/`piece_bytes`): pieces
-#: average a sixteenth of the bound, and one reaches the bound without an end about once in e^16.
-END_RATIO = 16
-#: The level of an end where a hash of 0 would put it at every level: bounds the loop in `end_level`.
-MAX_LEVEL = 48
-#: Level of an end closed by the hard bound, counted from the previous end: not a function of the key.
-FORCED = -1
-#: Level of the artificial end a range of the parallel listing gets at its own end: joining drops it.
-BOUNDARY = -2
-#: Levels one coarsening may raise before falling back to the pairwise merge (keys crafted to be ends at
-#: every level would otherwise keep every piece).
-MAX_RAISES = 4
-_MASK32 = 0xFFFFFFFF
-
-
-def key_hash(key: str) -> int:
-    """A 32-bit hash of the key's UTF-8 bytes, the same in every process (unlike the salted `hash`):
-    CRC-32, whose output is then mixed (MurmurHash3's finaliser) so that thresholds on it are not linear
-    conditions on the key's bits, as they would be on CRC-32 itself."""
-    return _mix(zlib.crc32(key.encode("utf-8", "surrogatepass")))
-
-
-def _mix(h: int) -> int:
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & _MASK32
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & _MASK32
-    return h ^ (h >> 16)
-
-
-def _mix_page(crcs: np.ndarray) -> np.ndarray:
-    """`_mix` of a page of CRC-32s at once (uint32 arithmetic wraps as `_mix` masks)."""
-    h = crcs ^ (crcs >> 16)
-    h *= np.uint32(0x85EBCA6B)
-    h ^= h >> 13
-    h *= np.uint32(0xC2B2AE35)
-    mixed: np.ndarray = h ^ (h >> 16)
-    return mixed
-
-
-def end_level(hashed: int, size: int, piece_objects: int, piece_bytes: int) -> int:
-    """How many more times the bounds may double with the key (hash ``hashed``, ``size`` bytes) still
-    ending a piece; -1 when it ends none at these bounds.
-
-    A key ends a piece when its hash, as a fraction of 2^32, falls below ``END_RATIO`` times the larger of
-    1/``piece_objects`` and ``size``/``piece_bytes``: about one end per sixteenth of a bound in objects
-    and in bytes, an object of a sixteenth of the byte bound or more always ending one. Exact integers.
-    """
-    objects, nbytes = END_RATIO << 32, (END_RATIO * size) << 32
-    level = -1
-    while level < MAX_LEVEL and (
-        hashed * (piece_objects << (level + 1)) < objects or hashed * (piece_bytes << (level + 1)) < nbytes
-    ):
-        level += 1
-    return level
-
 
 @dataclass
 class Planner:
@@ -138,14 +70,6 @@ class Planner:
     _bytes: int = 0
     _largest: int = 0
     _pieces: list[Shard] = field(default_factory=list)
-    #: The level of each closed piece's end (absolute: counted from the bounds before any coarsening),
-    #: `FORCED` for an end the hard bound closed.
-    _levels: list[int] = field(default_factory=list)
-    #: Coarsenings so far: `piece_objects` and `piece_bytes` are the first bounds doubled this many times.
-    level: int = 0
-    #: Whether a coarsening merged pairwise (keys that end pieces at every level): pieces may then differ
-    #: from another reader's of the same keys.
-    fell_back: bool = False
     _start: str | None = None
     _open_objects: int = 0
     _open_bytes: int = 0
@@ -162,11 +86,11 @@ class Planner:
         self._largest = max(self._largest, size)
         self._open_objects += 1
         self._open_bytes += size
-        level = end_level(key_hash(key), size, self.piece_objects, self.piece_bytes)
-        if level >= 0 or self._open_objects >= self.piece_objects or self._open_bytes >= self.piece_bytes:
-            self._close(
-                key, self._open_objects, self._open_bytes, self.level + level if level >= 0 else FORCED
-            )
+        if self._open_objects >= self.piece_objects or self._open_bytes >= self.piece_bytes:
+            self._pieces.append(Shard(self._start, key, self._open_objects, self._open_bytes))
+            self._start, self._open_objects, self._open_bytes = key, 0, 0
+            if len(self._pieces) > (MAX_PIECES if self.max_pieces is None else self.max_pieces):
+                self.coarsen()
 
     def add_many(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """`add` for each key in order, a page at a time: the same histogram and pieces, with the
@@ -180,107 +104,22 @@ class Planner:
         # Running totals through each key; where a piece closes is found by bisection on them.
         running = list(accumulate(sizes))
         self._bytes += running[-1]
-        ends = self._content_ends(keys, sizes)
-        next_end = 0  # the first of `ends` not yet passed
         first, before = 0, 0  # the first key not in a closed piece, and the bytes before it
         while first < len(keys):
-            # The next content-defined end at the current level (coarsening may have raised it).
-            while next_end < len(ends) and (ends[next_end][0] < first or ends[next_end][1] < self.level):
-                next_end += 1
-            next_end, first, before = self._close_run(keys, sizes, running, ends, next_end, first, before)
-            while next_end < len(ends) and (ends[next_end][0] < first or ends[next_end][1] < self.level):
-                next_end += 1
-            if first >= len(keys):
-                return
-            by_content = ends[next_end][0] if next_end < len(ends) else len(keys)
             by_count = max(first, first + self.piece_objects - self._open_objects - 1)
             by_bytes = bisect_left(running, before + self.piece_bytes - self._open_bytes, first)
-            last = min(by_content, by_count, by_bytes)
+            last = min(by_count, by_bytes)
             if last >= len(keys):
                 self._open_objects += len(keys) - first
                 self._open_bytes += running[-1] - before
                 return
             objects = self._open_objects + last - first + 1
             nbytes = self._open_bytes + running[last] - before
-            self._close(keys[last], objects, nbytes, ends[next_end][1] if last == by_content else FORCED)
+            self._pieces.append(Shard(self._start, keys[last], objects, nbytes))
+            self._start, self._open_objects, self._open_bytes = keys[last], 0, 0
             first, before = last + 1, running[last]
-
-    def _close_run(
-        self,
-        keys: Sequence[str],
-        sizes: Sequence[int],
-        running: list[int],
-        ends: list[tuple[int, int]],
-        next_end: int,
-        first: int,
-        before: int,
-    ) -> tuple[int, int, int]:
-        """Close at once the pieces of the content-defined ends ahead that no bound overtakes (the usual
-        case) and that fit before coarsening; returns where `add_many` goes on. Closes what the loop would,
-        a piece at a time: a piece stays whole when it holds at most ``piece_objects`` objects and its
-        bytes before its end key stay below ``piece_bytes``."""
-        room = (MAX_PIECES if self.max_pieces is None else self.max_pieces) - len(self._pieces)
-        run = [end for end in ends[next_end : next_end + max(0, room)] if end[1] >= self.level]
-        if not run:
-            return next_end, first, before
-        at = [i for i, _ in run]
-        starts = [first, *(i + 1 for i in at[:-1])]
-        bytes_before = [before, *(running[i] for i in at[:-1])]
-        objects = [i - start + 1 for i, start in zip(at, starts, strict=True)]
-        nbytes = [running[i] - b for i, b in zip(at, bytes_before, strict=True)]
-        objects[0] += self._open_objects
-        nbytes[0] += self._open_bytes
-        whole = 0
-        for count, size, i in zip(objects, nbytes, at, strict=True):
-            if count > self.piece_objects or size - sizes[i] >= self.piece_bytes:
-                break
-            whole += 1
-        if not whole:
-            return next_end, first, before
-        ends_keys = [keys[i] for i in at[:whole]]
-        self._pieces.extend(
-            map(Shard, [self._start, *ends_keys[:-1]], ends_keys, objects[:whole], nbytes[:whole])
-        )
-        self._levels.extend(level for _, level in run[:whole])
-        last = at[whole - 1]
-        self._start, self._open_objects, self._open_bytes = keys[last], 0, 0
-        # Past the ends taken (those skipped for their level lie before them too).
-        while next_end < len(ends) and ends[next_end][0] <= last:
-            next_end += 1
-        return next_end, last + 1, running[last]
-
-    def _content_ends(self, keys: Sequence[str], sizes: Sequence[int]) -> list[tuple[int, int]]:
-        """(index, absolute level) of the keys of a page that end a piece at the current bounds.
-
-        Most keys end none: those are ruled out by one comparison each in C loops (a hash below the
-        object threshold, or an object of at least a sixteenth of the byte bound), and only the few
-        left are looked at one by one.
-        """
-        count = len(keys)
-        try:
-            crcs = np.fromiter(map(zlib.crc32, map(str.encode, keys)), dtype=np.uint32, count=count)
-        except UnicodeEncodeError:  # a lone surrogate (a manifest may carry one): as `key_hash` encodes
-            encode = partial(str.encode, errors="surrogatepass")
-            crcs = np.fromiter(map(zlib.crc32, map(encode, keys)), dtype=np.uint32, count=count)
-        hashes = _mix_page(crcs)
-        # `end_level`'s test at level 0 in floating point, with a margin: a superset of the ends.
-        shares = np.maximum(
-            np.fromiter(sizes, dtype=np.float64, count=count) / self.piece_bytes, 1 / self.piece_objects
-        )
-        maybe = np.flatnonzero(hashes < shares * float(END_RATIO << 32) * (1 + 1e-9) + 1)
-        ends = []
-        for i, hashed in zip(maybe.tolist(), hashes[maybe].tolist(), strict=True):
-            level = end_level(hashed, sizes[i], self.piece_objects, self.piece_bytes)
-            if level >= 0:
-                ends.append((i, self.level + level))
-        return ends
-
-    def _close(self, key: str, objects: int, nbytes: int, level: int) -> None:
-        self._pieces.append(Shard(self._start, key, objects, nbytes))
-        self._levels.append(level)
-        self._start, self._open_objects, self._open_bytes = key, 0, 0
-        if len(self._pieces) > (MAX_PIECES if self.max_pieces is None else self.max_pieces):
-            self.coarsen()
+            if len(self._pieces) > (MAX_PIECES if self.max_pieces is None else self.max_pieces):
+                self.coarsen()
 
     def add_all(self, items: Iterable[tuple[str, int]]) -> Planner:
         for key, size in items:
@@ -288,51 +127,14 @@ class Planner:
         return self
 
     def coarsen(self) -> None:
-        """Raise the level by one (dropping the ends below it and forced ones, doubling the bounds), and
-        again while more than `max_pieces` remain, up to `MAX_RAISES` levels; past that, merge the pieces
-        left pairwise (keys that end pieces at every level)."""
-        most = MAX_PIECES if self.max_pieces is None else self.max_pieces
-        for _ in range(MAX_RAISES):
-            self.raise_to(self.level + 1)
-            if len(self._pieces) <= most:
-                return
-        while len(self._pieces) > max(1, most):
-            self.halve()
-
-    def halve(self) -> None:
-        """Merge neighbouring pieces pairwise: the fallback when raising the level does not thin them;
-        from then on the pieces depend on the order of events, not on the keys alone."""
-        self.fell_back = True
-        pieces, levels = self._pieces, self._levels
-        pairs = zip(pieces[::2], pieces[1::2], strict=False)
+        """Merge neighbouring pieces pairwise and double the size of pieces to come."""
+        pairs = zip(self._pieces[::2], self._pieces[1::2], strict=False)
         merged = [Shard(a.start_after, b.end, a.objects + b.objects, a.bytes + b.bytes) for a, b in pairs]
-        kept = levels[1::2]
-        if len(pieces) % 2:
-            merged.append(pieces[-1])
-            kept.append(levels[-1])
-        self._pieces, self._levels = merged, kept
-
-    def raise_to(self, level: int) -> None:
-        """Bring the pieces to ``level`` (no lower than now): ends below it are dropped, their pieces
-        merged into the next (the last into the open piece), and the bounds doubled per level."""
-        if level <= self.level:
-            return
-        self.piece_objects <<= level - self.level
-        self.piece_bytes <<= level - self.level
-        self.level = level
-        pieces: list[Shard] = []
-        levels: list[int] = []
-        start, objects, nbytes = self.start_after, 0, 0
-        for piece, end in zip(self._pieces, self._levels, strict=True):
-            objects, nbytes = objects + piece.objects, nbytes + piece.bytes
-            if end >= level:
-                pieces.append(Shard(start, piece.end, objects, nbytes))
-                levels.append(end)
-                start, objects, nbytes = piece.end, 0, 0
-        self._pieces, self._levels = pieces, levels
-        self._start = start
-        self._open_objects += objects
-        self._open_bytes += nbytes
+        if len(self._pieces) % 2:
+            merged.append(self._pieces[-1])
+        self._pieces = merged
+        self.piece_objects *= 2
+        self.piece_bytes *= 2
 
     @property
     def piece_count(self) -> int:
@@ -356,57 +158,10 @@ class Planner:
         pieces[-1] = Shard(last.start_after, None, last.objects, last.bytes)
         return pieces
 
-    def range_pieces(self, end: str | None) -> tuple[list[Shard], list[int]]:
-        """The pieces of one range of a listing that ends at ``end``, and the level of each end: the
-        closed pieces, then the open one (possibly empty) up to ``end`` with the level `BOUNDARY`, for
-        `keyspace.join_pieces` to join with the next range as one planner of both would have cut them."""
-        pieces = [*self._pieces, Shard(self._start, end, self._open_objects, self._open_bytes)]
-        return pieces, [*self._levels, BOUNDARY]
-
     def finish(
         self, shards: int, max_objects: int | None = None, max_bytes: int | None = None
     ) -> list[Shard]:
         return group_pieces(self.pieces(), shards, max_objects, max_bytes)
-
-
-def coarsen_together(planners: Sequence[Planner], most: int) -> None:
-    """Thin the pieces of several planners (the ranges of one listing) until they hold at most ``most``
-    closed pieces together: all are brought to the highest level among them, then raised a level at a
-    time (at most `MAX_RAISES`), then merged pairwise. Raising them together keeps their ends those a
-    single planner of all their keys would keep."""
-    if not planners:
-        return
-    top = max(p.level for p in planners)
-    for planner in planners:
-        planner.raise_to(top)
-    for _ in range(MAX_RAISES):
-        if sum(p.piece_count for p in planners) <= most:
-            return
-        top += 1
-        for planner in planners:
-            planner.raise_to(top)
-    for _ in range(64):  # each round halves every planner's pieces
-        if sum(p.piece_count for p in planners) <= most:
-            return
-        for planner in planners:
-            if planner.piece_count > 1:
-                planner.halve()
-
-
-def at_level(pieces: Sequence[Shard], levels: Sequence[int], level: int) -> tuple[list[Shard], list[int]]:
-    """The pieces with every end below ``level`` dropped (forced and range ends too), each merged into the
-    next piece; the last piece stays whatever its end."""
-    kept: list[Shard] = []
-    kept_levels: list[int] = []
-    start: str | None = pieces[0].start_after if pieces else None
-    objects = nbytes = 0
-    for i, (piece, end) in enumerate(zip(pieces, levels, strict=True)):
-        objects, nbytes = objects + piece.objects, nbytes + piece.bytes
-        if end >= level or i == len(pieces) - 1:
-            kept.append(Shard(start, piece.end, objects, nbytes))
-            kept_levels.append(end)
-            start, objects, nbytes = piece.end, 0, 0
-    return kept, kept_levels
 
 
 def merge_neighbours(pieces: list[Shard], most: int) -> list[Shard]:
@@ -426,13 +181,7 @@ def group_pieces(
 ) -> list[Shard]:
     """Group contiguous pieces into about ``shards`` ranges of similar cost (objects and bytes weigh
     equally), never above ``max_objects``/``max_bytes`` where a piece allows. The last range is
-    open-ended, so keys written after planning are still copied.
-
-    Range ``k`` ends at the piece end whose running cost is nearest to ``k`` shares of the total: a range
-    is off its share by at most a piece, and the errors do not add up along the key space (pieces of
-    uneven size, as content-defined ones are, would otherwise leave a sliver of a last range). A range
-    over a limit is then cut where its pieces allow.
-    """
+    open-ended, so keys written after planning are still copied."""
     assert pieces, "a listing always has at least one (possibly empty) piece"
     total_objects = max(1, sum(p.objects for p in pieces))
     all_bytes = sum(p.bytes for p in pieces)
@@ -440,45 +189,31 @@ def group_pieces(
     # Objects and bytes weigh equally; with no bytes at all (empty objects) objects weigh for both.
     byte_weight = 1.0 if all_bytes else 0.0
     object_weight = 2.0 - byte_weight
-    running = list(
-        accumulate(
-            object_weight * p.objects / total_objects + byte_weight * p.bytes / total_bytes for p in pieces
+    budget = 2.0 / max(1, shards)
+    result: list[Shard] = []
+    current: Shard | None = None
+    for piece in pieces:
+        if current is None:
+            current = piece
+            continue
+        before = object_weight * current.objects / total_objects + byte_weight * current.bytes / total_bytes
+        after = (
+            object_weight * (current.objects + piece.objects) / total_objects
+            + byte_weight * (current.bytes + piece.bytes) / total_bytes
         )
-    )
-    count = max(1, shards)
-    cuts: list[int] = []  # the index of the last piece of each range but the last
-    for k in range(1, count):
-        target = running[-1] * k / count
-        at = bisect_left(running, target)
-        # The nearer of the piece ends around the target (the earlier on a tie).
-        if at > 0 and (at == len(running) or target - running[at - 1] <= running[at] - target):
-            at -= 1
-        if at < len(pieces) - 1 and (not cuts or at > cuts[-1]):
-            cuts.append(at)
-    result: list[Shard] = []
-    first = 0
-    for last in [*cuts, len(pieces) - 1]:
-        result.extend(_within_limits(pieces[first : last + 1], max_objects, max_bytes))
-        first = last + 1
-    last_range = result[-1]
-    result[-1] = Shard(last_range.start_after, None, last_range.objects, last_range.bytes)
-    return result
-
-
-def _within_limits(pieces: list[Shard], max_objects: int | None, max_bytes: int | None) -> list[Shard]:
-    """Contiguous pieces as one range, or as several where one would exceed a limit: each closes before
-    the piece that would take it over (a single piece over a limit stays a range of its own)."""
-    result: list[Shard] = []
-    current = pieces[0]
-    for piece in pieces[1:]:
-        if (max_objects is not None and current.objects + piece.objects > max_objects) or (
+        too_big = (max_objects is not None and current.objects + piece.objects > max_objects) or (
             max_bytes is not None and current.bytes + piece.bytes > max_bytes
-        ):
+        )
+        # Close when adding the piece would overshoot the budget more than leaving it out undershoots.
+        if (after > budget and after - budget > budget - before) or too_big:
             result.append(current)
             current = piece
         else:
             current = Shard(
                 current.start_after, piece.end, current.objects + piece.objects, current.bytes + piece.bytes
             )
+    assert current is not None
     result.append(current)
+    last = result[-1]
+    result[-1] = Shard(last.start_after, None, last.objects, last.bytes)
     return result

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ferry.model.plan import Shard
-from ferry.operator.planning import FORCED, MAX_RAISES, at_level, merge_neighbours
+from ferry.operator.planning import merge_neighbours
 
 #: Lowest code point a midpoint uses: below the space are control characters, which S3's XML answers
 #: cannot carry.
@@ -201,12 +201,7 @@ def ranges_from_prefixes(prefixes: Sequence[str], most: int) -> list[tuple[str |
 
 
 def join_pieces(
-    parts: Sequence[Sequence[Shard]],
-    max_pieces: int,
-    start_after: str | None = None,
-    end: str | None = None,
-    levels: Sequence[Sequence[int]] | None = None,
-    level: int = 0,
+    parts: Sequence[Sequence[Shard]], max_pieces: int, start_after: str | None = None, end: str | None = None
 ) -> list[Shard]:
     """Join the pieces of contiguous ranges, in key order, into one cover of the key space from
     ``start_after`` (None: its beginning) to ``end`` (None: open-ended).
@@ -215,15 +210,7 @@ def join_pieces(
     merge pairwise until at most ``max_pieces`` remain. The first piece starts at ``start_after``, the
     last ends at ``end``, as the sequential `Planner.pieces` returns them for the whole key space. Raises
     ValueError when the parts are not contiguous, which would lose keys.
-
-    With ``levels`` (the level of each piece's end, every part's planner at ``level``), the pieces are
-    content-defined (`operator.planning`) and join as one planner of all the keys would have cut them:
-    the ends of the ranges are dropped, each range's last piece merging with the next range's first,
-    and the level is raised while more than ``max_pieces`` closed pieces remain (the last piece is the
-    open one). Parts come from `Planner.range_pieces`.
     """
-    if levels is not None:
-        return _join_levels(parts, levels, level, max_pieces, start_after, end)
     flat = [piece for part in parts for piece in part]
     if not flat:
         return [Shard(start_after, end, 0, 0)]
@@ -343,41 +330,3 @@ def extrapolate(first: str, last: str, pages: float, alphabet: Alphabet) -> str 
 
 #: Shared characters `extrapolate` may count as varying when its jump carries past the page's block.
 EXTRAPOLATE_WIDEN = 3
-
-
-def _join_levels(
-    parts: Sequence[Sequence[Shard]],
-    levels: Sequence[Sequence[int]],
-    level: int,
-    max_pieces: int,
-    start_after: str | None,
-    end: str | None,
-) -> list[Shard]:
-    flat = [piece for part in parts for piece in part]
-    flat_levels = [value for part in levels for value in part]
-    if len(flat) != len(flat_levels):
-        raise ValueError("the ranges' pieces and their levels do not match")
-    if not flat:
-        return [Shard(start_after, end, 0, 0)]
-    for before, after in itertools.pairwise(flat):
-        if before.end is None or before.end != after.start_after:
-            raise ValueError("the ranges' pieces are not contiguous")
-    if flat[0].start_after != start_after:
-        raise ValueError("the ranges' pieces do not start where the key space does")
-    # The ends of the level and the forced ones stay, as in one planner at this level; the ranges' own
-    # ends (`BOUNDARY`) go. A forced end counts as of this level: raising further drops it.
-    pieces, kept = at_level(flat, [level if value == FORCED else value for value in flat_levels], level)
-    for _ in range(MAX_RAISES):
-        if len(pieces) - 1 <= max_pieces:
-            break
-        level += 1
-        pieces, kept = at_level(pieces, kept, level)
-    if len(pieces) - 1 > max_pieces:
-        pieces = merge_neighbours(pieces, max_pieces)  # keys that end pieces at every level
-    if len(pieces) > 1 and not pieces[-1].objects:
-        # No key after the last end: that piece is the last, open-ended, as `Planner.pieces` gives it.
-        before, empty = pieces[-2], pieces.pop()
-        pieces[-1] = Shard(before.start_after, empty.end, before.objects, before.bytes)
-    last = pieces[-1]
-    pieces[-1] = Shard(last.start_after, end, last.objects, last.bytes)
-    return pieces

@@ -953,6 +953,5 @@ def test_a_restarted_operator_goes_on_from_status_scaling(world: World) -> None:
     status["scaling"] = {**status["scaling"], "desiredPods": 900}
     world.memory = rc.Memory()
     status = world.run(status, spec=TARGETED)
-    cap = min(8, status["plan"]["shards"])
-    assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == cap
+    assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == 2
     assert status["scaling"]["reason"] == "AtCap"
