@@ -18,7 +18,7 @@ from testbed.faultproxy import FaultPlan, FaultProxy
 
 from .conftest import wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(480)
 
 TARGET = 24
 
@@ -88,7 +88,7 @@ def test_a_target_above_one_pod_raises_the_job_s_parallelism_from_one_and_says_w
         wait_for(
             "fewer pods once the provider's capacity halved",
             lambda: (parallelism() or at_target) < at_target,
-            timeout=90,
+            timeout=180,
         )
         shed_after = time.monotonic() - halved
         scaling = dict(jobs.status(name).get("scaling") or {})
