@@ -8,59 +8,25 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ferry.worker import notify
+from support.webhook import Receiver
+from support.webhook import receiver as webhook_receiver
 
 from .test_ferry_run import ferry, write_job
 
 PLANTED = "PLANTED-webhook-token-7d2e"
 
 
-class Receiver:
-    """Answers POSTs with the statuses given, in turn (the last one from then on), and keeps what came."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.lock = threading.Lock()
-
-    def answer(self, headers: dict[str, str], body: bytes) -> int:
-        with self.lock:
-            self.received.append((headers, body))
-            return self.statuses[min(len(self.received), len(self.statuses)) - 1]
-
-
 @contextmanager
 def receiver(statuses: list[int]) -> Iterator[tuple[Receiver, str]]:
-    state = Receiver(statuses)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = min(int(self.headers.get("Content-Length") or 0), 1 << 20)
-            status = state.answer(dict(self.headers.items()), self.rfile.read(length))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/hook?token={PLANTED}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with webhook_receiver(statuses, f"/hook?token={PLANTED}") as found:
+        yield found
 
 
 def _event() -> dict[str, Any]:

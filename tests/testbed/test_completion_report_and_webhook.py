@@ -8,15 +8,15 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.operator import fill, spec_for
+from support.webhook import Receiver
+from support.webhook import receiver as webhook_receiver
 from testbed.install import OperatorProcess, install, operator_process
 
 from .conftest import Cluster, wait_for
@@ -40,28 +40,9 @@ def operator(
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[list[bytes], str]]:
-    received: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1 << 20)))
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}/hook?token={PLANTED}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    with webhook_receiver([204], f"/hook?token={PLANTED}") as found:
+        yield found
 
 
 def test_a_copyjob_writes_evidence_per_shard_and_announces_its_end_from_its_namespace(
@@ -71,9 +52,9 @@ def test_a_copyjob_writes_evidence_per_shard_and_announces_its_end_from_its_name
     cluster: Cluster,
     namespace: str,
     operator: OperatorProcess,
-    receiver: tuple[list[bytes], str],
+    receiver: tuple[Receiver, str],
 ) -> None:
-    received, url = receiver
+    hook, url = receiver
     source, destination = fill(s3, 120)
     audit = f"audit-{destination[4:]}"
     s3.create_bucket(Bucket=audit)
@@ -122,7 +103,8 @@ def test_a_copyjob_writes_evidence_per_shard_and_announces_its_end_from_its_name
     assert sorted(keys) == [f"data/{i:05d}.bin" for i in range(120)]
 
     # The notify pod delivered one CloudEvent (its Job runs in the CopyJob's namespace).
-    wait_for("the completion event", lambda: received, 90)
+    wait_for("the completion event", hook.bodies, 90)
+    received = hook.bodies()
     event = json.loads(received[0])
     assert event["type"] == "dev.ferry.copyjob.succeeded" and event["subject"] == "audited"
     assert event["data"]["objects"]["copied"] == 120 and event["data"]["namespace"] == namespace
@@ -130,7 +112,7 @@ def test_a_copyjob_writes_evidence_per_shard_and_announces_its_end_from_its_name
                                             namespace)  # fmt: skip
     env = {e.name: e for e in job.spec.template.spec.containers[0].env}
     assert env["FERRY_NOTIFY_URL"].value_from.secret_key_ref.name == "hooks"
-    assert len(received) == 1
+    assert len(hook.bodies()) == 1
     # The URL is nowhere the operator writes: status, Events, its log.
     assert PLANTED not in json.dumps(jobs.get("audited"))
     assert PLANTED not in Path(operator.log).read_text()
