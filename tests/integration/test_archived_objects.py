@@ -45,10 +45,18 @@ CLASSES = {
 }
 ARCHIVED = {key for key, storage in CLASSES.items() if storage in ("GLACIER", "DEEP_ARCHIVE")}
 READABLE = set(CLASSES) - ARCHIVED
+#: A restore that never completes: every RestoreObject is answered "already in progress".
+NEVER = FaultPlan(
+    refuse_rate=1.0,
+    refuse_status=409,
+    refuse_code="RestoreAlreadyInProgress",
+    methods=frozenset({"POST"}),
+    path_regex=r"[?&]restore",
+)
 
 
-def fill(s3: Any) -> tuple[str, str]:
-    src, dst = s3.make_bucket("arch-src"), s3.make_bucket("arch-dst")
+def fill(s3: Any, name: str = "arch") -> tuple[str, str]:
+    src, dst = s3.make_bucket(f"{name}-src"), s3.make_bucket(f"{name}-dst")
     for index, (key, storage) in enumerate(sorted(CLASSES.items())):
         s3.client.put_object(Bucket=src, Key=key, Body=b"x" * (100 + index), StorageClass=storage)
     return src, dst
@@ -190,14 +198,7 @@ def test_restore_copies_archived_objects_once_restored_with_the_destination_stor
 
 def test_a_restore_that_never_completes_times_out_and_the_rest_is_copied(s3: Any) -> None:
     src, dst = fill(s3)
-    never = FaultPlan(
-        refuse_rate=1.0,
-        refuse_status=409,
-        refuse_code="RestoreAlreadyInProgress",
-        methods=frozenset({"POST"}),
-        path_regex=r"[?&]restore",
-    )
-    with FaultProxy(s3.endpoint.url, never) as proxy:
+    with FaultProxy(s3.endpoint.url, NEVER) as proxy:
         engine_job = job(
             s3.endpoint,
             src,
@@ -275,15 +276,8 @@ def test_ferry_run_with_skip_exits_0_and_names_the_archived_objects(s3: Any, tmp
 
 def test_ferry_run_whose_restores_never_complete_exits_restore_pending(s3: Any, tmp_path: Path) -> None:
     src, dst = fill(s3)
-    never = FaultPlan(
-        refuse_rate=1.0,
-        refuse_status=409,
-        refuse_code="RestoreAlreadyInProgress",
-        methods=frozenset({"POST"}),
-        path_regex=r"[?&]restore",
-    )
     extra = "  archived: restore\n  restore: {maxWaitSeconds: 2, checkIntervalSeconds: 1}"
-    with FaultProxy(s3.endpoint.url, never) as proxy:
+    with FaultProxy(s3.endpoint.url, NEVER) as proxy:
         job_file = write_job(tmp_path / "job.yaml", s3.endpoint, src, dst, proxy.url, extra)
         result = ferry_run(job_file, "text")
     assert result.returncode == EXIT_RESTORE_PENDING, result.stderr

@@ -27,34 +27,15 @@ from support.engine import digest_map
 from testbed.faultproxy import FaultPlan, FaultProxy
 from testbed.s3server import free_port
 
+from .test_archived_objects import ARCHIVED, CLASSES, NEVER, READABLE
+from .test_archived_objects import fill as fill_archived
+
 pytestmark = pytest.mark.timeout(180)
 SECONDS = 60
 
-CLASSES = {
-    "a/standard-0": "STANDARD",
-    "a/standard-1": "STANDARD",
-    "b/glacier-0": "GLACIER",
-    "b/glacier-1": "GLACIER",
-    "c/deep-0": "DEEP_ARCHIVE",
-    "d/instant-0": "GLACIER_IR",
-    "e/standard-2": "STANDARD",
-}
-ARCHIVED = {key for key, storage in CLASSES.items() if storage in ("GLACIER", "DEEP_ARCHIVE")}
-READABLE = set(CLASSES) - ARCHIVED
-NEVER = FaultPlan(
-    refuse_rate=1.0,
-    refuse_status=409,
-    refuse_code="RestoreAlreadyInProgress",
-    methods=frozenset({"POST"}),
-    path_regex=r"[?&]restore",
-)
-
 
 def fill(s3: Any) -> tuple[str, str]:
-    src, dst = s3.make_bucket("handoff-src"), s3.make_bucket("handoff-dst")
-    for index, (key, storage) in enumerate(sorted(CLASSES.items())):
-        s3.client.put_object(Bucket=src, Key=key, Body=b"x" * (100 + index), StorageClass=storage)
-    return src, dst
+    return fill_archived(s3, "handoff")
 
 
 def worker(
