@@ -102,7 +102,17 @@ def test_a_target_above_one_pod_raises_the_job_s_parallelism_from_one_and_says_w
 
         # A target one pod meets: the pods it does not need go, with the reason.
         jobs.patch(name, {"target": {"objectsPerSecond": 2}})
-        wait_for("one pod again", lambda: parallelism() == 1, timeout=60)
+
+        # The Job's parallelism and status.scaling are two writes: wait until both say one pod, for the target.
+        def one_pod_for_the_target() -> bool:
+            shown = jobs.status(name).get("scaling") or {}
+            return (
+                parallelism() == 1
+                and shown.get("desiredPods") == 1
+                and shown.get("reason") in ("TargetMetWithRoomToSpare", "TargetMet")
+            )
+
+        wait_for("one pod again", one_pod_for_the_target, timeout=90)
         scaling = dict(jobs.status(name).get("scaling") or {})
         assert scaling["reason"] in ("TargetMetWithRoomToSpare", "TargetMet"), scaling
         assert any(r == "TargetMetWithRoomToSpare" for r, _m in events(cluster, namespace, name))

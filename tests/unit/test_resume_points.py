@@ -287,7 +287,7 @@ def test_only_the_asked_pods_answer_counts(
     assert report is not None and report.answers_for(shard, pod) is counts
 
 
-@pytest.mark.parametrize(("interval", "seconds"), [(1.0, 5), (5.0, 15), (30.0, 20)])
+@pytest.mark.parametrize(("interval", "seconds"), [(1.0, 12), (4.0, 16), (5.0, 20), (30.0, 20)])
 def test_worker_pods_mount_the_ledger_read_only_and_know_their_name(interval: float, seconds: int) -> None:
     spec = CopyJobSpec.model_validate(
         {
