@@ -74,7 +74,7 @@ class Histogram:
         return [{"le": b, "count": c} for b, c in zip(bounds, self.counts, strict=True) if c]
 
 
-#: Fine-grained ranges kept while listing; past this many, neighbours merge (granularity doubles), so a
+#: Fine-grained ranges kept while listing; past this many, the level rises (piece sizes double), so a
 #: plan of 100 million objects still fits a ConfigMap.
 MAX_PIECES = 8192
 

@@ -566,8 +566,10 @@ class ParallelListing:
             # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
             if self._max_objects is not None and self._listed > self._max_objects:
                 raise TooManyKeys(self._listed)
-            # Past MAX_PIECES over all ranges, or past a small job's size, they coarsen together.
-            coarsen_together([x.planner for x in self._ranges], MAX_PIECES)
+            # Past MAX_PIECES over all ranges they coarsen together (a small job's key-by-key pieces
+            # too: whether the job is small is decided once the ranges are joined, `join_levels`).
+            if sum(x.planner.piece_count for x in self._ranges) > MAX_PIECES:
+                coarsen_together([x.planner for x in self._ranges], MAX_PIECES)
             self._send_report()
             return finished
 
