@@ -55,6 +55,9 @@ def cut_shards(
     pod the first sizing asks for (at least 100 objects each), within spec.shardSize, merged until they
     fit the plan ConfigMap. The operator stores these; `ferry plan` shows the same."""
     first = size_workers(histogram, 1000, spec, settings, listed_at)
+    # The pieces as one planner answers them (merged until they fit the plan ConfigMap, as `scan.scan`
+    # leaves them), so that pieces joined from several planner pods' parts give the same shards.
+    pieces = fit_shards(pieces, shards_budget(spec))
     shards = fit_shards(
         group_pieces(
             pieces,

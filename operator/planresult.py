@@ -24,7 +24,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.model.plan import Shard
-from ferry.operator.planning import BUCKET_BOUNDS, Histogram, merge_neighbours
+from ferry.operator.planning import (
+    BOUNDARY,
+    BUCKET_BOUNDS,
+    EXACT,
+    EXACT_KEYS,
+    FORCED,
+    MAX_LEVEL,
+    Histogram,
+    finished_pieces,
+    join_levelled,
+    merge_neighbours,
+)
 
 RESULT_FORMAT = "ferry.dev/plan-result/v1"
 FAILURE_FORMAT = "ferry.dev/planner-failure/v1"
@@ -105,6 +116,11 @@ class PlanResult:
     #: The part of the key space this answer covers when several planner pods list one source (None:
     #: all of it).
     part: PlanPart | None = None
+    #: A part's pieces as its planner joined them, not finished (`planning.finished_pieces`): the level
+    #: of each piece's end (the last `BOUNDARY`) and the part's level, for `merge_parts` to join the parts
+    #: as one planner of all the keys would have cut them. None: pieces to take as they are.
+    levels: tuple[int, ...] | None = None
+    level: int | None = None
 
     def to_json(self) -> str:
         h = self.histogram
@@ -127,6 +143,11 @@ class PlanResult:
                 ),
                 **({"listRequests": self.list_requests} if self.list_requests is not None else {}),
                 **({"part": self.part.as_json()} if self.part is not None else {}),
+                **(
+                    {"levels": list(self.levels), "level": self.level}
+                    if self.levels is not None and self.level is not None
+                    else {}
+                ),
             },
             separators=(",", ":"),
         )
@@ -225,6 +246,7 @@ def parse_plan_result(text: str) -> PlanResult:
     checked = raw.get("destinationChecked")
     if not isinstance(checked, bool):
         raise PlanResultInvalid("destinationChecked is not true or false")
+    levels, level = _levels(raw.get("levels"), raw.get("level"), pieces, part)
     return PlanResult(
         histogram,
         pieces,
@@ -233,7 +255,41 @@ def parse_plan_result(text: str) -> PlanResult:
         parse_existing(raw.get("existing"), histogram),
         parse_list_requests(raw.get("listRequests")),
         part,
+        levels,
+        level,
     )
+
+
+def _levels(
+    raw: Any, raw_level: Any, pieces: Sequence[Shard], part: PlanPart | None
+) -> tuple[tuple[int, ...] | None, int | None]:
+    """A part's levels, checked against what a planner can have held: one per piece, the last the part's
+    own end (`BOUNDARY`), the others of the part's level or above (or `FORCED`, closed by the hard bound);
+    at level `EXACT`, one key per piece and no more than `EXACT_KEYS` of them. What no check can tell (a
+    level a key's hash does not give) only moves where this CopyJob's own shards are cut."""
+    if raw is None and raw_level is None:
+        return None, None
+    if part is None:
+        raise PlanResultInvalid("levels come with a part of the key space only")
+    if isinstance(raw_level, bool) or not isinstance(raw_level, int) or not EXACT <= raw_level <= MAX_LEVEL:
+        raise PlanResultInvalid(f"level is not a level from {EXACT} to {MAX_LEVEL}")
+    if not isinstance(raw, list) or len(raw) != len(pieces):
+        raise PlanResultInvalid("levels is not a list of one level per piece")
+    for value in raw:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PlanResultInvalid("a level is not a whole number")
+    if raw[-1] != BOUNDARY:
+        raise PlanResultInvalid("the last piece does not end where the part does")
+    inner = raw[:-1]
+    if any(
+        not (raw_level <= value <= MAX_LEVEL or (value == FORCED and raw_level != EXACT)) for value in inner
+    ):
+        raise PlanResultInvalid("a piece's end is not of the part's level")
+    if raw_level == EXACT and (
+        len(inner) > EXACT_KEYS or any(p.objects != 1 for p in pieces[:-1]) or pieces[-1].objects
+    ):
+        raise PlanResultInvalid("a part cut key by key holds pieces of more than one key")
+    return tuple(raw), raw_level
 
 
 def _part(raw: Any) -> PlanPart | None:
@@ -253,12 +309,18 @@ def _part(raw: Any) -> PlanPart | None:
     return PlanPart(index, count, start, end)
 
 
-def merge_parts(parts: Sequence[PlanResult], max_pieces: int) -> PlanResult:
+def merge_parts(
+    parts: Sequence[PlanResult], max_pieces: int, targets: tuple[int, int] = (1000, 2**30)
+) -> PlanResult:
     """One plan from the answers of a listing's planner pods, one each, in any order: the parts must
     be those of one division of the key space (every index once, each ending where the next starts),
     or keys would be lost or counted twice. Empty parts (a pod given no keys) add nothing. Raises
     `PlanResultInvalid`; pods that divided a bucket that changed under them disagree, and planning
-    again is the remedy."""
+    again is the remedy.
+
+    Parts that carry their levels join as one planner of all the keys would have cut them
+    (`planning.join_levelled`, a small job cut from its first key at the piece sizes ``targets``), so
+    several pods give the pieces of one; parts without them join pairwise."""
     if not parts:
         raise PlanResultInvalid("no planner pod answered")
     if len(parts) == 1 and parts[0].part is None:
@@ -272,9 +334,16 @@ def merge_parts(parts: Sequence[PlanResult], max_pieces: int) -> PlanResult:
     for (_start, end), (start, _end) in itertools.pairwise(spans):
         if end != start:
             raise PlanResultInvalid("the planner pods divided the key space differently; planning again")
-    pieces = [p for r in ordered if not _empty(r) for p in r.pieces]
+    kept = [r for r in ordered if not _empty(r)]
+    pieces = [p for r in kept for p in r.pieces]
     if not pieces:
         pieces = [Shard(None, None, 0, 0)]
+    elif all(r.levels is not None and r.level is not None for r in kept):
+        levels = [value for r in kept for value in r.levels or ()]
+        joined, _, level = join_levelled(pieces, levels, max(r.level or 0 for r in kept), max_pieces)
+        pieces = finished_pieces(joined, level, None, None, *targets)
+    else:
+        pieces = merge_neighbours(pieces, max_pieces)
     histograms = [r.histogram for r in ordered]
     counts = tuple(sum(column) for column in zip(*(h.counts for h in histograms), strict=True))
     histogram = Histogram(
@@ -287,7 +356,7 @@ def merge_parts(parts: Sequence[PlanResult], max_pieces: int) -> PlanResult:
     requests = [r.list_requests for r in ordered]
     return PlanResult(
         histogram,
-        tuple(merge_neighbours(pieces, max_pieces)),
+        tuple(pieces),
         min(r.listed_at for r in ordered),
         all(r.destination_checked for r in ordered),
         None

@@ -32,7 +32,7 @@ from ferry.operator.plannerjob import (
     render_planner_job,
 )
 from ferry.operator.plannerstate import FINAL_REASONS, PlannerState, Stage, planner_state
-from ferry.operator.planning import MAX_PIECES
+from ferry.operator.planning import MAX_PIECES, piece_targets
 from ferry.operator.planresult import (
     MAX_PLANNER_PODS,
     MAX_RESULT_BYTES,
@@ -333,7 +333,9 @@ async def _store_plan(ctx: Context, owner: Owner, spec: CopyJobSpec, texts: list
             "it is planned again when the planner Job is deleted",
         ) from exc
     try:
-        result = merge_parts(parts, MAX_PIECES)
+        result = merge_parts(
+            parts, MAX_PIECES, piece_targets(spec.shard_size.max_objects, spec.shard_size.max_bytes)
+        )
     except PlanResultInvalid as exc:
         raise PartsDisagree(str(exc)) from exc
     histogram, listed_at = result.histogram, result.listed_at

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ferry.model.plan import Shard
-from ferry.operator.planning import merge_neighbours
+from ferry.operator.planning import BOUNDARY, finished_pieces, join_levelled, merge_neighbours
 
 #: Lowest code point a midpoint uses: below the space are control characters, which S3's XML answers
 #: cannot carry.
@@ -201,7 +201,13 @@ def ranges_from_prefixes(prefixes: Sequence[str], most: int) -> list[tuple[str |
 
 
 def join_pieces(
-    parts: Sequence[Sequence[Shard]], max_pieces: int, start_after: str | None = None, end: str | None = None
+    parts: Sequence[Sequence[Shard]],
+    max_pieces: int,
+    start_after: str | None = None,
+    end: str | None = None,
+    levels: Sequence[Sequence[int]] | None = None,
+    level: int = 0,
+    targets: tuple[int, int] = (1000, 2**30),
 ) -> list[Shard]:
     """Join the pieces of contiguous ranges, in key order, into one cover of the key space from
     ``start_after`` (None: its beginning) to ``end`` (None: open-ended).
@@ -210,7 +216,17 @@ def join_pieces(
     merge pairwise until at most ``max_pieces`` remain. The first piece starts at ``start_after``, the
     last ends at ``end``, as the sequential `Planner.pieces` returns them for the whole key space. Raises
     ValueError when the parts are not contiguous, which would lose keys.
+
+    With ``levels`` (the level of each piece's end, every part's planner at ``level``), the pieces are
+    content-defined (`operator.planning`) and join as one planner of all the keys would have cut them:
+    the ends of the ranges are dropped, each range's last piece merging with the next range's first,
+    and the level is raised while more than ``max_pieces`` closed pieces remain (the last piece is the
+    open one), and a small job's keys are cut from its first key at the planner's piece sizes
+    ``targets`` (`planning.finished_pieces`). Parts come from `Planner.range_pieces`.
     """
+    if levels is not None:
+        joined, _, level = join_levels(parts, levels, level, max_pieces, start_after, end)
+        return finished_pieces(joined, level, start_after, end, *targets)
     flat = [piece for part in parts for piece in part]
     if not flat:
         return [Shard(start_after, end, 0, 0)]
@@ -330,3 +346,32 @@ def extrapolate(first: str, last: str, pages: float, alphabet: Alphabet) -> str 
 
 #: Shared characters `extrapolate` may count as varying when its jump carries past the page's block.
 EXTRAPOLATE_WIDEN = 3
+
+
+def join_levels(
+    parts: Sequence[Sequence[Shard]],
+    levels: Sequence[Sequence[int]],
+    level: int,
+    max_pieces: int,
+    start_after: str | None = None,
+    end: str | None = None,
+) -> tuple[list[Shard], list[int], int]:
+    """The content-defined pieces of contiguous ranges (`Planner.range_pieces`, each range's planner at
+    ``level`` or below) joined as one planner of all their keys holds them (`planning.join_levelled`):
+    the pieces, the level of each end and the level reached; the last piece ends at ``end``. Raises
+    ValueError when the parts are not contiguous, which would lose keys."""
+    flat = [piece for part in parts for piece in part]
+    flat_levels = [value for part in levels for value in part]
+    if len(flat) != len(flat_levels):
+        raise ValueError("the ranges' pieces and their levels do not match")
+    if not flat:
+        return [Shard(start_after, end, 0, 0)], [BOUNDARY], level
+    for before, after in itertools.pairwise(flat):
+        if before.end is None or before.end != after.start_after:
+            raise ValueError("the ranges' pieces are not contiguous")
+    if flat[0].start_after != start_after:
+        raise ValueError("the ranges' pieces do not start where the key space does")
+    pieces, kept, level = join_levelled(flat, flat_levels, level, max_pieces)
+    last = pieces[-1]
+    pieces[-1] = Shard(last.start_after, end, last.objects, last.bytes)
+    return pieces, kept, level

@@ -6,7 +6,8 @@ and sizes, NumPy arrays). Shards are contiguous key ranges cut from the fine pie
 
 - In key order (S3's order: UTF-8 byte order of the key, which is Python's order of str), `InOrderPass`
   feeds the very same `Planner` the very same keys, so the pieces, and the shards cut from them, are those
-  of a sequential listing of the same objects. Order is checked batch by batch as the rows arrive: a
+  of a sequential listing of the same objects, and of the parallel listing (piece ends are functions of
+  the keys: `operator.planning`). Order is checked batch by batch as the rows arrive: a
   manifest never claims it.
 - In no particular order (or when order breaks mid-way), `FirstPass` keeps the size histogram, a bounded
   uniform reservoir sample of keys (seeded, so the same manifest always gives the same plan) and the

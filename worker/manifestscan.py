@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.model import CopyJobSpec
-from ferry.operator.planning import Planner
+from ferry.operator.planning import Planner, piece_targets
 from ferry.operator.planresult import PlanResult
 from ferry.operator.render import fit_shards, shards_budget
 from ferry.worker.manifest import ManifestError
@@ -67,8 +67,7 @@ def scan_manifest(
         return wrapped(request)
 
     # Pieces no larger than the user's shard bounds, as the listing planner keeps them (`scan.scan`).
-    piece_objects = min(1000, spec.shard_size.max_objects or 1000)
-    piece_bytes = min(2**30, spec.shard_size.max_bytes or 2**30)
+    piece_objects, piece_bytes = piece_targets(spec.shard_size.max_objects, spec.shard_size.max_bytes)
     first = FirstPass()
     ordered = InOrderPass(Planner(piece_objects=piece_objects, piece_bytes=piece_bytes))
     reported = 0

@@ -11,9 +11,10 @@ without any "/" becomes parallel this way, each cut probing the key space with S
 
 Each range feeds its own `operator.planning.Planner` (histogram and fine pieces) that starts at the
 range's start; at the end the ranges in key order give contiguous pieces covering the whole key space,
-the last open-ended, as one sequential `Planner` would. Memory does not grow with the number of keys:
-ranges are capped (`MAX_RANGES`), pieces over all ranges are capped (`MAX_PIECES`, by coarsening every
-range at once), and each lister holds one page.
+the last open-ended: the very pieces one sequential `Planner` gives, since piece ends are functions of
+the keys and the ranges are joined at one level (`keyspace.join_pieces`). Memory does not grow with the
+number of keys: ranges are capped (`MAX_RANGES`), pieces over all ranges are capped (`MAX_PIECES`, by
+coarsening every range at once, `planning.coarsen_together`), and each lister holds one page.
 
 When a destination client is given, each range is also merge-joined with the destination's mapped range
 (listed the same way) and the objects the worker would skip (`worker.decide`) are counted.
@@ -32,7 +33,14 @@ from typing import Any
 
 from ferry.model import Overwrite
 from ferry.model.plan import Shard
-from ferry.operator.planning import MAX_PIECES, Histogram, Planner
+from ferry.operator.planning import (
+    EXACT,
+    MAX_PIECES,
+    Histogram,
+    Planner,
+    coarsen_together,
+    finished_pieces,
+)
 from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.keyspace import (
@@ -40,6 +48,7 @@ from ferry.worker.keyspace import (
     clip,
     common_prefix,
     extrapolate,
+    join_levels,
     join_pieces,
     listing_prefix,
     part_cuts,
@@ -115,6 +124,11 @@ class ListingOutcome:
     ranges: int
     #: The part of the key space listed: after the first key up to the second (None: the whole, open).
     span: tuple[str | None, str | None] = (None, None)
+    #: A part's pieces are not finished (`planning.finished_pieces`) but joined with the other parts':
+    #: the level of each piece's end, and the level of the part (None: a whole listing, or pieces that
+    #: fell back to the pairwise merge).
+    levels: tuple[int, ...] | None = None
+    level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -251,25 +265,50 @@ class ParallelListing:
         ordered = sorted(self._ranges, key=lambda r: (r.start_after is not None, r.start_after or ""))
         parts: list[list[Shard]] = []
         counts = [0] * len(Planner().histogram().counts)
+        levels: list[list[int]] | None = []
         objects = total = largest = 0
+        # Piece ends are functions of the keys (`operator.planning`): brought to one level, the ranges'
+        # pieces join into those one planner of all the keys would give, wherever the ranges were cut;
+        # unless a planner fell back to merging pairwise, when they join as they are.
+        level = max((r.planner.level for r in ordered), default=EXACT)
+        content_defined = not any(r.planner.fell_back for r in ordered)
         for r in ordered:
             h = r.planner.histogram()
             counts = [a + b for a, b in zip(counts, h.counts, strict=True)]
             objects, total, largest = objects + h.objects, total + h.bytes, max(largest, h.largest)
-            pieces = r.planner.pieces()
-            last = pieces[-1]
-            pieces[-1] = Shard(last.start_after, r.end, last.objects, last.bytes)
+            if content_defined and levels is not None:
+                r.planner.raise_to(level)
+                pieces, ends = r.planner.range_pieces(r.end)
+                levels.append(ends)
+            else:
+                levels = None
+                pieces = r.planner.pieces()
+                last = pieces[-1]
+                pieces[-1] = Shard(last.start_after, r.end, last.objects, last.bytes)
             parts.append(pieces)
         existing = None
         if self._destination is not None:
             existing = (sum(r.existing_objects for r in ordered), sum(r.existing_bytes for r in ordered))
+        answer_levels: tuple[int, ...] | None = None
+        if levels is None:
+            pieces = join_pieces(parts, MAX_PIECES, *self._span)
+        else:
+            pieces, ends, level = join_levels(parts, levels, level, MAX_PIECES, *self._span)
+            if self._part is not None:
+                # A planner pod's part: joined with the other pods' parts by the operator, so its pieces
+                # go as they are, with their levels (`planresult.merge_parts`).
+                answer_levels = tuple(ends)
+            else:
+                pieces = finished_pieces(pieces, level, *self._span, self._piece_objects, self._piece_bytes)
         return ListingOutcome(
             Histogram(tuple(counts), objects, total, largest),
-            tuple(join_pieces(parts, MAX_PIECES, *self._span)),
+            tuple(pieces),
             self._requests,
             existing,
             len(ordered),
             self._span,
+            answer_levels,
+            level if answer_levels is not None else None,
         )
 
     def _new_range(self, start: str | None, end: str | None) -> _Range:
@@ -279,10 +318,9 @@ class ParallelListing:
             start_after=start,
             max_pieces=MAX_PIECES,
         )
-        # Ranges made later start at the granularity the others have reached.
+        # Ranges made later start at the level the others have reached (the bounds doubled as often).
         if self._ranges:
-            planner.piece_objects = max(r.planner.piece_objects for r in self._ranges)
-            planner.piece_bytes = max(r.planner.piece_bytes for r in self._ranges)
+            planner.raise_to(max(r.planner.level for r in self._ranges))
         return _Range(start, end, planner, start)
 
     def _all_done(self) -> bool:
@@ -528,9 +566,10 @@ class ParallelListing:
             # Counted as listed, not as accepted: a filter that rejects everything still costs the listing.
             if self._max_objects is not None and self._listed > self._max_objects:
                 raise TooManyKeys(self._listed)
+            # Past MAX_PIECES over all ranges they coarsen together (a small job's key-by-key pieces
+            # too: whether the job is small is decided once the ranges are joined, `join_levels`).
             if sum(x.planner.piece_count for x in self._ranges) > MAX_PIECES:
-                for x in self._ranges:
-                    x.planner.coarsen()
+                coarsen_together([x.planner for x in self._ranges], MAX_PIECES)
             self._send_report()
             return finished
 

@@ -41,6 +41,7 @@ from ferry.model.loading import parse_documents
 from ferry.operator.caps import cut_shards
 from ferry.operator.cost import DEFAULT_PRICES, Prices, PricesInvalid, parse_prices
 from ferry.operator.planfile import StoredPlan
+from ferry.operator.planning import piece_targets
 from ferry.operator.planview import plan_cost, plan_lines, plan_view
 from ferry.operator.settings import OperatorSettings
 from ferry.worker import planprocs
@@ -208,7 +209,9 @@ def _list(args: argparse.Namespace, job: CopyJob, secrets: Any) -> Scan:
         preflight(destination, spec.destination, "spec.destination", creds["spec.destination"])
     processes = args.processes or 1
     if args.part is None and processes > 1 and spec.source.manifest is None:
-        return _list_divided(args, processes)
+        return _list_divided(
+            args, processes, piece_targets(spec.shard_size.max_objects, spec.shard_size.max_bytes)
+        )
     tracker = ListingTracker()
     with contextlib.ExitStack() as stack:
         if args.part is not None:
@@ -236,7 +239,7 @@ def _list(args: argparse.Namespace, job: CopyJob, secrets: Any) -> Scan:
             ) from exc
 
 
-def _list_divided(args: argparse.Namespace, processes: int) -> Scan:
+def _list_divided(args: argparse.Namespace, processes: int, targets: tuple[int, int]) -> Scan:
     """The listing divided over ``processes`` children of this command (`planprocs`), after the
     locations passed their check here once."""
     started = time.monotonic()
@@ -247,7 +250,7 @@ def _list_divided(args: argparse.Namespace, processes: int) -> Scan:
             stack.enter_context(
                 ListingDisplay(progress.snapshot, live=live, plain_interval=args.progress_interval)
             )
-        return planprocs.finish(children, started)
+        return planprocs.finish(children, started, targets)
 
 
 class _ProgressLines:

@@ -13,8 +13,9 @@ from the Secrets the CopyJob names (FERRY_SOURCE_ACCESS_KEY_ID, ...), and the pl
 (FERRY_LISTING_DEADLINE_SECONDS, FERRY_MAX_OBJECTS_PER_COPYJOB, FERRY_ALLOWED_ENDPOINTS,
 FERRY_CLUSTER_CIDRS) from its environment; FERRY_PLAN_LISTERS sets how many listers run at once
 (1 to 256). With FERRY_PLAN_PODS above 1 the planner Job is Indexed: this pod lists only part
-JOB_COMPLETION_INDEX of the key space (`keyspace.part_cuts`) and its answer says which part it covers;
-the operator joins the parts (`planresult.merge_parts`).
+JOB_COMPLETION_INDEX of the key space (`keyspace.part_cuts`) and its answer says which part it covers
+and the level of each piece's end (`operator.planning`); the operator joins the parts into the pieces one
+listing of the whole would give (`planresult.merge_parts`).
 
 Exit codes:
     0  the plan was served (read by the operator, or held until FERRY_PLAN_HOLD_SECONDS)

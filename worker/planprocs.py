@@ -126,9 +126,10 @@ def start(file: Path, count: int, listers: int) -> tuple[list[_Child], DividedPr
     return children, progress
 
 
-def finish(children: Sequence[_Child], started: float) -> Scan:
-    """Wait for every child and join their parts; raises `RunFailed` with the first failure's exit code
-    and words (the others are stopped at once)."""
+def finish(children: Sequence[_Child], started: float, targets: tuple[int, int] = (1000, 2**30)) -> Scan:
+    """Wait for every child and join their parts (a small job's keys cut at the piece sizes
+    ``targets``, `planning.piece_targets`); raises `RunFailed` with the first failure's exit code and
+    words (the others are stopped at once)."""
     outputs: dict[int, list[str]] = {c.index: [] for c in children}
     readers = []
     for child in children:
@@ -158,7 +159,9 @@ def finish(children: Sequence[_Child], started: float) -> Scan:
     for reader in readers:
         reader.join(10)
     try:
-        merged = merge_parts([parse_plan_result("".join(outputs[c.index])) for c in children], MAX_PIECES)
+        merged = merge_parts(
+            [parse_plan_result("".join(outputs[c.index])) for c in children], MAX_PIECES, targets
+        )
     except PlanResultInvalid as exc:
         raise RunFailed(
             f"the processes that listed the source divided it differently ({exc}): the bucket changed as "

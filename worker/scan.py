@@ -10,6 +10,7 @@ A `ListingTracker` follows the listing for status servers and displays.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,8 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ferry.model import CopyJobSpec
+from ferry.model.plan import Shard
 from ferry.model.quantity import format_duration
-from ferry.operator.planresult import PlanPart, PlanResult
+from ferry.operator.planning import MAX_LEVEL, at_level, piece_targets
+from ferry.operator.planresult import MAX_RESULT_BYTES, PlanPart, PlanResult
 from ferry.operator.render import fit_shards, shards_budget
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.leanlist import LeanListing
@@ -172,14 +175,15 @@ def scan(
         side = DestinationSide(
             _lean(destination), spec.destination.bucket, spec.destination.prefix, spec.overwrite
         )
+    targets = piece_targets(spec.shard_size.max_objects, spec.shard_size.max_bytes)
     listing = ParallelListing(
         _lean(source),
         spec.source.bucket,
         spec.source.prefix,
         object_filter=ObjectFilter.compile(spec.filter, spec.source.prefix),
         # Pieces no larger than the user's shard bounds, so that the operator can honour them exactly.
-        piece_objects=min(1000, spec.shard_size.max_objects or 1000),
-        piece_bytes=min(2**30, spec.shard_size.max_bytes or 2**30),
+        piece_objects=targets[0],
+        piece_bytes=targets[1],
         call=lambda request: call_with_retry(request, LISTING_RETRY),
         clock=clock,
         listers=listers,
@@ -229,13 +233,41 @@ def scan(
             f"listing {where} failed: an answer was not a usable listing ({type(exc).__name__})",
             retry=True,
         ) from exc
-    # Pieces merged until they fit beside the spec in the plan ConfigMap: every shard cut from them fits.
-    pieces = fit_shards(list(outcome.pieces), shards_budget(spec))
+    levels: list[int] | None = None
+    level = outcome.level
+    if outcome.levels is not None and level is not None:
+        # A part goes with its levels, for the operator to join the parts as one listing would have cut
+        # them; thinned by raising its level until the answer fits.
+        pieces, levels, level = fit_part(list(outcome.pieces), list(outcome.levels), level)
+    else:
+        # Pieces merged until they fit beside the spec in the plan ConfigMap: every shard cut from them fits.
+        pieces = fit_shards(list(outcome.pieces), shards_budget(spec))
     result = PlanResult(
         outcome.histogram,
         tuple(pieces),
         datetime.now(UTC).replace(microsecond=0),
         destination_checked=destination is not None,
         part=None if part is None else PlanPart(part[0], part[1], *outcome.span),
+        levels=None if levels is None else tuple(levels),
+        level=level,
     )
     return Scan(result, outcome.requests, outcome.existing, clock() - started)
+
+
+#: Most a part's pieces may take in a planner pod's answer: the rest of `planresult.MAX_RESULT_BYTES` is
+#: left for the levels, the histogram and the other fields.
+PART_PIECES_BYTES = MAX_RESULT_BYTES - 256 * 1024
+
+
+def fit_part(
+    pieces: list[Shard], levels: list[int], level: int, limit: int = PART_PIECES_BYTES
+) -> tuple[list[Shard], list[int] | None, int | None]:
+    """A part's pieces thinned until their JSON fits ``limit``: by raising the level (`planning.at_level`,
+    which the operator's join repeats for every part, so the parts still join as one listing), or, for
+    keys that end pieces at every level, by the pairwise merge (the answer then carries no levels)."""
+    for _ in range(MAX_LEVEL + 2):
+        if len(json.dumps([p.as_json() for p in pieces])) <= limit:
+            return pieces, levels, level
+        level += 1
+        pieces, levels = at_level(pieces, levels, level)
+    return fit_shards(pieces, limit), None, None

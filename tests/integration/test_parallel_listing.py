@@ -25,8 +25,10 @@ from botocore.exceptions import ClientError
 from ferry.errors import InvalidSpec
 from ferry.model import CopyJobSpec
 from ferry.model.plan import Shard
+from ferry.operator import planning
 from ferry.operator.planning import Planner
 from ferry.operator.planresult import merge_parts, parse_plan_result
+from ferry.operator.render import fit_shards, shards_budget
 from ferry.worker import planpod
 from ferry.worker import scan as scan_module
 from ferry.worker.leanlist import LeanListing
@@ -158,6 +160,11 @@ def test_a_parallel_plan_equals_a_sequential_listing(
     pages = -(-len(listed) // PAGE)
     factor = 4 if layout == "hot" else 1.5
     assert found.list_requests <= pages * factor + 40, (found.list_requests, pages)
+    # The very pieces one planner fed the sequential listing cuts (with scan's piece sizes): piece ends
+    # are functions of the keys, wherever the listers cut the key space.
+    one = Planner(piece_objects=1000, piece_bytes=2**30).add_all(listed)
+    spec = spec_for(endpoint, layouts[layout])
+    assert list(found.result.pieces) == fit_shards(one.pieces(), shards_budget(spec))
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -174,10 +181,34 @@ def test_a_listing_divided_over_planner_pods_joins_into_the_whole_plan(
     answers = [parse_plan_result(p.result.to_json()) for p in parts]
     merged = merge_parts(answers, 8192)
     assert_plan_covers(dataclasses.replace(parts[0], result=merged), listed)
+    # The pods' parts join into the pieces one planner of every key cuts, wherever the pods divided.
+    one = Planner(piece_objects=1000, piece_bytes=2**30).add_all(listed)
+    assert list(merged.pieces) == fit_shards(one.pieces(), shards_budget(spec))
     # The work was divided where the bucket has prefixes to divide it at. A flat bucket is divided at
     # midpoints of the characters discovery saw, which split numbered keys that all begin alike badly.
     if layout != "flat":
         assert sum(1 for a in answers if a.histogram.objects) >= 2, [a.histogram.objects for a in answers]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_a_large_job_s_pieces_are_the_same_listed_in_parallel_by_pods_or_sequentially(
+    versitygw: VersityGW, layouts: dict[str, str], layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jobs past EXACT_KEYS keys have content-defined piece ends; these buckets pass a lowered limit, and
+    # pieces of 20 objects put ends in every range the listers cut.
+    monkeypatch.setattr(planning, "EXACT_KEYS", 50)
+    endpoint = versitygw.endpoint
+    c = client(endpoint)
+    listed = sequential(c, layouts[layout], PREFIX)
+    spec = spec_for(endpoint, layouts[layout], shardSize={"maxObjects": 20})
+    one = Planner(piece_objects=20).add_all(listed)
+    assert one.level == 0
+    expected = fit_shards(one.pieces(), shards_budget(spec))
+    found = scan(spec, c, listers=8, page_size=PAGE)
+    assert list(found.result.pieces) == expected
+    parts = [scan(spec, c, listers=3, page_size=PAGE, part=(i, 3)) for i in range(3)]
+    merged = merge_parts([parse_plan_result(p.result.to_json()) for p in parts], 8192, (20, 2**30))
+    assert list(merged.pieces) == one.pieces()
 
 
 def test_a_flat_bucket_is_listed_by_several_listers_at_once(
