@@ -380,17 +380,11 @@ def numbered_cut(origin: str, first: str, position: str, end: str | None, pages:
     at its width, so the cut falls among the folder's own keys rather than past them, where a midpoint
     of the key space lands (every key ends alike). None when the keys are not numbered so.
     """
-    shared = len(common_prefix(first, position))
-    if shared >= min(len(first), len(position)) or position[shared] not in _DIGITS:
+    run = _digit_run(first, position)
+    if run is None:
         return None
-    start = shared
-    while start > 0 and position[start - 1] in _DIGITS:
-        start -= 1
-    stop = shared
-    while stop < len(position) and position[stop] in _DIGITS:
-        stop += 1
-    width = stop - start
-    head, number, low = position[:start], int(position[start:stop]), _number(first, start, width)
+    start, width = run
+    head, number, low = position[:start], int(position[start : start + width]), _number(first, start, width)
     if low is None or not low < number:
         return None
     # The folder's first key, when it is numbered alike: the folder likely holds as many keys again.
@@ -411,3 +405,43 @@ def _number(key: str, start: int, width: int) -> int | None:
     if len(run) != width or not _DIGITS.issuperset(run) or key[start + width : start + width + 1] in _DIGITS:
         return None
     return int(run)
+
+
+def numbered_midpoint(first: str, position: str, end: str | None) -> str | None:
+    """A cut halfway between ``position`` and ``end`` by the number of a folder of numbered keys (the run
+    of digits where ``first`` and ``position`` first differ, as in `numbered_cut`), when ``end`` lies in
+    the same folder: a midpoint of the characters would fall on letters the keys hold after their
+    numbers (".parquet"), past every key of that block. None when the keys are not numbered so.
+    """
+    run = _digit_run(first, position)
+    if run is None or end is None:
+        return None
+    start, width = run
+    head = position[:start]
+    if not end.startswith(head):
+        return None
+    digits = end[start : start + width]
+    digits = digits[: next((i for i, c in enumerate(digits) if c not in _DIGITS), len(digits))]
+    if not digits:
+        return None
+    # End's digits padded with zeros: at most the end, so the cut stays before it.
+    number, last = int(position[start : start + width]), int(digits.ljust(width, "0"))
+    middle = (number + last) // 2
+    return head + str(middle).zfill(width) if middle > number else None
+
+
+def _digit_run(first: str, position: str) -> tuple[int, int] | None:
+    """(start, width) of the run of digits in ``position`` holding the first character where ``first``
+    and ``position`` differ, when ``first`` holds a run of the same width there (None otherwise)."""
+    shared = len(common_prefix(first, position))
+    if shared >= min(len(first), len(position)) or position[shared] not in _DIGITS:
+        return None
+    start = shared
+    while start > 0 and position[start - 1] in _DIGITS:
+        start -= 1
+    stop = shared
+    while stop < len(position) and position[stop] in _DIGITS:
+        stop += 1
+    if _number(first, start, stop - start) is None:
+        return None
+    return start, stop - start

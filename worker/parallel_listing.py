@@ -48,6 +48,7 @@ from ferry.worker.keyspace import (
     join_pieces,
     listing_prefix,
     numbered_cut,
+    numbered_midpoint,
     part_cuts,
     probe_directory,
     ranges_from_prefixes,
@@ -430,11 +431,9 @@ class ParallelListing:
             if r.estimate is None or r.estimate[0] != seen:
                 left = remaining_estimate(r.first, r.position, r.end, r.listed - 1, self._prefix, alphabet)
                 r.estimate = (seen, left)
-            left = r.estimate[1]
-            if left >= 2 * self._page_size:
-                worth.append((left, r.listed, r, alphabet))
+            worth.append((r.estimate[1], r.listed, r, alphabet))
         worth.sort(key=lambda w: (-w[0], -w[1]))
-        for _left, _listed, r, alphabet in worth:
+        for left, _listed, r, alphabet in worth:
             if r.probing:
                 continue
             # In a prefix tree, cut at a folder known to follow the position: a midpoint of the key
@@ -462,7 +461,15 @@ class ParallelListing:
                     upper.origin = r.origin
                     return upper
                 continue
-            mid = split_point(r.position, r.end, self._prefix, alphabet)
+            if left < 2 * self._page_size:
+                # A midpoint is a guess: only where the density so far says pages are left. (A folder
+                # or its own pages are evidence, whatever the density of a tree's other folders says.)
+                continue
+            # Numbered keys are halved by their numbers: a midpoint of the characters would fall on
+            # the letters after them, between two blocks of numbers, where no key is.
+            mid = numbered_midpoint(r.page_first, r.position, r.end) if r.page_first else None
+            if mid is None or not self._cuttable(r, mid):
+                mid = split_point(r.position, r.end, self._prefix, alphabet)
             if mid is not None and self._cuttable(r, mid):
                 return self._cut(r, mid)
         # Ranges the density of their listed part says are nearly done may be in a dense block (one hot

@@ -76,6 +76,8 @@ def test_a_range_dense_where_it_is_listed_is_cut_a_few_pages_ahead(
         62_000,
     )
     busy.alphabet = DIGITS_AND_DOTS
+    # The days after day 21 are known and already cut off (a probe found them): what is left is the day's.
+    busy.mark_folder = "d/"
     pl._ranges = [busy]
     with pl._lock:
         upper = pl._take()
