@@ -245,13 +245,14 @@ class ParallelListing:
 
     def run(self) -> ListingOutcome:
         self._started = self._clock()
-        found = self._discover()
         side = self._destination
-        if side is not None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-destination") as pool:
             # An empty destination (a first migration) holds nothing to skip: one request says so,
-            # instead of one per range.
-            probe = self._request(client=side.client, Bucket=side.bucket, Prefix=side.prefix, MaxKeys=1)
-            self._destination_empty = not probe.keys and not probe.truncated
+            # instead of one per range; asked while the prefix tree is discovered, not after.
+            empty = None if side is None else pool.submit(self._destination_is_empty, side)
+            found = self._discover()
+            if empty is not None:
+                self._destination_empty = empty.result()
         bounds = ranges_from_prefixes(found, min(MAX_RANGES // 2, self._listers * 4))
         if self._part is not None:
             index, count = self._part
@@ -284,6 +285,10 @@ class ParallelListing:
         for thread in threads:
             thread.join(timeout=5)
         return self._outcome()
+
+    def _destination_is_empty(self, side: DestinationSide) -> bool:
+        probe = self._request(client=side.client, Bucket=side.bucket, Prefix=side.prefix, MaxKeys=1)
+        return not probe.keys and not probe.truncated
 
     def _outcome(self) -> ListingOutcome:
         ordered = sorted(self._ranges, key=lambda r: (r.start_after is not None, r.start_after or ""))
