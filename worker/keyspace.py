@@ -188,10 +188,20 @@ def ranges_from_prefixes(prefixes: Sequence[str], most: int) -> list[tuple[str |
     """Disjoint ranges covering the whole key space, cut after the keys under each common prefix.
 
     Range ``i`` ends at ``prefixes[i] + CEILING``, above every key under that prefix, so the objects
-    between two prefixes (directly at that level) fall in the next range and nothing is left out. At
-    most ``most`` ranges: beyond that, prefixes are taken evenly.
+    between two prefixes (directly at that level) fall in the next range and nothing is left out. A
+    prefix with another of the prefixes under it adds no bound of its own: the range after its last
+    subfolder would hold only the keys directly in it that sort after that subfolder (mostly none, a
+    request for nothing), and those fall in the next range instead. At most ``most`` ranges: beyond
+    that, prefixes are taken evenly.
     """
-    bounds = sorted({p + CEILING for p in prefixes if p})
+    ordered = sorted({p for p in prefixes if p})
+    # In key order a prefix's descendants follow it directly.
+    leaves = [
+        p
+        for p, after in zip(ordered, [*ordered[1:], ""][: len(ordered)], strict=True)
+        if not after.startswith(p)
+    ]
+    bounds = [p + CEILING for p in leaves]
     if len(bounds) >= most:
         step = len(bounds) / max(1, most - 1)
         bounds = sorted({bounds[int(i * step)] for i in range(max(0, most - 1))})
@@ -375,3 +385,108 @@ def join_levels(
     last = pieces[-1]
     pieces[-1] = Shard(last.start_after, end, last.objects, last.bytes)
     return pieces, kept, level
+
+
+def probe_directory(
+    position: str, end: str | None, prefix: str, exhausted: str | None = None
+) -> tuple[str, str] | None:
+    """Where a delimiter ("/") listing finds the folders that follow ``position`` in a range ending at
+    ``end``: (its Prefix, its StartAfter), or None when the rest of the range is one folder's own keys
+    (nothing to list but those keys; cut it by `split_point` or `extrapolate`).
+
+    The folder listed is the deepest one holding both ``position`` and ``end``; when ``exhausted`` (a
+    folder whose subfolders this range has already used up, or found none of) is that folder or deeper,
+    the folder of ``position`` one level below it. StartAfter skips the subfolder ``position`` is in, so
+    every common prefix answered lies after it and holds at least one key: cutting there never probes
+    empty key space.
+    """
+    shared = listing_prefix(position, end, prefix)
+    rel = shared[len(prefix) :]
+    folder = prefix + rel[: rel.rfind("/") + 1]
+    if exhausted is not None and len(exhausted) >= len(folder) and position.startswith(exhausted):
+        below = position.find("/", len(exhausted))
+        if below < 0:
+            return None
+        folder = position[: below + 1]
+    below = position.find("/", len(folder))
+    if below < 0:
+        return None
+    return folder, position[: below + 1] + CEILING
+
+
+_DIGITS = frozenset("0123456789")
+
+
+def numbered_cut(origin: str, first: str, position: str, end: str | None, pages: float) -> str | None:
+    """Where to cut the rest of one folder of numbered keys ("object-048284.parquet"), listed from
+    ``position``, whose last page began at ``first``: as far beyond ``position`` as ``origin`` (the
+    first key seen in the folder) lies before it, at least ``pages`` pages, halved until the cut lies
+    before ``end``. The number is the run of digits where ``first`` and ``position`` first differ, kept
+    at its width, so the cut falls among the folder's own keys rather than past them, where a midpoint
+    of the key space lands (every key ends alike). None when the keys are not numbered so.
+    """
+    run = _digit_run(first, position)
+    if run is None:
+        return None
+    start, width = run
+    head, number, low = position[:start], int(position[start : start + width]), _number(first, start, width)
+    if low is None or not low < number:
+        return None
+    # The folder's first key, when it is numbered alike: the folder likely holds as many keys again.
+    seen = _number(origin, start, width) if origin.startswith(head) else None
+    step = max(pages * (number - low), number - (low if seen is None or seen > low else seen))
+    while step >= 1:
+        target = min(10**width - 1, number + int(step))
+        cut = head + str(target).zfill(width)
+        if target > number and (end is None or cut < end):
+            return cut
+        step /= 2
+    return None
+
+
+def _number(key: str, start: int, width: int) -> int | None:
+    """The run of ``width`` digits at ``start`` of ``key`` as a number (None when there is none)."""
+    run = key[start : start + width]
+    if len(run) != width or not _DIGITS.issuperset(run) or key[start + width : start + width + 1] in _DIGITS:
+        return None
+    return int(run)
+
+
+def numbered_midpoint(first: str, position: str, end: str | None) -> str | None:
+    """A cut halfway between ``position`` and ``end`` by the number of a folder of numbered keys (the run
+    of digits where ``first`` and ``position`` first differ, as in `numbered_cut`), when ``end`` lies in
+    the same folder: a midpoint of the characters would fall on letters the keys hold after their
+    numbers (".parquet"), past every key of that block. None when the keys are not numbered so.
+    """
+    run = _digit_run(first, position)
+    if run is None or end is None:
+        return None
+    start, width = run
+    head = position[:start]
+    if not end.startswith(head):
+        return None
+    digits = end[start : start + width]
+    digits = digits[: next((i for i, c in enumerate(digits) if c not in _DIGITS), len(digits))]
+    if not digits:
+        return None
+    # End's digits padded with zeros: at most the end, so the cut stays before it.
+    number, last = int(position[start : start + width]), int(digits.ljust(width, "0"))
+    middle = (number + last) // 2
+    return head + str(middle).zfill(width) if middle > number else None
+
+
+def _digit_run(first: str, position: str) -> tuple[int, int] | None:
+    """(start, width) of the run of digits in ``position`` holding the first character where ``first``
+    and ``position`` differ, when ``first`` holds a run of the same width there (None otherwise)."""
+    shared = len(common_prefix(first, position))
+    if shared >= min(len(first), len(position)) or position[shared] not in _DIGITS:
+        return None
+    start = shared
+    while start > 0 and position[start - 1] in _DIGITS:
+        start -= 1
+    stop = shared
+    while stop < len(position) and position[stop] in _DIGITS:
+        stop += 1
+    if _number(first, start, stop - start) is None:
+        return None
+    return start, stop - start

@@ -197,6 +197,13 @@ _SIZE = re.compile(r"<Size>([^<]*)</Size>")
 _ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
 _MODIFIED = re.compile(r"<LastModified>([^<]*)</LastModified>")
 _CLASS = re.compile(r"<StorageClass>([^<]*)</StorageClass>")
+#: An entry as S3 writes it (Key, LastModified, ETag, checksum fields, Size, in that order): one scan of
+#: the page gives all four columns, where a scan per field takes twice the CPU. Pages in any other order
+#: are read field by field.
+_ENTRY = re.compile(
+    r"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
+    r"(?:<Checksum(?:Algorithm|Type)>[^<]*</Checksum(?:Algorithm|Type)>)*<Size>([^<]*)</Size>"
+)
 #: A storage class longer than this is no S3 storage class: kept as unknown, never echoed.
 MAX_CLASS_LENGTH = 32
 _PREFIX = re.compile(r"<CommonPrefixes><Prefix>([^<]*)</Prefix></CommonPrefixes>")
@@ -241,14 +248,22 @@ def _parse_plain(body: bytes, storage_classes: bool = False) -> Page | None:
     if _NOT_PLAIN.search(text) is not None:
         return None
     entries = text.count("<Contents>")
-    keys, sizes = _KEY.findall(text), _SIZE.findall(text)
-    etags, modified = _ETAG.findall(text), _MODIFIED.findall(text)
-    if not len(keys) == len(sizes) == len(etags) == len(modified) == entries:
-        return None
     # Each of these scans the page once; the common page has no prefixes at all.
+    rows = _ENTRY.findall(text) if entries else []
+    if len(rows) == entries:
+        keys, modified, etags, sizes = (
+            (list(column) for column in zip(*rows, strict=True)) if rows else ([], [], [], [])
+        )
+    else:
+        keys, sizes = _KEY.findall(text), _SIZE.findall(text)
+        etags, modified = _ETAG.findall(text), _MODIFIED.findall(text)
+        if not len(keys) == len(sizes) == len(etags) == len(modified) == entries:
+            return None
     groups = text.count("<CommonPrefixes>")
     prefixes = _PREFIX.findall(text) if groups else []
-    truncated = _TRUNCATED.findall(text) if text.count("<IsTruncated>") == 1 else []
+    # One IsTruncated, read where it is rather than by a scan of the whole page.
+    flag = _TRUNCATED.match(text, text.find("<IsTruncated>")) if text.count("<IsTruncated>") == 1 else None
+    truncated = [flag.group(1)] if flag is not None else []
     if len(prefixes) != groups or len(truncated) != 1:
         return None
     classes: list[str | None] | None = None

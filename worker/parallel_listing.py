@@ -6,8 +6,12 @@ depth and fan-out and turns the common prefixes into ranges that cover the whole
 source prefix, objects directly at each level included (`keyspace.ranges_from_prefixes`). Phase 2 lists
 each range as a stream: ListObjectsV2 with the narrowest Prefix of the range and StartAfter its start,
 one page in memory per lister, until a key passes the range's end. A lister with nothing left to take
-cuts the rest of a busy range at a midpoint beyond its position and lists the upper part: a flat bucket
-without any "/" becomes parallel this way, each cut probing the key space with StartAfter.
+cuts the rest of a busy range and lists the upper part. In a prefix tree it cuts at a folder known to
+follow the busy lister's position: one delimiter listing (a probe) names the folders after it, kept on the
+range as its next cut points (`keyspace.probe_directory`), since a midpoint of the key space there mostly
+lands between folders, where nothing is. The rest of one folder is cut only when its own pages say it
+goes on, among its own numbers for numbered keys (`keyspace.numbered_cut`). A flat bucket without any
+"/" is cut at midpoints beyond the position, each cut probing the key space with StartAfter.
 
 Each range feeds its own `operator.planning.Planner` (histogram and fine pieces) that starts at the
 range's start; at the end the ranges in key order give contiguous pieces covering the whole key space,
@@ -44,6 +48,7 @@ from ferry.operator.planning import (
 from ferry.worker.decide import decide
 from ferry.worker.filters import ObjectFilter
 from ferry.worker.keyspace import (
+    MAX_MIDPOINT_BYTES,
     Alphabet,
     clip,
     common_prefix,
@@ -51,7 +56,10 @@ from ferry.worker.keyspace import (
     join_levels,
     join_pieces,
     listing_prefix,
+    numbered_cut,
+    numbered_midpoint,
     part_cuts,
+    probe_directory,
     ranges_from_prefixes,
     remaining_estimate,
     split_point,
@@ -74,6 +82,8 @@ PAGE_SIZE = 1000
 LOCAL_CUT_PAGES = 4
 #: How long an idle lister waits before looking for work again; keeps every wait bounded.
 IDLE_WAIT_SECONDS = 0.05
+#: Folders one delimiter probe keeps as a range's cut points (spread evenly over those answered).
+MAX_MARKS = 64
 
 Call = Callable[[Callable[[], Any]], Any]
 
@@ -161,6 +171,27 @@ class _Range:
     existing_objects: int = 0
     existing_bytes: int = 0
     pieces: list[Shard] = field(default_factory=list)
+    #: Folders known to lie inside the range (common prefixes a delimiter probe answered), in key order:
+    #: each holds at least one key, so a cut at one never lands in empty key space.
+    marks: list[str] = field(default_factory=list)
+    #: The folder whose subfolders gave the marks (or gave none inside the range): the next probe looks
+    #: one level below it.
+    mark_folder: str | None = None
+    #: A lister is probing this range's folders now.
+    probing: bool = False
+    #: The first key seen in the folder being listed (by this range or the one it was cut from).
+    origin: str | None = None
+    #: Keys likely left, and the (position, end, listed) it was estimated at.
+    estimate: tuple[tuple[str | None, str | None, int], float] | None = None
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """A delimiter listing an idle lister makes (outside the lock) to find where to cut ``target``."""
+
+    target: _Range
+    folder: str
+    start_after: str
 
 
 def _in_order(keys: list[str]) -> bool:
@@ -205,6 +236,13 @@ class ParallelListing:
         self._listed = 0
         self._requests = 0
         self._active = 0
+        # Running totals over the ranges, kept as pages come (summing over up to `MAX_RANGES` ranges on
+        # every page cost more CPU than reading the page).
+        self._done = 0
+        self._listed_done = 0
+        self._objects = 0
+        self._bytes = 0
+        self._pieces = 0
         self._failure: BaseException | None = None
         self._alphabet: Alphabet | None = None
         self._started = clock()
@@ -221,13 +259,14 @@ class ParallelListing:
 
     def run(self) -> ListingOutcome:
         self._started = self._clock()
-        found = self._discover()
         side = self._destination
-        if side is not None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-destination") as pool:
             # An empty destination (a first migration) holds nothing to skip: one request says so,
-            # instead of one per range.
-            probe = self._request(client=side.client, Bucket=side.bucket, Prefix=side.prefix, MaxKeys=1)
-            self._destination_empty = not probe.keys and not probe.truncated
+            # instead of one per range; asked while the prefix tree is discovered, not after.
+            empty = None if side is None else pool.submit(self._destination_is_empty, side)
+            found = self._discover()
+            if empty is not None:
+                self._destination_empty = empty.result()
         bounds = ranges_from_prefixes(found, min(MAX_RANGES // 2, self._listers * 4))
         if self._part is not None:
             index, count = self._part
@@ -260,6 +299,10 @@ class ParallelListing:
         for thread in threads:
             thread.join(timeout=5)
         return self._outcome()
+
+    def _destination_is_empty(self, side: DestinationSide) -> bool:
+        probe = self._request(client=side.client, Bucket=side.bucket, Prefix=side.prefix, MaxKeys=1)
+        return not probe.keys and not probe.truncated
 
     def _outcome(self) -> ListingOutcome:
         ordered = sorted(self._ranges, key=lambda r: (r.start_after is not None, r.start_after or ""))
@@ -324,7 +367,7 @@ class ParallelListing:
         return _Range(start, end, planner, start)
 
     def _all_done(self) -> bool:
-        return all(r.state == "done" for r in self._ranges)
+        return self._done == len(self._ranges)
 
     def _check_deadline(self) -> None:
         if self._deadline is not None and self._clock() - self._started > self._deadline:
@@ -385,14 +428,22 @@ class ParallelListing:
                             return
                         self._lock.wait(IDLE_WAIT_SECONDS)
                         continue
-                    work.state = "active"
-                    self._active += 1
+                    if isinstance(work, _Probe):
+                        work.target.probing = True
+                    else:
+                        work.state = "active"
+                        self._active += 1
+                if isinstance(work, _Probe):
+                    self._probe(work)
+                    continue
                 try:
                     self._list(work)
                 finally:
                     with self._lock:
                         self._active -= 1
                         work.state = "done"
+                        self._done += 1
+                        self._listed_done += work.listed
                         self._lock.notify_all()
                         self._send_report()
         except BaseException as exc:  # handed to `run`, which raises it
@@ -401,8 +452,9 @@ class ParallelListing:
                     self._failure = exc
                 self._lock.notify_all()
 
-    def _take(self) -> _Range | None:
-        """A pending range, else the upper part of a busy range cut at a midpoint (under the lock)."""
+    def _take(self) -> _Range | _Probe | None:
+        """A pending range, else the upper part of a busy range cut at one of its folders or at a
+        midpoint, or a probe for its folders (under the lock)."""
         for r in self._ranges:
             if r.state == "pending":
                 return r
@@ -416,12 +468,52 @@ class ParallelListing:
             if r.state != "active" or not r.more or not r.paged:
                 continue
             alphabet = r.alphabet or self._alphabet or Alphabet()
-            left = remaining_estimate(r.first, r.position, r.end, r.listed - 1, self._prefix, alphabet)
-            if left >= 2 * self._page_size:
-                worth.append((left, r.listed, r, alphabet))
+            # Estimated again only when the range moved: idle listers ask every few milliseconds, under
+            # the lock, and the estimate reads characters one by one.
+            seen = (r.position, r.end, r.listed)
+            if r.estimate is None or r.estimate[0] != seen:
+                left = remaining_estimate(r.first, r.position, r.end, r.listed - 1, self._prefix, alphabet)
+                r.estimate = (seen, left)
+            worth.append((r.estimate[1], r.listed, r, alphabet))
         worth.sort(key=lambda w: (-w[0], -w[1]))
-        for _left, _listed, r, alphabet in worth:
-            mid = split_point(r.position, r.end, self._prefix, alphabet)
+        for left, _listed, r, alphabet in worth:
+            if r.probing:
+                continue
+            # In a prefix tree, cut at a folder known to follow the position: a midpoint of the key
+            # space there mostly lands between folders, where nothing is, and costs a request for it.
+            marks = [m for m in r.marks if self._cuttable(r, m)]
+            r.marks = marks
+            if marks:
+                at = marks[len(marks) // 2]
+                upper = self._cut(r, at)
+                r.marks, upper.marks = marks[: len(marks) // 2], marks[len(marks) // 2 + 1 :]
+                upper.mark_folder = r.mark_folder
+                return upper
+            if r.position is None:
+                continue  # its pages held no key yet (a server may answer empty truncated pages)
+            found = probe_directory(r.position, r.end, self._prefix, r.mark_folder)
+            if found is not None:
+                return _Probe(r, *found)
+            folder = r.position[: r.position.rfind("/") + 1]
+            if len(folder) > len(self._prefix) and not (r.end is not None and r.end.startswith(folder)):
+                # The rest is one folder's own keys and the range ends past the folder: a midpoint of
+                # the key space mostly lands between its last key and the range's end (keys share
+                # their endings, ".parquet"); cut only a folder its own pages say goes on.
+                ahead = self._ahead(r, alphabet)
+                if ahead is not None:
+                    upper = self._cut(r, ahead)
+                    upper.origin = r.origin
+                    return upper
+                continue
+            if left < 2 * self._page_size:
+                # A midpoint is a guess: only where the density so far says pages are left. (A folder
+                # or its own pages are evidence, whatever the density of a tree's other folders says.)
+                continue
+            # Numbered keys are halved by their numbers: a midpoint of the characters would fall on
+            # the letters after them, between two blocks of numbers, where no key is.
+            mid = numbered_midpoint(r.page_first, r.position, r.end) if r.page_first else None
+            if mid is None or not self._cuttable(r, mid):
+                mid = split_point(r.position, r.end, self._prefix, alphabet)
             if mid is not None and self._cuttable(r, mid):
                 return self._cut(r, mid)
         # Ranges the density of their listed part says are nearly done may be in a dense block (one hot
@@ -446,6 +538,55 @@ class ParallelListing:
             if ahead is not None and self._cuttable(r, ahead):
                 return self._cut(r, ahead)
         return None
+
+    def _ahead(self, r: _Range, alphabet: Alphabet) -> str | None:
+        """Where to cut a range whose last page was full and lay in the folder of its position: for
+        numbered keys as far ahead as the folder's keys seen so far reach back (`numbered_cut`), else
+        `LOCAL_CUT_PAGES` pages ahead; None otherwise, or when that is not inside the range."""
+        position, first = r.position, r.page_first
+        if position is None or first is None or r.listed < self._page_size:
+            return None
+        folder = position[: position.rfind("/") + 1]
+        if not first.startswith(folder):
+            return None
+        if r.origin is None or not r.origin.startswith(folder):
+            r.origin = r.first if r.first is not None and r.first.startswith(folder) else first
+        ahead = numbered_cut(r.origin, first, position, r.end, LOCAL_CUT_PAGES)
+        if ahead is None:
+            ahead = extrapolate(first, position, LOCAL_CUT_PAGES, alphabet)
+        return ahead if self._cuttable(r, ahead) else None
+
+    def _probe(self, probe: _Probe) -> None:
+        """List the folders after the probed range's position (one delimiter page) and keep those still
+        inside it as its cut points."""
+        r = probe.target
+        try:
+            page = self._request(
+                Bucket=self._bucket,
+                Prefix=probe.folder,
+                Delimiter="/",
+                StartAfter=probe.start_after,
+                MaxKeys=self._page_size,
+            )
+        finally:
+            with self._lock:
+                r.probing = False
+        folders = page.prefixes
+        if not _in_order(folders):
+            raise NotAListing("the listing's common prefixes are not in key order")
+        with self._lock:
+            # Whatever the endpoint answers: only folders under the one asked for, inside the range, no
+            # longer than a cut may be, and no more than `MAX_MARKS` of them are kept.
+            inside = [
+                f
+                for f in folders
+                if f.startswith(probe.folder)
+                and self._cuttable(r, f)
+                and len(f.encode("utf-8", "surrogatepass")) <= MAX_MIDPOINT_BYTES
+            ]
+            r.marks = _evenly(inside, MAX_MARKS)
+            r.mark_folder = probe.folder
+            self._lock.notify_all()
 
     @staticmethod
     def _cuttable(r: _Range, at: str | None) -> bool:
@@ -511,9 +652,9 @@ class ParallelListing:
             raise NotAListing("the listing is not in key order")
         # The alphabet of what is seen, for the midpoints of later cuts: of the whole listing, and of
         # the part of this page's keys that varies (digits, for numbered keys).
-        # Every eighth key and the last: the alphabet only steers where later cuts fall (any cut is
+        # Every 32nd key and the last: the alphabet only steers where later cuts fall (any cut is
         # strictly inside its range), and reading every character of every key costs a fifth of a page's CPU.
-        sample = [*keys[::8], *keys[-1:]]
+        sample = [*keys[::32], *keys[-1:]]
         seen = Alphabet.of(key[len(self._prefix) :] for key in sample)
         varying = None
         if len(keys) > 1:
@@ -553,11 +694,17 @@ class ParallelListing:
                 r.position = keys[stop - 1]
                 if r.first is None:
                     r.first = keys[0]
+                objects, nbytes = r.planner.progress
+                pieces = r.planner.piece_count
                 if accepted is None:
                     r.planner.add_many(keys[:stop], page.sizes[:stop])
                 else:
                     kept = [i for i in accepted if i < stop]
                     r.planner.add_many([keys[i] for i in kept], [page.sizes[i] for i in kept])
+                after_objects, after_bytes = r.planner.progress
+                self._objects += after_objects - objects
+                self._bytes += after_bytes - nbytes
+                self._pieces += r.planner.piece_count - pieces
             for key, size in skipped:
                 if r.end is None or key <= r.end:
                     r.existing_objects += 1
@@ -568,27 +715,23 @@ class ParallelListing:
                 raise TooManyKeys(self._listed)
             # Past MAX_PIECES over all ranges they coarsen together (a small job's key-by-key pieces
             # too: whether the job is small is decided once the ranges are joined, `join_levels`).
-            if sum(x.planner.piece_count for x in self._ranges) > MAX_PIECES:
+            if self._pieces > MAX_PIECES:
                 coarsen_together([x.planner for x in self._ranges], MAX_PIECES)
+                self._pieces = sum(x.planner.piece_count for x in self._ranges)
             self._send_report()
             return finished
 
     def _send_report(self) -> None:
-        done = [r for r in self._ranges if r.state == "done"]
-        objects = nbytes = 0
-        for r in self._ranges:
-            o, b = r.planner.progress
-            objects, nbytes = objects + o, nbytes + b
         self._report(
             ListingCounts(
                 listed=self._listed,
-                objects=objects,
-                bytes=nbytes,
+                objects=self._objects,
+                bytes=self._bytes,
                 listers=self._active,
-                ranges_done=len(done),
+                ranges_done=self._done,
                 ranges_total=len(self._ranges),
                 requests=self._requests,
-                listed_done=sum(r.listed for r in done),
+                listed_done=self._listed_done,
             )
         )
 

@@ -21,6 +21,8 @@ from ferry.worker.keyspace import (
     key_value,
     listing_prefix,
     midpoint,
+    numbered_cut,
+    probe_directory,
     ranges_from_prefixes,
     remaining_estimate,
     split_point,
@@ -209,6 +211,96 @@ def test_a_prefix_range_ends_after_every_key_under_it() -> None:
     first = ranges[0][1]
     assert first is not None and all(k <= first for k in ["a/", "a/zzz", "a/🙂", "a/\U0010fffd"])
     assert first < "a0" and first < "b"  # objects after the prefix fall in the next range
+
+
+def test_a_folder_with_subfolders_found_adds_no_range_of_its_own() -> None:
+    # "t/" holds "t/2021/" and "t/2022/": a range from "t/2022/" to "t/" would hold only keys directly in
+    # "t/" after its last subfolder, mostly none; those fall in the next range instead.
+    ranges = ranges_from_prefixes(["t/", "t/2021/", "t/2022/", "u/"], 10)
+    assert ranges == [
+        (None, "t/2021/" + CEILING),
+        ("t/2021/" + CEILING, "t/2022/" + CEILING),
+        ("t/2022/" + CEILING, "u/" + CEILING),
+        ("u/" + CEILING, None),
+    ]
+
+
+DAY = "tenant-00/2022/07/10/object-"
+
+
+@pytest.mark.parametrize(
+    ("position", "end", "prefix", "exhausted", "probe"),
+    [
+        # The folder holding both ends, after the subfolder the position is in.
+        pytest.param(
+            DAY + "1.parquet",
+            "tenant-00/2022/" + CEILING,
+            "",
+            None,
+            ("tenant-00/2022/", "tenant-00/2022/07/" + CEILING),
+            id="months-after-this-one",
+        ),
+        # That folder's subfolders are used up: one level below it, in the position's subfolder.
+        pytest.param(
+            DAY + "1.parquet",
+            "tenant-00/2022/08/",
+            "",
+            "tenant-00/2022/",
+            ("tenant-00/2022/07/", "tenant-00/2022/07/10/" + CEILING),
+            id="days-after-this-one",
+        ),
+        pytest.param(DAY + "1", None, "", None, ("", "tenant-00/" + CEILING), id="open-end"),
+        pytest.param(
+            "data/" + DAY + "1",
+            None,
+            "data/",
+            None,
+            ("data/", "data/tenant-00/" + CEILING),
+            id="source-prefix",
+        ),
+        # The rest is one folder's own keys, or a bucket without folders: nothing to probe.
+        pytest.param(DAY + "1", DAY + "5", "", "tenant-00/2022/07/", None, id="within-one-folder"),
+        pytest.param("object-0001", None, "", None, None, id="flat"),
+    ],
+)
+def test_a_probe_lists_the_folders_after_the_position(
+    position: str, end: str | None, prefix: str, exhausted: str | None, probe: tuple[str, str] | None
+) -> None:
+    assert probe_directory(position, end, prefix, exhausted) == probe
+    if probe is not None:
+        folder, start_after = probe
+        assert folder.startswith(prefix) and position.startswith(folder)
+        assert start_after > position  # every folder answered lies after the position
+
+
+@pytest.mark.parametrize(
+    ("origin", "first", "position", "end", "cut"),
+    [
+        # 48,285 keys seen in the folder: it likely holds as many again.
+        pytest.param(
+            DAY + "000000.p", DAY + "047285.p", DAY + "048284.p", None, DAY + "096568", id="doubles"
+        ),
+        # Just entered the folder: at least four pages ahead.
+        pytest.param(DAY + "047285.p", DAY + "047285.p", DAY + "048284.p", None, DAY + "052280", id="pages"),
+        # Halved until the cut lies before the range's end.
+        pytest.param(
+            DAY + "047285.p", DAY + "047285.p", DAY + "048284.p", DAY + "049", DAY + "048783", id="end"
+        ),
+        pytest.param(
+            DAY + "047285.p", DAY + "047285.p", DAY + "048284.p", DAY + "048285", None, id="no-room"
+        ),
+        # Capped at the width of the number.
+        pytest.param(DAY + "000000.p", DAY + "900000.p", DAY + "990000.p", None, DAY + "999999", id="width"),
+        pytest.param("k/abc", "k/abc", "k/abd", None, None, id="not-numbered"),
+        pytest.param("k/7", "k/7a", "k/7b", None, None, id="varies-after-the-digits"),
+    ],
+)
+def test_a_folder_of_numbered_keys_is_cut_among_its_own_numbers(
+    origin: str, first: str, position: str, end: str | None, cut: str | None
+) -> None:
+    assert numbered_cut(origin, first, position, end, 4) == cut
+    if cut is not None:
+        assert cut > position and (end is None or cut < end)
 
 
 def piece(start: str | None, end: str | None, objects: int) -> Shard:

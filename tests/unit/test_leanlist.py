@@ -80,6 +80,18 @@ def test_an_answer_that_is_not_xml_is_refused_not_read_as_an_empty_page(body: by
             rb"<Size>\3</Size>\2<Key>\1</Key>",
             page(["b1", "b2%2B"], encoding="url"),
         ),
+        # Checksum fields between ETag and Size, as S3 writes them for objects uploaded with one.
+        page(["k1", "k2"], encoding="url").replace(
+            b"</ETag><Size>",
+            b"</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType><Size>",
+        ),
+        # One entry in another order among entries in S3's: every entry is still read.
+        re.sub(
+            rb"<Key>([^<]*)</Key>(.*?)<Size>([0-9]+)</Size>",
+            rb"<Size>\3</Size>\2<Key>\1</Key>",
+            page(["m1", "m2", "m3"], encoding=None),
+            count=1,
+        ),
         # A comment, a CDATA section and an attribute: valid XML the regular expressions leave to the parser.
         page(["c1"], encoding=None).replace(b"<Contents>", b"<!-- x --><Contents>"),
         page(["c1"], encoding=None).replace(b"<Key>c1</Key>", b"<Key><![CDATA[c1]]></Key>"),
