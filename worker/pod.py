@@ -83,7 +83,7 @@ from ferry.worker.shardsync import (
     allowed_for,
     phase_message,
 )
-from ferry.worker.statusdoc import FORMAT, MemoryFigures, status_document, termination_message
+from ferry.worker.statusdoc import FORMAT, MemoryFigures, held_state, status_document, termination_message
 from ferry.worker.statusserver import LimitsEndpoint, StatusServer
 from ferry.worker.syncpod import delete_shard, shard_census
 from ferry.worker.versioningcheck import check_destination_versioning
@@ -363,10 +363,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _upload_report(config, summary.report_path)
     pointer = _finish_evidence(config, summary, *evidence) if evidence else None
     census = _sync_census(config, source, destination, summary)
-    if summary.interrupted and config.final_status_seconds > 0:
-        # Stopped (suspend, fewer pods, eviction): what settled is counted only once the operator has
-        # read it, so answer `/status` a little longer; its reader records the resume point.
-        ended.append("interrupted")
+    held = held_state(summary, bool(stopped_at))
+    if held is not None and config.final_status_seconds > 0:
+        # Stopped (suspend, fewer pods, eviction), whether or not the shard was done by then: what settled
+        # is counted only once the operator has read it, so answer `/status` a little longer; its reader
+        # records the counts and the resume point.
+        ended.append(held)
         left = STOP_WITHIN_SECONDS - (time.monotonic() - stopped_at[0]) if stopped_at else STOP_WITHIN_SECONDS
         final_read.wait(max(0.0, min(config.final_status_seconds, left)))
     handoff = _handoff(summary)

@@ -87,6 +87,17 @@ def final_state(summary: Summary) -> str:
     return "interrupted" if summary.interrupted else "incomplete"
 
 
+def held_state(summary: Summary, stopped: bool) -> str | None:
+    """The state a worker shows while it keeps answering `/status` until its operator has read its final
+    counts and resume point, or None when it need not wait. An interrupted run waits; so does one that
+    ended while the pod was being stopped (``stopped``: SIGTERM came): a pod deleted as its last objects
+    settle may vanish before anyone reads its termination message, and the shard's next pod would then
+    count those objects as skipped."""
+    if summary.interrupted:
+        return "interrupted"
+    return final_state(summary) if stopped else None
+
+
 def _systematic(failure: SystematicFailure | None) -> dict[str, Any]:
     return {SYSTEMATIC_STATE: failure.as_json()} if failure is not None else {}
 

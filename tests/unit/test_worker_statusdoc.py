@@ -14,6 +14,7 @@ from ferry.worker.statusdoc import (
     FORMAT,
     TERMINATION_LIMIT,
     MemoryFigures,
+    held_state,
     parse_report,
     status_document,
     termination_message,
@@ -315,3 +316,24 @@ def test_the_fail_fast_report_of_a_budget_too_small_parses_with_its_message() ->
     report = parse_report(json.dumps({"format": FORMAT, "state": "invalid", "shard": 4, "error": message}))
     assert report is not None
     assert (report.shard, report.state, report.error) == (4, "invalid", message)
+
+
+@pytest.mark.parametrize(
+    ("value", "stopped", "held"),
+    [
+        (summary(failures(0), DONE), False, None),
+        (summary(failures(0), DONE), True, "complete"),
+        (summary(failures(0), interrupted=True), True, "interrupted"),
+        (summary(failures(0), interrupted=True), False, "interrupted"),
+        (summary(failures(2)), True, "incomplete"),
+        (summary(failures(2)), False, None),
+    ],
+    ids=["done", "done-as-stopped", "interrupted", "interrupted-unsignalled", "unfinished-as-stopped", "unfinished"],
+)  # fmt: skip
+def test_a_stopped_worker_waits_to_be_read_even_when_its_shard_was_done(
+    value: Summary, stopped: bool, held: str | None
+) -> None:
+    # A pod deleted while its last objects settle may vanish before its termination message is read: its
+    # final counts and resume point must reach the operator through `/status`, or the shard's next pod
+    # counts those objects as skipped.
+    assert held_state(value, stopped) == held
