@@ -28,6 +28,7 @@ from ferry.worker.archive import (
 )
 from ferry.worker.run import EXIT_OK, EXIT_RESTORE_PENDING, ending
 from support.engine import Run, digest_map, run_engine, spec
+from support.restores import NEVER_RESTORED as NEVER
 from testbed.faultproxy import FaultPlan, FaultProxy
 from testbed.s3server import S3Endpoint
 
@@ -45,14 +46,6 @@ CLASSES = {
 }
 ARCHIVED = {key for key, storage in CLASSES.items() if storage in ("GLACIER", "DEEP_ARCHIVE")}
 READABLE = set(CLASSES) - ARCHIVED
-#: A restore that never completes: every RestoreObject is answered "already in progress".
-NEVER = FaultPlan(
-    refuse_rate=1.0,
-    refuse_status=409,
-    refuse_code="RestoreAlreadyInProgress",
-    methods=frozenset({"POST"}),
-    path_regex=r"[?&]restore",
-)
 
 
 def fill(s3: Any, name: str = "arch") -> tuple[str, str]:

@@ -20,6 +20,7 @@ from kubernetes import client
 
 from ferry.operator.render import job_name
 from support.operator import Jobs, accounting_closes, condition, md5s, secret, spec_for
+from support.restores import NEVER_RESTORED
 from support.wait import wait_for
 from testbed.faultproxy import FaultPlan, FaultProxy
 from testbed.install import OperatorProcess
@@ -100,14 +101,7 @@ def test_a_restore_that_never_completes_fails_its_objects_with_a_clear_condition
     moto_jobs: Jobs, moto: S3Endpoint
 ) -> None:
     s3, source, destination = fill(moto)
-    never = FaultPlan(
-        refuse_rate=1.0,
-        refuse_status=409,
-        refuse_code="RestoreAlreadyInProgress",
-        methods=frozenset({"POST"}),
-        path_regex=r"[?&]restore",
-    )
-    with FaultProxy(moto.url, never) as proxy:
+    with FaultProxy(moto.url, NEVER_RESTORED) as proxy:
         spec = spec_for(
             moto.url,
             source,
@@ -132,14 +126,7 @@ def test_while_restores_are_pending_no_worker_pod_runs_and_the_operator_checks_b
     moto_jobs: Jobs, moto: S3Endpoint, cluster: Any, namespace: str
 ) -> None:
     s3, source, destination = fill(moto)
-    never = FaultPlan(
-        refuse_rate=1.0,
-        refuse_status=409,
-        refuse_code="RestoreAlreadyInProgress",
-        methods=frozenset({"POST"}),
-        path_regex=r"[?&]restore",
-    )
-    with FaultProxy(moto.url, never) as proxy:
+    with FaultProxy(moto.url, NEVER_RESTORED) as proxy:
         # The pod checks its restores for one interval, then hands them off; the operator checks back an
         # interval after the Job completed: long enough to see that no pod runs meanwhile.
         spec = spec_for(

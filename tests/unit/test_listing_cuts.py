@@ -67,18 +67,9 @@ def test_a_range_dense_where_it_is_listed_is_cut_a_few_pages_ahead(
     page_first: str, position: str, end: str, more: bool, cut: bool
 ) -> None:
     pl = listing()
-    busy = pl._new_range(None, end)
-    busy.state, busy.paged, busy.more = "active", True, more
-    busy.first, busy.page_first, busy.position, busy.listed = (
-        "d/2021-01-01/object-000000.x",
-        page_first,
-        position,
-        62_000,
-    )
-    busy.alphabet = DIGITS_AND_DOTS
+    busy = busy_range(pl, "d/2021-01-01/object-000000.x", page_first, position, end, 62_000, more=more)
     # The days after day 21 are known and already cut off (a probe found them): what is left is the day's.
     busy.mark_folder = "d/"
-    pl._ranges = [busy]
     with pl._lock:
         upper = pl._take()
     if not cut:
@@ -103,18 +94,26 @@ def test_a_range_with_many_keys_left_by_density_is_cut_at_its_midpoint() -> None
     assert upper is not None and "d/4" < upper.start_after < "d/6"
 
 
-def tree_range(pl: ParallelListing, position: str, end: str | None, page_first: str) -> Any:
+def busy_range(
+    pl: ParallelListing,
+    first: str,
+    page_first: str,
+    position: str,
+    end: str | None,
+    listed: int,
+    more: bool = True,
+) -> Any:
+    """The listing's one range, active and paged, listed from ``first`` up to ``position``."""
     busy = pl._new_range(None, end)
-    busy.state, busy.paged, busy.more = "active", True, True
-    busy.first, busy.page_first, busy.position, busy.listed = (
-        "t/2021/01/01/o-000000.x",
-        page_first,
-        position,
-        5000,
-    )
+    busy.state, busy.paged, busy.more = "active", True, more
+    busy.first, busy.page_first, busy.position, busy.listed = first, page_first, position, listed
     busy.alphabet = DIGITS_AND_DOTS
     pl._ranges = [busy]
     return busy
+
+
+def tree_range(pl: ParallelListing, position: str, end: str | None, page_first: str) -> Any:
+    return busy_range(pl, "t/2021/01/01/o-000000.x", page_first, position, end, 5000)
 
 
 def test_a_range_in_a_prefix_tree_is_cut_at_the_middle_folder_a_probe_found() -> None:
