@@ -188,6 +188,7 @@ class Spec:
     mounts: list[Mount]
     memory: int | None  # --memory and --memory-swap (no swap), bytes; None: no limit
     user: str = f"{UID}:{UID}"
+    cpus: float | None = None  # --cpus (a CFS quota the tool sees in its cgroup); None: no limit
 
 
 @dataclasses.dataclass
@@ -268,6 +269,8 @@ class Container:
         a += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--env-file", str(self.envfile)]
         if s.memory:
             a += ["--memory", str(s.memory), "--memory-swap", str(s.memory)]
+        if s.cpus:
+            a += ["--cpus", f"{s.cpus:g}"]
         for m in s.mounts:
             a += ["-v", f"{os.path.realpath(m.host)}:{m.target}{':ro' if m.read_only else ''}"]
         a += ["-v", f"{self.out}:/out", "--entrypoint", "/bin/sh", s.image, "-c", WRAPPER, "sh", *s.argv]

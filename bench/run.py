@@ -88,10 +88,28 @@ class Params:
 SCENARIOS = ("small-latency", "small-throttled", "mixed-large", "zero-latency", "incident", "small-objects")
 #: Run by default in every scenario but small-objects (`BENCH_TOOLS` may name any of `ALL_TOOLS`).
 TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy", "rclone", "s5cmd", "aws-cli")
-ALL_TOOLS = (*TOOLS, "ferry-server-side")
-FERRY_TOOLS = ("ferry-adaptive", "ferry-fixed-1", "incident-policy", "ferry-server-side")
+ALL_TOOLS = (*TOOLS, "ferry-server-side", "ferry-1cpu", "ferry-2cpu")
+FERRY_TOOLS = (
+    "ferry-adaptive",
+    "ferry-fixed-1",
+    "incident-policy",
+    "ferry-server-side",
+    "ferry-1cpu",
+    "ferry-2cpu",
+)
+#: Ferry streamed in a container given 1 or 2 CPUs (`--cpus`), copying in as many processes as its cgroup
+#: allows (`--processes auto`): what a worker pod given that CPU does.
+CPU_TOOLS = {"ferry-1cpu": 1.0, "ferry-2cpu": 2.0}
 #: The small-objects scenario: where the CPU per object decides, ferry both ways against every peer.
-SMALL_TOOLS = ("ferry-adaptive", "ferry-server-side", "rclone", "s5cmd", "aws-cli")
+SMALL_TOOLS = (
+    "ferry-adaptive",
+    "ferry-server-side",
+    "ferry-1cpu",
+    "ferry-2cpu",
+    "rclone",
+    "s5cmd",
+    "aws-cli",
+)
 #: The incident scenario compares the incident's memory manager with ferry's, in a pod of the incident's size.
 INCIDENT_TOOLS = ("incident-policy", "ferry-adaptive")
 #: The incident: 1,000,000 objects of ~100 KB at 1.14 objects/s (DESIGN.md).
@@ -544,7 +562,7 @@ class Bench:
             image = self.engine.base
         else:
             image = self.engine.pinned or self.engine.image
-        spec = containers.Spec(image, argv, {"HOME": "/tmp", **env}, mounts, memory)
+        spec = containers.Spec(image, argv, {"HOME": "/tmp", **env}, mounts, memory, cpus=CPU_TOOLS.get(tool))
         return containers.Container(self.engine, spec, rundir)
 
     def startup_cpu(self, tool: str) -> float:
@@ -646,6 +664,9 @@ class Bench:
                 )
             elif tool == "incident-policy":
                 argv += ["--policy", "incident"]
+            elif tool in CPU_TOOLS:
+                processes = "auto" if boxed else f"{CPU_TOOLS[tool]:g}"
+                argv += ["--policy", "adaptive", "--processes", processes]
             elif self.has_policy:
                 argv += ["--policy", "adaptive"] if "adaptive" in self.help else []
             if boxed and limit:

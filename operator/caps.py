@@ -15,7 +15,7 @@ from ferry.model.plan import Shard
 from ferry.model.quantity import parse_cpu, to_cpu_quantity, to_quantity
 from ferry.operator.planfile import TIME_FORMAT, StoredPlan, histogram_json
 from ferry.operator.planning import Histogram, group_pieces
-from ferry.operator.render import fit_shards, shards_budget
+from ferry.operator.render import fit_shards, shards_budget, worker_cpu
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing, size_from_histogram
 
@@ -36,6 +36,8 @@ def plan_summary(plan: StoredPlan, sizing: Sizing, config_map: str) -> dict[str,
         "predictedSeconds": sizing.predicted_seconds,
         "podMemory": to_quantity(sizing.pod_memory_bytes),
         "memoryLimit": to_quantity(sizing.memory_limit_bytes),
+        **({"podCpu": to_cpu_quantity(sizing.cpu_millis)} if sizing.cpu_millis is not None else {}),
+        "processes": sizing.processes,
         "initialConcurrency": sizing.initial_concurrency,
         "maxConcurrency": sizing.max_concurrency,
         "parallelism": sizing.parallelism,
@@ -83,6 +85,9 @@ def size_workers(
         "parallelism_cap": parallelism_cap(spec, settings),
         "memory_override": memory_override(spec, settings),
         "concurrency_max": spec.concurrency.max,
+        "cpu_millis": parse_cpu(cpu) if (cpu := worker_cpu(spec, settings)) else None,
+        "cpu_fixed": spec.resources.cpu is not None,
+        "max_cpu_millis": settings.max_cpu_per_pod,
     }
     sizing = size_from_histogram(histogram, shards, **args)
     cap = settings.max_memory_per_pod

@@ -240,7 +240,8 @@ def render_job(
     memory = str(sizing.pod_memory_bytes)
     requests: dict[str, str] = {"memory": memory}
     limits: dict[str, str] = {"memory": memory}
-    cpu = worker_cpu(spec, settings)
+    # The sizing's request when it has one (raised for spec.target), else the CopyJob's or the platform's.
+    cpu = to_cpu_quantity(sizing.cpu_millis) if sizing.cpu_millis is not None else worker_cpu(spec, settings)
     if cpu:
         requests["cpu"] = cpu
         if settings.worker_cpu_limit:
@@ -252,6 +253,8 @@ def render_job(
         {"name": "FERRY_FINAL_STATUS_SECONDS", "value": str(final_status_seconds(settings))},
         {"name": "FERRY_MEMORY_LIMIT", "value": str(sizing.memory_limit_bytes)},
         {"name": "FERRY_INITIAL_CONCURRENCY", "value": str(sizing.initial_concurrency)},
+        # One copy process per whole CPU asked for (the worker copies in its own process with one).
+        {"name": "FERRY_PROCESSES", "value": str(sizing.processes)},
         {"name": "FERRY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         # Named in /status, so an answer from whatever listens on a pod's address after it is the
         # pod's own (addresses are reused).

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ferry.model.quantity import format_duration
 from ferry.operator.planning import Histogram
 from ferry.worker.budget import CGROUP_FRACTION, RUNTIME_RESERVE, minimum_memory_limit
+from ferry.worker.copyprocs import MAX_PROCESSES, PROCESS_BASELINE_BYTES, copy_processes_for
 from ferry.worker.parts import DEFAULT_PART, TRANSFER_OVERHEAD_BYTES, transfer_memory
 
 MiB = 2**20
@@ -58,6 +59,11 @@ class Sizing:
     #: Objects/s spec.target asks for (a deadline's: the objects over the time left); None without one,
     #: or when the deadline had passed before the listing.
     needed_objects_per_second: float | None = None
+    #: Millicores each worker pod asks for: the CopyJob's or the platform's request, raised when spec.target
+    #: needs more than the pods allowed give at that (see `size`); None: no CPU request.
+    cpu_millis: int | None = None
+    #: Processes a worker pod copies in: one per whole CPU it asks for (`copyprocs.copy_processes_for`).
+    processes: int = 1
 
 
 def per_transfer_bytes(size: int, part_size: int = DEFAULT_PART) -> int:
@@ -78,25 +84,28 @@ def size(
     memory_override: int | None = None,
     concurrency_max: int = 512,
     part_size: int = DEFAULT_PART,
+    cpu_millis: int | None = None,
+    cpu_fixed: bool = False,
+    max_cpu_millis: int | None = None,
 ) -> Sizing:
-    """Size a CopyJob's workers. ``median``/``p99`` are object sizes in bytes."""
+    """Size a CopyJob's workers. ``median``/``p99`` are object sizes in bytes. ``cpu_millis`` is each pod's
+    CPU request as the CopyJob (``cpu_fixed``) or the platform sets it, ``max_cpu_millis`` the platform's cap.
+
+    CPU: a pod copies in one process per whole CPU, and sizing plans a fifth of each process's CPU bound
+    (`OBJECTS_PER_SECOND_PER_POD` per CPU). When spec.target needs more than the pods allowed (by the
+    shards or the parallelism limit) give, and the CopyJob did not fix its CPU, each pod asks for the CPUs
+    that close the gap, up to the platform's cap: a job of few shards meets its target with bigger pods.
+    Pods without a CPU request (best effort) copy in one process and are never given one."""
     # Concurrency: enough transfers of the p99 size to keep a pod busy, bounded by spec.concurrency.max.
     # Payload memory is capped at WORKING_SET_CAP: 512 transfers of 100 KB, or 120 of 8 MiB parts.
     by_memory = max(4, WORKING_SET_CAP // per_transfer_bytes(median, part_size))
     max_concurrency = max(1, min(concurrency_max, MAX_CONCURRENCY_PER_POD, by_memory))
     initial = max(1, min(max_concurrency, 64 if median <= MiB else 8))
-    # Memory: the baseline plus the max concurrency of median-sized transfers, with room for p99 ones
-    # (the adaptive manager's admission keeps the real mix within FERRY_MEMORY_LIMIT anyway).
-    working_set = max_concurrency * per_transfer_bytes(median, part_size) + 8 * per_transfer_bytes(
-        p99, part_size
-    )
-    pod_memory = memory_override or _round_up(
-        max(MIN_POD_MEMORY, int((BASELINE_BYTES + working_set) / SOFT_LIMIT_SHARE))
-    )
-    memory_limit = int(pod_memory * SOFT_LIMIT_SHARE)
 
     # Pods: what the target needs, at the conservative per-pod rates, never more than shards or the cap.
-    per_pod_rate = objects_per_second_per_pod(objects, total_bytes)
+    per_process_rate = objects_per_second_per_pod(objects, total_bytes)
+    processes = processes_for(cpu_millis)
+    per_pod_rate = per_process_rate * processes
     needed_rate = None
     if target_objects_per_second:
         needed_rate = float(target_objects_per_second)
@@ -105,6 +114,27 @@ def size(
     pods = math.ceil(needed_rate / per_pod_rate) if needed_rate else min(4, shards)
     cap = parallelism_cap or 1000
     parallelism = max(1, min(pods, shards, cap))
+    if needed_rate and pods > parallelism and cpu_millis is not None and not cpu_fixed:
+        # Held to fewer pods than the target needs: more CPUs per pod instead, within the platform's cap.
+        wanted = math.ceil(needed_rate / (parallelism * per_process_rate))
+        ceiling = min(MAX_PROCESSES, (max_cpu_millis or MAX_PROCESSES * 1000) // 1000)
+        if min(wanted, ceiling) > processes:
+            processes = min(wanted, ceiling)
+            cpu_millis = processes * 1000
+            per_pod_rate = per_process_rate * processes
+            pods = math.ceil(needed_rate / per_pod_rate)
+    # Memory: the baseline (each copy process adds its own) plus the max concurrency of median-sized
+    # transfers, with room for p99 ones (the adaptive manager's admission keeps the real mix within
+    # FERRY_MEMORY_LIMIT anyway).
+    working_set = max_concurrency * per_transfer_bytes(median, part_size) + 8 * per_transfer_bytes(
+        p99, part_size
+    )
+    copy_processes = copy_processes_for(processes, None)
+    baseline = BASELINE_BYTES + copy_processes * PROCESS_BASELINE_BYTES
+    pod_memory = memory_override or _round_up(
+        max(MIN_POD_MEMORY, int((baseline + working_set) / SOFT_LIMIT_SHARE))
+    )
+    memory_limit = int(pod_memory * SOFT_LIMIT_SHARE)
     # Rounded up: ten objects take a moment, not "0s".
     predicted = math.ceil(objects / (parallelism * per_pod_rate)) if objects else 0
     reason = f"{parallelism} pod(s) x {_rate(per_pod_rate)} objects/s planned per pod"
@@ -121,14 +151,30 @@ def size(
         f"; {_mib(pod_memory)} per pod for up to {max_concurrency} transfers of "
         f"{_mib(per_transfer_bytes(median, part_size), 2)}"
     )
+    if copy_processes:
+        reason += f"; {processes} CPUs per pod, copying in {copy_processes} processes"
     if pod_memory < MIN_WORKER_MEMORY:
         reason += (
             f"; {_mib(pod_memory)} is below the {MIN_WORKER_MEMORY // MiB}Mi a worker needs (its baseline "
             "and one 5 MiB part): every shard would fail at once; raise spec.resources.memory or set it to auto"
         )
     return Sizing(
-        pod_memory, memory_limit, initial, max_concurrency, parallelism, predicted, reason, needed_rate
+        pod_memory,
+        memory_limit,
+        initial,
+        max_concurrency,
+        parallelism,
+        predicted,
+        reason,
+        needed_rate,
+        cpu_millis,
+        processes,
     )
+
+
+def processes_for(cpu_millis: int | None) -> int:
+    """Processes a pod asking for ``cpu_millis`` copies in: one per whole CPU (1-`MAX_PROCESSES`)."""
+    return max(1, min(MAX_PROCESSES, (cpu_millis or 0) // 1000))
 
 
 def objects_per_second_per_pod(objects: int, total_bytes: int) -> float:

@@ -29,6 +29,7 @@ from ferry.worker.archive import (
 )
 from ferry.worker.budget import TransferTooLarge
 from ferry.worker.copier import MISSING_CODES, Copier, CopyOptions
+from ferry.worker.copyprocs import CopyProcessError, CopyProcesses, RemoteCopier
 from ferry.worker.decide import decide
 from ferry.worker.evidence import Checksum
 from ferry.worker.filters import ObjectFilter
@@ -228,6 +229,9 @@ class CopyEngine:
     #: When an earlier pod of this range first requested restores (on this engine's clock): the objects
     #: set aside now count their restore.maxWaitSeconds from then, so a wait spread over pods is bounded.
     restores_requested_at: float | None = None
+    #: Copy processes the transfers run in (a worker given several CPUs, see copyprocs.py); None: the
+    #: engine's own threads copy. Versions (spec.versions all) are always copied in-process.
+    processes: CopyProcesses | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _counts: Counts = field(default_factory=Counts, init=False)
     _throttles: int = field(default=0, init=False)
@@ -309,6 +313,9 @@ class CopyEngine:
         self.pacer = PrefixPacer(self.spec.destination.prefix)
         # spec.versions all: every version of every key, listed and copied by worker/versionrun.py.
         self.versioned = VersionedRun(self) if self.spec.versions is Versions.ALL else None
+        if self.processes is not None and self.versioned is None:
+            self.processes.configure(self.copier.options, share.requests_per_second, share.bytes_per_second)
+            self.copier = RemoteCopier(self.processes, self.copier)  # type: ignore[assignment]
         self.restorer = (
             Restorer(
                 self.source_client,
@@ -360,6 +367,8 @@ class CopyEngine:
             self.rate_share = share
         self._request_bucket.set_rate(share.requests_per_second)
         self._byte_bucket.set_rate(share.bytes_per_second)
+        if isinstance(self.copier, RemoteCopier):
+            self.copier.processes.set_rates(share.requests_per_second, share.bytes_per_second)
 
     def _count_request(self, operation: Operation, code: str) -> None:
         """One request answered (``code`` is `OK_CODE` or the error's code), counted when its answer is
@@ -785,6 +794,8 @@ class CopyEngine:
             self._fail(source, exc.last.code, exc.last.message, exc.attempts, ticket, side)
         except TransferTooLarge as exc:
             self._fail(source, "MemoryBudgetTooSmall", str(exc), changes, ticket)
+        except CopyProcessError as exc:  # logged with its traceback by the copy process
+            self._fail(source, exc.classified.code, exc.classified.message, 1, ticket)
         except Exception as exc:  # a bug or an unexpected library error must not stop the job
             classified = classify(exc)
             log.exception("unexpected error copying %r", source.key)

@@ -60,6 +60,7 @@ from ferry.worker.budget import (
     tune_allocator,
 )
 from ferry.worker.control import ControlConfig
+from ferry.worker.copyprocs import CopierSetup, ProcessTree, parse_processes, start_copy_processes
 from ferry.worker.credentials import customer_keys_from_env
 from ferry.worker.engine import CopyEngine, Progress, Summary
 from ferry.worker.evidence import EvidenceRecorder, lines_per_part, shard_scope, summary_name
@@ -226,6 +227,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         if in_ranges(shard, env.get(FINISHED_SHARDS_ENV)):
             return _already_finished(config)
         budget = detect_budget(cgroup, env)
+        processes_asked = parse_processes(env.get("FERRY_PROCESSES", "1"))
         customer_keys = customer_keys_from_env(config.spec, env)
         # Before the S3 clients exist: a budget that cannot hold them and one transfer ends here.
         check_before_clients(budget, anonymous_rss())
@@ -234,8 +236,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
             Path(env.get("FERRY_TERMINATION_MESSAGE_PATH", "/dev/termination-log")), str(exc), shard
         )
     spec = config.spec
+    tree = ProcessTree()
     limiter = AdaptiveLimiter(
-        ControlConfig(initial=config.initial_concurrency or 16, maximum=spec.concurrency.max), budget
+        ControlConfig(initial=config.initial_concurrency or 16, maximum=spec.concurrency.max),
+        budget,
+        rss=tree.rss,
     )
     options = ClientOptions(max_pool_connections=limiter.ceiling + 8)
     source = make_client(spec.source, config.source, options)
@@ -272,11 +277,23 @@ def main(env: Mapping[str, str] | None = None) -> int:
     lean = env.get("FERRY_TRANSPORT", "lean") == "lean"
     source_lean = make_lean(spec.source, config.source, options) if lean else None
     destination_lean = make_lean(spec.destination, config.destination, options) if lean else None
+    # A pod given several CPUs copies in as many processes, started before the baseline is measured.
+    processes = start_copy_processes(
+        processes_asked,
+        CopierSetup(
+            spec.source, spec.destination, config.source, config.destination, options, lean, limiter.ceiling
+        ),
+        tree,
+        budget_bytes=budget.bytes,
+        every_version=spec.versions is Versions.ALL,
+    )
     try:
         # The baseline, measured with the clients made, decides the part size or that nothing fits.
         plan = limiter.plan(DEFAULT_PART)
     except BudgetTooSmall as exc:
         limiter.close()
+        if processes is not None:
+            processes.close()
         return _invalid(config.termination_path, str(exc), config.shard_index)
     evidence = _evidence_recorder(config, env)
     engine = CopyEngine(
@@ -293,6 +310,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         rate_share=config.rate_share,
         evidence=evidence[0] if evidence else None,
         customer_keys=customer_keys,
+        processes=processes,
         # Restores still in progress after a short check are handed to the operator, not waited for here.
         restore_handoff_seconds=handoff_window((spec.restore or Restore()).check_interval_seconds),
         restores_requested_at=(
@@ -346,15 +364,19 @@ def main(env: Mapping[str, str] | None = None) -> int:
     limits = LimitsEndpoint(config.limits_token, engine.set_rate_share) if config.limits_token else None
     server = StatusServer(config.status_address, document, snapshot, limits, read=on_read)
     resumed = f", resuming after {config.resume.after!r}" if config.resume else ""
+    copying = f", copying in {processes.count} processes" if processes is not None else ""
     print(
         f"ferry worker: {config.name} shard {config.shard_index} "
-        f"({config.shard.start_after!r} .. {config.shard.end!r}){resumed}, status on {server.address}",
+        f"({config.shard.start_after!r} .. {config.shard.end!r}){resumed}{copying}, "
+        f"status on {server.address}",
         flush=True,
     )
     try:
         summary = engine.run(stop)
     finally:
         limiter.close()
+        if processes is not None:
+            processes.close()
     # The cgroup's peak under a limit (what the OOM killer compares), else the process's VmHWM.
     memory = figures()
     peak = memory.peak_bytes or max(peak_rss[0], current_rss())

@@ -33,7 +33,7 @@ import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from typing import Any
 
 from ferry.errors import FerryError, InvalidSpec, PreflightError
 from ferry.model import CopyJob, CopyJobSpec, Location, format_bytes
-from ferry.model.copyjob import Mode, ReportInclude
+from ferry.model.copyjob import Mode, ReportInclude, Versions
 from ferry.model.loading import JobFile, SecretData, load_job_file
 from ferry.worker import credentials, notify
 from ferry.worker.adaptive import AdaptiveLimiter, IncidentLimiter
@@ -54,6 +54,7 @@ from ferry.worker.archivesummary import (
 from ferry.worker.budget import (
     BudgetTooSmall,
     MemoryBudget,
+    MemoryPeak,
     anonymous_rss,
     check_before_clients,
     detect_budget,
@@ -62,6 +63,7 @@ from ferry.worker.budget import (
     tune_allocator,
 )
 from ferry.worker.control import ControlConfig, initial_concurrency
+from ferry.worker.copyprocs import CopierSetup, ProcessTree, parse_processes, start_copy_processes
 from ferry.worker.deleter import SyncOutcome, SyncSides, run_sync
 from ferry.worker.display import PLAIN_INTERVAL, ProgressDisplay, format_duration
 from ferry.worker.engine import CopyEngine, Progress, Summary
@@ -121,6 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("FERRY_TRANSPORT", "lean"),
         help="how streamed objects are fetched and stored: lean (default; a signed urllib3 request, a "
         "fraction of botocore's CPU) or botocore (the reference path)",
+    )
+    parser.add_argument(
+        "--processes",
+        default=os.environ.get("FERRY_PROCESSES", "1"),
+        metavar="N",
+        help="copy in N processes, one per CPU, under the one memory budget and concurrency manager "
+        "(1-16, or auto for the CPUs this process may use; default 1, or FERRY_PROCESSES)",
     )
     parser.add_argument(
         "--timeline",
@@ -252,9 +261,11 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
 
     tune_allocator()
     cgroup = find_cgroup()
+    tree = ProcessTree()
     try:
+        processes_asked = parse_processes(args.processes)
         budget = detect_budget(cgroup)
-        limiter = make_limiter(args.policy, args.concurrency, spec, budget)
+        limiter = make_limiter(args.policy, args.concurrency, spec, budget, rss=tree.rss)
     except ValueError as exc:  # a bad FERRY_MEMORY_LIMIT, or a budget that can never hold one transfer
         raise RunFailed(str(exc), field=first_field(str(exc))) from exc
     options = ClientOptions(max_pool_connections=limiter.ceiling + 8)
@@ -296,6 +307,14 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
     lean = args.transport == "lean"
     source_lean = make_lean(spec.source, source_creds, options) if lean else None
     destination_lean = make_lean(spec.destination, dest_creds, options) if lean else None
+    # Started before the budget's baseline is measured, which then holds them.
+    processes = start_copy_processes(
+        processes_asked,
+        CopierSetup(spec.source, spec.destination, source_creds, dest_creds, options, lean, limiter.ceiling),
+        tree,
+        budget_bytes=budget.bytes if isinstance(limiter, AdaptiveLimiter) else None,
+        every_version=spec.versions is Versions.ALL,
+    )
     part_size = DEFAULT_PART
     if isinstance(limiter, AdaptiveLimiter):
         try:
@@ -304,6 +323,8 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
             part_size = limiter.plan(DEFAULT_PART).part_size
         except BudgetTooSmall as exc:
             limiter.close()
+            if processes is not None:
+                processes.close()
             raise RunFailed(str(exc), field=first_field(str(exc))) from exc
     report = FailureReport(args.report)
     evidence = _evidence_recorder(job, creds.get("spec.report"))
@@ -318,6 +339,7 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         part_size=part_size,
         evidence=evidence[0] if evidence else None,
         customer_keys=customer_keys,
+        processes=processes,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(stop))
@@ -334,11 +356,19 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
     finally:
         signal.signal(signal.SIGINT, previous)
         limiter.close()
+        if processes is not None:
+            processes.close()
     # Taken at once: its rates are those of the run's last window (the throughput at the end).
     final = engine.progress()
     sync = _sync_phase(spec, source_client, dest_client, summary) if spec.mode is Mode.SYNC else None
 
     peak = memory_peak(cgroup, budget)
+    if processes is not None and peak.bytes is not None and peak.source.startswith("VmHWM"):
+        # No cgroup limit to read a peak from: the worker's and its copy processes' peaks, summed.
+        peak = MemoryPeak(
+            peak.bytes + tree.peak_of_copy_processes(),
+            "VmHWM (peak RSS) of the worker and its copy processes, summed",
+        )
     memory = {
         "peakBytes": peak.bytes,
         "source": peak.source,
@@ -349,6 +379,8 @@ def _run(args: argparse.Namespace, job: CopyJob, secrets: Mapping[str, SecretDat
         if isinstance(limiter, AdaptiveLimiter) and limiter.memory_plan
         else None,
         "partSizeBytes": part_size,
+        # Processes the transfers ran in besides the worker's own (0: copied in the worker's threads).
+        "copyProcesses": processes.count if processes is not None else 0,
     }
     if spec.report is not None and (summary.counts.failed or summary.counts.archived_skipped):
         _upload_report(job, report.path, creds.get("spec.report"))
@@ -439,7 +471,11 @@ def sync_exit(copy_exit: int, sync: SyncOutcome) -> int:
 
 
 def make_limiter(
-    policy: str | None, concurrency: int | None, spec: CopyJobSpec, budget: MemoryBudget | None = None
+    policy: str | None,
+    concurrency: int | None,
+    spec: CopyJobSpec,
+    budget: MemoryBudget | None = None,
+    rss: Callable[[], int] = anonymous_rss,
 ) -> Limiter:
     """The limiter a run asks: adaptive unless a fixed concurrency (or the incident policy) is asked for.
 
@@ -458,7 +494,7 @@ def make_limiter(
     initial = spec.concurrency.initial or initial_concurrency(
         spec.object_sizes.median, DEFAULT_PART, budget.bytes, spec.concurrency.max
     )
-    return AdaptiveLimiter(ControlConfig(initial=initial, maximum=spec.concurrency.max), budget)
+    return AdaptiveLimiter(ControlConfig(initial=initial, maximum=spec.concurrency.max), budget, rss=rss)
 
 
 def _interrupt(stop: threading.Event) -> None:

@@ -30,8 +30,12 @@ def fill(client: Any, bucket: str, count: int, size: int = 4096) -> dict[str, st
     return digests
 
 
-@pytest.mark.parametrize("transport", ["lean", "botocore"])
-def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str) -> None:
+#: In the worker's threads, and in two copy processes (a worker given two CPUs).
+TRANSPORTS_AND_PROCESSES = [("lean", 0), ("botocore", 0), ("lean", 2)]
+
+
+@pytest.mark.parametrize(("transport", "processes"), TRANSPORTS_AND_PROCESSES)
+def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str, processes: int) -> None:
     endpoint, client = s3.endpoint, s3.client
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
     digests = fill(client, src, 120)
@@ -58,7 +62,7 @@ def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str) 
         # 35% of object GETs fail here: with 8 attempts, one of 121 objects exhausts them in about 3% of
         # runs (0.35^8 x 121); 16 attempts make that 1 in 10^5, so a failure means a lost retry.
         retry = dataclasses.replace(FAST_RETRY, max_attempts=16)
-        run = run_engine(job, endpoint, concurrency=8, transport=transport, retry=retry)
+        run = run_engine(job, endpoint, concurrency=8, transport=transport, retry=retry, processes=processes)
         injected = source.stats().faults + destination.stats().faults
 
     summary = run.summary
@@ -67,10 +71,14 @@ def test_faults_on_both_sides_lose_and_corrupt_nothing(s3: Any, transport: str) 
     assert summary.counts.copied == len(digests)
     assert summary.throttles > 0 and summary.retries >= summary.throttles
     assert digest_map(client, dst) == digests
+    if processes:
+        assert all(n > 0 for n in run.answered), run.answered  # every copy process copied
 
 
-@pytest.mark.parametrize("transport", ["lean", "botocore"])
-def test_server_side_copies_under_faults_lose_and_corrupt_nothing(s3: Any, transport: str) -> None:
+@pytest.mark.parametrize(("transport", "processes"), TRANSPORTS_AND_PROCESSES)
+def test_server_side_copies_under_faults_lose_and_corrupt_nothing(
+    s3: Any, transport: str, processes: int
+) -> None:
     endpoint, client = s3.endpoint, s3.client
     src, dst = s3.make_bucket("src"), s3.make_bucket("dst")
     digests = fill(client, src, 80)
@@ -81,7 +89,7 @@ def test_server_side_copies_under_faults_lose_and_corrupt_nothing(s3: Any, trans
     with FaultProxy(endpoint.url, plan, seed=3) as proxy:
         job = spec({"bucket": src, "endpoint": proxy.url}, {"bucket": dst, "endpoint": proxy.url})
         retry = dataclasses.replace(FAST_RETRY, max_attempts=16)
-        run = run_engine(job, endpoint, concurrency=8, transport=transport, retry=retry)
+        run = run_engine(job, endpoint, concurrency=8, transport=transport, retry=retry, processes=processes)
         injected = proxy.stats().faults
 
     assert run.engine.server_side
@@ -90,6 +98,8 @@ def test_server_side_copies_under_faults_lose_and_corrupt_nothing(s3: Any, trans
     assert run.summary.counts.copied == len(digests)
     assert run.summary.throttles > 0
     assert digest_map(client, dst) == digests
+    if processes:
+        assert all(n > 0 for n in run.answered), run.answered
 
 
 @pytest.mark.parametrize("transport", ["lean", "botocore"])

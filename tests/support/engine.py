@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ferry.model import CopyJobSpec
+from ferry.worker.copyprocs import CopierSetup, CopyProcesses, ProcessTree
 from ferry.worker.engine import CopyEngine, Summary
 from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter
@@ -30,6 +31,8 @@ def spec(source: dict[str, Any], destination: dict[str, Any], **extra: Any) -> C
 class Run:
     summary: Summary
     engine: CopyEngine
+    #: Transfers each copy process answered (empty: copied in the engine's threads).
+    answered: list[int] = field(default_factory=list)
 
     def failed_keys(self) -> set[str]:
         return {f.key for f in self.summary.failures}
@@ -46,8 +49,10 @@ def run_engine(
     report: Path | None = None,
     retry: RetryPolicy = FAST_RETRY,
     transport: str = "lean",
+    processes: int = 0,
 ) -> Run:
-    """Run ``job`` against ``endpoint`` (or proxies in front of it) and return its summary."""
+    """Run ``job`` against ``endpoint`` (or proxies in front of it) and return its summary; with
+    ``processes``, its transfers run in that many copy processes."""
     creds = Credentials(endpoint.access_key, endpoint.secret_key)
     options = ClientOptions(
         max_pool_connections=concurrency + 4, read_timeout=read_timeout, connect_timeout=2
@@ -55,6 +60,13 @@ def run_engine(
     src_loc = job.source.model_copy(update={"endpoint": source_url or job.source.endpoint})
     dst_loc = job.destination.model_copy(update={"endpoint": destination_url or job.destination.endpoint})
     lean = transport == "lean"
+    copy_processes = (
+        CopyProcesses(
+            CopierSetup(src_loc, dst_loc, creds, creds, options, lean, concurrency), processes, ProcessTree()
+        )
+        if processes
+        else None
+    )
     engine = CopyEngine(
         spec=job,
         source_client=make_client(src_loc, creds, options),
@@ -65,8 +77,14 @@ def run_engine(
         report=FailureReport(report),
         part_size=TEST_PART,
         retry=retry,
+        processes=copy_processes,
     )
-    return Run(engine.run(), engine)
+    try:
+        summary = engine.run()
+    finally:
+        if copy_processes is not None:
+            copy_processes.close()
+    return Run(summary, engine, copy_processes.answered() if copy_processes is not None else [])
 
 
 def digest_map(client: Any, bucket: str, prefix: str = "") -> dict[str, str]:

@@ -234,3 +234,41 @@ def test_a_pod_below_the_smallest_workable_budget_fails_its_shards_at_once_namin
     assert len(pods) == 3, [p.metadata.name for p in pods]
     assert all(t.exit_code == 2 and t.reason != "OOMKilled" for t in ends), ends
     assert status["objects"]["copied"] == 0
+
+
+def test_pods_given_two_cpus_copy_in_two_processes_within_their_limit(
+    container_cluster: ContainerCluster, tenant: Jobs, versitygw: VersityGW
+) -> None:
+    s3 = versitygw.endpoint.client()
+    source = f"cpus-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=source)
+    digests = {}
+    for i in range(300):
+        body = os.urandom(10_000 + i)
+        s3.put_object(Bucket=source, Key=f"o/{i:04d}", Body=body)
+        digests[f"o/{i:04d}"] = hashlib.md5(body).hexdigest()
+    destination = f"dst-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=destination)
+    name = f"cpus-{uuid.uuid4().hex[:6]}"
+    tenant.create(
+        name,
+        spec_for(versitygw.endpoint.url, source, destination, parallelism=1, resources={"cpu": "2"}),
+    )
+    status = tenant.wait_phase(name, "Succeeded", "Failed", timeout=300)
+    assert status["phase"] == "Succeeded", condition(status, "Succeeded")
+    assert status["plan"]["processes"] == 2 and status["plan"]["podCpu"] == "2"
+    assert digest_map(s3, destination) == digests
+
+    pods = worker_pods(container_cluster, tenant.namespace, name)
+    assert pods
+    for pod in pods:
+        (container,) = pod.spec.containers
+        assert container.resources.requests["cpu"] == "2"
+        assert {e.name: e.value for e in container.env}["FERRY_PROCESSES"] == "2"
+        log = container_cluster.kubelet.pod_dir(tenant.namespace, pod.metadata.name) / "logs" / "worker.log"
+        assert "copying in 2 processes" in log.read_text()
+    ends = terminations(pods)
+    assert ends and all(t.reason != "OOMKilled" and t.exit_code == 0 for t in ends), ends
+    # The sizing holds the copy processes' baselines: the cgroup's peak stays under the pod's limit.
+    assert status["memory"]["peakSource"] == "cgroup"
+    assert 0 < status["memory"]["peakBytes"] < parse_bytes(status["memory"]["limit"])

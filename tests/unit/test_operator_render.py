@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -462,6 +463,31 @@ def test_cpu_request_is_capped_and_limited_only_when_the_platform_asks(
     memory = str(SIZING.pod_memory_bytes)
     assert resources["requests"] == {"memory": memory, **requests}
     assert resources["limits"] == {"memory": memory, **limits}
+
+
+@pytest.mark.parametrize(
+    ("sizing", "settings", "requests", "processes"),
+    [
+        (SIZING, OperatorSettings(default_worker_cpu="1"), {"cpu": "1"}, "1"),
+        (dataclasses.replace(SIZING, cpu_millis=4000, processes=4), OperatorSettings(), {"cpu": "4"}, "4"),
+        (
+            dataclasses.replace(SIZING, cpu_millis=2000, processes=2),
+            OperatorSettings(default_worker_cpu="1", worker_cpu_limit=True),
+            {"cpu": "2"},
+            "2",
+        ),
+    ],
+    ids=["one-process", "raised-for-a-target", "two-with-limit"],
+)
+def test_a_worker_pod_copies_in_one_process_per_cpu_the_sizing_asks_for(
+    sizing: Sizing, settings: OperatorSettings, requests: dict[str, str], processes: str
+) -> None:
+    manifest = job(spec_of(BASE), settings, sizing=sizing)
+    resources = pod_spec(manifest)["containers"][0]["resources"]
+    assert resources["requests"] == {"memory": str(sizing.pod_memory_bytes), **requests}
+    if settings.worker_cpu_limit:
+        assert resources["limits"]["cpu"] == requests["cpu"]
+    assert env_of(manifest)["FERRY_PROCESSES"]["value"] == processes
 
 
 # --- spec.rateLimit ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from ferry.worker.budget import (
     minimum_memory_limit,
     plan_memory,
 )
+from ferry.worker.copyprocs import PROCESS_BASELINE_BYTES
 from ferry.worker.display import format_duration
 from ferry.worker.engine import TRANSFER_OVERHEAD_BYTES
 from ferry.worker.parts import DEFAULT_PART, transfer_memory
@@ -343,3 +344,60 @@ def test_a_small_job_is_never_predicted_to_take_zero_seconds(objects: int) -> No
 def _deadline(seconds: float, **changes: Any) -> dict[str, Any]:
     """The incident's job with a deadline instead of its objects/s target."""
     return {**INCIDENT, "target_objects_per_second": None, "deadline_seconds": seconds, **changes}
+
+
+@pytest.mark.parametrize(
+    ("target", "shards", "cpu", "fixed", "cap", "expected_cpu", "expected_processes"),
+    [
+        # Enough pods for the target: each keeps the CPU it was given.
+        (100, 1000, 1000, False, 4000, 1000, 1),
+        # Held to 2 pods (shards) for 400 objects/s at 50 per CPU: 4 CPUs each, within the cap.
+        (400, 2, 1000, False, 4000, 4000, 4),
+        # The platform's cap bounds the raise.
+        (1000, 2, 1000, False, 4000, 4000, 4),
+        # A CopyJob that fixed its CPU keeps it, target or not.
+        (400, 2, 1000, True, 4000, 1000, 1),
+        # Two CPUs given: two processes, the target needs no more.
+        (100, 1, 2000, False, 4000, 2000, 2),
+        # Best-effort pods (no CPU request) are never given one.
+        (400, 2, None, False, 4000, None, 1),
+    ],
+    ids=["enough-pods", "raised", "capped", "fixed", "given-two", "best-effort"],
+)
+def test_a_target_held_back_by_few_pods_asks_for_more_cpus_per_pod(
+    target: int,
+    shards: int,
+    cpu: int | None,
+    fixed: bool,
+    cap: int,
+    expected_cpu: int | None,
+    expected_processes: int,
+) -> None:
+    sizing = size(
+        **{**INCIDENT, "target_objects_per_second": target, "shards": shards},
+        cpu_millis=cpu,
+        cpu_fixed=fixed,
+        max_cpu_millis=cap,
+    )
+    assert (sizing.cpu_millis, sizing.processes) == (expected_cpu, expected_processes)
+    if expected_processes > 1:
+        assert (
+            f"{expected_processes} CPUs per pod, copying in {expected_processes} processes" in sizing.reason
+        )
+
+
+def test_each_copy_process_adds_its_baseline_to_the_pod_memory() -> None:
+    job = {**INCIDENT, "target_objects_per_second": None}
+    one = size(**job, cpu_millis=1000)
+    four = size(**job, cpu_millis=4000)
+    assert four.processes == 4
+    added = int(4 * PROCESS_BASELINE_BYTES / SOFT_LIMIT_SHARE)
+    assert (
+        one.pod_memory_bytes + added - 64 * MiB
+        <= four.pod_memory_bytes
+        <= one.pod_memory_bytes + added + 64 * MiB
+    )
+    # Planned at a fifth of each process's CPU bound: four processes, four times the per-pod rate.
+    assert four.predicted_seconds is not None and one.predicted_seconds is not None
+    assert (one.parallelism, four.parallelism) == (4, 4)
+    assert four.predicted_seconds == math.ceil(one.predicted_seconds / 4)
