@@ -307,6 +307,8 @@ class _Child:
     calls: set[int] = field(default_factory=set)
     #: Transfers it answered.
     answered: int = 0
+    #: Messages to it are sent whole, one at a time, from many transfer threads.
+    sending: threading.Lock = field(default_factory=threading.Lock)
 
 
 class CopyProcesses:
@@ -452,7 +454,8 @@ class CopyProcesses:
 
     def _send(self, child: _Child, message: tuple[Any, ...]) -> bool:
         try:
-            child.conn.send(message)
+            with child.sending:
+                child.conn.send(message)
             return True
         except (OSError, ValueError):
             return False
@@ -470,7 +473,8 @@ class CopyProcesses:
             self._waiting[call] = answers
             child.calls.add(call)
             child.in_flight += 1
-            sent = self._send(child, ("copy", call, obj, key))
+        # Sent outside the lock: a copy process that died meanwhile gets this call as lost (`_replace`).
+        sent = self._send(child, ("copy", call, obj, key))
         if not sent:
             answers.put(("lost",))
         return call, answers, child

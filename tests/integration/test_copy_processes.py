@@ -129,7 +129,10 @@ def test_an_interrupted_run_leaves_no_copy_process_behind(s3: Any, tmp_path: Pat
         while time.monotonic() < deadline and len(children) < 2:
             time.sleep(0.2)
             children = copy_processes_of(process.pid)
-        time.sleep(1.5)
+        # Interrupted mid-copy: once the first objects arrived (start-up is interrupted otherwise).
+        while time.monotonic() < deadline and not s3.client.list_objects_v2(Bucket=dst).get("KeyCount"):
+            time.sleep(0.1)
+        time.sleep(0.5)
         # Ctrl-C reaches every process of the terminal's group: the copy processes ignore it, the worker
         # lets in-flight transfers finish, then ends them.
         for pid in (*children, process.pid):
