@@ -22,8 +22,19 @@ rules shorten that where it is safe:
   set-up) but 1.6-1.8x for 128 -> 256 once the CPU began to take a share; 0.85 takes the first and not
   the second. Counting noise of a 64-object window is ~1/sqrt(64) = 12%, which 0.85 tolerates. The first
   level never grows x4 (there is no previous rate to compare), nor does a level reached by a probe or
-  restored after a backoff. Backoffs come first whatever the step, so throttling or memory pressure at a
-  x4 level cuts it x0.7 as at any other.
+  restored after a backoff.
+- **A x4 step stands for two doublings** and is judged as a doubling ramp would have judged both. Its
+  first doubling can at most double the rate, so a x4 step that raised it less than growth x (1 +
+  improvement) may hide a second doubling that did not rise: the law holds the level between (or the
+  level it came from, if the x4 level is no better), where doubling would have stopped. Without this the
+  law held twice the concurrency doubling holds behind a bandwidth cap, for the same objects/s.
+  Backoffs still come first whatever the step: memory pressure at a x4 level cuts it x0.7 as at any
+  other, and load-induced throttling at a x4 level backs off to the level between and judges from there
+  as if throttling had begun at it; a plain x0.7 from four times a good level left the halving check above
+  the knee, where it mistook load-induced throttling for the provider's background rate.
+  What x4 costs: when the knee sits just above a level that scaled linearly, the next level can put up to
+  four times that level in flight for one judging window (doubling: two times) before the law comes back;
+  the limiter's memory admission bounds it as always.
 - **A shorter window when many objects finished.** The 1.5 x mean transfer guards against completion
   waves (transfers started together finish together), which skew a window only when few are in flight.
   Once `short_window_objects` (64) objects finished in the window, one mean transfer (and
