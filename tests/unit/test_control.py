@@ -95,13 +95,16 @@ def _levels(history) -> list[tuple[int, str]]:
     return out
 
 
+def _sample(now: float, objects: int, in_flight: int) -> Sample:
+    """Counters of 100 KB objects, two requests each, no throttles, 60 MiB resident, 0.8 s per transfer."""
+    return Sample(now, objects, objects * 100_000, 0, 0, 2 * objects, 60 * 2**20, in_flight, 0.8)
+
+
 def _judge(concurrency: int, grown_by: float, previous_rate: float, rate: float, maximum: int):
     """One ramp level judged: measured over 2 s at ``rate`` objects/s after one at ``previous_rate``, the
     level reached by a ramp step of factor ``grown_by`` (0: not by a ramp step)."""
     config = ControlConfig(initial=concurrency, maximum=maximum)
-    start = Sample(10.0, 1000, 1000 * 100_000, 0, 0, 2000, 60 * 2**20, concurrency, 0.8)
-    now = Sample(12.0, 1000 + int(2 * rate), (1000 + int(2 * rate)) * 100_000, 0, 0, 2000 + int(4 * rate),
-                 60 * 2**20, concurrency, 0.8)  # fmt: skip
+    start, now = _sample(10.0, 1000, concurrency), _sample(12.0, 1000 + int(2 * rate), concurrency)
     state = replace(
         initial_state(config),
         level_start=replace(start, now=9.0),
@@ -161,9 +164,7 @@ def test_a_level_is_judged_sooner_when_many_objects_finished(
     seconds: float, objects: int, judged: bool
 ) -> None:
     config = ControlConfig(initial=64, maximum=512)
-    start = Sample(10.0, 1000, 1000 * 100_000, 0, 0, 2000, 60 * 2**20, 64, 0.8)
-    now = Sample(10.0 + seconds, 1000 + objects, (1000 + objects) * 100_000, 0, 0, 2000 + 2 * objects,
-                 60 * 2**20, 64, 0.8)  # fmt: skip
+    start, now = _sample(10.0, 1000, 64), _sample(10.0 + seconds, 1000 + objects, 64)
     state = replace(initial_state(config), level_start=replace(start, now=9.0), measure_start=start)
     after = step(state, now, config, 2**30)
     assert (after.concurrency != 64) is judged
