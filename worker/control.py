@@ -1,9 +1,47 @@
 """The control law of the adaptive concurrency manager. Pure: samples in, decisions out, no clock.
 
+Where it sits: the worker's adaptive manager (adaptive.py) samples its counters every tick and calls `step`;
+the concurrency it returns is what the limiter admits, never past the memory budget.
+
 Growth is multiplicative while objects/s (or bytes/s, for large objects) keeps rising, because a +2 ramp
 from one transfer is what kept the incident at 1.14 objects/s. After a plateau the law holds the best
 level and probes above it now and then. Throttling, memory pressure and rising error rates back off
 multiplicatively, with a cooldown so one burst is not punished twice.
+
+Judging a level costs time: the transfers started before the change drain first (one mean transfer), then
+a window of at least 1.5 mean transfers and 8 objects is measured. At 400 ms per request each level costs
+about 3 s, so going 64 -> 512 by doubling took 9 s of a run that sits at its plateau only afterwards. Two
+rules shorten that where it is safe:
+
+- **x4 while growth is linear.** A step that raised throughput nearly in proportion to the concurrency it
+  added (new rate >= `linear_share` x step factor x previous rate) shows a latency-bound regime far from
+  any knee, so the next step grows by growth^2 (x4), clamped to `maximum`. A step that rose less goes
+  back to x2; one that did not rise is a plateau, as before. 0.85 is chosen from evidence: a latency-bound
+  service scales exactly (the simulated service of tests/unit/test_control.py gives 2.00 per doubling),
+  and the 400 ms benchmark on 2 cores gave 2.5-2.8x for 64 -> 128 (the first level still pays connection
+  set-up) but 1.6-1.8x for 128 -> 256 once the CPU began to take a share; 0.85 takes the first and not
+  the second. Counting noise of a 64-object window is ~1/sqrt(64) = 12%, which 0.85 tolerates. The first
+  level never grows x4 (there is no previous rate to compare), nor does a level reached by a probe or
+  restored after a backoff.
+- **A x4 step stands for two doublings** and is judged as a doubling ramp would have judged both. Its
+  first doubling can at most double the rate, so a x4 step that raised it less than growth x (1 +
+  improvement) may hide a second doubling that did not rise: the law holds the level between (or the
+  level it came from, if the x4 level is no better), where doubling would have stopped. Without this the
+  law held twice the concurrency doubling holds behind a bandwidth cap, for the same objects/s.
+  Backoffs still come first whatever the step: memory pressure at a x4 level cuts it x0.7 as at any
+  other, and load-induced throttling at a x4 level backs off to the level between and judges from there
+  as if throttling had begun at it; a plain x0.7 from four times a good level left the halving check above
+  the knee, where it mistook load-induced throttling for the provider's background rate.
+  What x4 costs: when the knee sits just above a level that scaled linearly, the next level can put up to
+  four times that level in flight for one judging window (doubling: two times) before the law comes back;
+  the limiter's memory admission bounds it as always.
+- **A shorter window when many objects finished.** The 1.5 x mean transfer guards against completion
+  waves (transfers started together finish together), which skew a window only when few are in flight.
+  Once `short_window_objects` (64) objects finished in the window, one mean transfer (and
+  `settle_seconds`) is enough to judge the level.
+
+The driver's 0.5 s tick is kept: the simulations show a 0.25 s tick judges throttle shares over too few
+requests and collapses concurrency under a 5% background throttle rate.
 """
 
 from __future__ import annotations
@@ -18,10 +56,15 @@ class ControlConfig:
     minimum: int = 1
     maximum: int = 512
     growth: float = 2.0  # factor while throughput keeps rising
+    #: A step whose throughput rose by at least this share of its concurrency factor is linear: the next
+    #: step grows by growth**2 (still clamped to `maximum`).
+    linear_share: float = 0.85
     probe_growth: float = 1.25  # factor of a probe above a plateau
     backoff: float = 0.7  # factor on throttling, errors, memory pressure
     improvement: float = 0.08  # a step must raise throughput by this share to count as rising
     settle_seconds: float = 1.0  # least time to judge a level (more when transfers are slow)
+    #: Objects finished in a window that make one mean transfer time enough to judge a level (else 1.5x).
+    short_window_objects: int = 64
     cooldown_seconds: float = 5.0  # no growth this long after a backoff
     probe_every_seconds: float = 15.0
     memory_high: float = 0.85  # share of the budget where RSS triggers a backoff
@@ -57,6 +100,9 @@ class ControlState:
     cooldown_until: float = 0.0
     last_probe: float = 0.0
     previous_rate: float = 0.0
+    #: Factor of the ramp step that reached this level from the one measured at `previous_rate` (0 when the
+    #: level came any other way: the start, a probe, a backoff, a restore, demand below the limit).
+    grown_by: float = 0.0
     #: Throttle share that persists whatever the concurrency (a provider's background rate): retries
     #: absorb it, and backing off for it would only collapse throughput.
     background_throttle_share: float = 0.0
@@ -104,6 +150,15 @@ def _throughput(objects_rate: float, bytes_rate: float, mean_size: float) -> flo
     return max(objects_rate, bytes_rate / mean_size)
 
 
+def _window_judges(seconds: float, objects: int, mean_transfer: float, config: ControlConfig) -> bool:
+    """Whether a measuring window of ``seconds`` in which ``objects`` finished is enough to judge a level."""
+    if seconds < config.settle_seconds:
+        return False
+    if objects >= config.short_window_objects:
+        return seconds >= mean_transfer
+    return objects >= 8 and seconds >= 1.5 * mean_transfer
+
+
 def step(state: ControlState, sample: Sample, config: ControlConfig, budget_bytes: int) -> ControlState:
     """Advance the law by one sample and return the new state."""
     if state.level_start is None:
@@ -148,11 +203,19 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
                 level_start=sample,
                 measure_start=None,
                 previous_rate=0.0,
+                grown_by=0.0,
                 reason="throttling not load-related",
             )
     load_induced = share > max(0.01, 1.5 * state.background_throttle_share + 0.01)
     if new_throttles > 0 and load_induced and sample.now >= state.cooldown_until and new_requests >= 10:
         backed = _back_off(state, sample, config, clamp, "throttling")
+        if state.phase == "ramp" and state.grown_by > config.growth:
+            # A x4 step that throttles skipped the level between, which a doubling ramp would have met
+            # first: back off to it and judge from there as if throttling had begun at it (halving, if it
+            # still throttles, lands on the level the step came from, which ran without throttling).
+            between = min(backed.concurrency, clamp(round(state.concurrency / config.growth)))
+            backed = replace(backed, concurrency=between, best_concurrency=between)
+            return replace(backed, throttle_share_at_backoff=share, concurrency_before_backoff=between)
         return replace(backed, throttle_share_at_backoff=share, concurrency_before_backoff=state.concurrency)
     if new_errors / new_requests > config.error_rate_high and sample.now >= state.cooldown_until:
         return _back_off(state, sample, config, clamp, "errors rising")
@@ -163,10 +226,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
     if state.measure_start is None:
         return replace(state, measure_start=sample) if span >= min(mean, 5.0) else state
     window = state.measure_start
-    if (
-        sample.now - window.now < max(config.settle_seconds, 1.5 * mean)
-        or sample.objects - window.objects < 8
-    ):
+    if not _window_judges(sample.now - window.now, sample.objects - window.objects, mean, config):
         return state
     objects_rate, bytes_rate = _rate(window, sample)
     mean_size = (sample.bytes / sample.objects) if sample.objects else 0.0
@@ -180,17 +240,48 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
         if not saturated:
             # Work arrives slower than the limit allows (listing, rate limit): growing would change nothing.
             return replace(
-                state, level_start=sample, measure_start=None, previous_rate=rate, reason="demand below limit"
+                state,
+                level_start=sample,
+                measure_start=None,
+                previous_rate=rate,
+                grown_by=0.0,
+                reason="demand below limit",
+            )
+        if (
+            state.grown_by > config.growth
+            and rate < config.growth * (1 + config.improvement) * state.previous_rate
+        ):
+            # A x4 step stands for two doublings. The first can at most double the rate, so less than
+            # growth x (1 + improvement) means the second may not have risen: a doubling ramp would have
+            # held the level between (which gets at least rate / (1 + improvement)), or the level the step
+            # came from if this one is no better.
+            between = min(
+                state.best_concurrency or state.concurrency, clamp(round(state.concurrency / config.growth))
+            )
+            return replace(
+                state,
+                phase="hold",
+                concurrency=between,
+                best_concurrency=between,
+                level_start=sample,
+                measure_start=None,
+                previous_rate=rate,
+                grown_by=0.0,
+                last_probe=sample.now,
+                reason="throughput plateau",
             )
         if rising and state.concurrency < config.maximum:
-            grown = clamp(int(state.concurrency * config.growth))
+            linear = state.grown_by > 1 and rate >= config.linear_share * state.grown_by * state.previous_rate
+            factor = config.growth**2 if linear else config.growth
+            grown = clamp(int(state.concurrency * factor))
             return replace(
                 state,
                 concurrency=grown,
                 level_start=sample,
                 measure_start=None,
                 previous_rate=rate,
-                reason="throughput rising",
+                grown_by=grown / state.concurrency,
+                reason="throughput rising linearly" if linear else "throughput rising",
             )
         if state.concurrency >= config.maximum:
             return replace(
@@ -224,6 +315,7 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
                 previous_rate=rate,
                 best_rate=rate,
                 best_concurrency=state.concurrency,
+                grown_by=0.0,
                 reason="probe found more throughput",
             )
         return replace(
@@ -266,6 +358,7 @@ def _back_off(
         level_start=sample,
         measure_start=None,
         best_concurrency=lowered,
+        grown_by=0.0,
         cooldown_until=sample.now + config.cooldown_seconds,
         last_probe=sample.now,
     )
