@@ -595,4 +595,11 @@ def start_copy_processes(
         return CopyProcesses(setup, count, tree)
     except CopyProcessesFailed as exc:
         log.warning("copying in one process: %s", exc)
-        return None
+    except RuntimeError as exc:
+        # multiprocessing refuses to spawn from a program embedding Ferry whose main module runs its work
+        # when imported (no `if __name__ == "__main__"`): such a program copies in one process.
+        log.warning(
+            "copying in one process: copy processes cannot be started here (%s)",
+            str(exc).split(".")[0].strip(),
+        )
+    return None

@@ -79,6 +79,14 @@ def test_small_objects_at_400ms_per_request_reach_the_plateau_in_two_steps() -> 
     assert [c for c, _why in _levels(history)][:3] == [64, 128, 512]
 
 
+def test_the_first_level_is_judged_from_its_start_with_nothing_to_drain() -> None:
+    service = SimulatedService(latency=0.8, ceiling=600)
+    _state, history = service.run(ControlConfig(initial=64, maximum=512), 10)
+    first_change = next(t for t, c, _r, _why in history if c != 64)
+    # The first completions arrive after one transfer (0.8 s); one mean transfer of 64 objects judges it.
+    assert first_change <= 2.0
+
+
 def test_growth_is_multiplicative_not_plus_two() -> None:
     # 1 -> 2 doubles objects/s (a latency-bound service far from its ceiling), so the law grows x4.
     _state, history = SimulatedService(ceiling=10_000).run(ControlConfig(initial=1, maximum=4096), 20)
