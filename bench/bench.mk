@@ -4,7 +4,7 @@
 BENCH_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ferry
 BENCH_PY ?= python3
 
-.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget bench-prefix bench-budget-fleet
+.PHONY: bench bench-smoke bench-incident bench-small bench-tools bench-load bench-list bench-list-smoke bench-budget bench-prefix bench-budget-fleet bench-cpus
 
 # Best effort: a failed install only means those runs (or the plots) are skipped with a note.
 bench-tools:
@@ -32,6 +32,11 @@ bench-incident: venv testbin
 # per small object"). Its own results folder, like bench-incident.
 bench-small: venv testbin bench-tools
 	BENCH_RESULTS_DIR=$${BENCH_RESULTS_DIR:-bench/results/small-objects} BENCH_SCENARIOS=small-objects FERRY_TESTBIN=$$($(MAKE) -s testbin-dir) $(BIN)/python bench/run.py
+
+# Objects/s by CPUs given: ferry in the image in containers of 1 and 2 CPUs (--processes auto) against
+# hack/nulls3, a near-zero-CPU endpoint, so Ferry's own CPU bounds the copy (bench/cpuscale.py).
+bench-cpus: venv
+	$(BIN)/python bench/cpuscale.py --objects $${BENCH_CPU_OBJECTS:-20000} --size $${BENCH_CPU_SIZE:-10KB} --runs $${BENCH_CPU_RUNS:-3}
 
 # The operator under load: 50 CopyJobs × 2,000 objects, two waves (about 15 minutes on 2 cores).
 bench-load: venv testbin

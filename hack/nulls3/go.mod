@@ -1,0 +1,3 @@
+module ferry.dev/hack/nulls3
+
+go 1.21
