@@ -7,6 +7,12 @@ refused, the CopyJob stalls with the refusal's reason and nothing is deleted; al
 delete Job (owned, like the worker Job; `render.render_delete_job`) and reads what its pods report.
 Level-based like the rest: a restarted operator decides again from the same ledger and finds the
 same delete Job. A delete Job made for an earlier copy Job (one an edit replaced) is removed first.
+
+`spec.suspend` holds the delete Job and a dry run's census Job as it holds the worker Job
+(`suspension.py`): created suspended, suspended while they run, resumed when it goes back to false. A
+delete pod stopped by the suspension reports what it deleted; that count goes into the ledger
+(`syncphase.record_stopped`) before the delete Job is resumed, and the shard's next pod deletes at most
+what is left of its approved count.
 """
 
 from __future__ import annotations
@@ -39,16 +45,25 @@ from ferry.operator.render import (
     spec_json,
 )
 from ferry.operator.sizing import Sizing
+from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import (
     DeleteProgress,
     SyncVerdict,
     decide_sync,
     delete_progress,
     dry_run_status,
+    record_stopped,
     sync_conditions,
     sync_status,
 )
-from ferry.worker.shardsync import MAX_ALLOWED_TEXT, ShardCensus, encode_allowed
+from ferry.worker.shardsync import (
+    MAX_ALLOWED_TEXT,
+    DeletedBefore,
+    ShardCensus,
+    ShardDeletes,
+    deleted_key,
+    encode_allowed,
+)
 from ferry.worker.statusdoc import WorkerReport, parse_report
 from ferry.worker.syncdeletes import DeleteLimit, Refusal
 
@@ -58,6 +73,8 @@ if TYPE_CHECKING:
 __all__ = ["SyncState", "sync_dry_run", "sync_step"]
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+#: Set by the Job controller on a pod of an index whose earlier pods were stopped without failing it.
+IGNORED_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,8 @@ class SyncState:
 
     verdict: SyncVerdict
     progress: DeleteProgress | None = None
+    #: spec.suspend is true: deletes not yet done are held.
+    suspended: bool = False
 
     def status(self) -> dict[str, Any]:
         return sync_status(self.verdict, self.progress)
@@ -92,7 +111,7 @@ class SyncState:
         if self.verdict.decision.refusal is not None:  # failed objects: the copy's Failed
             return phase, updates
         copied = f"{objects['copied']:,} copied, {objects['skipped']:,} skipped of {objects['total']:,}"
-        chosen = sync_conditions(self.verdict, self.progress, copied)
+        chosen = sync_conditions(self.verdict, self.progress, copied, suspended=self.suspended)
         return chosen if chosen is not None else (phase, updates)
 
 
@@ -107,8 +126,10 @@ async def sync_step(
     censuses: dict[int, ShardCensus],
     failed: int,
     parallelism: int,
+    ledger: dict[str, Any],
 ) -> SyncState | None:
-    """None unless this is a sync whose copy Job completed; else its decision and delete progress."""
+    """None unless this is a sync whose copy Job completed; else its decision and delete progress.
+    ``ledger`` is the progress ConfigMap, where stopped delete pods' counts are recorded."""
     spec = inputs.spec
     if spec.mode is not Mode.SYNC or not job_complete:
         return None
@@ -116,6 +137,7 @@ async def sync_step(
     verdict = decide_sync(len(shards), censuses, failed, DeleteLimit.parse(spec.deletes.max))
     if not verdict.decision.delete:
         return SyncState(verdict)
+    suspended = held(Child.DELETES, spec.suspend)
     allowed = encode_allowed(verdict.allowed)
     if len(allowed) > MAX_ALLOWED_TEXT:
         raise Stalled(
@@ -138,20 +160,98 @@ async def sync_step(
             allowed=allowed,
             copy_job_uid=copy_uid,
             identity=inputs.who,
+            suspend=suspended,
         )
         await create_owned(ctx, owner, "Job", manifest, "JobRejected")
+        held_note = "; held while spec.suspend is true" if suspended else ""
         ctx.post(
             "Normal",
             "Deleting",
             f"deleting {verdict.decision.candidates:,} destination objects the source no longer holds "
-            f"(deletes.max allows {verdict.decision.allowed:,}){note}",
+            f"(deletes.max allows {verdict.decision.allowed:,}){note}{held_note}",
         )
-        return SyncState(verdict)
+        return SyncState(verdict, suspended=suspended)
     pods = await _pods_of(ctx, owner, existing)
     complete, job_failed = _ended(existing)
-    reports = {i: r.deletes for i, r in _reports(pods).items() if r.deletes is not None}
-    progress = delete_progress(verdict.allowed, reports, complete=complete, failed=job_failed)
-    return SyncState(verdict, progress)
+    reports = {
+        i: r.deletes for i, r in _reports(pods).items() if r.deletes is not None and not r.deletes.stopped
+    }
+    # What pods stopped by a suspension deleted goes into the ledger before anything resumes the Job.
+    before = await _record_stopped(ctx, owner, ledger, copy_uid, verdict.allowed, pods)
+    unended = sum(1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+    change = suspend_change(
+        ChildJob(
+            Child.DELETES,
+            suspended=bool((existing.get("spec") or {}).get("suspend")),
+            finished=complete or job_failed,
+            unended_pods=unended,
+        ),
+        spec.suspend,
+    )
+    if change is not None:
+        await _patch_suspend(ctx, existing, change)
+    progress = delete_progress(
+        verdict.allowed, reports, complete=complete, failed=job_failed, before=before, active=unended
+    )
+    return SyncState(verdict, progress, suspended=suspended)
+
+
+async def _record_stopped(
+    ctx: Context,
+    owner: Owner,
+    ledger: dict[str, Any],
+    run: str,
+    allowed: Mapping[int, int],
+    pods: Sequence[Mapping[str, Any]],
+) -> dict[int, ShardDeletes]:
+    """Add what the delete pods stopped by a suspension deleted to the ledger (written before it is
+    shown or trusted); returns each shard's count from its earlier, stopped pods."""
+    data = dict(ledger.get("data") or {})
+    recorded = {i: DeletedBefore.parse(data.get(deleted_key(i))) for i in allowed}
+    changed = record_stopped(run, recorded, _stopped_reports(pods, allowed))
+    if changed:
+        await asyncio.to_thread(
+            ctx.kube.patch_configmap_data,
+            owner.namespace,
+            str(ledger["metadata"]["name"]),
+            str(ledger["metadata"]["uid"]),
+            {deleted_key(i): entry.text() for i, entry in changed.items()},
+        )
+    entries = {**{i: e for i, e in recorded.items() if e is not None}, **changed}
+    return {i: e.counts() for i, e in entries.items() if e.run == run}
+
+
+def _stopped_reports(
+    pods: Sequence[Mapping[str, Any]], allowed: Mapping[int, int]
+) -> dict[int, dict[int, ShardDeletes]]:
+    """The reports of delete pods stopped before the end of their range (exit 6, phase Failed), by
+    shard and by ordinal (how many earlier pods of the index were stopped: the Job controller's count)."""
+    found: dict[int, dict[int, ShardDeletes]] = {}
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        index_text = str(annotations.get(INDEX_ANNOTATION) or "")
+        ordinal_text = str(annotations.get(IGNORED_ANNOTATION) or "0")
+        if status.get("phase") != "Failed" or not (index_text.isascii() and index_text.isdigit()):
+            continue
+        if not (ordinal_text.isascii() and ordinal_text.isdigit() and len(ordinal_text) <= 6):
+            continue
+        index = int(index_text[:8])
+        if index not in allowed:
+            continue
+        for container in status.get("containerStatuses") or []:
+            message = str(((container.get("state") or {}).get("terminated") or {}).get("message") or "")
+            report = parse_report(message[:8192])
+            if report is not None and report.shard == index and report.deletes and report.deletes.stopped:
+                found.setdefault(index, {})[int(ordinal_text)] = report.deletes
+    return found
+
+
+async def _patch_suspend(ctx: Context, job: Mapping[str, Any], suspend: bool) -> None:
+    meta = job["metadata"]
+    await asyncio.to_thread(
+        ctx.kube.patch_job, meta["namespace"], meta["name"], str(meta["uid"]), {"spec": {"suspend": suspend}}
+    )
 
 
 async def sync_dry_run(
@@ -176,17 +276,45 @@ async def sync_dry_run(
         account, note = await worker_account(ctx, owner.namespace, inputs.who)
         settings = replace(ctx.settings, worker_service_account=account)
         manifest = render_census_job(
-            owner, spec, sizing, len(shards), settings, parallelism, census_of=census_of, identity=inputs.who
+            owner,
+            spec,
+            sizing,
+            len(shards),
+            settings,
+            parallelism,
+            census_of=census_of,
+            identity=inputs.who,
+            suspend=held(Child.CENSUS, spec.suspend),
         )
         await create_owned(ctx, owner, "Job", manifest, "JobRejected")
         ctx.post("Normal", "Counting", f"counting what the sync would delete in {len(shards)} shard(s){note}")
-        return dry_run_status(len(shards), {}, DeleteLimit.parse(spec.deletes.max), ended=False)
+        return _held(
+            dry_run_status(len(shards), {}, DeleteLimit.parse(spec.deletes.max), ended=False), spec.suspend
+        )
     pods = await _pods_of(ctx, owner, existing)
     censuses = {i: r.sync for i, r in _reports(pods).items() if r.sync is not None and r.state == "complete"}
     complete, failed = _ended(existing)
-    return dry_run_status(
+    change = suspend_change(
+        ChildJob(
+            Child.CENSUS,
+            suspended=bool((existing.get("spec") or {}).get("suspend")),
+            finished=complete or failed,
+        ),
+        spec.suspend,
+    )
+    if change is not None:
+        await _patch_suspend(ctx, existing, change)
+    counted = dry_run_status(
         len(shards), censuses, DeleteLimit.parse(spec.deletes.max), ended=complete or failed
     )
+    return counted if complete or failed else _held(counted, spec.suspend)
+
+
+def _held(status: dict[str, Any], suspend: bool) -> dict[str, Any]:
+    """A dry run's count while spec.suspend holds its census Job: the message says so."""
+    if not suspend:
+        return status
+    return {**status, "message": f"{status['message']}; held while spec.suspend is true"}
 
 
 async def _current_job(

@@ -1,0 +1,256 @@
+"""What `spec.suspend` holds (operator/suspension.py) and how a sync's delete pass stays exact across a
+suspension (operator/syncphase.py `record_stopped`, `delete_progress`, `sync_conditions`;
+worker/shardsync.py `DeletedBefore`, `resumed_allowance`). Pure, table-driven.
+
+Proves: every child Job that speaks S3 is held and the notify Job is not; a finished Job is left alone;
+a delete Job resumes only once its stopped pods have ended; stopped pods' counts are added to the ledger
+once each and in order, never past a pod that left no report; a resumed pod deletes at most what is
+left of its shard's count and nothing when the ledger does not account for every stopped pod; the
+status of a suspended delete phase says the deletes are held and counts what was deleted so far.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ferry.operator.render import Owner, render_census_job, render_delete_job
+from ferry.operator.settings import OperatorSettings
+from ferry.operator.sizing import Sizing
+from ferry.operator.suspension import Child, ChildJob, held, suspend_change
+from ferry.operator.syncphase import decide_sync, delete_progress, record_stopped, sync_conditions
+from ferry.worker.shardsync import (
+    EXIT_STOPPED,
+    DeletedBefore,
+    ShardCensus,
+    ShardDeletes,
+    phase_message,
+    resumed_allowance,
+)
+from ferry.worker.statusdoc import FORMAT, parse_report
+from ferry.worker.syncdeletes import DeleteLimit
+
+RUN = "0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+
+
+@pytest.mark.parametrize(
+    ("child", "suspend", "expected"),
+    [
+        (Child.WORKERS, True, True),
+        (Child.PLANNER, True, True),
+        (Child.DELETES, True, True),
+        (Child.CENSUS, True, True),
+        # A notification of a phase already reached still goes out.
+        (Child.NOTIFY, True, False),
+        (Child.DELETES, False, False),
+        (Child.NOTIFY, False, False),
+    ],
+)
+def test_spec_suspend_holds_every_job_that_speaks_s3_and_not_the_notify_job(
+    child: Child, suspend: bool, expected: bool
+) -> None:
+    assert held(child, suspend) is expected
+
+
+@pytest.mark.parametrize(
+    ("job", "suspend", "expected"),
+    [
+        # Running, suspend asked: suspend it; already suspended: leave it.
+        (ChildJob(Child.DELETES, suspended=False), True, True),
+        (ChildJob(Child.DELETES, suspended=True), True, None),
+        (ChildJob(Child.CENSUS, suspended=False), True, True),
+        (ChildJob(Child.PLANNER, suspended=False), True, True),
+        # Suspend lifted: resume it, once every stopped delete pod has ended and is recorded.
+        (ChildJob(Child.DELETES, suspended=True), False, False),
+        (ChildJob(Child.DELETES, suspended=True, unended_pods=1), False, None),
+        (ChildJob(Child.DELETES, suspended=True, unrecorded=2), False, None),
+        (ChildJob(Child.CENSUS, suspended=True, unended_pods=1), False, False),
+        (ChildJob(Child.PLANNER, suspended=True), False, False),
+        # Not running and not asked to: nothing to do.
+        (ChildJob(Child.DELETES, suspended=False, unended_pods=3), False, None),
+        # A finished Job is never patched, whatever spec.suspend says.
+        (ChildJob(Child.DELETES, suspended=False, finished=True), True, None),
+        (ChildJob(Child.CENSUS, suspended=True, finished=True), False, None),
+        # The notify Job is never suspended; one suspended by hand is let go.
+        (ChildJob(Child.NOTIFY, suspended=False), True, None),
+        (ChildJob(Child.NOTIFY, suspended=True), True, False),
+    ],
+)
+def test_which_child_jobs_a_pass_suspends_or_resumes(
+    job: ChildJob, suspend: bool, expected: bool | None
+) -> None:
+    assert suspend_change(job, suspend) is expected
+
+
+def stopped(deleted: int, kept: int = 0, failed: int = 0) -> ShardDeletes:
+    return ShardDeletes(deleted, kept, failed, stopped=True)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "pods", "expected"),
+    [
+        # Nothing recorded yet: the first stopped pod is added.
+        ({}, {3: {0: stopped(5, 1)}}, {3: DeletedBefore(RUN, 1, 5, 1, 0)}),
+        # Already recorded (a later pass, a restarted operator): not added twice.
+        ({3: DeletedBefore(RUN, 1, 5, 1, 0)}, {3: {0: stopped(5, 1)}}, {}),
+        # The second stopped pod of the shard adds to the first (whose pod is gone by now).
+        ({3: DeletedBefore(RUN, 1, 5, 1, 0)}, {3: {1: stopped(2)}}, {3: DeletedBefore(RUN, 2, 7, 1, 0)}),
+        # Two at once, in order.
+        ({}, {0: {1: stopped(2), 0: stopped(4)}}, {0: DeletedBefore(RUN, 2, 6, 0, 0)}),
+        # A pod without a report (ordinal 0 missing): the entry does not grow past it.
+        ({}, {0: {1: stopped(2)}}, {}),
+        # An entry of another delete Job (an earlier copy Job) counts as none.
+        ({1: DeletedBefore("aaaa", 4, 90, 0, 0)}, {1: {0: stopped(1)}}, {1: DeletedBefore(RUN, 1, 1, 0, 0)}),
+    ],
+)
+def test_stopped_delete_pods_are_recorded_once_each_and_in_order(
+    recorded: dict[int, DeletedBefore],
+    pods: dict[int, dict[int, ShardDeletes]],
+    expected: dict[int, DeletedBefore],
+) -> None:
+    assert record_stopped(RUN, recorded, pods) == expected
+
+
+@pytest.mark.parametrize(
+    ("approved", "stopped_before", "before", "allowed", "refused"),
+    [
+        # The first pod of the shard: its whole count.
+        (10, 0, None, 10, False),
+        # After a stopped pod that deleted 4: what is left.
+        (10, 1, DeletedBefore(RUN, 1, 4, 0, 0), 6, False),
+        # Never below nothing.
+        (3, 2, DeletedBefore(RUN, 2, 5, 0, 0), 0, False),
+        # A stopped pod the ledger does not record (yet): what it deleted is not known, nothing is deleted.
+        (10, 1, None, 0, True),
+        (10, 2, DeletedBefore(RUN, 1, 4, 0, 0), 0, True),
+        # An entry of another delete Job is not this shard's.
+        (10, 1, DeletedBefore("beef", 1, 4, 0, 0), 0, True),
+        # The ledger counts pods the Job controller does not: not trusted either.
+        (10, 0, DeletedBefore(RUN, 1, 4, 0, 0), 0, True),
+    ],
+)
+def test_a_resumed_delete_pod_deletes_at_most_what_is_left_of_its_count(
+    approved: int, stopped_before: int, before: DeletedBefore | None, allowed: int, refused: bool
+) -> None:
+    got, reason = resumed_allowance(approved, RUN, stopped_before, before)
+    assert got == allowed
+    assert (reason is not None) is refused
+    if refused:
+        assert "run the job again" in str(reason)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"{RUN},2,7,1,0", DeletedBefore(RUN, 2, 7, 1, 0)),
+        (None, None),
+        ("", None),
+        (f"{RUN},2,7,1", None),
+        (f"{RUN},2,-7,1,0", None),
+        (f"{RUN},2,7,1,0,9", None),
+        ("run with spaces,1,1,1,1", None),
+        (f"{RUN},1,{10**15},0,0", None),
+        ("x" * 300, None),
+    ],
+)
+def test_a_ledger_entry_of_earlier_deletes_is_read_strictly(
+    text: str | None, expected: DeletedBefore | None
+) -> None:
+    assert DeletedBefore.parse(text) == expected
+    if expected is not None:
+        assert DeletedBefore.parse(expected.text()) == expected
+
+
+def test_a_stopped_delete_pod_s_message_says_so_and_reads_back() -> None:
+    message = phase_message(FORMAT, 4, "delete", ShardDeletes(3, 1, 0, stopped=True))
+    report = parse_report(message)
+    assert report is not None and report.state == "stopped"
+    assert report.deletes == ShardDeletes(3, 1, 0, stopped=True)
+    finished = parse_report(phase_message(FORMAT, 4, "delete", ShardDeletes(3, 1, 0)))
+    assert finished is not None and finished.deletes is not None and not finished.deletes.stopped
+    assert ShardDeletes.from_json({"deleted": 1, "kept": 0, "failed": 0, "stopped": "yes"}) is None
+
+
+def test_what_stopped_pods_deleted_counts_and_their_shard_still_waits_for_its_last_pod() -> None:
+    allowed = {0: 4, 1: 3}
+    progress = delete_progress(
+        allowed,
+        {1: ShardDeletes(3, 0, 0)},
+        complete=False,
+        failed=False,
+        before={0: ShardDeletes(2, 0, 0), 7: ShardDeletes(50, 0, 0)},  # shard 7 is not approved
+        active=1,
+    )
+    assert (progress.deleted, progress.waiting, progress.active) == (5, (0,), 1)
+
+
+def test_a_suspended_delete_phase_is_suspended_and_says_the_deletes_are_held() -> None:
+    sync = decide_sync(
+        2, {0: ShardCensus(4, 50, 50, True), 1: ShardCensus(3, 50, 50, True)}, 0, DeleteLimit.parse(10)
+    )
+    progress = delete_progress(
+        sync.allowed, {}, complete=False, failed=False, before={0: ShardDeletes(2, 0, 0)}
+    )
+    chosen = sync_conditions(sync, progress, "100 copied", suspended=True)
+    assert chosen is not None
+    phase, conditions = chosen
+    by_type = {c.type: c for c in conditions}
+    assert phase == "Suspended"
+    assert (by_type["Suspended"].status, by_type["Suspended"].reason) == ("True", "DeletesHeld")
+    assert "deletes are held: 2 of 7" in by_type["Suspended"].message
+    assert by_type["Progressing"].status == "False" and by_type["Succeeded"].status == "Unknown"
+    # Pods still stopping: the suspension is on its way.
+    stopping = delete_progress(sync.allowed, {}, complete=False, failed=False, active=2)
+    chosen = sync_conditions(sync, stopping, "100 copied", suspended=True)
+    assert chosen is not None and {c.type: c for c in chosen[1]}["Suspended"].reason == "SuspendRequested"
+    # Before the delete Job exists, and once it ended, suspension changes nothing of the outcome.
+    chosen = sync_conditions(sync, None, "100 copied", suspended=True)
+    assert chosen is not None and chosen[0] == "Suspended"
+    done = delete_progress(
+        sync.allowed, {0: ShardDeletes(4, 0, 0), 1: ShardDeletes(3, 0, 0)}, complete=True, failed=False
+    )
+    chosen = sync_conditions(sync, done, "100 copied", suspended=True)
+    assert chosen is not None and chosen[0] == "Succeeded"
+
+
+def sizing() -> Sizing:
+    return Sizing(448 << 20, int((448 << 20) * 0.8), 32, 512, 2, 10_000, "2 pod(s)")
+
+
+@pytest.mark.parametrize("suspend", [True, False])
+def test_delete_and_census_jobs_are_created_as_suspended_as_the_copyjob_and_ignore_a_stopped_pod(
+    suspend: bool,
+) -> None:
+    from ferry.model.copyjob import parse_copyjob
+
+    spec = parse_copyjob(
+        {
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "CopyJob",
+            "metadata": {"name": "m"},
+            "spec": {
+                "source": {"bucket": "src-a"},
+                "destination": {"bucket": "dst-b"},
+                "mode": "sync",
+                "deletes": {"max": 10},
+                "suspend": suspend,
+            },
+        }
+    ).spec
+    owner = Owner("m", "ns", "uid-1")
+    settings = OperatorSettings()
+    deletes = render_delete_job(
+        owner, spec, sizing(), 3, settings, 2, allowed="0:4", copy_job_uid=RUN, suspend=suspend
+    )
+    census = render_census_job(owner, spec, sizing(), 3, settings, 2, census_of="x", suspend=suspend)
+    for job in (deletes, census):
+        assert job["spec"]["suspend"] is suspend
+        first = job["spec"]["podFailurePolicy"]["rules"][0]
+        assert first["action"] == "Ignore" and first["onExitCodes"]["values"] == [EXIT_STOPPED]
+        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (
+            "job-index-ignored-failure-count"
+            in env["FERRY_INDEX_IGNORED"]["valueFrom"]["fieldRef"]["fieldPath"]
+        )
+    env = {e["name"]: e.get("value") for e in deletes["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FERRY_SYNC_RUN"] == RUN
+    assert deletes["spec"]["backoffLimitPerIndex"] == 0
