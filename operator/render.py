@@ -35,6 +35,7 @@ from ferry.worker.shardsync import (
     CENSUS_PHASE,
     DELETE_PHASE,
     EXIT_STOPPED,
+    FAILED_ENV,
     IGNORED_ENV,
     PHASE_ENV,
     RUN_ENV,
@@ -364,6 +365,14 @@ def render_job(
 #: census Job, the plan and spec it counts for (syncstep.py).
 COPY_JOB_ANNOTATION = "ferry.dev/copy-job-uid"
 CENSUS_ANNOTATION = "ferry.dev/census-of"
+#: Set by the Job controller on a pod of an index whose earlier pods stopped without failing it (Ignore)
+#: and on one whose earlier pods failed: how many of each.
+IGNORED_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
+FAILURES_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
+#: Pods of one delete Job index that may fail before the index does: a pod stopped before its worker
+#: started (a suspension just as it was created) deleted nothing and is run again; after a failed pod
+#: whose deletes are not known, the next deletes nothing (`shardsync.resumed_allowance`).
+DELETE_RETRIES = 3
 
 
 def delete_job_name(owner: str) -> str:
@@ -390,9 +399,10 @@ def render_delete_job(
     suspend: bool = False,
 ) -> dict[str, Any]:
     """The delete Job of a sync: the worker Job's pods over the same shards, in the delete phase, each
-    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). No failed index is
-    retried: a second pass of a shard could delete past its count. A pod stopped by a suspension (exit 6,
-    ignored) runs again on resume, capped at what is left of the count (the ledger's `DeletedBefore`)."""
+    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). A pod stopped by a
+    suspension (exit 6, ignored) or one that failed runs again, capped at what is left of the count (the
+    ledger's `DeletedBefore`, which the operator writes from the earlier pods' reports); when the ledger
+    does not account for every earlier pod, the shard deletes nothing more."""
     return _phase_job(
         owner,
         spec,
@@ -404,7 +414,7 @@ def render_delete_job(
         name=delete_job_name(owner.name),
         env={PHASE_ENV: DELETE_PHASE, ALLOWED_ENV: allowed, RUN_ENV: copy_job_uid},
         annotation=(COPY_JOB_ANNOTATION, copy_job_uid),
-        retries=0,
+        retries=DELETE_RETRIES,
         suspend=suspend,
     )
 
@@ -476,16 +486,12 @@ def _phase_job(
     container["env"] = [
         *container["env"],
         *({"name": k, "value": v} for k, v in env.items()),
-        # How many earlier pods of this index were stopped: a delete pod trusts the ledger's count of what
-        # they deleted only when it accounts for exactly these (shardsync.resumed_allowance).
-        {
-            "name": IGNORED_ENV,
-            "valueFrom": {
-                "fieldRef": {
-                    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-index-ignored-failure-count']"
-                }
-            },
-        },
+        # How many earlier pods of this index were stopped or failed: a delete pod trusts the ledger's
+        # count of what they deleted only when it accounts for exactly these (shardsync.resumed_allowance).
+        *(
+            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}}}
+            for name, annotation in ((IGNORED_ENV, IGNORED_ANNOTATION), (FAILED_ENV, FAILURES_ANNOTATION))
+        ),
     ]
     manifest["metadata"] = {
         "name": name,

@@ -36,6 +36,8 @@ from ferry.operator.planstep import worker_account
 from ferry.operator.render import (
     CENSUS_ANNOTATION,
     COPY_JOB_ANNOTATION,
+    FAILURES_ANNOTATION,
+    IGNORED_ANNOTATION,
     LABEL_COPYJOB,
     Owner,
     census_job_name,
@@ -62,6 +64,7 @@ from ferry.worker.shardsync import (
     ShardCensus,
     ShardDeletes,
     deleted_key,
+    earlier_pods,
     encode_allowed,
 )
 from ferry.worker.statusdoc import WorkerReport, parse_report
@@ -73,8 +76,9 @@ if TYPE_CHECKING:
 __all__ = ["SyncState", "sync_dry_run", "sync_step"]
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-#: Set by the Job controller on a pod of an index whose earlier pods were stopped without failing it.
-IGNORED_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
+#: Exit codes of a delete pod that ended before its worker could delete: SIGTERM before the worker
+#: installed its handler (128 + 15; it deletes only after), a container that could not start.
+NOTHING_DELETED_EXITS = (143, 128)
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ async def _record_stopped(
     shown or trusted); returns each shard's count from its earlier, stopped pods."""
     data = dict(ledger.get("data") or {})
     recorded = {i: DeletedBefore.parse(data.get(deleted_key(i))) for i in allowed}
-    changed = record_stopped(run, recorded, _stopped_reports(pods, allowed))
+    changed = record_stopped(run, recorded, _earlier_reports(pods, allowed))
     if changed:
         await asyncio.to_thread(
             ctx.kube.patch_configmap_data,
@@ -221,30 +225,47 @@ async def _record_stopped(
     return {i: e.counts() for i, e in entries.items() if e.run == run}
 
 
-def _stopped_reports(
+def _earlier_reports(
     pods: Sequence[Mapping[str, Any]], allowed: Mapping[int, int]
 ) -> dict[int, dict[int, ShardDeletes]]:
-    """The reports of delete pods stopped before the end of their range (exit 6, phase Failed), by
-    shard and by ordinal (how many earlier pods of the index were stopped: the Job controller's count)."""
+    """What each ended delete pod that was not its shard's last deleted, by shard and by ordinal (how
+    many pods of the index ran before it, as the Job controller counts them): a pod stopped by a
+    suspension reports it (exit 6); one that ended before its worker could delete deleted nothing. A
+    failed pod of any other kind is left out: what it deleted is not known, and the shard's next pod,
+    finding the ledger short of it, deletes nothing more."""
     found: dict[int, dict[int, ShardDeletes]] = {}
     for pod in pods:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
         annotations = meta.get("annotations") or {}
         index_text = str(annotations.get(INDEX_ANNOTATION) or "")
-        ordinal_text = str(annotations.get(IGNORED_ANNOTATION) or "0")
-        if status.get("phase") != "Failed" or not (index_text.isascii() and index_text.isdigit()):
+        ordinal = earlier_pods(annotations.get(FAILURES_ANNOTATION), annotations.get(IGNORED_ANNOTATION))
+        if status.get("phase") != "Failed" or ordinal is None:
             continue
-        if not (ordinal_text.isascii() and ordinal_text.isdigit() and len(ordinal_text) <= 6):
+        if not (index_text.isascii() and index_text.isdigit() and len(index_text) <= 7):
             continue
-        index = int(index_text[:8])
+        index = int(index_text)
         if index not in allowed:
             continue
         for container in status.get("containerStatuses") or []:
-            message = str(((container.get("state") or {}).get("terminated") or {}).get("message") or "")
-            report = parse_report(message[:8192])
-            if report is not None and report.shard == index and report.deletes and report.deletes.stopped:
-                found.setdefault(index, {})[int(ordinal_text)] = report.deletes
+            ended = (container.get("state") or {}).get("terminated") or {}
+            report = parse_report(str(ended.get("message") or "")[:8192])
+            mine = report is not None and report.shard == index
+            if mine and report is not None and report.deletes is not None and report.deletes.stopped:
+                found.setdefault(index, {})[ordinal] = report.deletes
+            elif _deleted_nothing(ended, report if mine else None):
+                found.setdefault(index, {})[ordinal] = ShardDeletes(0, 0, 0)
     return found
+
+
+def _deleted_nothing(ended: Mapping[str, Any], report: WorkerReport | None) -> bool:
+    """Whether a failed delete pod ended before its worker could delete anything: killed by SIGTERM
+    before the worker took it over, a container that never started, or a worker that stopped at its
+    checks (an invalid configuration, a location failing its preflight) before listing."""
+    if report is not None:
+        return report.deletes is None and report.state in ("invalid", "incomplete")
+    if ended.get("exitCode") in NOTHING_DELETED_EXITS:
+        return True
+    return ended.get("reason") == "ContainerStatusUnknown" and not ended.get("startedAt")
 
 
 async def _patch_suspend(ctx: Context, job: Mapping[str, Any], suspend: bool) -> None:

@@ -81,6 +81,7 @@ from ferry.worker.shardsync import (
     CENSUS_PHASE,
     DELETE_PHASE,
     EXIT_STOPPED,
+    FAILED_ENV,
     IGNORED_ENV,
     PHASE_ENV,
     RUN_ENV,
@@ -90,6 +91,7 @@ from ferry.worker.shardsync import (
     ShardDeletes,
     allowed_for,
     deleted_key,
+    earlier_pods,
     phase_message,
     resumed_allowance,
 )
@@ -454,15 +456,18 @@ def _delete_phase(
     config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str], stop: threading.Event
 ) -> int:
     """The delete pass of one shard, capped at the count the operator approved for it less what the
-    shard's earlier, stopped pods deleted (the ledger's `DeletedBefore`). Exit 0 whatever it did (the
-    delete Job retries no failed shard: a second pass could delete past the approved count), except when
+    shard's earlier pods deleted (the ledger's `DeletedBefore`; unknown: nothing is deleted). Exit 0
+    whatever it did (a shard that did not delete all is run again by running the job again), except when
     stopped (SIGTERM) before its end: exit 6, which the Job ignores, and the shard's next pod deletes what
     is left. The termination message says what was deleted and why it stopped."""
     approved = allowed_for(env.get(ALLOWED_ENV), config.shard_index)
-    ignored = env.get(IGNORED_ENV, "")
-    stopped_before = int(ignored) if ignored.isascii() and ignored.isdigit() and len(ignored) <= 6 else 0
+    # Pods of this shard that ran before this one (stopped by a suspension, or failed): the ledger
+    # must say what each deleted, or this pod deletes nothing.
+    earlier = earlier_pods(env.get(FAILED_ENV), env.get(IGNORED_ENV))
     before = read_deleted_before(env.get("FERRY_PROGRESS_DIR"), config.shard_index)
-    allowed, refused = resumed_allowance(approved, env.get(RUN_ENV, ""), stopped_before, before)
+    allowed, refused = resumed_allowance(
+        approved, env.get(RUN_ENV, ""), -1 if earlier is None else earlier, before
+    )
     key_range = KeyRange(config.shard.start_after, config.shard.end)
     if refused is not None:
         done = ShardDeletes(0, 0, 0, refused)

@@ -20,6 +20,7 @@ __all__ = [
     "DELETED_PREFIX",
     "DELETE_PHASE",
     "EXIT_STOPPED",
+    "FAILED_ENV",
     "IGNORED_ENV",
     "MAX_COUNT",
     "PHASE_ENV",
@@ -30,6 +31,7 @@ __all__ = [
     "allowed_for",
     "clean_text",
     "deleted_key",
+    "earlier_pods",
     "encode_allowed",
     "phase_message",
     "resumed_allowance",
@@ -54,6 +56,9 @@ RUN_ENV = "FERRY_SYNC_RUN"
 #: Earlier pods of this index that stopped without failing it (the Job controller's
 #: `batch.kubernetes.io/job-index-ignored-failure-count` annotation, through the downward API).
 IGNORED_ENV = "FERRY_INDEX_IGNORED"
+#: Earlier pods of this index that failed (`batch.kubernetes.io/job-index-failure-count`): together with
+#: IGNORED_ENV, how many pods of the index ran before this one.
+FAILED_ENV = "FERRY_INDEX_FAILED"
 #: A census or delete pod stopped by SIGTERM (a suspension, an eviction) before its end: the Job's
 #: podFailurePolicy ignores this exit, so the index runs again once the Job may run.
 EXIT_STOPPED = 6
@@ -183,10 +188,12 @@ def deleted_key(index: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeletedBefore:
-    """What the first ``pods`` stopped pods of one shard's delete pass deleted, as the operator recorded
-    it in the progress ledger from their termination messages, for the delete Job of copy Job ``run``.
-    A later pod of the shard deletes at most its approved count less ``deleted``; it trusts the entry
-    only when ``pods`` is the number of earlier pods the Job controller says were stopped."""
+    """What the first ``pods`` earlier pods of one shard's delete pass deleted, as the operator recorded
+    it in the progress ledger for the delete Job of copy Job ``run``: from the termination messages of
+    pods a suspension stopped, and as nothing for pods that ended before they could delete (stopped
+    before the worker started). A later pod of the shard deletes at most its approved count less
+    ``deleted``; it trusts the entry only when ``pods`` is the number of earlier pods of its index the
+    Job controller counts."""
 
     run: str
     pods: int
@@ -282,19 +289,29 @@ def phase_message(
 
 
 def resumed_allowance(
-    allowed: int, run: str, stopped_before: int, before: DeletedBefore | None
+    allowed: int, run: str, earlier: int, before: DeletedBefore | None
 ) -> tuple[int, str | None]:
     """What one pod of a shard's delete pass may delete: its approved count ``allowed`` less what the
-    shard's earlier, stopped pods deleted (``before``, as the ledger records it for delete Job ``run``).
-    ``stopped_before`` is how many earlier pods of the index the Job controller says were stopped. When
-    the ledger does not account for exactly those pods, what they deleted is not known: nothing is
-    deleted (0, with the reason), so no pass of the shard can delete past its count."""
+    shard's earlier pods deleted (``before``, as the ledger records it for delete Job ``run``).
+    ``earlier`` is how many pods of the index ran before this one, as the Job controller counts them.
+    When the ledger does not account for exactly those pods, what they deleted is not known: nothing
+    is deleted (0, with the reason), so no pass of the shard can delete past its count."""
     recorded = before if before is not None and before.run == run else None
-    if stopped_before == (recorded.pods if recorded else 0):
-        return max(0, allowed - (recorded.deleted if recorded else 0)), None
     known = recorded.pods if recorded else 0
+    if earlier == known:
+        return max(0, allowed - (recorded.deleted if recorded else 0)), None
     return 0, (
-        f"{stopped_before} earlier pod(s) of this shard were stopped and the deletes of "
-        f"{stopped_before - known if stopped_before > known else 'some'} of them are not recorded; "
-        "nothing more deleted; run the job again"
+        f"{earlier} earlier pod(s) of this shard were stopped or failed and the ledger records what "
+        f"{known} of them deleted; nothing more deleted; run the job again"
     )
+
+
+def earlier_pods(failures: str | None, ignored: str | None) -> int | None:
+    """How many pods of an index ran before this one, from the Job controller's two counts (a pod's
+    annotations, or a worker's environment); None when either is not a count."""
+    total = 0
+    for text in (failures or "0", ignored or "0"):
+        if not (text.isascii() and text.isdigit() and len(text) <= 6):
+            return None
+        total += int(text)
+    return total

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.operator.render import Owner, render_census_job, render_delete_job
+from ferry.operator.render import DELETE_RETRIES, Owner, render_census_job, render_delete_job
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import decide_sync, delete_progress, record_stopped, sync_conditions
+from ferry.operator.syncstep import _earlier_reports
 from ferry.worker.shardsync import (
     EXIT_STOPPED,
     DeletedBefore,
     ShardCensus,
     ShardDeletes,
+    earlier_pods,
     phase_message,
     resumed_allowance,
 )
@@ -253,4 +255,66 @@ def test_delete_and_census_jobs_are_created_as_suspended_as_the_copyjob_and_igno
         )
     env = {e["name"]: e.get("value") for e in deletes["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["FERRY_SYNC_RUN"] == RUN
-    assert deletes["spec"]["backoffLimitPerIndex"] == 0
+    fields = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in deletes["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "valueFrom" in e and "fieldRef" in e["valueFrom"]
+    }
+    assert fields["FERRY_INDEX_FAILED"].endswith("['batch.kubernetes.io/job-index-failure-count']")
+    assert deletes["spec"]["backoffLimitPerIndex"] == DELETE_RETRIES
+
+
+@pytest.mark.parametrize(
+    ("failures", "ignored", "expected"),
+    [
+        (None, None, 0),
+        ("1", None, 1),
+        ("2", "3", 5),
+        ("x", "1", None),
+        ("1", "-1", None),
+        ("9" * 7, "0", None),
+    ],
+)
+def test_the_pods_before_this_one_are_both_of_the_job_controller_s_counts(
+    failures: str | None, ignored: str | None, expected: int | None
+) -> None:
+    assert earlier_pods(failures, ignored) == expected
+
+
+def pod(
+    index: int, failures: int, ignored: int, ended: dict[str, object], phase: str = "Failed"
+) -> dict[str, object]:
+    annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
+    if failures:
+        annotations["batch.kubernetes.io/job-index-failure-count"] = str(failures)
+    if ignored:
+        annotations["batch.kubernetes.io/job-index-ignored-failure-count"] = str(ignored)
+    return {
+        "metadata": {"annotations": annotations},
+        "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": ended}}]},
+    }
+
+
+def stopped_message(index: int, deleted: int) -> str:
+    return phase_message(FORMAT, index, "delete", ShardDeletes(deleted, 0, 0, stopped=True))
+
+
+def test_earlier_delete_pods_are_read_by_ordinal_and_only_when_what_they_deleted_is_known() -> None:
+    pods = [
+        # Stopped by a suspension, its second pod: what it deleted.
+        pod(0, 0, 1, {"exitCode": 6, "message": stopped_message(0, 4)}),
+        # SIGTERM before the worker took it over; a container that never started: nothing.
+        pod(0, 0, 0, {"exitCode": 143}),
+        pod(1, 1, 0, {"exitCode": 137, "reason": "ContainerStatusUnknown"}),
+        # Killed mid-pass (OOM): not known, left out.
+        pod(1, 0, 0, {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-01-01T00:00:00Z"}),
+        # Another shard's report in this shard's pod; a shard with nothing approved; a finished pod.
+        pod(2, 0, 0, {"exitCode": 6, "message": stopped_message(1, 9)}),
+        pod(5, 0, 0, {"exitCode": 6, "message": stopped_message(5, 9)}),
+        pod(0, 0, 2, {"exitCode": 0, "message": stopped_message(0, 1)}, phase="Succeeded"),
+    ]
+    found = _earlier_reports(pods, {0: 5, 1: 5, 2: 5})
+    assert found == {
+        0: {1: ShardDeletes(4, 0, 0, stopped=True), 0: ShardDeletes(0, 0, 0)},
+        1: {1: ShardDeletes(0, 0, 0)},
+    }
