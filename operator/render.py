@@ -35,7 +35,6 @@ from ferry.worker.shardsync import (
     CENSUS_PHASE,
     DELETE_PHASE,
     EXIT_STOPPED,
-    FAILED_ENV,
     IGNORED_ENV,
     PHASE_ENV,
     RUN_ENV,
@@ -365,14 +364,9 @@ def render_job(
 #: census Job, the plan and spec it counts for (syncstep.py).
 COPY_JOB_ANNOTATION = "ferry.dev/copy-job-uid"
 CENSUS_ANNOTATION = "ferry.dev/census-of"
-#: Set by the Job controller on a pod of an index whose earlier pods stopped without failing it (Ignore)
-#: and on one whose earlier pods failed: how many of each.
+#: Set by the Job controller on a pod of an index whose earlier pods stopped without failing it (the
+#: podFailurePolicy's Ignore: evicted, or exit 6): how many.
 IGNORED_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
-FAILURES_ANNOTATION = "batch.kubernetes.io/job-index-failure-count"
-#: Pods of one delete Job index that may fail before the index does: a pod stopped before its worker
-#: started (a suspension just as it was created) deleted nothing and is run again; after a failed pod
-#: whose deletes are not known, the next deletes nothing (`shardsync.resumed_allowance`).
-DELETE_RETRIES = 3
 
 
 def delete_job_name(owner: str) -> str:
@@ -399,10 +393,10 @@ def render_delete_job(
     suspend: bool = False,
 ) -> dict[str, Any]:
     """The delete Job of a sync: the worker Job's pods over the same shards, in the delete phase, each
-    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). A pod stopped by a
-    suspension (exit 6, ignored) or one that failed runs again, capped at what is left of the count (the
-    ledger's `DeletedBefore`, which the operator writes from the earlier pods' reports); when the ledger
-    does not account for every earlier pod, the shard deletes nothing more."""
+    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). No failed index is
+    retried: a second pass of a shard could delete past its count. A pod stopped by a suspension (which
+    deletes it) or an eviction (exit 6 or DisruptionTarget, ignored) runs again when the Job may, capped
+    at what is left of the count (the ledger's `DeletedBefore`, from the stopped pods' own reports)."""
     return _phase_job(
         owner,
         spec,
@@ -414,7 +408,7 @@ def render_delete_job(
         name=delete_job_name(owner.name),
         env={PHASE_ENV: DELETE_PHASE, ALLOWED_ENV: allowed, RUN_ENV: copy_job_uid},
         annotation=(COPY_JOB_ANNOTATION, copy_job_uid),
-        retries=DELETE_RETRIES,
+        retries=0,
         suspend=suspend,
     )
 
@@ -486,12 +480,12 @@ def _phase_job(
     container["env"] = [
         *container["env"],
         *({"name": k, "value": v} for k, v in env.items()),
-        # How many earlier pods of this index were stopped or failed: a delete pod trusts the ledger's
-        # count of what they deleted only when it accounts for exactly these (shardsync.resumed_allowance).
-        *(
-            {"name": name, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{annotation}']"}}}
-            for name, annotation in ((IGNORED_ENV, IGNORED_ANNOTATION), (FAILED_ENV, FAILURES_ANNOTATION))
-        ),
+        # How many earlier pods of this index were stopped and replaced at once (evicted): a delete pod
+        # trusts the ledger's count of what they deleted only when it names as many (resumed_allowance).
+        {
+            "name": IGNORED_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{IGNORED_ANNOTATION}']"}},
+        },
     ]
     manifest["metadata"] = {
         "name": name,

@@ -25,7 +25,7 @@ from typing import Any
 
 from ferry.model.plan import index_ranges
 from ferry.operator.conditions import Condition
-from ferry.worker.shardsync import DeletedBefore, ShardCensus, ShardDeletes, shown_key
+from ferry.worker.shardsync import MAX_STOPPED_PODS, DeletedBefore, ShardCensus, ShardDeletes, shown_key
 from ferry.worker.syncdeletes import Census, CopyEnd, DeleteDecision, DeleteLimit, Refusal, decide_deletes
 
 __all__ = [
@@ -141,27 +141,26 @@ def delete_progress(
 def record_stopped(
     run: str,
     recorded: Mapping[int, DeletedBefore | None],
-    stopped: Mapping[int, Mapping[int, ShardDeletes]],
+    stopped: Mapping[int, Mapping[str, ShardDeletes]],
 ) -> dict[int, DeletedBefore]:
     """The ledger entries to write: for each shard, its entry (``recorded``; one of another ``run``
-    counts as none) with the stopped pods' counts added in order. ``stopped`` holds, by shard, each
-    stopped pod's report by its ordinal (how many earlier pods of the index were stopped, as the Job
-    controller annotates it). A pod is added only when it is the next one the entry lacks: one already
-    added is never added twice (the pass after a restart writes the same), and after a pod with no
-    report the entry stops growing, so the shard's next pod finds it short and deletes nothing."""
+    counts as none) with what its stopped pods deleted added, each pod (``stopped``: by shard, each
+    stopped pod's report by its `pod_tag`) once: a pod read in several passes, or again after an operator
+    restart, is not added twice. An entry names at most MAX_STOPPED_PODS pods, the newest."""
     changed: dict[int, DeletedBefore] = {}
     for shard, pods in stopped.items():
         entry = recorded.get(shard)
-        current = entry if entry is not None and entry.run == run else DeletedBefore(run, 0, 0, 0, 0)
+        current = entry if entry is not None and entry.run == run else DeletedBefore(run, 0, 0, 0)
         grown = current
-        while grown.pods in pods:
-            report = pods[grown.pods]
+        for tag, report in sorted(pods.items()):
+            if tag in grown.pods:
+                continue
             grown = DeletedBefore(
                 run,
-                grown.pods + 1,
                 grown.deleted + report.deleted,
                 grown.kept + report.kept,
                 grown.failed + report.failed,
+                (*grown.pods, tag)[-MAX_STOPPED_PODS:],
             )
         if grown != current:
             changed[shard] = grown

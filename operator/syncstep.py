@@ -29,6 +29,7 @@ from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
+from ferry.operator.kube import fetch_worker_status
 from ferry.operator.ownership import controlled
 from ferry.operator.planfile import StoredPlan
 from ferry.operator.plannerjob import check_destination
@@ -36,8 +37,6 @@ from ferry.operator.planstep import worker_account
 from ferry.operator.render import (
     CENSUS_ANNOTATION,
     COPY_JOB_ANNOTATION,
-    FAILURES_ANNOTATION,
-    IGNORED_ANNOTATION,
     LABEL_COPYJOB,
     Owner,
     census_job_name,
@@ -64,8 +63,8 @@ from ferry.worker.shardsync import (
     ShardCensus,
     ShardDeletes,
     deleted_key,
-    earlier_pods,
     encode_allowed,
+    pod_tag,
 )
 from ferry.worker.statusdoc import WorkerReport, parse_report
 from ferry.worker.syncdeletes import DeleteLimit, Refusal
@@ -76,9 +75,6 @@ if TYPE_CHECKING:
 __all__ = ["SyncState", "sync_dry_run", "sync_step"]
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-#: Exit codes of a delete pod that ended before its worker could delete: SIGTERM before the worker
-#: installed its handler (128 + 15; it deletes only after), a container that could not start.
-NOTHING_DELETED_EXITS = (143, 128)
 
 
 @dataclass(frozen=True)
@@ -212,7 +208,8 @@ async def _record_stopped(
     shown or trusted); returns each shard's count from its earlier, stopped pods."""
     data = dict(ledger.get("data") or {})
     recorded = {i: DeletedBefore.parse(data.get(deleted_key(i))) for i in allowed}
-    changed = record_stopped(run, recorded, _earlier_reports(pods, allowed))
+    answers = await _ask_stopping(ctx, pods)
+    changed = record_stopped(run, recorded, _stopped_reports(pods, answers, allowed))
     if changed:
         await asyncio.to_thread(
             ctx.kube.patch_configmap_data,
@@ -225,47 +222,58 @@ async def _record_stopped(
     return {i: e.counts() for i, e in entries.items() if e.run == run}
 
 
-def _earlier_reports(
-    pods: Sequence[Mapping[str, Any]], allowed: Mapping[int, int]
-) -> dict[int, dict[int, ShardDeletes]]:
-    """What each ended delete pod that was not its shard's last deleted, by shard and by ordinal (how
-    many pods of the index ran before it, as the Job controller counts them): a pod stopped by a
-    suspension reports it (exit 6); one that ended before its worker could delete deleted nothing. A
-    failed pod of any other kind is left out: what it deleted is not known, and the shard's next pod,
-    finding the ledger short of it, deletes nothing more."""
-    found: dict[int, dict[int, ShardDeletes]] = {}
+def _stopped_reports(
+    pods: Sequence[Mapping[str, Any]], answers: Mapping[str, WorkerReport], allowed: Mapping[int, int]
+) -> dict[int, dict[str, ShardDeletes]]:
+    """What each delete pod stopped before the end of its range (a suspension, an eviction) deleted, by
+    shard and by `pod_tag`: from its last `/status` answer (``answers``, by pod name: a suspended Job's
+    pods are deleted, their termination messages with them) or its termination message if still seen."""
+    found: dict[int, dict[str, ShardDeletes]] = {}
     for pod in pods:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-        annotations = meta.get("annotations") or {}
-        index_text = str(annotations.get(INDEX_ANNOTATION) or "")
-        ordinal = earlier_pods(annotations.get(FAILURES_ANNOTATION), annotations.get(IGNORED_ANNOTATION))
-        if status.get("phase") != "Failed" or ordinal is None:
-            continue
+        index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION) or "")
         if not (index_text.isascii() and index_text.isdigit() and len(index_text) <= 7):
             continue
-        index = int(index_text)
+        index, name = int(index_text), str(meta.get("name") or "")
         if index not in allowed:
             continue
+        reports = [answers.get(name)]
         for container in status.get("containerStatuses") or []:
-            ended = (container.get("state") or {}).get("terminated") or {}
-            report = parse_report(str(ended.get("message") or "")[:8192])
-            mine = report is not None and report.shard == index
-            if mine and report is not None and report.deletes is not None and report.deletes.stopped:
-                found.setdefault(index, {})[ordinal] = report.deletes
-            elif _deleted_nothing(ended, report if mine else None):
-                found.setdefault(index, {})[ordinal] = ShardDeletes(0, 0, 0)
+            message = str(((container.get("state") or {}).get("terminated") or {}).get("message") or "")
+            reports.append(parse_report(message[:8192]))
+        for report in reports:
+            if (
+                report is not None
+                and report.answers_for(index, name)
+                and report.deletes
+                and report.deletes.stopped
+            ):
+                found.setdefault(index, {})[pod_tag(str(meta.get("uid") or name))] = report.deletes
+                break
     return found
 
 
-def _deleted_nothing(ended: Mapping[str, Any], report: WorkerReport | None) -> bool:
-    """Whether a failed delete pod ended before its worker could delete anything: killed by SIGTERM
-    before the worker took it over, a container that never started, or a worker that stopped at its
-    checks (an invalid configuration, a location failing its preflight) before listing."""
-    if report is not None:
-        return report.deletes is None and report.state in ("invalid", "incomplete")
-    if ended.get("exitCode") in NOTHING_DELETED_EXITS:
-        return True
-    return ended.get("reason") == "ContainerStatusUnknown" and not ended.get("startedAt")
+async def _ask_stopping(ctx: Context, pods: Sequence[Mapping[str, Any]]) -> dict[str, WorkerReport]:
+    """The `/status` answers of the delete pods stopping (a stopped one answers with what it deleted
+    until its operator has read it), by pod name."""
+    targets = [
+        (str((p.get("metadata") or {}).get("name") or ""), str((p.get("status") or {}).get("podIP") or ""))
+        for p in pods
+        # Stopping: deleted (by the suspension, an eviction) and still running.
+        if (p.get("metadata") or {}).get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") == "Running"
+        and (p.get("status") or {}).get("podIP")
+    ][:64]
+    port = ctx.settings.status_port
+    texts = await asyncio.gather(
+        *(asyncio.to_thread(fetch_worker_status, ip, port, pod=name) for name, ip in targets)
+    )
+    answers: dict[str, WorkerReport] = {}
+    for (name, _ip), text in zip(targets, texts, strict=True):
+        report = parse_report(text) if text else None
+        if report is not None:
+            answers[name] = report
+    return answers
 
 
 async def _patch_suspend(ctx: Context, job: Mapping[str, Any], suspend: bool) -> None:

@@ -81,7 +81,6 @@ from ferry.worker.shardsync import (
     CENSUS_PHASE,
     DELETE_PHASE,
     EXIT_STOPPED,
-    FAILED_ENV,
     IGNORED_ENV,
     PHASE_ENV,
     RUN_ENV,
@@ -91,7 +90,6 @@ from ferry.worker.shardsync import (
     ShardDeletes,
     allowed_for,
     deleted_key,
-    earlier_pods,
     phase_message,
     resumed_allowance,
 )
@@ -456,24 +454,46 @@ def _delete_phase(
     config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str], stop: threading.Event
 ) -> int:
     """The delete pass of one shard, capped at the count the operator approved for it less what the
-    shard's earlier pods deleted (the ledger's `DeletedBefore`; unknown: nothing is deleted). Exit 0
-    whatever it did (a shard that did not delete all is run again by running the job again), except when
-    stopped (SIGTERM) before its end: exit 6, which the Job ignores, and the shard's next pod deletes what
-    is left. The termination message says what was deleted and why it stopped."""
+    shard's earlier, stopped pods deleted (the ledger's `DeletedBefore`). Exit 0 whatever it did (the
+    delete Job retries no failed shard: a second pass could delete past the approved count), except when
+    stopped (SIGTERM: a suspension, an eviction) before its end: it then answers `/status` with what it
+    deleted until its operator has read it (the pod of a suspended Job is deleted, and with it its
+    termination message), and exits 6, which the Job ignores; the shard's next pod deletes what is left."""
     approved = allowed_for(env.get(ALLOWED_ENV), config.shard_index)
-    # Pods of this shard that ran before this one (stopped by a suspension, or failed): the ledger
-    # must say what each deleted, or this pod deletes nothing.
-    earlier = earlier_pods(env.get(FAILED_ENV), env.get(IGNORED_ENV))
+    ignored = env.get(IGNORED_ENV, "")
+    evicted = int(ignored) if ignored.isascii() and ignored.isdigit() and len(ignored) <= 6 else 0
     before = read_deleted_before(env.get("FERRY_PROGRESS_DIR"), config.shard_index)
-    allowed, refused = resumed_allowance(
-        approved, env.get(RUN_ENV, ""), -1 if earlier is None else earlier, before
-    )
+    allowed, refused = resumed_allowance(approved, env.get(RUN_ENV, ""), evicted, before)
     key_range = KeyRange(config.shard.start_after, config.shard.end)
+    pod_name = env.get("FERRY_POD_NAME") or None
+    final: list[dict[str, Any]] = []
+    reads = [0]
+    read_enough = threading.Event()
+
+    def document() -> dict[str, Any]:
+        if final:
+            return final[0]
+        return {"format": FORMAT, "shard": config.shard_index, "state": "running", "phase": DELETE_PHASE}
+
+    def on_read(asker: str) -> None:
+        # Only readers that name this pod count (its operator does; others may reach its address too).
+        if final and (pod_name is None or asker == pod_name):
+            reads[0] += 1
+            if reads[0] >= FINAL_READS:
+                read_enough.set()
+
+    server = StatusServer(config.status_address, document, None, read=on_read)
     if refused is not None:
         done = ShardDeletes(0, 0, 0, refused)
     else:
         done = delete_shard(config.spec, source, destination, key_range, allowed, stop)
-    _terminate(config.termination_path, phase_message(FORMAT, config.shard_index, DELETE_PHASE, done))
+    message = phase_message(FORMAT, config.shard_index, DELETE_PHASE, done)
+    if done.stopped:
+        final.append({**json.loads(message), **({"pod": pod_name} if pod_name else {})})
+        # Within the grace period, leaving time to exit: a count never read is a count lost.
+        read_enough.wait(max(0.0, STOP_WITHIN_SECONDS - 5.0))
+    _terminate(config.termination_path, message)
+    server.close()
     print(
         f"ferry worker: shard {config.shard_index}: deleted {done.deleted} of {allowed} left of {approved} "
         "approved" + (f"; {done.error}" if done.error else "") + ("; stopped" if done.stopped else ""),

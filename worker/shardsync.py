@@ -10,6 +10,7 @@ bounded: a malformed one reads as no report at all, which deletes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,9 +21,9 @@ __all__ = [
     "DELETED_PREFIX",
     "DELETE_PHASE",
     "EXIT_STOPPED",
-    "FAILED_ENV",
     "IGNORED_ENV",
     "MAX_COUNT",
+    "MAX_STOPPED_PODS",
     "PHASE_ENV",
     "RUN_ENV",
     "DeletedBefore",
@@ -31,9 +32,9 @@ __all__ = [
     "allowed_for",
     "clean_text",
     "deleted_key",
-    "earlier_pods",
     "encode_allowed",
     "phase_message",
+    "pod_tag",
     "resumed_allowance",
     "shown_key",
 ]
@@ -53,12 +54,11 @@ ALLOWED_ENV = "FERRY_SYNC_ALLOWED"
 #: The delete Job's copy-Job uid (`render.COPY_JOB_ANNOTATION`): what the ledger's `DeletedBefore` entries
 #: must name to count for this delete Job's pods.
 RUN_ENV = "FERRY_SYNC_RUN"
-#: Earlier pods of this index that stopped without failing it (the Job controller's
-#: `batch.kubernetes.io/job-index-ignored-failure-count` annotation, through the downward API).
+#: Earlier pods of this index that stopped without failing it, as evicted pods are (the Job controller's
+#: `batch.kubernetes.io/job-index-ignored-failure-count` annotation, through the downward API; pods a
+#: suspension deletes are not counted there).
 IGNORED_ENV = "FERRY_INDEX_IGNORED"
-#: Earlier pods of this index that failed (`batch.kubernetes.io/job-index-failure-count`): together with
-#: IGNORED_ENV, how many pods of the index ran before this one.
-FAILED_ENV = "FERRY_INDEX_FAILED"
+
 #: A census or delete pod stopped by SIGTERM (a suspension, an eviction) before its end: the Job's
 #: podFailurePolicy ignores this exit, so the index runs again once the Job may run.
 EXIT_STOPPED = 6
@@ -178,48 +178,59 @@ class ShardDeletes:
 
 
 #: The progress ledger's entry of what the stopped pods of one shard's delete pass deleted:
-#: `deleted-<shard>` = ``<copy Job uid>,<pods>,<deleted>,<kept>,<failed>``.
+#: `deleted-<shard>` = ``<copy Job uid>,<deleted>,<kept>,<failed>,<pod>.<pod>...`` (each pod a short
+#: hash of its uid, so that a pod read in several passes counts once).
 DELETED_PREFIX = "deleted-"
+#: Stopped pods an entry names (one per suspension of the shard's pass); older ones are dropped.
+MAX_STOPPED_PODS = 32
 
 
 def deleted_key(index: int) -> str:
     return f"{DELETED_PREFIX}{index}"
 
 
+def pod_tag(uid: str) -> str:
+    """A stopped pod as a ledger entry names it."""
+    return hashlib.sha256(uid.encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True, slots=True)
 class DeletedBefore:
-    """What the first ``pods`` earlier pods of one shard's delete pass deleted, as the operator recorded
-    it in the progress ledger for the delete Job of copy Job ``run``: from the termination messages of
-    pods a suspension stopped, and as nothing for pods that ended before they could delete (stopped
-    before the worker started). A later pod of the shard deletes at most its approved count less
-    ``deleted``; it trusts the entry only when ``pods`` is the number of earlier pods of its index the
-    Job controller counts."""
+    """What the stopped pods of one shard's delete pass deleted, as the operator recorded it in the
+    progress ledger (from each pod's last `/status` answer or termination message) for the delete Job of
+    copy Job ``run``. The shard's next pod deletes at most its approved count less ``deleted``."""
 
     run: str
-    pods: int
     deleted: int
     kept: int
     failed: int
+    #: The stopped pods counted (`pod_tag`), oldest first.
+    pods: tuple[str, ...] = ()
 
     def text(self) -> str:
-        return f"{self.run},{self.pods},{self.deleted},{self.kept},{self.failed}"
+        return f"{self.run},{self.deleted},{self.kept},{self.failed},{'.'.join(self.pods)}"
 
     @classmethod
     def parse(cls, text: str | None) -> DeletedBefore | None:
         """The entry as written; None when absent or not one Ferry writes (the ledger is a ConfigMap the
         namespace's users can edit: bounded and checked)."""
-        if not text or len(text) > 200:
+        if not text or len(text) > 64 + 3 * 15 + MAX_STOPPED_PODS * 11 + 4:
             return None
         fields = text.strip().split(",")
         # The run is a Kubernetes uid: hex digits and dashes.
         if len(fields) != 5 or not 0 < len(fields[0]) <= 64 or set(fields[0]) - set("0123456789abcdef-"):
             return None
-        if not all(_digits(field, 14) for field in fields[1:]):
+        if not all(_digits(field, 14) for field in fields[1:4]):
             return None
-        pods, deleted, kept, failed = (int(field) for field in fields[1:])
-        if pods > 10**6 or max(deleted, kept, failed) > MAX_COUNT:
+        pods = tuple(fields[4].split(".")) if fields[4] else ()
+        if len(pods) > MAX_STOPPED_PODS or any(
+            len(p) != 10 or set(p) - set("0123456789abcdef") for p in pods
+        ):
             return None
-        return cls(fields[0], pods, deleted, kept, failed)
+        deleted, kept, failed = (int(field) for field in fields[1:4])
+        if max(deleted, kept, failed) > MAX_COUNT:
+            return None
+        return cls(fields[0], deleted, kept, failed, pods)
 
     def counts(self) -> ShardDeletes:
         return ShardDeletes(self.deleted, self.kept, self.failed)
@@ -289,29 +300,20 @@ def phase_message(
 
 
 def resumed_allowance(
-    allowed: int, run: str, earlier: int, before: DeletedBefore | None
+    allowed: int, run: str, evicted_before: int, before: DeletedBefore | None
 ) -> tuple[int, str | None]:
     """What one pod of a shard's delete pass may delete: its approved count ``allowed`` less what the
-    shard's earlier pods deleted (``before``, as the ledger records it for delete Job ``run``).
-    ``earlier`` is how many pods of the index ran before this one, as the Job controller counts them.
-    When the ledger does not account for exactly those pods, what they deleted is not known: nothing
-    is deleted (0, with the reason), so no pass of the shard can delete past its count."""
+    shard's earlier, stopped pods deleted (``before``, as the ledger records it for delete Job ``run``).
+
+    The operator resumes a suspended delete Job only once every stopped pod's count is recorded. An
+    evicted pod, though, is replaced at once: ``evicted_before`` is how many earlier pods of the index
+    the Job controller ignored as stopped; when the ledger names fewer stopped pods than that, what they
+    deleted is not known and nothing is deleted (0, with the reason), so no pass goes past the count."""
     recorded = before if before is not None and before.run == run else None
-    known = recorded.pods if recorded else 0
-    if earlier == known:
+    known = len(recorded.pods) if recorded else 0
+    if evicted_before <= known or (recorded is not None and known >= MAX_STOPPED_PODS):
         return max(0, allowed - (recorded.deleted if recorded else 0)), None
     return 0, (
-        f"{earlier} earlier pod(s) of this shard were stopped or failed and the ledger records what "
+        f"{evicted_before} earlier pod(s) of this shard were stopped and the ledger records what "
         f"{known} of them deleted; nothing more deleted; run the job again"
     )
-
-
-def earlier_pods(failures: str | None, ignored: str | None) -> int | None:
-    """How many pods of an index ran before this one, from the Job controller's two counts (a pod's
-    annotations, or a worker's environment); None when either is not a count."""
-    total = 0
-    for text in (failures or "0", ignored or "0"):
-        if not (text.isascii() and text.isdigit() and len(text) <= 6):
-            return None
-        total += int(text)
-    return total

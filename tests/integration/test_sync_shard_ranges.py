@@ -19,7 +19,7 @@ from typing import Any
 from ferry.model.copyjob import parse_copyjob
 from ferry.worker.deleter import SyncSides
 from ferry.worker.objects import KeyRange
-from ferry.worker.shardsync import DeletedBefore, resumed_allowance
+from ferry.worker.shardsync import DeletedBefore, pod_tag, resumed_allowance
 from ferry.worker.syncpod import delete_shard, shard_census
 
 
@@ -134,8 +134,8 @@ def test_a_delete_pass_stopped_between_batches_counts_what_it_deleted_and_its_ne
     assert len(keys(s3, dst)) == 12 - 3
     # Meanwhile the source lost two more objects: 5 left of the count, 7 now missing at the source.
     s3.client.delete_objects(Bucket=src, Delete={"Objects": [{"Key": "data/a"}, {"Key": "data/b"}]})
-    recorded = DeletedBefore(run, 1, first.deleted, first.kept, first.failed)
-    allowed, refused = resumed_allowance(8, run, 1, recorded)
+    recorded = DeletedBefore(run, first.deleted, first.kept, first.failed, (pod_tag("first-pod"),))
+    allowed, refused = resumed_allowance(8, run, 0, recorded)
     assert (allowed, refused) == (5, None)
     second = SyncSides(job, s3.client, s3.client, batch_size=3).delete(allowed)
     assert second.deleted == 5 and not second.stopped and "stopped there" in str(second.error)

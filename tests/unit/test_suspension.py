@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.operator.render import DELETE_RETRIES, Owner, render_census_job, render_delete_job
+from ferry.operator.render import Owner, render_census_job, render_delete_job
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import decide_sync, delete_progress, record_stopped, sync_conditions
-from ferry.operator.syncstep import _earlier_reports
+from ferry.operator.syncstep import _stopped_reports
 from ferry.worker.shardsync import (
     EXIT_STOPPED,
+    MAX_STOPPED_PODS,
     DeletedBefore,
     ShardCensus,
     ShardDeletes,
-    earlier_pods,
     phase_message,
+    pod_tag,
     resumed_allowance,
 )
 from ferry.worker.statusdoc import FORMAT, parse_report
@@ -87,53 +88,75 @@ def stopped(deleted: int, kept: int = 0, failed: int = 0) -> ShardDeletes:
     return ShardDeletes(deleted, kept, failed, stopped=True)
 
 
+A, B, C = pod_tag("uid-a"), pod_tag("uid-b"), pod_tag("uid-c")
+
+
 @pytest.mark.parametrize(
     ("recorded", "pods", "expected"),
     [
-        # Nothing recorded yet: the first stopped pod is added.
-        ({}, {3: {0: stopped(5, 1)}}, {3: DeletedBefore(RUN, 1, 5, 1, 0)}),
-        # Already recorded (a later pass, a restarted operator): not added twice.
-        ({3: DeletedBefore(RUN, 1, 5, 1, 0)}, {3: {0: stopped(5, 1)}}, {}),
-        # The second stopped pod of the shard adds to the first (whose pod is gone by now).
-        ({3: DeletedBefore(RUN, 1, 5, 1, 0)}, {3: {1: stopped(2)}}, {3: DeletedBefore(RUN, 2, 7, 1, 0)}),
-        # Two at once, in order.
-        ({}, {0: {1: stopped(2), 0: stopped(4)}}, {0: DeletedBefore(RUN, 2, 6, 0, 0)}),
-        # A pod without a report (ordinal 0 missing): the entry does not grow past it.
-        ({}, {0: {1: stopped(2)}}, {}),
+        # Nothing recorded yet: the stopped pod is added.
+        ({}, {3: {A: stopped(5, 1)}}, {3: DeletedBefore(RUN, 5, 1, 0, (A,))}),
+        # Already recorded (read again in a later pass, or by a restarted operator): not added twice.
+        ({3: DeletedBefore(RUN, 5, 1, 0, (A,))}, {3: {A: stopped(5, 1)}}, {}),
+        # The shard's next stopped pod adds to the first (whose pod is gone by now).
+        (
+            {3: DeletedBefore(RUN, 5, 1, 0, (A,))},
+            {3: {B: stopped(2)}},
+            {3: DeletedBefore(RUN, 7, 1, 0, (A, B))},
+        ),
+        # Two shards at once.
+        (
+            {},
+            {0: {A: stopped(4)}, 1: {C: stopped(0)}},
+            {0: DeletedBefore(RUN, 4, 0, 0, (A,)), 1: DeletedBefore(RUN, 0, 0, 0, (C,))},
+        ),
         # An entry of another delete Job (an earlier copy Job) counts as none.
-        ({1: DeletedBefore("aaaa", 4, 90, 0, 0)}, {1: {0: stopped(1)}}, {1: DeletedBefore(RUN, 1, 1, 0, 0)}),
+        (
+            {1: DeletedBefore("aaaa", 90, 0, 0, (B,))},
+            {1: {A: stopped(1)}},
+            {1: DeletedBefore(RUN, 1, 0, 0, (A,))},
+        ),
     ],
 )
-def test_stopped_delete_pods_are_recorded_once_each_and_in_order(
+def test_stopped_delete_pods_are_recorded_once_each(
     recorded: dict[int, DeletedBefore],
-    pods: dict[int, dict[int, ShardDeletes]],
+    pods: dict[int, dict[str, ShardDeletes]],
     expected: dict[int, DeletedBefore],
 ) -> None:
     assert record_stopped(RUN, recorded, pods) == expected
 
 
+def test_an_entry_names_only_its_newest_stopped_pods() -> None:
+    tags = [pod_tag(f"uid-{i}") for i in range(MAX_STOPPED_PODS + 3)]
+    entry = None
+    for tag in tags:
+        entry = record_stopped(RUN, {0: entry}, {0: {tag: stopped(1)}})[0]
+    assert entry is not None and entry.deleted == len(tags) and entry.pods == tuple(tags[-MAX_STOPPED_PODS:])
+    assert DeletedBefore.parse(entry.text()) == entry
+
+
 @pytest.mark.parametrize(
-    ("approved", "stopped_before", "before", "allowed", "refused"),
+    ("approved", "evicted", "before", "allowed", "refused"),
     [
         # The first pod of the shard: its whole count.
         (10, 0, None, 10, False),
-        # After a stopped pod that deleted 4: what is left.
-        (10, 1, DeletedBefore(RUN, 1, 4, 0, 0), 6, False),
+        # After a suspension stopped a pod that deleted 4 (the Job controller does not count it): what is left.
+        (10, 0, DeletedBefore(RUN, 4, 0, 0, (A,)), 6, False),
+        (10, 1, DeletedBefore(RUN, 4, 0, 0, (A,)), 6, False),
         # Never below nothing.
-        (3, 2, DeletedBefore(RUN, 2, 5, 0, 0), 0, False),
-        # A stopped pod the ledger does not record (yet): what it deleted is not known, nothing is deleted.
+        (3, 0, DeletedBefore(RUN, 5, 0, 0, (A, B)), 0, False),
+        # An evicted pod the ledger does not record (yet): what it deleted is not known, nothing is deleted.
         (10, 1, None, 0, True),
-        (10, 2, DeletedBefore(RUN, 1, 4, 0, 0), 0, True),
+        (10, 2, DeletedBefore(RUN, 4, 0, 0, (A,)), 0, True),
         # An entry of another delete Job is not this shard's.
-        (10, 1, DeletedBefore("beef", 1, 4, 0, 0), 0, True),
-        # The ledger counts pods the Job controller does not: not trusted either.
-        (10, 0, DeletedBefore(RUN, 1, 4, 0, 0), 0, True),
+        (10, 1, DeletedBefore("beef", 4, 0, 0, (A,)), 0, True),
+        (10, 0, DeletedBefore("beef", 4, 0, 0, (A,)), 10, False),
     ],
 )
 def test_a_resumed_delete_pod_deletes_at_most_what_is_left_of_its_count(
-    approved: int, stopped_before: int, before: DeletedBefore | None, allowed: int, refused: bool
+    approved: int, evicted: int, before: DeletedBefore | None, allowed: int, refused: bool
 ) -> None:
-    got, reason = resumed_allowance(approved, RUN, stopped_before, before)
+    got, reason = resumed_allowance(approved, RUN, evicted, before)
     assert got == allowed
     assert (reason is not None) is refused
     if refused:
@@ -143,15 +166,17 @@ def test_a_resumed_delete_pod_deletes_at_most_what_is_left_of_its_count(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (f"{RUN},2,7,1,0", DeletedBefore(RUN, 2, 7, 1, 0)),
+        (f"{RUN},7,1,0,{A}.{B}", DeletedBefore(RUN, 7, 1, 0, (A, B))),
+        (f"{RUN},0,0,0,", DeletedBefore(RUN, 0, 0, 0, ())),
         (None, None),
         ("", None),
-        (f"{RUN},2,7,1", None),
-        (f"{RUN},2,-7,1,0", None),
-        (f"{RUN},2,7,1,0,9", None),
-        ("run with spaces,1,1,1,1", None),
-        (f"{RUN},1,{10**15},0,0", None),
-        ("x" * 300, None),
+        (f"{RUN},7,1,0", None),
+        (f"{RUN},-7,1,0,{A}", None),
+        (f"{RUN},7,1,0,{A},x", None),
+        (f"{RUN},7,1,0,not-a-tag", None),
+        (f"run with spaces,1,1,1,{A}", None),
+        (f"{RUN},{10**14 - 1},0,0,{A}", None),
+        ("x" * 2000, None),
     ],
 )
 def test_a_ledger_entry_of_earlier_deletes_is_read_strictly(
@@ -260,38 +285,19 @@ def test_delete_and_census_jobs_are_created_as_suspended_as_the_copyjob_and_igno
         for e in deletes["spec"]["template"]["spec"]["containers"][0]["env"]
         if "valueFrom" in e and "fieldRef" in e["valueFrom"]
     }
-    assert fields["FERRY_INDEX_FAILED"].endswith("['batch.kubernetes.io/job-index-failure-count']")
-    assert deletes["spec"]["backoffLimitPerIndex"] == DELETE_RETRIES
+    assert fields["FERRY_INDEX_IGNORED"].endswith("['batch.kubernetes.io/job-index-ignored-failure-count']")
+    assert deletes["spec"]["backoffLimitPerIndex"] == 0
 
 
-@pytest.mark.parametrize(
-    ("failures", "ignored", "expected"),
-    [
-        (None, None, 0),
-        ("1", None, 1),
-        ("2", "3", 5),
-        ("x", "1", None),
-        ("1", "-1", None),
-        ("9" * 7, "0", None),
-    ],
-)
-def test_the_pods_before_this_one_are_both_of_the_job_controller_s_counts(
-    failures: str | None, ignored: str | None, expected: int | None
-) -> None:
-    assert earlier_pods(failures, ignored) == expected
-
-
-def pod(
-    index: int, failures: int, ignored: int, ended: dict[str, object], phase: str = "Failed"
-) -> dict[str, object]:
-    annotations = {"batch.kubernetes.io/job-completion-index": str(index)}
-    if failures:
-        annotations["batch.kubernetes.io/job-index-failure-count"] = str(failures)
-    if ignored:
-        annotations["batch.kubernetes.io/job-index-ignored-failure-count"] = str(ignored)
+def pod(index: int, name: str, ended: dict[str, object] | None, phase: str = "Failed") -> dict[str, object]:
+    state = {"terminated": ended} if ended is not None else {"running": {}}
     return {
-        "metadata": {"annotations": annotations},
-        "status": {"phase": phase, "containerStatuses": [{"state": {"terminated": ended}}]},
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        },
+        "status": {"phase": phase, "containerStatuses": [{"state": state}]},
     }
 
 
@@ -299,22 +305,27 @@ def stopped_message(index: int, deleted: int) -> str:
     return phase_message(FORMAT, index, "delete", ShardDeletes(deleted, 0, 0, stopped=True))
 
 
-def test_earlier_delete_pods_are_read_by_ordinal_and_only_when_what_they_deleted_is_known() -> None:
+def test_stopped_delete_pods_are_read_from_their_last_answer_or_their_message_and_checked() -> None:
+    answer = parse_report(stopped_message(0, 4))
+    other = parse_report(stopped_message(1, 9))
+    assert answer is not None and other is not None
     pods = [
-        # Stopped by a suspension, its second pod: what it deleted.
-        pod(0, 0, 1, {"exitCode": 6, "message": stopped_message(0, 4)}),
-        # SIGTERM before the worker took it over; a container that never started: nothing.
-        pod(0, 0, 0, {"exitCode": 143}),
-        pod(1, 1, 0, {"exitCode": 137, "reason": "ContainerStatusUnknown"}),
-        # Killed mid-pass (OOM): not known, left out.
-        pod(1, 0, 0, {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-01-01T00:00:00Z"}),
-        # Another shard's report in this shard's pod; a shard with nothing approved; a finished pod.
-        pod(2, 0, 0, {"exitCode": 6, "message": stopped_message(1, 9)}),
-        pod(5, 0, 0, {"exitCode": 6, "message": stopped_message(5, 9)}),
-        pod(0, 0, 2, {"exitCode": 0, "message": stopped_message(0, 1)}, phase="Succeeded"),
+        # Stopping, still answering /status with what it deleted.
+        pod(0, "p0", None, phase="Running"),
+        # Already ended, its termination message still there.
+        pod(1, "p1", {"exitCode": 6, "message": stopped_message(1, 2)}),
+        # A report of another shard at this shard's pod; a shard with nothing approved; a finished pass.
+        pod(2, "p2", None, phase="Running"),
+        pod(5, "p5", {"exitCode": 6, "message": stopped_message(5, 9)}),
+        pod(
+            3,
+            "p3",
+            {"exitCode": 0, "message": phase_message(FORMAT, 3, "delete", ShardDeletes(1, 0, 0))},
+            "Succeeded",
+        ),
     ]
-    found = _earlier_reports(pods, {0: 5, 1: 5, 2: 5})
+    found = _stopped_reports(pods, {"p0": answer, "p2": other}, {0: 5, 1: 5, 2: 5, 3: 5})
     assert found == {
-        0: {1: ShardDeletes(4, 0, 0, stopped=True), 0: ShardDeletes(0, 0, 0)},
-        1: {1: ShardDeletes(0, 0, 0)},
+        0: {pod_tag("uid-p0"): ShardDeletes(4, 0, 0, stopped=True)},
+        1: {pod_tag("uid-p1"): ShardDeletes(2, 0, 0, stopped=True)},
     }
