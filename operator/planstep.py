@@ -120,21 +120,32 @@ def _stalled_by_planner(status: dict[str, Any]) -> bool:
     return stalled.get("status") == "True" and stalled.get("reason") in PLANNER_STALLS
 
 
+def _held_status(status: dict[str, Any], generation: int) -> dict[str, Any]:
+    """A CopyJob suspended before its plan was made: Suspended, as one suspended later is, with planning
+    held (a stall of an earlier planner, if any, stands)."""
+    updates = [
+        Condition("Planned", "Unknown", "Listing", HELD_MESSAGE),
+        Condition("Progressing", "False", "Suspended", "spec.suspend is true"),
+        Condition("Suspended", "True", "PlanningHeld", HELD_MESSAGE),
+        Condition("Succeeded", "Unknown", "Suspended", HELD_MESSAGE),
+    ]
+    if not _stalled_by_planner(status):
+        updates.append(Condition("Stalled", "False", "ReferencesValid", ""))
+    return {
+        "observedGeneration": generation,
+        "phase": "Suspended",
+        "conditions": cond.set_conditions(status.get("conditions") or [], updates, now(), generation),
+    }
+
+
 def _planning_status(
-    status: dict[str, Any],
-    generation: int,
-    message: str,
-    listed: dict[str, Any] | None,
-    *,
-    suspended: bool = False,
+    status: dict[str, Any], generation: int, message: str, listed: dict[str, Any] | None
 ) -> dict[str, Any]:
     conditions = status.get("conditions") or []
-    # Said only once there is something to say: held now, or no longer held.
-    suspension = [
-        Condition("Suspended", "True", "PlanningHeld", message)
-        if suspended
-        else Condition("Suspended", "False", "NotSuspended", "")
-    ][: 1 if suspended or cond.get(conditions, "Suspended") else 0]
+    # Said once it was held: no longer held.
+    suspension = [Condition("Suspended", "False", "NotSuspended", "")][
+        : 1 if cond.is_true(conditions, "Suspended") else 0
+    ]
     if _stalled_by_planner(status):
         # A new planner after a failed one: the stall stands (and says nothing new) until it is
         # resolved one way or the other.
@@ -217,7 +228,8 @@ async def _run_planner(
                 {"spec": {"suspend": change}},
             )
         if spec.suspend and state.stage is not Stage.FAILED:
-            raise StillPlanning(_planning_status(status, generation, HELD_MESSAGE, None, suspended=True))
+            ctx.memory.done_planning(owner.namespace, owner.uid)  # a held plan takes no planning place
+            raise StillPlanning(_held_status(status, generation))
         ctx.memory.planning.setdefault(owner.namespace, set()).add(owner.uid)
         if state.stage in (Stage.FAILED, Stage.BLOCKED):
             assert state.failure is not None
@@ -309,7 +321,8 @@ async def _run_planner(
             "Normal", "Planning", f"listing s3://{spec.source.bucket}/{spec.source.prefix} in a planner pod"
         )
     if suspended:
-        raise StillPlanning(_planning_status(status, generation, HELD_MESSAGE, None, suspended=True))
+        ctx.memory.done_planning(owner.namespace, owner.uid)  # a held plan takes no planning place
+        raise StillPlanning(_held_status(status, generation))
     raise StillPlanning(_planning_status(status, generation, "starting the planner pod", None))
 
 

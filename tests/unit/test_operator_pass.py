@@ -969,7 +969,7 @@ def test_a_copyjob_suspended_before_its_plan_holds_its_planner_and_lists_nothing
     world: World,
 ) -> None:
     status = world.passes(3, spec={**SPEC, "suspend": True})
-    assert status["phase"] == "Planning" and world.listings == []
+    assert status["phase"] == "Suspended" and world.listings == []
     held = next(c for c in status["conditions"] if c["type"] == "Suspended")
     assert (held["status"], held["reason"]) == ("True", "PlanningHeld")
     assert "no planner pod runs" in held["message"]
