@@ -25,7 +25,14 @@ from typing import Any
 
 from ferry.model.plan import index_ranges
 from ferry.operator.conditions import Condition
-from ferry.worker.shardsync import MAX_STOPPED_PODS, DeletedBefore, ShardCensus, ShardDeletes, shown_key
+from ferry.worker.shardsync import (
+    MAX_COUNT,
+    MAX_STOPPED_PODS,
+    DeletedBefore,
+    ShardCensus,
+    ShardDeletes,
+    shown_key,
+)
 from ferry.worker.syncdeletes import Census, CopyEnd, DeleteDecision, DeleteLimit, Refusal, decide_deletes
 
 __all__ = [
@@ -142,11 +149,14 @@ def record_stopped(
     run: str,
     recorded: Mapping[int, DeletedBefore | None],
     stopped: Mapping[int, Mapping[str, ShardDeletes]],
+    allowed: Mapping[int, int] | None = None,
 ) -> dict[int, DeletedBefore]:
     """The ledger entries to write: for each shard, its entry (``recorded``; one of another ``run``
     counts as none) with what its stopped pods deleted added, each pod (``stopped``: by shard, each
     stopped pod's report by its `pod_tag`) once: a pod read in several passes, or again after an operator
-    restart, is not added twice. An entry names at most MAX_STOPPED_PODS pods, the newest."""
+    restart, is not added twice. An entry names at most MAX_STOPPED_PODS pods, the newest. With
+    ``allowed`` (each shard's approved count), no shard is recorded as having deleted more than its count:
+    a pod's answer is untrusted, and no pass of the shard could have."""
     changed: dict[int, DeletedBefore] = {}
     for shard, pods in stopped.items():
         entry = recorded.get(shard)
@@ -155,9 +165,10 @@ def record_stopped(
         for tag, report in sorted(pods.items()):
             if tag in grown.pods:
                 continue
+            most = MAX_COUNT if allowed is None else allowed.get(shard, 0)
             grown = DeletedBefore(
                 run,
-                grown.deleted + report.deleted,
+                min(most, grown.deleted + report.deleted),
                 grown.kept + report.kept,
                 grown.failed + report.failed,
                 (*grown.pods, tag)[-MAX_STOPPED_PODS:],

@@ -209,7 +209,7 @@ async def _record_stopped(
     data = dict(ledger.get("data") or {})
     recorded = {i: DeletedBefore.parse(data.get(deleted_key(i))) for i in allowed}
     answers = await _ask_stopping(ctx, pods)
-    changed = record_stopped(run, recorded, _stopped_reports(pods, answers, allowed))
+    changed = record_stopped(run, recorded, _stopped_reports(pods, answers, allowed), allowed)
     if changed:
         await asyncio.to_thread(
             ctx.kube.patch_configmap_data,

@@ -82,6 +82,7 @@ from ferry.worker.shardsync import (
     DELETE_PHASE,
     EXIT_STOPPED,
     IGNORED_ENV,
+    MAX_DELETED_TEXT,
     PHASE_ENV,
     RUN_ENV,
     SAMPLE_KEYS,
@@ -508,7 +509,7 @@ def read_deleted_before(directory: str | None, index: int) -> DeletedBefore | No
         return None
     try:
         with (Path(directory) / deleted_key(index)).open("rb") as file:
-            raw = file.read(256)
+            raw = file.read(MAX_DELETED_TEXT + 1)
     except OSError:
         return None
     return DeletedBefore.parse(raw.decode("utf-8", "replace"))

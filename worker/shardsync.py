@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_STOPPED",
     "IGNORED_ENV",
     "MAX_COUNT",
+    "MAX_DELETED_TEXT",
     "MAX_STOPPED_PODS",
     "PHASE_ENV",
     "RUN_ENV",
@@ -183,6 +184,8 @@ class ShardDeletes:
 DELETED_PREFIX = "deleted-"
 #: Stopped pods an entry names (one per suspension of the shard's pass); older ones are dropped.
 MAX_STOPPED_PODS = 32
+#: Longest entry Ferry writes: a uid, three counts, the pods' tags.
+MAX_DELETED_TEXT = 64 + 3 * 15 + MAX_STOPPED_PODS * 11 + 4
 
 
 def deleted_key(index: int) -> str:
@@ -214,7 +217,7 @@ class DeletedBefore:
     def parse(cls, text: str | None) -> DeletedBefore | None:
         """The entry as written; None when absent or not one Ferry writes (the ledger is a ConfigMap the
         namespace's users can edit: bounded and checked)."""
-        if not text or len(text) > 64 + 3 * 15 + MAX_STOPPED_PODS * 11 + 4:
+        if not text or len(text) > MAX_DELETED_TEXT:
             return None
         fields = text.strip().split(",")
         # The run is a Kubernetes uid: hex digits and dashes.

@@ -11,6 +11,8 @@ status of a suspended delete phase says the deletes are held and counts what was
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ferry.operator.render import Owner, render_census_job, render_delete_job
@@ -19,6 +21,7 @@ from ferry.operator.sizing import Sizing
 from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import decide_sync, delete_progress, record_stopped, sync_conditions
 from ferry.operator.syncstep import _stopped_reports
+from ferry.worker.pod import read_deleted_before
 from ferry.worker.shardsync import (
     EXIT_STOPPED,
     MAX_STOPPED_PODS,
@@ -329,3 +332,23 @@ def test_stopped_delete_pods_are_read_from_their_last_answer_or_their_message_an
         0: {pod_tag("uid-p0"): ShardDeletes(4, 0, 0, stopped=True)},
         1: {pod_tag("uid-p1"): ShardDeletes(2, 0, 0, stopped=True)},
     }
+
+
+def test_a_stopped_pod_cannot_record_more_deletes_than_its_shard_was_allowed() -> None:
+    """A pod's answer is untrusted (a tenant's pod may pass for one): the count stays within the shard's."""
+    entry = record_stopped(RUN, {}, {0: {A: stopped(10**12)}}, {0: 7})[0]
+    assert entry.deleted == 7
+    longest = DeletedBefore(
+        RUN, 10**13, 10**13, 10**13, tuple(pod_tag(f"u{i}") for i in range(MAX_STOPPED_PODS))
+    )
+    assert DeletedBefore.parse(longest.text()) == longest
+
+
+def test_a_delete_pod_reads_the_longest_entry_from_its_mounted_ledger(tmp_path: Path) -> None:
+    longest = DeletedBefore(RUN, 10**13, 1, 2, tuple(pod_tag(f"u{i}") for i in range(MAX_STOPPED_PODS)))
+    (tmp_path / "deleted-3").write_text(longest.text())
+    (tmp_path / "deleted-4").write_text("garbage," * 500)
+    assert read_deleted_before(str(tmp_path), 3) == longest
+    assert read_deleted_before(str(tmp_path), 4) is None
+    assert read_deleted_before(str(tmp_path), 5) is None
+    assert read_deleted_before(None, 3) is None
