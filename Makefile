@@ -36,7 +36,7 @@ lint: venv
 
 # mypy cannot follow the editable install's mapping of operator/ and worker/ to ferry.operator and
 # ferry.worker, so it checks a tree of links laid out as the installed package.
-STRICT := ferry/model $(addprefix ferry/operator/,budgets.py planning.py sizing.py render.py aggregate.py conditions.py settings.py ledger.py ownership.py planfile.py policy.py stopped.py edits.py planresult.py plannerstate.py plannerjob.py ratesplit.py accounting.py cost.py planview.py caps.py fleet.py fleetstatus.py archivestatus.py restorewait.py notifyjob.py syncphase.py versionstatus.py) $(addprefix ferry/worker/,limits.py globs.py progress.py decide.py filters.py \
+STRICT := ferry/model $(addprefix ferry/operator/,budgets.py planning.py sizing.py render.py aggregate.py conditions.py settings.py ledger.py ownership.py planfile.py policy.py stopped.py edits.py planresult.py plannerstate.py plannerjob.py ratesplit.py accounting.py cost.py planview.py caps.py fleet.py fleetstatus.py archivestatus.py restorewait.py notifyjob.py syncphase.py suspension.py versionstatus.py) $(addprefix ferry/worker/,limits.py globs.py progress.py decide.py filters.py \
 	keys.py parts.py objects.py ratelimit.py retry.py checksums.py listing.py control.py budget.py adaptive.py systematic.py settled.py manifest.py manifestplan.py manifestbatch.py keyspace.py prefixlimits.py evidence.py preserve.py syncdeletes.py shardsync.py archive.py archivesummary.py handoff.py versions.py versionsummary.py versionevidence.py)
 typecheck: venv
 	@rm -rf .typecheck && mkdir -p .typecheck/ferry && cp -rs $(CURDIR)/ferry/. .typecheck/ferry/

@@ -26,6 +26,7 @@ from ferry.operator.render import (
     spec_json,
 )
 from ferry.operator.settings import OperatorSettings
+from ferry.worker.shardsync import EXIT_STOPPED
 
 #: Annotation on the planner Job: the CopyJob generation it plans, so an edit starts a new planner.
 GENERATION_ANNOTATION = "ferry.dev/generation"
@@ -74,9 +75,11 @@ def render_planner_job(
     *,
     identity: Identity | None = None,
     service_account: str = "",
+    suspend: bool = False,
 ) -> dict[str, Any]:
     """The planner Job. ``service_account`` is the platform's worker account when it exists in the
-    namespace (else the namespace's default); the tenant's own one under workload identity."""
+    namespace (else the namespace's default); the tenant's own one under workload identity. ``suspend``:
+    created suspended (spec.suspend holds planning too: no pod lists the user's account)."""
     identity = identity or Identity()
     destination = check_destination(spec, identity)
     env: list[dict[str, Any]] = [
@@ -141,8 +144,14 @@ def render_planner_job(
         # Each pod lists its part of the key space (JOB_COMPLETION_INDEX); one pod is index 0 of 1.
         "completionMode": "Indexed",
         "backoffLimit": BACKOFF_LIMIT,
+        "suspend": suspend,
         "podFailurePolicy": {
             "rules": [
+                # Exit 6: stopped while listing by a suspension; not a failure, it lists again on resume.
+                {
+                    "action": "Ignore",
+                    "onExitCodes": {"containerName": "planner", "operator": "In", "values": [EXIT_STOPPED]},
+                },
                 # Exit 2: a location failed its check or a platform limit was hit; a retry cannot help.
                 {
                     "action": "FailJob",

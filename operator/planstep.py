@@ -52,6 +52,7 @@ from ferry.operator.render import (
     render_plan,
     shards_budget,
 )
+from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 
 if TYPE_CHECKING:
     from ferry.operator.reconcile import Context
@@ -119,17 +120,42 @@ def _stalled_by_planner(status: dict[str, Any]) -> bool:
     return stalled.get("status") == "True" and stalled.get("reason") in PLANNER_STALLS
 
 
+def _held_status(status: dict[str, Any], generation: int) -> dict[str, Any]:
+    """A CopyJob suspended before its plan was made: Suspended, as one suspended later is, with planning
+    held (a stall of an earlier planner, if any, stands)."""
+    updates = [
+        Condition("Planned", "Unknown", "Listing", HELD_MESSAGE),
+        Condition("Progressing", "False", "Suspended", "spec.suspend is true"),
+        Condition("Suspended", "True", "PlanningHeld", HELD_MESSAGE),
+        Condition("Succeeded", "Unknown", "Suspended", HELD_MESSAGE),
+    ]
+    if not _stalled_by_planner(status):
+        updates.append(Condition("Stalled", "False", "ReferencesValid", ""))
+    return {
+        "observedGeneration": generation,
+        "phase": "Suspended",
+        "conditions": cond.set_conditions(status.get("conditions") or [], updates, now(), generation),
+    }
+
+
 def _planning_status(
     status: dict[str, Any], generation: int, message: str, listed: dict[str, Any] | None
 ) -> dict[str, Any]:
     conditions = status.get("conditions") or []
+    # Said once it was held: no longer held.
+    suspension = [Condition("Suspended", "False", "NotSuspended", "")][
+        : 1 if cond.is_true(conditions, "Suspended") else 0
+    ]
     if _stalled_by_planner(status):
         # A new planner after a failed one: the stall stands (and says nothing new) until it is
         # resolved one way or the other.
         return {
             "observedGeneration": generation,
             "conditions": cond.set_conditions(
-                conditions, [Condition("Planned", "Unknown", "Listing", message)], now(), generation
+                conditions,
+                [Condition("Planned", "Unknown", "Listing", message), *suspension],
+                now(),
+                generation,
             ),
         }
     result: dict[str, Any] = {
@@ -141,6 +167,7 @@ def _planning_status(
                 Condition("Planned", "Unknown", "Listing", message),
                 Condition("Succeeded", "Unknown", "Planning", ""),
                 Condition("Stalled", "False", "ReferencesValid", ""),
+                *suspension,
             ],
             now(),
             generation,
@@ -182,6 +209,27 @@ async def _run_planner(
                 ctx.kube.delete_job, owner.namespace, job_name_, str(planner["metadata"]["uid"])
             )
             raise StillPlanning(_planning_status(status, generation, "starting the planner again", None))
+        # spec.suspend holds the planner too (suspension.py): no pod lists the user's account meanwhile.
+        change = suspend_change(
+            ChildJob(
+                Child.PLANNER,
+                suspended=bool((planner.get("spec") or {}).get("suspend")),
+                finished=state.stage in (Stage.FAILED, Stage.LOST),
+            ),
+            spec.suspend,
+        )
+        if change is not None:
+            meta = planner["metadata"]
+            await asyncio.to_thread(
+                ctx.kube.patch_job,
+                owner.namespace,
+                job_name_,
+                str(meta["uid"]),
+                {"spec": {"suspend": change}},
+            )
+        if spec.suspend and state.stage is not Stage.FAILED:
+            ctx.memory.done_planning(owner.namespace, owner.uid)  # a held plan takes no planning place
+            raise StillPlanning(_held_status(status, generation))
         ctx.memory.planning.setdefault(owner.namespace, set()).add(owner.uid)
         if state.stage in (Stage.FAILED, Stage.BLOCKED):
             assert state.failure is not None
@@ -263,15 +311,23 @@ async def _run_planner(
             request["data"],
         )
     account, _note = await worker_account(ctx, owner.namespace, who)
+    suspended = held(Child.PLANNER, spec.suspend)
     manifest = render_planner_job(
-        owner, spec, ctx.settings, generation, identity=who, service_account=account
+        owner, spec, ctx.settings, generation, identity=who, service_account=account, suspend=suspended
     )
     await create_owned(ctx, owner, "Job", manifest, "PlanRejected")
-    if not _stalled_by_planner(status):  # a retry of a stalled plan is no news
+    if not _stalled_by_planner(status) and not suspended:  # a retry of a stalled plan is no news
         ctx.post(
             "Normal", "Planning", f"listing s3://{spec.source.bucket}/{spec.source.prefix} in a planner pod"
         )
+    if suspended:
+        ctx.memory.done_planning(owner.namespace, owner.uid)  # a held plan takes no planning place
+        raise StillPlanning(_held_status(status, generation))
     raise StillPlanning(_planning_status(status, generation, "starting the planner pod", None))
+
+
+#: What a CopyJob suspended before its plan is made says.
+HELD_MESSAGE = "spec.suspend is true: planning is held and no planner pod runs"
 
 
 #: A failed planner is started again after this long (a bucket created meanwhile, a Secret fixed), unless

@@ -347,6 +347,7 @@ async def _reconcile(
         observed.censuses,
         observed.counted.objects["failed"],
         parallelism,
+        progress,
     )
     return _render_status(
         ctx, owner, spec, summary, observed, base, planned, parallelism, status, generation, sync

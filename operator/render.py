@@ -30,7 +30,15 @@ from ferry.operator.ratesplit import split
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.worker.ratelimit import SHARE_ENV, TOKEN_ENV, RateShare
-from ferry.worker.shardsync import ALLOWED_ENV, CENSUS_PHASE, DELETE_PHASE, PHASE_ENV
+from ferry.worker.shardsync import (
+    ALLOWED_ENV,
+    CENSUS_PHASE,
+    DELETE_PHASE,
+    EXIT_STOPPED,
+    IGNORED_ENV,
+    PHASE_ENV,
+    RUN_ENV,
+)
 from ferry.worker.ssec import SSE_CUSTOMER_KEY_ENV
 
 LABEL_COPYJOB = "ferry.dev/copyjob"
@@ -359,6 +367,9 @@ def render_job(
 #: census Job, the plan and spec it counts for (syncstep.py).
 COPY_JOB_ANNOTATION = "ferry.dev/copy-job-uid"
 CENSUS_ANNOTATION = "ferry.dev/census-of"
+#: Set by the Job controller on a pod of an index whose earlier pods stopped without failing it (the
+#: podFailurePolicy's Ignore: evicted, or exit 6): how many.
+IGNORED_ANNOTATION = "batch.kubernetes.io/job-index-ignored-failure-count"
 
 
 def delete_job_name(owner: str) -> str:
@@ -382,10 +393,13 @@ def render_delete_job(
     allowed: str,
     copy_job_uid: str,
     identity: Identity | None = None,
+    suspend: bool = False,
 ) -> dict[str, Any]:
     """The delete Job of a sync: the worker Job's pods over the same shards, in the delete phase, each
-    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). No index is retried:
-    a second pass of a shard could delete past its count."""
+    shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). No failed index is
+    retried: a second pass of a shard could delete past its count. A pod stopped by a suspension (which
+    deletes it) or an eviction (exit 6 or DisruptionTarget, ignored) runs again when the Job may, capped
+    at what is left of the count (the ledger's `DeletedBefore`, from the stopped pods' own reports)."""
     return _phase_job(
         owner,
         spec,
@@ -395,9 +409,10 @@ def render_delete_job(
         parallelism,
         identity,
         name=delete_job_name(owner.name),
-        env={PHASE_ENV: DELETE_PHASE, ALLOWED_ENV: allowed},
+        env={PHASE_ENV: DELETE_PHASE, ALLOWED_ENV: allowed, RUN_ENV: copy_job_uid},
         annotation=(COPY_JOB_ANNOTATION, copy_job_uid),
         retries=0,
+        suspend=suspend,
     )
 
 
@@ -411,6 +426,7 @@ def render_census_job(
     *,
     census_of: str,
     identity: Identity | None = None,
+    suspend: bool = False,
 ) -> dict[str, Any]:
     """A sync's dry run: the worker Job's pods over the same shards, counting what the sync would delete
     and copying nothing. A count that broke off is retried (it only lists)."""
@@ -426,6 +442,7 @@ def render_census_job(
         env={PHASE_ENV: CENSUS_PHASE},
         annotation=(CENSUS_ANNOTATION, census_of),
         retries=3,
+        suspend=suspend,
     )
 
 
@@ -442,17 +459,37 @@ def _phase_job(
     env: dict[str, str],
     annotation: tuple[str, str],
     retries: int,
+    suspend: bool,
 ) -> dict[str, Any]:
     # Under spec.rateLimit one pod runs: each pod's census or delete pass takes the whole job-wide limit.
     pods = 1 if spec.rate_limit.requests_per_second else max(1, parallelism)
     manifest = render_job(owner, spec, sizing, shard_count, settings, pods, identity=identity)
     job_spec = manifest["spec"]
     job_spec["backoffLimitPerIndex"] = retries
-    job_spec["suspend"] = False
+    # spec.suspend holds these Jobs too (syncstep.py): created suspended while the CopyJob is.
+    job_spec["suspend"] = suspend
+    # A pod stopped by SIGTERM (a suspension) ends with EXIT_STOPPED: not a failure of its index, which
+    # runs again once the Job may. First, so that it decides before the worker Job's own rules.
+    job_spec["podFailurePolicy"]["rules"].insert(
+        0,
+        {
+            "action": "Ignore",
+            "onExitCodes": {"containerName": "worker", "operator": "In", "values": [EXIT_STOPPED]},
+        },
+    )
     template = job_spec["template"]
     template["metadata"]["labels"] = labels(owner.name, "sync")
     container = template["spec"]["containers"][0]
-    container["env"] = [*container["env"], *({"name": k, "value": v} for k, v in env.items())]
+    container["env"] = [
+        *container["env"],
+        *({"name": k, "value": v} for k, v in env.items()),
+        # How many earlier pods of this index were stopped and replaced at once (evicted): a delete pod
+        # trusts the ledger's count of what they deleted only when it names as many (resumed_allowance).
+        {
+            "name": IGNORED_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{IGNORED_ANNOTATION}']"}},
+        },
+    ]
     manifest["metadata"] = {
         "name": name,
         "namespace": owner.namespace,

@@ -9,6 +9,12 @@ without failures and counted completely, the source is not empty in scope and th
 `spec.deletes.max` over the whole job. Allowed, the operator starts the delete Job (operator/syncstep.py)
 with each shard's own count as its cap; `delete_progress` then says where its pods are, and
 `sync_conditions` what the CopyJob's phase and conditions are: never Succeeded while deletes are pending.
+
+Under `spec.suspend` the delete Job is suspended too (`suspension.py`): its pods stop between two
+requests and report what they deleted; `record_stopped` adds those counts, pod by pod, to the progress
+ledger's `DeletedBefore` entries, which both the status (`delete_progress`) and the shard's next pod
+(`shardsync.resumed_allowance`) read, so a suspension neither loses a count nor lets a shard delete
+past its approved count.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from typing import Any
 
 from ferry.model.plan import index_ranges
 from ferry.operator.conditions import Condition
-from ferry.worker.shardsync import ShardCensus, ShardDeletes, shown_key
+from ferry.worker.shardsync import (
+    MAX_COUNT,
+    MAX_STOPPED_PODS,
+    DeletedBefore,
+    ShardCensus,
+    ShardDeletes,
+    shown_key,
+)
 from ferry.worker.syncdeletes import Census, CopyEnd, DeleteDecision, DeleteLimit, Refusal, decide_deletes
 
 __all__ = [
@@ -28,6 +41,7 @@ __all__ = [
     "decide_sync",
     "delete_progress",
     "dry_run_status",
+    "record_stopped",
     "sync_conditions",
     "sync_status",
 ]
@@ -93,6 +107,8 @@ class DeleteProgress:
     #: The delete Job completed or failed; ``waiting`` shards then never reported.
     ended: bool
     job_failed: bool
+    #: Delete pods still running or stopping (what a suspension waits for).
+    active: int = 0
 
     @property
     def done(self) -> bool:
@@ -100,22 +116,66 @@ class DeleteProgress:
 
 
 def delete_progress(
-    allowed: Mapping[int, int], reports: Mapping[int, ShardDeletes], *, complete: bool, failed: bool
+    allowed: Mapping[int, int],
+    reports: Mapping[int, ShardDeletes],
+    *,
+    complete: bool,
+    failed: bool,
+    before: Mapping[int, ShardDeletes] | None = None,
+    active: int = 0,
 ) -> DeleteProgress:
-    """The delete Job's shards as their pods reported them (``reports``, by shard; others ignored)."""
+    """The delete Job's shards as their last pods reported them (``reports``, by shard; others ignored),
+    plus what earlier pods of a shard deleted before a suspension stopped them (``before``: the ledger's
+    `DeletedBefore`). A shard is waiting until its last pod reported."""
     mine = {i: r for i, r in reports.items() if i in allowed}
+    earlier = {i: r for i, r in (before or {}).items() if i in allowed}
     troubled = tuple(sorted(i for i, r in mine.items() if r.error or r.failed))
     errors = [mine[i].error or f"{mine[i].failed:,} deletes failed" for i in troubled]
+    every = [*mine.values(), *earlier.values()]
     return DeleteProgress(
-        deleted=sum(r.deleted for r in mine.values()),
-        kept=sum(r.kept for r in mine.values()),
-        failed=sum(r.failed for r in mine.values()),
+        deleted=sum(r.deleted for r in every),
+        kept=sum(r.kept for r in every),
+        failed=sum(r.failed for r in every),
         waiting=tuple(sorted(i for i in allowed if i not in mine)),
         troubled=troubled,
         first_error=errors[0] if errors else None,
         ended=complete or failed,
         job_failed=failed,
+        active=active,
     )
+
+
+def record_stopped(
+    run: str,
+    recorded: Mapping[int, DeletedBefore | None],
+    stopped: Mapping[int, Mapping[str, ShardDeletes]],
+    allowed: Mapping[int, int] | None = None,
+) -> dict[int, DeletedBefore]:
+    """The ledger entries to write: for each shard, its entry (``recorded``; one of another ``run``
+    counts as none) with what its stopped pods deleted added, each pod (``stopped``: by shard, each
+    stopped pod's report by its `pod_tag`) once: a pod read in several passes, or again after an operator
+    restart, is not added twice. An entry names at most MAX_STOPPED_PODS pods, the newest. With
+    ``allowed`` (each shard's approved count), no shard is recorded as having deleted more than its count:
+    a pod's answer is untrusted, and no pass of the shard could have."""
+    changed: dict[int, DeletedBefore] = {}
+    for shard, pods in stopped.items():
+        entry = recorded.get(shard)
+        current = entry if entry is not None and entry.run == run else DeletedBefore(run, 0, 0, 0)
+        grown = current
+        for tag, report in sorted(pods.items()):
+            if tag in grown.pods:
+                continue
+            most = MAX_COUNT if allowed is None else allowed.get(shard, 0)
+            grown = DeletedBefore(
+                run,
+                min(most, grown.deleted + report.deleted),
+                grown.kept + report.kept,
+                grown.failed + report.failed,
+                (*grown.pods, tag)[-MAX_STOPPED_PODS:],
+            )
+        if grown != current:
+            changed[shard] = grown
+    return changed
 
 
 def sync_status(verdict: SyncVerdict, progress: DeleteProgress | None = None) -> dict[str, Any]:
@@ -168,16 +228,33 @@ def dry_run_status(
 
 
 def sync_conditions(
-    verdict: SyncVerdict, progress: DeleteProgress | None, copied: str
+    verdict: SyncVerdict, progress: DeleteProgress | None, copied: str, *, suspended: bool = False
 ) -> tuple[str, list[Condition]] | None:
     """The phase and conditions of a sync whose copy Job completed without failures; None when refused
     (the caller stalls the CopyJob with the refusal's reason). ``copied`` is the copy's one-line summary.
-    ``progress`` is None until the delete Job exists (with deletes approved)."""
+    ``progress`` is None until the delete Job exists (with deletes approved). ``suspended``: spec.suspend
+    is true, which holds deletes not yet done."""
     decision = verdict.decision
     if decision.refusal is not None:
         return None
     if not decision.delete:
         return _succeeded(f"{copied}; {decision.message}")
+    if suspended and (progress is None or not progress.ended):
+        done = (
+            f"{progress.deleted:,} of {decision.candidates:,}"
+            if progress
+            else f"0 of {decision.candidates:,}"
+        )
+        stopping = f"{progress.active} delete pod(s) stopping; " if progress and progress.active else ""
+        message = (
+            f"spec.suspend is true; {stopping}the deletes are held: {done} destination objects deleted so "
+            f"far (at most {decision.allowed:,} allowed); {copied}"
+        )
+        return "Suspended", [
+            Condition("Progressing", "False", "Suspended", "spec.suspend is true"),
+            Condition("Suspended", "True", "DeletesHeld" if not stopping else "SuspendRequested", message),
+            Condition("Succeeded", "Unknown", "Suspended", message),
+        ]
     if progress is None or not progress.ended:
         done = f"{progress.deleted:,} deleted so far, " if progress else ""
         message = f"{copied}; deleting {decision.candidates:,} destination objects the source no longer holds ({done}at most {decision.allowed:,} allowed)"

@@ -7,6 +7,12 @@ refused, the CopyJob stalls with the refusal's reason and nothing is deleted; al
 delete Job (owned, like the worker Job; `render.render_delete_job`) and reads what its pods report.
 Level-based like the rest: a restarted operator decides again from the same ledger and finds the
 same delete Job. A delete Job made for an earlier copy Job (one an edit replaced) is removed first.
+
+`spec.suspend` holds the delete Job and a dry run's census Job as it holds the worker Job
+(`suspension.py`): created suspended, suspended while they run, resumed when it goes back to false. A
+delete pod stopped by the suspension reports what it deleted; that count goes into the ledger
+(`syncphase.record_stopped`) before the delete Job is resumed, and the shard's next pod deletes at most
+what is left of its approved count.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
+from ferry.operator.kube import fetch_worker_status
 from ferry.operator.ownership import controlled
 from ferry.operator.planfile import StoredPlan
 from ferry.operator.plannerjob import check_destination
@@ -39,16 +46,26 @@ from ferry.operator.render import (
     spec_json,
 )
 from ferry.operator.sizing import Sizing
+from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import (
     DeleteProgress,
     SyncVerdict,
     decide_sync,
     delete_progress,
     dry_run_status,
+    record_stopped,
     sync_conditions,
     sync_status,
 )
-from ferry.worker.shardsync import MAX_ALLOWED_TEXT, ShardCensus, encode_allowed
+from ferry.worker.shardsync import (
+    MAX_ALLOWED_TEXT,
+    DeletedBefore,
+    ShardCensus,
+    ShardDeletes,
+    deleted_key,
+    encode_allowed,
+    pod_tag,
+)
 from ferry.worker.statusdoc import WorkerReport, parse_report
 from ferry.worker.syncdeletes import DeleteLimit, Refusal
 
@@ -66,6 +83,8 @@ class SyncState:
 
     verdict: SyncVerdict
     progress: DeleteProgress | None = None
+    #: spec.suspend is true: deletes not yet done are held.
+    suspended: bool = False
 
     def status(self) -> dict[str, Any]:
         return sync_status(self.verdict, self.progress)
@@ -92,7 +111,7 @@ class SyncState:
         if self.verdict.decision.refusal is not None:  # failed objects: the copy's Failed
             return phase, updates
         copied = f"{objects['copied']:,} copied, {objects['skipped']:,} skipped of {objects['total']:,}"
-        chosen = sync_conditions(self.verdict, self.progress, copied)
+        chosen = sync_conditions(self.verdict, self.progress, copied, suspended=self.suspended)
         return chosen if chosen is not None else (phase, updates)
 
 
@@ -107,8 +126,10 @@ async def sync_step(
     censuses: dict[int, ShardCensus],
     failed: int,
     parallelism: int,
+    ledger: dict[str, Any],
 ) -> SyncState | None:
-    """None unless this is a sync whose copy Job completed; else its decision and delete progress."""
+    """None unless this is a sync whose copy Job completed; else its decision and delete progress.
+    ``ledger`` is the progress ConfigMap, where stopped delete pods' counts are recorded."""
     spec = inputs.spec
     if spec.mode is not Mode.SYNC or not job_complete:
         return None
@@ -116,6 +137,7 @@ async def sync_step(
     verdict = decide_sync(len(shards), censuses, failed, DeleteLimit.parse(spec.deletes.max))
     if not verdict.decision.delete:
         return SyncState(verdict)
+    suspended = held(Child.DELETES, spec.suspend)
     allowed = encode_allowed(verdict.allowed)
     if len(allowed) > MAX_ALLOWED_TEXT:
         raise Stalled(
@@ -138,20 +160,127 @@ async def sync_step(
             allowed=allowed,
             copy_job_uid=copy_uid,
             identity=inputs.who,
+            suspend=suspended,
         )
         await create_owned(ctx, owner, "Job", manifest, "JobRejected")
+        held_note = "; held while spec.suspend is true" if suspended else ""
         ctx.post(
             "Normal",
             "Deleting",
             f"deleting {verdict.decision.candidates:,} destination objects the source no longer holds "
-            f"(deletes.max allows {verdict.decision.allowed:,}){note}",
+            f"(deletes.max allows {verdict.decision.allowed:,}){note}{held_note}",
         )
-        return SyncState(verdict)
+        return SyncState(verdict, suspended=suspended)
     pods = await _pods_of(ctx, owner, existing)
     complete, job_failed = _ended(existing)
-    reports = {i: r.deletes for i, r in _reports(pods).items() if r.deletes is not None}
-    progress = delete_progress(verdict.allowed, reports, complete=complete, failed=job_failed)
-    return SyncState(verdict, progress)
+    reports = {
+        i: r.deletes for i, r in _reports(pods).items() if r.deletes is not None and not r.deletes.stopped
+    }
+    # What pods stopped by a suspension deleted goes into the ledger before anything resumes the Job.
+    before = await _record_stopped(ctx, owner, ledger, copy_uid, verdict.allowed, pods)
+    unended = sum(1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+    change = suspend_change(
+        ChildJob(
+            Child.DELETES,
+            suspended=bool((existing.get("spec") or {}).get("suspend")),
+            finished=complete or job_failed,
+            unended_pods=unended,
+        ),
+        spec.suspend,
+    )
+    if change is not None:
+        await _patch_suspend(ctx, existing, change)
+    progress = delete_progress(
+        verdict.allowed, reports, complete=complete, failed=job_failed, before=before, active=unended
+    )
+    return SyncState(verdict, progress, suspended=suspended)
+
+
+async def _record_stopped(
+    ctx: Context,
+    owner: Owner,
+    ledger: dict[str, Any],
+    run: str,
+    allowed: Mapping[int, int],
+    pods: Sequence[Mapping[str, Any]],
+) -> dict[int, ShardDeletes]:
+    """Add what the delete pods stopped by a suspension deleted to the ledger (written before it is
+    shown or trusted); returns each shard's count from its earlier, stopped pods."""
+    data = dict(ledger.get("data") or {})
+    recorded = {i: DeletedBefore.parse(data.get(deleted_key(i))) for i in allowed}
+    answers = await _ask_stopping(ctx, pods)
+    changed = record_stopped(run, recorded, _stopped_reports(pods, answers, allowed), allowed)
+    if changed:
+        await asyncio.to_thread(
+            ctx.kube.patch_configmap_data,
+            owner.namespace,
+            str(ledger["metadata"]["name"]),
+            str(ledger["metadata"]["uid"]),
+            {deleted_key(i): entry.text() for i, entry in changed.items()},
+        )
+    entries = {**{i: e for i, e in recorded.items() if e is not None}, **changed}
+    return {i: e.counts() for i, e in entries.items() if e.run == run}
+
+
+def _stopped_reports(
+    pods: Sequence[Mapping[str, Any]], answers: Mapping[str, WorkerReport], allowed: Mapping[int, int]
+) -> dict[int, dict[str, ShardDeletes]]:
+    """What each delete pod stopped before the end of its range (a suspension, an eviction) deleted, by
+    shard and by `pod_tag`: from its last `/status` answer (``answers``, by pod name: a suspended Job's
+    pods are deleted, their termination messages with them) or its termination message if still seen."""
+    found: dict[int, dict[str, ShardDeletes]] = {}
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION) or "")
+        if not (index_text.isascii() and index_text.isdigit() and len(index_text) <= 7):
+            continue
+        index, name = int(index_text), str(meta.get("name") or "")
+        if index not in allowed:
+            continue
+        reports = [answers.get(name)]
+        for container in status.get("containerStatuses") or []:
+            message = str(((container.get("state") or {}).get("terminated") or {}).get("message") or "")
+            reports.append(parse_report(message[:8192]))
+        for report in reports:
+            if (
+                report is not None
+                and report.answers_for(index, name)
+                and report.deletes
+                and report.deletes.stopped
+            ):
+                found.setdefault(index, {})[pod_tag(str(meta.get("uid") or name))] = report.deletes
+                break
+    return found
+
+
+async def _ask_stopping(ctx: Context, pods: Sequence[Mapping[str, Any]]) -> dict[str, WorkerReport]:
+    """The `/status` answers of the delete pods stopping (a stopped one answers with what it deleted
+    until its operator has read it), by pod name."""
+    targets = [
+        (str((p.get("metadata") or {}).get("name") or ""), str((p.get("status") or {}).get("podIP") or ""))
+        for p in pods
+        # Stopping: deleted (by the suspension, an eviction) and still running.
+        if (p.get("metadata") or {}).get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") == "Running"
+        and (p.get("status") or {}).get("podIP")
+    ][:64]
+    port = ctx.settings.status_port
+    texts = await asyncio.gather(
+        *(asyncio.to_thread(fetch_worker_status, ip, port, pod=name) for name, ip in targets)
+    )
+    answers: dict[str, WorkerReport] = {}
+    for (name, _ip), text in zip(targets, texts, strict=True):
+        report = parse_report(text) if text else None
+        if report is not None:
+            answers[name] = report
+    return answers
+
+
+async def _patch_suspend(ctx: Context, job: Mapping[str, Any], suspend: bool) -> None:
+    meta = job["metadata"]
+    await asyncio.to_thread(
+        ctx.kube.patch_job, meta["namespace"], meta["name"], str(meta["uid"]), {"spec": {"suspend": suspend}}
+    )
 
 
 async def sync_dry_run(
@@ -176,17 +305,45 @@ async def sync_dry_run(
         account, note = await worker_account(ctx, owner.namespace, inputs.who)
         settings = replace(ctx.settings, worker_service_account=account)
         manifest = render_census_job(
-            owner, spec, sizing, len(shards), settings, parallelism, census_of=census_of, identity=inputs.who
+            owner,
+            spec,
+            sizing,
+            len(shards),
+            settings,
+            parallelism,
+            census_of=census_of,
+            identity=inputs.who,
+            suspend=held(Child.CENSUS, spec.suspend),
         )
         await create_owned(ctx, owner, "Job", manifest, "JobRejected")
         ctx.post("Normal", "Counting", f"counting what the sync would delete in {len(shards)} shard(s){note}")
-        return dry_run_status(len(shards), {}, DeleteLimit.parse(spec.deletes.max), ended=False)
+        return _held(
+            dry_run_status(len(shards), {}, DeleteLimit.parse(spec.deletes.max), ended=False), spec.suspend
+        )
     pods = await _pods_of(ctx, owner, existing)
     censuses = {i: r.sync for i, r in _reports(pods).items() if r.sync is not None and r.state == "complete"}
     complete, failed = _ended(existing)
-    return dry_run_status(
+    change = suspend_change(
+        ChildJob(
+            Child.CENSUS,
+            suspended=bool((existing.get("spec") or {}).get("suspend")),
+            finished=complete or failed,
+        ),
+        spec.suspend,
+    )
+    if change is not None:
+        await _patch_suspend(ctx, existing, change)
+    counted = dry_run_status(
         len(shards), censuses, DeleteLimit.parse(spec.deletes.max), ended=complete or failed
     )
+    return counted if complete or failed else _held(counted, spec.suspend)
+
+
+def _held(status: dict[str, Any], suspend: bool) -> dict[str, Any]:
+    """A dry run's count while spec.suspend holds its census Job: the message says so."""
+    if not suspend:
+        return status
+    return {**status, "message": f"{status['message']}; held while spec.suspend is true"}
 
 
 async def _current_job(

@@ -12,6 +12,7 @@ more than the decision allowed, whatever it finds.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class CensusResult:
     sample: tuple[str, ...]
     #: Why a listing broke off (the census is then incomplete).
     error: str | None = None
+    #: Asked to stop (SIGTERM) before the end of its range (the census is then incomplete).
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class DeleteResult:
     failures: tuple[FailedObject, ...] = ()
     #: Why the pass stopped early (a listing or check that kept failing, or the limit reached).
     error: str | None = None
+    #: Asked to stop (SIGTERM) before the end of its range: what is counted was deleted; a batch being
+    #: checked when the stop came was not deleted (the next pass finds it again).
+    stopped: bool = False
 
 
 @dataclass
@@ -82,6 +88,8 @@ class SyncSides:
     #: operator (both listings are cut to it, the destination's by each key's source form); all of
     #: them in `ferry run`.
     key_range: KeyRange = KeyRange()
+    #: Candidates checked and deleted together (DeleteObjects takes at most MAX_BATCH).
+    batch_size: int = MAX_BATCH
     _requests: TokenBucket = field(init=False)
     _filter: ObjectFilter = field(init=False)
 
@@ -92,8 +100,9 @@ class SyncSides:
 
     # -- the census --------------------------------------------------------------------------------------
 
-    def census(self, sample: int = SAMPLE_KEYS) -> CensusResult:
-        """Count both sides in scope and the destination objects the source lacks; keep a few keys."""
+    def census(self, sample: int = SAMPLE_KEYS, stop: threading.Event | None = None) -> CensusResult:
+        """Count both sides in scope and the destination objects the source lacks; keep a few keys.
+        Once ``stop`` is set the count ends there, incomplete."""
         counted = {"source": 0, "destination": 0, "candidates": 0}
         keys: list[str] = []
 
@@ -106,6 +115,9 @@ class SyncSides:
         sources = source_keys()
         try:
             for obj, at_source in self._joined(sources):
+                if stop is not None and stop.is_set():
+                    error = "stopped before the end of the range"
+                    return CensusResult(self._counted(counted, complete=False), tuple(keys), error, True)
                 counted["destination"] += 1
                 if not at_source:
                     counted["candidates"] += 1
@@ -129,17 +141,26 @@ class SyncSides:
 
     # -- the deletes -------------------------------------------------------------------------------------
 
-    def delete(self, allowed: int) -> DeleteResult:
+    def delete(self, allowed: int, stop: threading.Event | None = None) -> DeleteResult:
         """Delete the destination objects in scope the source lacks, at most ``allowed`` of them (the
-        count the decision approved); finding more stops the pass there, with an error."""
+        count the decision approved); finding more stops the pass there, with an error. Once ``stop`` is
+        set no request is started: a batch whose check was under way is not deleted, so what the result
+        counts is exactly what was deleted (a suspension or eviction loses no count)."""
         deleted = kept = failed = 0
         failures: list[FailedObject] = []
         batch: list[ObjectInfo] = []
         error: str | None = None
+        stopping = stop or threading.Event()
+        size = max(1, min(self.batch_size, MAX_BATCH))
+        cut = False  # the range was not gone through to its end
 
         def flush() -> None:
-            nonlocal deleted, kept, failed
-            absent, present = self._still_absent(batch)
+            nonlocal deleted, kept, failed, cut
+            absent, present = self._still_absent(batch, stopping)
+            if stopping.is_set():
+                cut = True
+                batch.clear()
+                return
             kept += present
             done, refused = self._delete_batch(absent)
             deleted += done
@@ -149,6 +170,9 @@ class SyncSides:
 
         try:
             for obj, at_source in self._joined(obj.key for obj in self._source_objects()):
+                if stopping.is_set():
+                    cut = True
+                    break
                 if at_source:
                     continue
                 if deleted + len(batch) >= allowed:
@@ -159,18 +183,23 @@ class SyncSides:
                     )
                     break
                 batch.append(obj)
-                if len(batch) >= MAX_BATCH:
+                if len(batch) >= size:
                     flush()
             if batch:
                 flush()
         except Exception as exc:  # a listing or request that kept failing: what was deleted stays deleted
             error = f"deleting stopped after {deleted:,}: {_failure(exc)}"
-        return DeleteResult(deleted, kept, failed, tuple(failures), error)
+        return DeleteResult(deleted, kept, failed, tuple(failures), error, stopped=cut)
 
-    def _still_absent(self, batch: list[ObjectInfo]) -> tuple[list[ObjectInfo], int]:
-        """The objects of ``batch`` whose source key is still missing now, and how many are back."""
+    def _still_absent(self, batch: list[ObjectInfo], stop: threading.Event) -> tuple[list[ObjectInfo], int]:
+        """The objects of ``batch`` whose source key is still missing now, and how many are back (once
+        ``stop`` is set the remaining checks are skipped: the caller then deletes nothing)."""
+
+        def check(obj: ObjectInfo) -> bool:
+            return True if stop.is_set() else self._at_source(obj)
+
         with ThreadPoolExecutor(CHECKS_AT_ONCE, thread_name_prefix="ferry-sync-check") as pool:
-            present = list(pool.map(self._at_source, batch))
+            present = list(pool.map(check, batch))
         absent = [obj for obj, here in zip(batch, present, strict=True) if not here]
         return absent, len(batch) - len(absent)
 

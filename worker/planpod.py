@@ -22,6 +22,8 @@ Exit codes:
     2  the CopyJob cannot be planned as it is (a location fails its check, a platform limit is hit): the
        termination message is a `planner-failure` document; the Job fails without retries
     4  the listing broke off although every location passed its check: the Job retries the pod
+    6  stopped by SIGTERM while listing (the CopyJob suspended, an eviction): the Job's podFailurePolicy
+       ignores it, so the listing starts again once the Job may run (a partial listing is not kept)
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from ferry.worker.pod import STATUS_PORT, credentials_from_env
 from ferry.worker.preflight import check_location
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
 from ferry.worker.scan import DEFAULT_LISTERS, ListingTracker, PlanningStopped
+from ferry.worker.shardsync import EXIT_STOPPED
 from ferry.worker.sourceplan import plan_source
 from ferry.worker.versioningcheck import check_destination_versioning
 
@@ -303,9 +306,18 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except InvalidSpec as exc:
         return _fail(termination, PlannerFailure("InvalidSpec", str(exc)), EXIT_INVALID)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     tracker = ListingTracker()
     server = PlanServer(config.status_address, tracker)
+
+    def on_sigterm(*_: object) -> None:
+        stop.set()
+        if server.result is None:
+            # Still listing: a suspension (or eviction) stops the pod now rather than at the grace
+            # period's SIGKILL, with the exit the planner Job ignores (its listing starts again later).
+            print("ferry planner: stopped while listing; the listing starts again when resumed", flush=True)
+            os._exit(EXIT_STOPPED)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     spec = config.spec
     print(
         f"ferry planner: listing s3://{spec.source.bucket}/{spec.source.prefix}, status on {server.address}",

@@ -15,6 +15,9 @@ Exit codes (the Job's podFailurePolicy relies on them):
        credentials, a wrong region, denied access, a missing bucket; `systematic.py`). The podFailurePolicy
        fails the whole Job at once, so no other shard meets the same failure; the termination message
        says which side, which S3 code and what to fix
+    6  a pod of a sync's census or delete Job stopped by SIGTERM (the CopyJob suspended, an eviction)
+       before the end of its range: those Jobs' podFailurePolicy ignores it, so the index runs again
+       when the Job may; a delete pod's termination message counts what it deleted
 
 A shard whose archived objects (``spec.archived: restore``) are still being restored once the rest is
 copied ends "waitingForRestore" with exit 0 after a short check (`handoff.handoff_window`): the pod does not
@@ -78,11 +81,19 @@ from ferry.worker.shardsync import (
     ALLOWED_ENV,
     CENSUS_PHASE,
     DELETE_PHASE,
+    EXIT_STOPPED,
+    IGNORED_ENV,
+    MAX_DELETED_TEXT,
     PHASE_ENV,
+    RUN_ENV,
     SAMPLE_KEYS,
+    DeletedBefore,
     ShardCensus,
+    ShardDeletes,
     allowed_for,
+    deleted_key,
     phase_message,
+    resumed_allowance,
 )
 from ferry.worker.statusdoc import FORMAT, MemoryFigures, held_state, status_document, termination_message
 from ferry.worker.statusserver import LimitsEndpoint, StatusServer
@@ -221,6 +232,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
     tune_allocator()
     cgroup = find_cgroup()
     shard: int | None = None
+    phase_stop = threading.Event()
+    if env.get(PHASE_ENV) in (DELETE_PHASE, CENSUS_PHASE):
+        # A census or delete pod stopped (suspension, eviction) ends its pass between two requests and
+        # says how far it got, rather than dying mid-batch with its count unknown.
+        signal.signal(signal.SIGTERM, lambda *_: phase_stop.set())
     try:
         config = config_from(env)
         shard = config.shard_index
@@ -269,11 +285,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
     if env.get(PHASE_ENV) == DELETE_PHASE:
         # A pod of a sync's delete Job: its shard was copied and counted; delete what was approved.
         limiter.close()
-        return _delete_phase(config, source, destination, env)
+        return _delete_phase(config, source, destination, env, phase_stop)
     if env.get(PHASE_ENV) == CENSUS_PHASE:
         # A pod of a sync's dry run: count what the sync would delete in this shard; copy nothing.
         limiter.close()
-        return _census_phase(config, source, destination)
+        return _census_phase(config, source, destination, phase_stop)
     lean = env.get("FERRY_TRANSPORT", "lean") == "lean"
     source_lean = make_lean(spec.source, config.source, options) if lean else None
     destination_lean = make_lean(spec.destination, config.destination, options) if lean else None
@@ -442,11 +458,14 @@ def _sync_census(config: WorkerConfig, source: Any, destination: Any, summary: S
     return shard_census(config.spec, source, destination, key_range)
 
 
-def _census_phase(config: WorkerConfig, source: Any, destination: Any) -> int:
+def _census_phase(config: WorkerConfig, source: Any, destination: Any, stop: threading.Event) -> int:
     """A dry run's count of one shard: what a sync would delete, with the first few keys."""
     key_range = KeyRange(config.shard.start_after, config.shard.end)
-    census = shard_census(config.spec, source, destination, key_range, sample=SAMPLE_KEYS)
+    census = shard_census(config.spec, source, destination, key_range, sample=SAMPLE_KEYS, stop=stop)
     _terminate(config.termination_path, phase_message(FORMAT, config.shard_index, CENSUS_PHASE, census))
+    if stop.is_set() and not census.listing_complete:
+        print(f"ferry worker: shard {config.shard_index}: stopped; counted again when resumed", flush=True)
+        return EXIT_STOPPED
     print(f"ferry worker: shard {config.shard_index}: {census.candidates} would be deleted", flush=True)
     if not census.listing_complete:
         print(f"error: shard {config.shard_index}: sync count: {census.error}", file=sys.stderr)
@@ -454,20 +473,68 @@ def _census_phase(config: WorkerConfig, source: Any, destination: Any) -> int:
     return EXIT_DONE
 
 
-def _delete_phase(config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str]) -> int:
-    """The delete pass of one shard, capped at the count the operator approved for it. Exit 0 whatever
-    it did (the delete Job retries no shard: a second pass could delete past the approved count); the
-    termination message says what was deleted and why it stopped."""
-    allowed = allowed_for(env.get(ALLOWED_ENV), config.shard_index)
+def _delete_phase(
+    config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str], stop: threading.Event
+) -> int:
+    """The delete pass of one shard, capped at the count the operator approved for it less what the
+    shard's earlier, stopped pods deleted (the ledger's `DeletedBefore`). Exit 0 whatever it did (the
+    delete Job retries no failed shard: a second pass could delete past the approved count), except when
+    stopped (SIGTERM: a suspension, an eviction) before its end: it then answers `/status` with what it
+    deleted until its operator has read it (the pod of a suspended Job is deleted, and with it its
+    termination message), and exits 6, which the Job ignores; the shard's next pod deletes what is left."""
+    approved = allowed_for(env.get(ALLOWED_ENV), config.shard_index)
+    ignored = env.get(IGNORED_ENV, "")
+    evicted = int(ignored) if ignored.isascii() and ignored.isdigit() and len(ignored) <= 6 else 0
+    before = read_deleted_before(env.get("FERRY_PROGRESS_DIR"), config.shard_index)
+    allowed, refused = resumed_allowance(approved, env.get(RUN_ENV, ""), evicted, before)
     key_range = KeyRange(config.shard.start_after, config.shard.end)
-    done = delete_shard(config.spec, source, destination, key_range, allowed)
-    _terminate(config.termination_path, phase_message(FORMAT, config.shard_index, DELETE_PHASE, done))
+    pod_name = env.get("FERRY_POD_NAME") or None
+    final: list[dict[str, Any]] = []
+    reads = [0]
+    read_enough = threading.Event()
+
+    def document() -> dict[str, Any]:
+        if final:
+            return final[0]
+        return {"format": FORMAT, "shard": config.shard_index, "state": "running", "phase": DELETE_PHASE}
+
+    def on_read(asker: str) -> None:
+        # Only readers that name this pod count (its operator does; others may reach its address too).
+        if final and (pod_name is None or asker == pod_name):
+            reads[0] += 1
+            if reads[0] >= FINAL_READS:
+                read_enough.set()
+
+    server = StatusServer(config.status_address, document, None, read=on_read)
+    if refused is not None:
+        done = ShardDeletes(0, 0, 0, refused)
+    else:
+        done = delete_shard(config.spec, source, destination, key_range, allowed, stop)
+    message = phase_message(FORMAT, config.shard_index, DELETE_PHASE, done)
+    if done.stopped:
+        final.append({**json.loads(message), **({"pod": pod_name} if pod_name else {})})
+        # Within the grace period, leaving time to exit: a count never read is a count lost.
+        read_enough.wait(max(0.0, STOP_WITHIN_SECONDS - 5.0))
+    _terminate(config.termination_path, message)
+    server.close()
     print(
-        f"ferry worker: shard {config.shard_index}: deleted {done.deleted} of {allowed} approved"
-        + (f"; {done.error}" if done.error else ""),
+        f"ferry worker: shard {config.shard_index}: deleted {done.deleted} of {allowed} left of {approved} "
+        "approved" + (f"; {done.error}" if done.error else "") + ("; stopped" if done.stopped else ""),
         flush=True,
     )
-    return EXIT_DONE
+    return EXIT_STOPPED if done.stopped else EXIT_DONE
+
+
+def read_deleted_before(directory: str | None, index: int) -> DeletedBefore | None:
+    """What the stopped pods of this shard's delete pass deleted, from the mounted progress ledger."""
+    if not directory:
+        return None
+    try:
+        with (Path(directory) / deleted_key(index)).open("rb") as file:
+            raw = file.read(MAX_DELETED_TEXT + 1)
+    except OSError:
+        return None
+    return DeletedBefore.parse(raw.decode("utf-8", "replace"))
 
 
 def _already_finished(config: WorkerConfig) -> int:

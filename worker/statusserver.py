@@ -123,14 +123,16 @@ class StatusServer:
         self,
         address: tuple[str, int],
         document: Callable[[], dict[str, Any]],
-        snapshot: Callable[[], Progress],
+        snapshot: Callable[[], Progress] | None,
         limits: LimitsEndpoint | None = None,
         read: Callable[[str], None] | None = None,
     ) -> None:
         """``read``, if given, hears of every `/status` answer sent, with the pod name the asker gave
-        (`?pod=`; "" when none): a stopped worker waits until its own operator has read the last one."""
+        (`?pod=`; "" when none): a stopped worker waits until its own operator has read the last one.
+        Without ``snapshot`` (a sync's delete pod: no copy engine) there is no `/metrics`."""
         registry = CollectorRegistry()
-        registry.register(EngineCollector(snapshot))
+        if snapshot is not None:
+            registry.register(EngineCollector(snapshot))
         expected = f"Bearer {limits.token}".encode() if limits else b""
 
         class Handler(BaseHTTPRequestHandler):
@@ -140,7 +142,7 @@ class StatusServer:
                 path, _, query = self.path.partition("?")
                 if path == "/status":
                     body, kind = json.dumps(document()).encode(), "application/json"
-                elif self.path == "/metrics":
+                elif self.path == "/metrics" and snapshot is not None:
                     body, kind = generate_latest(registry), "text/plain; version=0.0.4"
                 elif self.path == "/healthz":
                     body, kind = b"ok", "text/plain"

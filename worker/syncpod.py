@@ -10,6 +10,7 @@ just before deleting it, and never deletes more than the count the operator appr
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ferry.model import CopyJobSpec
@@ -21,11 +22,17 @@ __all__ = ["delete_shard", "shard_census"]
 
 
 def shard_census(
-    spec: CopyJobSpec, source: Any, destination: Any, key_range: KeyRange, sample: int = 0
+    spec: CopyJobSpec,
+    source: Any,
+    destination: Any,
+    key_range: KeyRange,
+    sample: int = 0,
+    stop: threading.Event | None = None,
 ) -> ShardCensus:
     """Count the shard's range on both sides: what is in scope and what the source no longer holds
-    (with ``sample``, the first so many keys a sync would delete, for a dry run)."""
-    found = SyncSides(spec, source, destination, key_range=key_range).census(sample=sample)
+    (with ``sample``, the first so many keys a sync would delete, for a dry run). Stopped (``stop``
+    set), the count is incomplete."""
+    found = SyncSides(spec, source, destination, key_range=key_range).census(sample=sample, stop=stop)
     census = found.census
     return ShardCensus(
         candidates=census.candidates,
@@ -38,10 +45,18 @@ def shard_census(
 
 
 def delete_shard(
-    spec: CopyJobSpec, source: Any, destination: Any, key_range: KeyRange, allowed: int
+    spec: CopyJobSpec,
+    source: Any,
+    destination: Any,
+    key_range: KeyRange,
+    allowed: int,
+    stop: threading.Event | None = None,
 ) -> ShardDeletes:
-    """Delete the shard's destination-only objects, at most ``allowed`` (0: list nothing, delete nothing)."""
+    """Delete the shard's destination-only objects, at most ``allowed`` (0: list nothing, delete nothing).
+    Stopped (``stop`` set) before the end of the range, the result says so and counts what was deleted."""
     if allowed <= 0:
         return ShardDeletes(0, 0, 0)
-    result = SyncSides(spec, source, destination, key_range=key_range).delete(allowed)
-    return ShardDeletes(result.deleted, result.kept, result.failed, clean_text(result.error))
+    result = SyncSides(spec, source, destination, key_range=key_range).delete(allowed, stop)
+    return ShardDeletes(
+        result.deleted, result.kept, result.failed, clean_text(result.error), stopped=result.stopped
+    )

@@ -873,7 +873,9 @@ class CopyJobSpec(_Model):
     suspend: StrictBool = Field(
         default=False,
         description="true stops the worker pods (the Job is suspended) and keeps what was copied; false "
-        "resumes. Edits apply to the running Job.",
+        "resumes. It holds the planner, and a sync's delete and census Jobs, the same way (a stopped delete "
+        "pass deletes no more than its count when resumed); the notify Job is not held. Edits apply to the "
+        "running Job.",
     )
     ttl_seconds_after_finished: Annotated[StrictInt, Field(ge=0, le=31_536_000)] | None = Field(
         default=None,

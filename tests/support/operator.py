@@ -72,6 +72,10 @@ def spec_for(endpoint_url: str, source: str, destination: str, **extra: Any) -> 
     }
 
 
+#: A CopyJob's rate while it is planned and started but meant to stay unfinished: one request a second.
+CRAWL = {"requestsPerSecond": 1, "bytesPerSecond": "1Ki"}
+
+
 class Jobs:
     def __init__(self, custom: client.CustomObjectsApi, namespace: str) -> None:
         self.custom, self.namespace = custom, namespace
@@ -98,6 +102,17 @@ class Jobs:
             lambda: (s := self.status(name)).get("phase") in phases and s,
             timeout,
         )
+
+    def create_planned_suspended(
+        self, name: str, spec: dict[str, Any], timeout: float = 120
+    ) -> dict[str, Any]:
+        """A CopyJob planned, started, then suspended (spec.suspend at creation holds its planner too, so
+        it would have no plan): started at a crawl (`CRAWL`), suspended once its worker Job exists.
+        Resume it with ``{"suspend": False, "rateLimit": None}``."""
+        self.create(name, {**spec, "rateLimit": CRAWL})
+        wait_for(f"{name} started", lambda: self.status(name).get("phase") == "Running", timeout)
+        self.patch(name, {"suspend": True})
+        return self.wait_phase(name, "Suspended", timeout=timeout)
 
     def wait_stalled(self, name: str, timeout: float = 90) -> dict[str, Any]:
         """The status once the CopyJob is Stalled (planning runs in a pod first, so not at once)."""

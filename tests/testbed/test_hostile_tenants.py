@@ -365,7 +365,7 @@ def test_a_fake_worker_pod_streaming_gigabytes_does_not_stall_the_operator(
     assert operator.process is not None
     source, destination = fill(s3, 30, size=500)
     stop = threading.Event()
-    jobs.create("victim", spec_for(versitygw.endpoint.url, source, destination, suspend=True))
+    jobs.create_planned_suspended("victim", spec_for(versitygw.endpoint.url, source, destination))
     job = wait_for(
         "victim's worker Job",
         lambda: next(
@@ -430,7 +430,7 @@ def test_a_fake_worker_pod_streaming_gigabytes_does_not_stall_the_operator(
     source_b, destination_b = fill(s3, 30, size=500)
     other.create("bystander", spec_for(versitygw.endpoint.url, source_b, destination_b))
     time.sleep(5)  # several passes reading the fake worker
-    jobs.patch("victim", {"suspend": False})
+    jobs.patch("victim", {"suspend": False, "rateLimit": None})
     peak = [baseline]
 
     def sampled(check: Callable[[], Any]) -> Any:

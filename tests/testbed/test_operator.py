@@ -83,9 +83,15 @@ def test_suspend_pauses_and_resume_finishes(
     source, destination = fill(s3, 300)
     jobs.create("paused", spec_for(versitygw.endpoint.url, source, destination, suspend=True))
     status = jobs.wait_phase("paused", "Suspended")
-    assert condition(status, "Suspended")["status"] == "True"
-    workers = "ferry.dev/copyjob=paused,app.kubernetes.io/component=worker"
-    assert cluster.core.list_namespaced_pod(namespace, label_selector=workers).items == []
+    assert (condition(status, "Suspended")["status"], condition(status, "Suspended")["reason"]) == (
+        "True",
+        "PlanningHeld",
+    )
+    # Suspended from the start: its planner Job is held too, so no pod of it lists the source.
+    time.sleep(2)
+    planner = cluster.batch.read_namespaced_job("paused-planner", namespace)
+    assert planner.spec.suspend is True
+    assert cluster.core.list_namespaced_pod(namespace, label_selector="ferry.dev/copyjob=paused").items == []
     jobs.patch("paused", {"suspend": False})
     status = jobs.wait_phase("paused", "Succeeded", "Failed")
     assert status["phase"] == "Succeeded"

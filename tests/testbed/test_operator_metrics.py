@@ -209,13 +209,11 @@ def test_per_copyjob_series_are_capped_and_a_deleted_copyjob_gives_its_place_up(
     operator: OperatorProcess, jobs: Jobs, s3: Any, versitygw: Any
 ) -> None:
     wait_for("no CopyJob left from the other tests", lambda: all_copyjobs(scrape(operator)[0]) == 0)
-    source, destination = fill(s3, 10)
-    # Suspended CopyJobs are planned (so they have counts) and stay unfinished.
+    source, destination = fill(s3, 40)
+    # CopyJobs planned, then suspended (so they have counts), stay unfinished.
     names = ["held-0", "held-1", "held-2"]
     for name in names:
-        jobs.create(name, spec_for(versitygw.endpoint.url, source, destination, suspend=True))
-    for name in names:
-        jobs.wait_phase(name, "Suspended")
+        jobs.create_planned_suspended(name, spec_for(versitygw.endpoint.url, source, destination))
     samples = wait_for(
         "two CopyJobs with series", lambda: when(scrape(operator)[0], lambda s: len(progress(s)) == CAP)
     )

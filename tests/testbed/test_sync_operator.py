@@ -6,17 +6,21 @@ Proves: the copy Job's shards each count their destination-only keys; the operat
 whole job and, within deletes.max, runs the delete Job, which deletes exactly those keys and nothing
 else, and only then is the CopyJob Succeeded with status.sync; over deletes.max it stalls with
 DeleteLimitExceeded, starts no delete Job and deletes nothing; a dry run counts what would go (with the
-keys) by a census Job and copies and deletes nothing.
+keys) by a census Job and copies and deletes nothing; spec.suspend set while the delete Job runs
+suspends it (no delete pod runs, nothing more is deleted, the status says the deletes are held and
+counts what went so far), and once resumed exactly the destination-only keys are gone.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from support.operator import condition, fill, spec_for
+from testbed.faultproxy import FaultPlan, FaultProxy
 
 from .conftest import Cluster, wait_for
 
@@ -108,3 +112,82 @@ def test_a_dry_run_sync_counts_what_would_go_and_changes_nothing(
     with pytest.raises(ApiException) as missing:
         cluster.batch.read_namespaced_job("preview-workers", namespace)
     assert missing.value.status == 404
+
+
+def delete_pods(cluster: Cluster, namespace: str, name: str) -> list[Any]:
+    """The delete Job's pods that have not ended (running, starting or stopping)."""
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"ferry.dev/copyjob={name}").items
+    return [
+        p
+        for p in pods
+        if p.metadata.name.startswith(f"{name}-deletes-") and p.status.phase not in ("Succeeded", "Failed")
+    ]
+
+
+def test_a_sync_suspended_while_deleting_holds_its_deletes_and_deletes_exactly_the_rest_once_resumed(
+    jobs: Any, s3: Any, versitygw: Any, cluster: Cluster, namespace: str
+) -> None:
+    source, destination = fill(s3, 60)
+    # Destination-only keys in every shard of 10 source keys (each sorts just after a source key).
+    stale = [f"data/{i:05d}.gone" for i in range(0, 60, 4)]
+    for key in (*stale, OUTSIDE):
+        s3.put_object(Bucket=destination, Key=key, Body=b"stale")
+    total = 60 + len(stale) + 1  # once copied
+    name = "held"
+    with FaultProxy(versitygw.endpoint.url, FaultPlan()) as link:
+        spec = sync_spec(link.url, source, destination, 30)
+        jobs.create(name, {**spec, "parallelism": 1, "shardSize": {"maxObjects": 10}})
+        wait_for(
+            "the delete Job",
+            lambda: any(
+                j.metadata.name == f"{name}-deletes"
+                for j in cluster.batch.list_namespaced_job(namespace).items
+            ),
+            timeout=120,
+        )
+        # Slow requests from now on: one delete pod at a time, each a few seconds over its shard.
+        link.set_plan(FaultPlan(latency_ms=600))
+        wait_for("some deletes done", lambda: len(keys(s3, destination)) < total, timeout=60)
+        # Suspended while a delete pod is in the middle of its pass (running, its requests under way).
+        wait_for(
+            "a delete pod at work",
+            lambda: any(p.status.phase == "Running" for p in delete_pods(cluster, namespace, name)),
+            timeout=30,
+        )
+        time.sleep(2)
+        jobs.patch(name, {"suspend": True})
+        status = wait_for(
+            "the deletes held, no delete pod left",
+            lambda: (
+                (s := jobs.status(name)).get("phase") == "Suspended"
+                and condition(s, "Suspended").get("reason") == "DeletesHeld"
+                and not delete_pods(cluster, namespace, name)
+                and s
+            ),
+            timeout=60,
+        )
+        assert cluster.batch.read_namespaced_job(f"{name}-deletes", namespace).spec.suspend is True
+        held_at = len(keys(s3, destination))
+        time.sleep(4)
+        assert len(keys(s3, destination)) == held_at, "deletes went on while suspended"
+        assert not delete_pods(cluster, namespace, name)
+        # The status counts exactly what went so far, and says the rest is held.
+        status = wait_for(
+            "status.sync counting what went",
+            lambda: (s := jobs.status(name))["sync"]["deleted"] == total - held_at and s,
+            timeout=30,
+        )
+        assert 0 < status["sync"]["deleted"] < len(stale), status["sync"]
+        assert "the deletes are held" in condition(status, "Suspended")["message"]
+        assert condition(status, "Succeeded")["status"] == "Unknown"
+        # The delete pod the suspension stopped is in the ledger, with what it deleted, before any resume.
+        ledger = cluster.core.read_namespaced_config_map(f"{name}-progress", namespace).data or {}
+        recorded = {k: v for k, v in ledger.items() if k.startswith("deleted-")}
+        assert recorded and all(len(v.split(",")[4].split(".")) == 1 for v in recorded.values()), recorded
+        link.set_plan(FaultPlan())
+        jobs.patch(name, {"suspend": False})
+        status = jobs.wait_phase(name, "Succeeded", "Failed", timeout=120)
+    assert status["phase"] == "Succeeded", status
+    sync = status["sync"]
+    assert (sync["candidates"], sync["deleted"], sync["deleteFailed"]) == (len(stale), len(stale), 0), sync
+    assert keys(s3, destination) == sorted([*keys(s3, source), OUTSIDE])

@@ -93,6 +93,7 @@ class FakeKube:
         if (
             kind == "Job"
             and (body["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "planner"
+            and not (body.get("spec") or {}).get("suspend")  # a suspended Job starts no pod
         ):
             self._run_planner(stored)
         return True
@@ -179,8 +180,12 @@ class FakeKube:
 
     def patch_job(self, namespace: str, name: str, uid: str, patch: dict[str, Any]) -> None:
         self.writes.append(("patch", "Job", name))
-        assert self.objects[("Job", name)]["metadata"]["uid"] == uid
-        self.objects[("Job", name)].setdefault("spec", {}).update(patch.get("spec") or {})
+        job = self.objects[("Job", name)]
+        assert job["metadata"]["uid"] == uid
+        resumed = job.get("spec", {}).get("suspend") and (patch.get("spec") or {}).get("suspend") is False
+        job.setdefault("spec", {}).update(patch.get("spec") or {})
+        if resumed and name == planner_name(NAME):  # a resumed planner Job starts its pod
+            self._run_planner(job)
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         self.writes.append(("delete", "Job", name))
@@ -385,7 +390,10 @@ def test_a_tenant_made_plan_stalls_with_name_conflict_and_is_never_read(world: W
 
 def test_an_unowned_workers_job_is_never_patched_or_deleted(world: World) -> None:
     world.kube.put("Job", tenant_made("Job", job_name(NAME)))
-    status = world.passes(3, spec={**SPEC, "parallelism": 3, "suspend": True})
+    # Planned first (spec.suspend holds planning too), then suspended: a pass would patch its own Job.
+    status = world.until_planned(spec={**SPEC, "parallelism": 3})
+    for _ in range(2):
+        status = {**status, **world.run(status, spec={**SPEC, "parallelism": 3, "suspend": True})}
     assert stalled(status)["reason"] == "NameConflict" and "Job " in stalled(status)["message"]
     # The plan is the CopyJob's own; neither the ledger nor a Job was created beside the foreign one.
     assert [w for w in world.kube.writes if w[2] == job_name(NAME) or w[2].endswith("-progress")] == []
@@ -955,3 +963,24 @@ def test_a_restarted_operator_goes_on_from_status_scaling(world: World) -> None:
     status = world.run(status, spec=TARGETED)
     assert world.kube.objects[("Job", job_name(NAME))]["spec"]["parallelism"] == 2
     assert status["scaling"]["reason"] == "AtCap"
+
+
+def test_a_copyjob_suspended_before_its_plan_holds_its_planner_and_lists_nothing_until_resumed(
+    world: World,
+) -> None:
+    status = world.passes(3, spec={**SPEC, "suspend": True})
+    assert status["phase"] == "Suspended" and world.listings == []
+    held = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert (held["status"], held["reason"]) == ("True", "PlanningHeld")
+    assert "no planner pod runs" in held["message"]
+    planner = world.kube.objects[("Job", planner_name(NAME))]
+    assert planner["spec"]["suspend"] is True
+    # Resumed: the same planner Job runs (no second one), lists once, and the CopyJob goes on.
+    status = world.until_planned(status, spec={**SPEC, "suspend": False})
+    assert world.kube.objects.get(("Job", planner_name(NAME)), {"spec": {}})["spec"].get("suspend") in (
+        None,
+        False,
+    )
+    assert world.listings == ["src-bucket"] and status["phase"] not in ("Planning", "Pending")
+    resumed = next(c for c in status["conditions"] if c["type"] == "Suspended")
+    assert resumed["status"] == "False"
