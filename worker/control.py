@@ -223,14 +223,14 @@ def step(state: ControlState, sample: Sample, config: ControlConfig, budget_byte
     mean = sample.mean_transfer_seconds
     if sample.objects == 0 or mean <= 0 or sample.now < state.cooldown_until:
         return state  # nothing has finished yet: no level can be judged
-    if state.measure_start is None:
-        if state.reason == "initial":
-            # The first level has nothing to drain: every transfer in flight started at it, so it is
-            # measured from its start (about a second sooner at 400 ms per request).
-            state = replace(state, measure_start=start)
-        else:
-            return replace(state, measure_start=sample) if span >= min(mean, 5.0) else state
     window = state.measure_start
+    if window is None:
+        if state.reason != "initial":
+            return replace(state, measure_start=sample) if span >= min(mean, 5.0) else state
+        # The first level has nothing to drain: every transfer in flight started at it, so it is measured
+        # from its start (about a second sooner at 400 ms per request).
+        window = start
+        state = replace(state, measure_start=start)
     if not _window_judges(sample.now - window.now, sample.objects - window.objects, mean, config):
         return state
     objects_rate, bytes_rate = _rate(window, sample)
