@@ -24,11 +24,11 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 from ferry.model import Location
 from ferry.worker.budget import anonymous_rss
 from ferry.worker.copier import Copier, CopyOptions, CopyResult
+from ferry.worker.evidence import Checksum
 from ferry.worker.objects import ObjectInfo
 from ferry.worker.progress import OK_CODE, Operation
 from ferry.worker.ratelimit import TokenBucket
@@ -194,6 +195,74 @@ class CopierSetup:
     threads: int
 
 
+# -- the wire ----------------------------------------------------------------------------------------------
+# Plain pickle over bytes (multiprocessing's own pickler costs more per message), objects as tuples (a
+# frozen dataclass unpickles field by field): about 0.1 ms less CPU per object across the two processes.
+
+
+def _put(conn: Connection, message: tuple[Any, ...]) -> None:
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _get(conn: Connection) -> tuple[Any, ...]:
+    message: tuple[Any, ...] = pickle.loads(conn.recv_bytes())
+    return message
+
+
+def _object_fields(obj: ObjectInfo) -> tuple[Any, ...]:
+    return (obj.key, obj.size, obj.etag, obj.last_modified, obj.version_id, obj.storage_class)
+
+
+def _result_fields(result: CopyResult) -> tuple[Any, ...]:
+    checksum = result.checksum
+    fields = None if checksum is None else (checksum.algorithm, checksum.source, checksum.destination)
+    return (result.throttles, fields)
+
+
+def _result(fields: tuple[Any, ...]) -> CopyResult:
+    throttles, checksum = fields
+    return CopyResult(throttles, None if checksum is None else Checksum(*checksum))
+
+
+class _Transfers:
+    """A copy process's transfer threads: started as transfers arrive, at most ``limit``, fed from one
+    queue (cheaper per transfer than an executor's futures)."""
+
+    def __init__(self, limit: int, run: Callable[[int, ObjectInfo, str], None]) -> None:
+        self._limit = max(1, limit)
+        self._run = run
+        self._queue: queue.SimpleQueue[tuple[int, ObjectInfo, str] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    def submit(self, call: int, obj: ObjectInfo, key: str) -> None:
+        with self._lock:
+            self._busy += 1
+            start = self._busy > len(self._threads) and len(self._threads) < self._limit
+            if start:
+                thread = threading.Thread(target=self._serve, name="ferry-copy", daemon=True)
+                self._threads.append(thread)
+        if start:
+            thread.start()
+        self._queue.put((call, obj, key))
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._run(*item)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+    def close(self) -> None:
+        """Let the transfers queued finish, then end the threads."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
 # -- the copy process --------------------------------------------------------------------------------------
 
 
@@ -216,7 +285,7 @@ def serve(conn: Connection, setup: CopierSetup) -> None:
 
     def send(message: tuple[Any, ...]) -> None:
         with sending:
-            conn.send(message)
+            _put(conn, message)
 
     def on_request(operation: Operation, code: str) -> None:
         if code == OK_CODE:
@@ -234,7 +303,7 @@ def serve(conn: Connection, setup: CopierSetup) -> None:
         try:
             assert copier is not None, "a transfer before the copier was configured"
             result = copier.copy(obj, key)
-            reply: tuple[Any, ...] = ("done", call, local.answered, result)
+            reply: tuple[Any, ...] = ("done", call, local.answered, _result_fields(result))
         except RetriesExhausted as exc:
             last = exc.last
             reply = (
@@ -261,15 +330,16 @@ def serve(conn: Connection, setup: CopierSetup) -> None:
         send(reply)
 
     send(("ready", os.getpid()))
-    with ThreadPoolExecutor(max(1, setup.threads), thread_name_prefix="ferry-copy") as pool:
+    transfers = _Transfers(setup.threads, transfer)
+    try:
         while True:
             try:
-                message = conn.recv()
+                message = _get(conn)
             except (EOFError, OSError):
                 break
             kind = message[0]
             if kind == "copy":
-                pool.submit(transfer, message[1], message[2], message[3])
+                transfers.submit(message[1], ObjectInfo(*message[2]), message[3])
             elif kind == "configure":
                 options, requests_rate, bytes_rate = message[1], message[2], message[3]
                 requests.set_rate(requests_rate)
@@ -292,6 +362,8 @@ def serve(conn: Connection, setup: CopierSetup) -> None:
                 bandwidth.set_rate(message[2])
             elif kind == "stop":
                 break
+    finally:
+        transfers.close()
 
 
 # -- the worker's side -------------------------------------------------------------------------------------
@@ -443,7 +515,7 @@ class CopyProcesses:
         if not child.conn.poll(START_SECONDS):
             raise CopyProcessesFailed(f"a copy process did not start within {START_SECONDS:.0f} s")
         try:
-            message = child.conn.recv()
+            message = _get(child.conn)
         except (EOFError, OSError) as exc:
             raise CopyProcessesFailed(
                 f"a copy process ended as it started (exit code {child.process.exitcode})"
@@ -455,7 +527,7 @@ class CopyProcesses:
     def _send(self, child: _Child, message: tuple[Any, ...]) -> bool:
         try:
             with child.sending:
-                child.conn.send(message)
+                _put(child.conn, message)
             return True
         except (OSError, ValueError):
             return False
@@ -474,7 +546,7 @@ class CopyProcesses:
             child.calls.add(call)
             child.in_flight += 1
         # Sent outside the lock: a copy process that died meanwhile gets this call as lost (`_replace`).
-        sent = self._send(child, ("copy", call, obj, key))
+        sent = self._send(child, ("copy", call, _object_fields(obj), key))
         if not sent:
             answers.put(("lost",))
         return call, answers, child
@@ -487,7 +559,7 @@ class CopyProcesses:
         while True:
             child = self._children[index]
             try:
-                message = child.conn.recv()
+                message = _get(child.conn)
             except (EOFError, OSError):
                 if not self._replace(index, child):
                     return
@@ -541,8 +613,7 @@ def _answer(message: tuple[Any, ...], on_request: Callable[[Operation, str], Non
     for operation in answered:
         on_request(Operation(operation), OK_CODE)
     if kind == "done":
-        result: CopyResult = message[3]
-        return result
+        return _result(message[3])
     if kind == "exhausted":
         _, _, _, error_kind, code, text, attempts, operation = message
         raise RetriesExhausted(Classified(Kind(error_kind), code, text), attempts, operation)
