@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ def copy_processes_of(pid: int) -> list[int]:
         if parent == pid and b"spawn_main" in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def copying_mid_run(pid: int, arrived: Callable[[], bool], seconds: float = 30) -> list[int]:
+    """The two copy processes of the ferry process ``pid``, once both started and objects ``arrived``."""
+    deadline = time.monotonic() + seconds
+    children: list[int] = []
+    while time.monotonic() < deadline and len(children) < 2:
+        time.sleep(0.2)
+        children = copy_processes_of(pid)
+    assert len(children) == 2, "two copy processes must have started"
+    while time.monotonic() < deadline and not arrived():
+        time.sleep(0.1)
+    return children
 
 
 def test_two_copy_processes_copy_every_object_and_the_summary_says_so(s3: Any, tmp_path: Path) -> None:
@@ -93,14 +107,9 @@ def test_a_copy_process_killed_mid_run_is_replaced_and_every_object_arrives(s3: 
             text=True,
         )
         try:
-            deadline = time.monotonic() + 30
-            children: list[int] = []
-            while time.monotonic() < deadline and len(children) < 2:
-                time.sleep(0.2)
-                children = copy_processes_of(process.pid)
-            assert len(children) == 2, "two copy processes must have started"
-            while time.monotonic() < deadline and not s3.client.list_objects_v2(Bucket=dst).get("KeyCount"):
-                time.sleep(0.1)
+            children = copying_mid_run(
+                process.pid, lambda: bool(s3.client.list_objects_v2(Bucket=dst).get("KeyCount"))
+            )
             os.kill(children[0], signal.SIGKILL)
             stdout, stderr = process.communicate(timeout=120)
         finally:
@@ -124,21 +133,20 @@ def test_an_interrupted_run_leaves_no_copy_process_behind(s3: Any, tmp_path: Pat
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 30
-        children: list[int] = []
-        while time.monotonic() < deadline and len(children) < 2:
-            time.sleep(0.2)
-            children = copy_processes_of(process.pid)
-        # Interrupted mid-copy: once the first objects arrived (start-up is interrupted otherwise).
-        while time.monotonic() < deadline and not s3.client.list_objects_v2(Bucket=dst).get("KeyCount"):
-            time.sleep(0.1)
-        time.sleep(0.5)
-        # Ctrl-C reaches every process of the terminal's group: the copy processes ignore it, the worker
-        # lets in-flight transfers finish, then ends them.
-        for pid in (*children, process.pid):
-            os.kill(pid, signal.SIGINT)
-        stdout, _ = process.communicate(timeout=60)
-    assert len(children) == 2
+        try:
+            # Interrupted mid-copy, once the first objects arrived (start-up is interrupted otherwise).
+            children = copying_mid_run(
+                process.pid, lambda: bool(s3.client.list_objects_v2(Bucket=dst).get("KeyCount"))
+            )
+            time.sleep(0.5)
+            # Ctrl-C reaches every process of the terminal's group: the copy processes ignore it, the
+            # worker lets in-flight transfers finish, then ends them.
+            for pid in (*children, process.pid):
+                os.kill(pid, signal.SIGINT)
+            stdout, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
     assert process.returncode == 130
     document = json.loads(stdout)
     assert document["state"] == "interrupted" and document["objects"]["copied"] < 200
