@@ -391,12 +391,9 @@ class CopyProcesses:
         setup: CopierSetup,
         count: int,
         tree: ProcessTree,
-        *,
-        target: Callable[[Connection, CopierSetup], None] = serve,
     ) -> None:
         self._setup = setup
         self._tree = tree
-        self._target = target
         self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._calls = itertools.count()
@@ -429,10 +426,6 @@ class CopyProcesses:
         """Transfers each copy process answered (a replaced one's count starts again)."""
         with self._lock:
             return [child.answered for child in self._children]
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [child.process.pid for child in self._children if child.alive]
 
     def configure(self, options: CopyOptions, requests_per_second: float, bytes_per_second: float) -> None:
         """The copy options and this worker's rate limits, split evenly over the copy processes."""
@@ -505,7 +498,7 @@ class CopyProcesses:
     def _start(self) -> _Child:
         parent, child_end = self._context.Pipe()
         process = self._context.Process(
-            target=self._target, args=(child_end, self._setup), name="ferry-copy", daemon=True
+            target=serve, args=(child_end, self._setup), name="ferry-copy", daemon=True
         )
         process.start()
         child_end.close()
