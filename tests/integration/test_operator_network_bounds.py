@@ -73,6 +73,9 @@ def ok_status(server: Server, conn: socket.socket) -> None:
 
 def endless(server: Server, conn: socket.socket) -> None:
     """A pod that streams gigabytes: a body with no end."""
+    # A fixed send buffer: left to autotuning, the kernel takes up to tcp_wmem's maximum (4 MiB here) from
+    # the pod before anyone reads, which says nothing about what the operator read.
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
     chunk = b"x" * 65536
     while True:
