@@ -35,9 +35,10 @@ SOFT_LIMIT_SHARE = CGROUP_FRACTION
 #: The smallest pod memory a worker can copy in: its baseline and one transfer of a 5 MiB part in the
 #: soft limit. Below it the worker ends every shard at once (exit 2) with this figure in its message.
 MIN_WORKER_MEMORY = minimum_memory_limit(WORKER_BASELINE_BYTES)
-#: What one worker pod sustains on small objects over a remote link, conservatively (a worker process is
-#: bound by its own CPU near 250 objects/s on one core; planning assumes a fifth of that per pod so the
-#: target holds under latency and throttling).
+#: What one worker process sustains on small objects over a remote link, conservatively: a fifth of the
+#: 250 objects/s one core gave when it was set, so the target holds under latency and throttling. Since
+#: the lean transport one core copies 1,200-2,000 objects/s of 10 KB (make bench-small, make bench-cpus),
+#: so the assumption is now far below a fifth; it is kept until remote-link figures replace it.
 OBJECTS_PER_SECOND_PER_POD = 50.0
 #: What one worker pod sustains on large objects (bytes/s), conservatively.
 BYTES_PER_SECOND_PER_POD = 50 * MiB
