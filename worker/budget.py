@@ -357,21 +357,22 @@ def current_rss() -> int:
     return int(text.split()[1]) * _PAGE if text else 0
 
 
-def anonymous_rss() -> int:
+def anonymous_rss(pid: int | str = "self") -> int:
     """The part of the resident set the kernel cannot reclaim without swap: RSS minus file-backed pages
     (statm's resident - shared, i.e. RssAnon). Shared libraries' pages are clean, reclaimable, and
     charged to whichever cgroup read them first, so counting them would make a worker refuse budgets it
-    fits in (measured: 66 MiB RSS, 49 MiB anonymous, 53 MiB charged to the container's cgroup)."""
-    text = _read("/proc/self/statm")
+    fits in (measured: 66 MiB RSS, 49 MiB anonymous, 53 MiB charged to the container's cgroup).
+    ``pid``: another process's (a copy process's); 0 once it has ended."""
+    text = _read(f"/proc/{pid}/statm")
     if not text:
         return 0
     fields = text.split()
     return (int(fields[1]) - int(fields[2])) * _PAGE
 
 
-def peak_rss() -> int | None:
-    """The process's peak resident set (VmHWM), in bytes."""
-    for line in (_read("/proc/self/status") or "").splitlines():
+def peak_rss(pid: int | str = "self") -> int | None:
+    """The process's peak resident set (VmHWM), in bytes; ``pid``: another process's (None once ended)."""
+    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return None

@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ferry.model import Location
-from ferry.worker.budget import anonymous_rss
+from ferry.worker.budget import anonymous_rss, peak_rss
 from ferry.worker.copier import Copier, CopyOptions, CopyResult
 from ferry.worker.evidence import Checksum
 from ferry.worker.objects import ObjectInfo
@@ -142,7 +142,7 @@ class ProcessTree:
             self._pids.add(pid)
 
     def remove(self, pid: int) -> None:
-        peak = _peak_rss_of(pid)
+        peak = peak_rss(pid) or 0
         with self._lock:
             if pid in self._pids:
                 self._pids.discard(pid)
@@ -153,32 +153,12 @@ class ProcessTree:
         with self._lock:
             pids = list(self._pids)
             ended = self._ended_peaks
-        return ended + sum(_peak_rss_of(pid) for pid in pids)
+        return ended + sum(peak_rss(pid) or 0 for pid in pids)
 
     def rss(self) -> int:
         with self._lock:
             pids = list(self._pids)
-        return anonymous_rss() + sum(_anonymous_rss_of(pid) for pid in pids)
-
-
-def _anonymous_rss_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
-            fields = handle.read().split()
-    except OSError:
-        return 0
-    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return 0
-    return 0
+        return anonymous_rss() + sum(anonymous_rss(pid) for pid in pids)
 
 
 @dataclass(frozen=True)
