@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import containers  # noqa: E402  (bench/ is a folder of scripts)
+from run import parse_size  # noqa: E402
 
 NULLS3 = ROOT / "hack" / "nulls3"
 #: Memory each container is given: room for 512 transfers of small objects and two copy processes.
@@ -38,15 +40,6 @@ MEMORY = 1024 * 2**20
 
 def log(message: str) -> None:
     print(f"[cpuscale] {message}", file=sys.stderr, flush=True)
-
-
-def parse_size(text: str) -> int:
-    units = {"KB": 1000, "MB": 1000**2, "KIB": 1024, "MIB": 1024**2, "B": 1}
-    upper = text.strip().upper()
-    for unit, factor in units.items():
-        if upper.endswith(unit) and upper[: -len(unit)].isdigit():
-            return int(upper[: -len(unit)]) * factor
-    return int(upper)
 
 
 def build_nulls3() -> Path:

@@ -46,6 +46,11 @@ def copy_processes_of(pid: int) -> list[int]:
     return found
 
 
+def run_in_two_processes(job: Path, concurrency: int) -> subprocess.Popen[str]:
+    argv = ["run", "-f", str(job), "--processes", "2", "--concurrency", str(concurrency), "--output", "json"]
+    return subprocess.Popen([*FERRY, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def copying_mid_run(pid: int, arrived: Callable[[], bool], seconds: float = 30) -> list[int]:
     """The two copy processes of the ferry process ``pid``, once both started and objects ``arrived``."""
     deadline = time.monotonic() + seconds
@@ -100,12 +105,7 @@ def test_a_copy_process_killed_mid_run_is_replaced_and_every_object_arrives(s3: 
     # 100 ms per source request and 8 transfers at a time: about 6 s of copying, so the kill lands mid-run.
     with FaultProxy(s3.endpoint.url, FaultPlan(latency_ms=100)) as proxy:
         job = write_job(tmp_path / "job.yaml", s3.endpoint, src, dst, source_endpoint=proxy.url)
-        process = subprocess.Popen(
-            [*FERRY, "run", "-f", str(job), "--processes", "2", "--concurrency", "8", "--output", "json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = run_in_two_processes(job, concurrency=8)
         try:
             children = copying_mid_run(
                 process.pid, lambda: bool(s3.client.list_objects_v2(Bucket=dst).get("KeyCount"))
@@ -127,12 +127,7 @@ def test_an_interrupted_run_leaves_no_copy_process_behind(s3: Any, tmp_path: Pat
     fill(s3.client, src, 200, size=100)
     with FaultProxy(s3.endpoint.url, FaultPlan(latency_ms=200)) as proxy:
         job = write_job(tmp_path / "job.yaml", s3.endpoint, src, dst, source_endpoint=proxy.url)
-        process = subprocess.Popen(
-            [*FERRY, "run", "-f", str(job), "--processes", "2", "--concurrency", "2", "--output", "json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = run_in_two_processes(job, concurrency=2)
         try:
             # Interrupted mid-copy, once the first objects arrived (start-up is interrupted otherwise).
             children = copying_mid_run(
