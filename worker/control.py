@@ -18,7 +18,7 @@ rules shorten that where it is safe:
   any knee, so the next step grows by growth^2 (x4), clamped to `maximum`. A step that rose less goes
   back to x2; one that did not rise is a plateau, as before. 0.85 is chosen from evidence: a latency-bound
   service scales exactly (the simulated service of tests/unit/test_control.py gives 2.00 per doubling),
-  and the 400 ms benchmark on 2 cores gave 2.5-2.8x for 64 -> 128 (the first level still pays connection
+  and the 400 ms benchmark on 2 cores gave 2.5-2.9x for 64 -> 128 (the first level still pays connection
   set-up) but 1.6-1.8x for 128 -> 256 once the CPU began to take a share; 0.85 takes the first and not
   the second. Counting noise of a 64-object window is ~1/sqrt(64) = 12%, which 0.85 tolerates. The first
   level never grows x4 (there is no previous rate to compare), nor does a level reached by a probe or
