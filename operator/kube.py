@@ -274,14 +274,27 @@ def fetch_from_pod(address: str, port: int, path: str, timeout: float, max_bytes
 
 def push_worker_limits(address: str, port: int, token: str, body: str, timeout: float = 2.0) -> bool:
     """`PUT /limits` to a running worker: its share of spec.rateLimit (``body``, `RateShare.encode`),
-    authenticated with its CopyJob's ``token``. True when the worker took it (204).
+    authenticated with its CopyJob's ``token``. True when the worker took it (204)."""
+    return put_to_worker(address, port, "/limits", token, body, "application/json", timeout)
+
+
+def push_recorded(address: str, port: int, token: str, final: str, timeout: float = 2.0) -> bool:
+    """`PUT /recorded` to a stopped worker: the name of its final document, whose counts and resume point
+    the ledger now holds, so it may exit. True when the worker took it (204)."""
+    return put_to_worker(address, port, "/recorded", token, final, "text/plain", timeout)
+
+
+def put_to_worker(
+    address: str, port: int, path: str, token: str, body: str, content_type: str, timeout: float
+) -> bool:
+    """PUT ``body`` to ``path`` on a worker, authenticated with its CopyJob's ``token``; True on 204.
 
     Bounded like `fetch_from_pod`: ``timeout`` seconds for the whole exchange, and only the status line
     of the answer is read (at most 1 KiB of it). Nothing of the exchange is logged: the token is a secret."""
     deadline = time.monotonic() + timeout
     request = (
-        f"PUT /limits HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}"
+        f"PUT {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}"
     ).encode()
     answer = bytearray()
     try:

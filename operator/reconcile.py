@@ -49,9 +49,10 @@ from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, now, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
+from ferry.operator.finalacks import FinalAck, recorded_finals
 from ferry.operator.fleet import FleetState, initial_state, needed_rate, step
 from ferry.operator.fleetstatus import observation, scaling_status, state_from_status
-from ferry.operator.kube import Kube, fetch_worker_status
+from ferry.operator.kube import Kube, fetch_worker_status, push_recorded
 from ferry.operator.ownership import NAME_CONFLICT, Ownership, conflict_message, controlled, ownership
 from ferry.operator.planfile import TIME_FORMAT, StoredPlan
 from ferry.operator.plannerjob import (
@@ -65,7 +66,7 @@ from ferry.operator.planstep import (
 )
 from ferry.operator.planview import plan_cost, plan_view
 from ferry.operator.policy import Identity, PolicyRefusal, identity
-from ferry.operator.ratecontrol import apply_rate_limits, new_token
+from ferry.operator.ratecontrol import apply_rate_limits, job_env, new_token
 from ferry.operator.render import (
     LABEL_COPYJOB,
     Owner,
@@ -89,7 +90,7 @@ from ferry.operator.sizing import Sizing
 from ferry.operator.stopped import SYSTEMATIC_FAILURE, StoppedShard, as_running, stall_message, stopped_shards
 from ferry.operator.syncstep import SyncState, sync_dry_run, sync_step
 from ferry.worker.evidence import evidence_status
-from ferry.worker.ratelimit import RateShare
+from ferry.worker.ratelimit import TOKEN_ENV, RateShare
 from ferry.worker.shardsync import ShardCensus
 from ferry.worker.statusdoc import WorkerReport, parse_report
 
@@ -550,7 +551,7 @@ async def _observe(
     # Listed by label, counted only when the Job controls them: a tenant's pod may carry any label.
     labelled = await asyncio.to_thread(ctx.kube.pods, namespace, f"{LABEL_COPYJOB}={owner.name}")
     pods = [dict(p) for p in controlled(labelled, str(job["metadata"]["uid"]))]
-    running, new_finished = await asyncio.to_thread(
+    running, new_finished, addresses = await asyncio.to_thread(
         _collect, pods, view, finished, ctx.settings.status_port, ctx.memory.answers.setdefault(uid, {})
     )
     # spec.rateLimit is job-wide: each running worker gets its share, re-split as pods come and go; under
@@ -619,6 +620,13 @@ async def _observe(
             str(progress["metadata"]["uid"]),
             patch,
         )
+    # Stopped workers whose final counts and resume point the ledger now holds may exit.
+    acks = recorded_finals(
+        {**waiting, **running}, addresses, finished, {**ledger_data, **patch}, len(plan.shards)
+    )
+    token = job_env(job, TOKEN_ENV)
+    if acks and token:
+        await asyncio.to_thread(_acknowledge, acks, ctx.settings.status_port, token)
     censuses = {
         **ledger.read_sync(ledger_data, len(plan.shards)),
         **{i: r.sync for i, r in reports.items() if r.sync is not None and i < len(plan.shards)},
@@ -876,15 +884,28 @@ def job_view(job: dict[str, Any]) -> JobView:
     )
 
 
+def _acknowledge(acks: Sequence[FinalAck], port: int, token: str) -> None:
+    """`PUT /recorded` to each stopped worker in ``acks``; one that does not take it asks again next pass."""
+    with ThreadPoolExecutor(min(16, len(acks))) as pool:
+        taken = list(pool.map(lambda a: push_recorded(a.address, port, token, a.final), acks))
+    if not all(taken):
+        log.debug(
+            "%d of %d stopped worker pod(s) did not hear that their counts are recorded",
+            taken.count(False),
+            len(acks),
+        )
+
+
 def _collect(
     pods: list[dict[str, Any]],
     view: JobView,
     finished: dict[int, WorkerReport],
     port: int,
     last_answers: dict[str, WorkerReport],
-) -> tuple[dict[int, tuple[str, WorkerReport]], dict[int, str]]:
-    """Running pods' `/status` (fetched in parallel) and new final reports of completed shards.
-    ``last_answers`` (this CopyJob's, by pod name) is updated, and keeps only the pods asked now."""
+) -> tuple[dict[int, tuple[str, WorkerReport]], dict[int, str], dict[str, str]]:
+    """Running pods' `/status` (fetched in parallel), new final reports of completed shards, and the
+    addresses of the pods that answered now (by pod name). ``last_answers`` (this CopyJob's, by pod name)
+    is updated, and keeps only the pods asked now."""
     new_finished: dict[int, str] = {}
     targets: list[tuple[int, str, str]] = []
     for pod in pods:
@@ -905,10 +926,11 @@ def _collect(
         elif status.get("phase") == "Running" and status.get("podIP") and index not in finished:
             targets.append((index, meta.get("name", ""), status["podIP"]))
     running: dict[int, tuple[str, WorkerReport]] = {}
+    addresses: dict[str, str] = {}
     if targets:
         with ThreadPoolExecutor(min(16, len(targets))) as pool:
             answers = list(pool.map(lambda t: fetch_worker_status(t[2], port, pod=t[1]), targets))
-        for (index, pod_name, _ip), text in zip(targets, answers, strict=True):
+        for (index, pod_name, ip), text in zip(targets, answers, strict=True):
             report = parse_report(text) if text else None
             if report is not None and not report.answers_for(index, pod_name):
                 report = None  # another process at an address this pod no longer holds
@@ -918,12 +940,13 @@ def _collect(
                 report = last_answers.get(pod_name)
             else:
                 last_answers[pod_name] = report
+                addresses[pod_name] = ip
             if report is not None:
                 running[index] = (pod_name, report)
     asked = {pod_name for _index, pod_name, _ip in targets}
     for gone in [name for name in last_answers if name not in asked]:
         del last_answers[gone]
-    return running, new_finished
+    return running, new_finished, addresses
 
 
 def _plan_objects(shards: Sequence[Shard]) -> dict[str, int]:

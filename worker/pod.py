@@ -67,6 +67,7 @@ from ferry.worker.copyprocs import CopierSetup, ProcessTree, parse_processes, st
 from ferry.worker.credentials import customer_keys_from_env
 from ferry.worker.engine import CopyEngine, Progress, Summary
 from ferry.worker.evidence import EvidenceRecorder, lines_per_part, shard_scope, summary_name
+from ferry.worker.finaldoc import FinalDocument
 from ferry.worker.handoff import RestoreHandoff, handoff_window, requested_before, restore_key
 from ferry.worker.leans3 import make_lean
 from ferry.worker.lockcheck import check_destination_lock
@@ -96,7 +97,7 @@ from ferry.worker.shardsync import (
     resumed_allowance,
 )
 from ferry.worker.statusdoc import FORMAT, MemoryFigures, held_state, status_document, termination_message
-from ferry.worker.statusserver import LimitsEndpoint, StatusServer
+from ferry.worker.statusserver import OperatorEndpoints, StatusServer
 from ferry.worker.syncpod import delete_shard, shard_census
 from ferry.worker.versioningcheck import check_destination_versioning
 
@@ -108,8 +109,8 @@ STATUS_PORT = 8080
 #: A stopped worker exits within this long of SIGTERM, inside the pods' 30 s terminationGracePeriodSeconds
 #: (render.py), so that its termination message is written before any SIGKILL.
 STOP_WITHIN_SECONDS = 25.0
-#: A stopped worker's last `/status` is read this many times before it exits: an answer the operator's
-#: deadline cut off (the operator sees none) is read again at its next pass.
+#: A stopped delete pod's last `/status` is read this many times before it exits: an answer the
+#: operator's deadline cut off (the operator sees none) is read again at its next pass.
 FINAL_READS = 2
 
 
@@ -127,8 +128,8 @@ class WorkerConfig:
     initial_concurrency: int | None
     #: Where an earlier pod of this shard stopped (from the mounted progress ledger), if anywhere.
     resume: Checkpoint | None = None
-    #: After an interruption, how long the worker keeps answering `/status` until its final counts and
-    #: resume point have been read (the operator records them for the shard's next pod).
+    #: After an interruption, how long the worker waits at most for its operator to say (`PUT /recorded`)
+    #: that it recorded the final counts and resume point for the shard's next pod.
     final_status_seconds: float = 0.0
     #: This pod's share of spec.rateLimit until the operator sends another (None: the spec's limits).
     rate_share: RateShare | None = None
@@ -363,22 +364,19 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
     pod_name = env.get("FERRY_POD_NAME") or None
     ended: list[str] = []  # how the run ended, once it has
-    final_reads = [0]
-    final_read = threading.Event()
+    final = FinalDocument()
 
     def document() -> dict[str, Any]:
         state = ended[0] if ended else "running"
-        return status_document(config.shard_index, snapshot(), figures(), state, pod_name)
+        name = final.name if ended else None
+        return status_document(config.shard_index, snapshot(), figures(), state, pod_name, name)
 
-    def on_read(asker: str) -> None:
-        # Only readers that name this pod count (its operator does; others may reach its address too).
-        if ended and (pod_name is None or asker == pod_name):
-            final_reads[0] += 1
-            if final_reads[0] >= FINAL_READS:
-                final_read.set()
-
-    limits = LimitsEndpoint(config.limits_token, engine.set_rate_share) if config.limits_token else None
-    server = StatusServer(config.status_address, document, snapshot, limits, read=on_read)
+    operator = (
+        OperatorEndpoints(config.limits_token, engine.set_rate_share, final.acknowledge)
+        if config.limits_token
+        else None
+    )
+    server = StatusServer(config.status_address, document, snapshot, operator)
     resumed = f", resuming after {config.resume.after!r}" if config.resume else ""
     copying = f", copying in {processes.count} processes" if processes is not None else ""
     print(
@@ -402,13 +400,23 @@ def main(env: Mapping[str, str] | None = None) -> int:
     pointer = _finish_evidence(config, summary, *evidence) if evidence else None
     census = _sync_census(config, source, destination, summary)
     held = held_state(summary, bool(stopped_at))
-    if held is not None and config.final_status_seconds > 0:
+    if held is not None and config.final_status_seconds > 0 and operator is not None:
         # Stopped (suspend, fewer pods, eviction), whether or not the shard was done by then: what settled
-        # is counted only once the operator has read it, so answer `/status` a little longer; its reader
-        # records the counts and the resume point.
+        # since the operator's last read is counted only once it has recorded this last document in its
+        # ledger (the shard's next pod resumes from there), so answer `/status` until it says so.
         ended.append(held)
         left = STOP_WITHIN_SECONDS - (time.monotonic() - stopped_at[0]) if stopped_at else STOP_WITHIN_SECONDS
-        final_read.wait(max(0.0, min(config.final_status_seconds, left)))
+        if final.wait(max(0.0, min(config.final_status_seconds, left))):
+            print(
+                f"ferry worker: shard {config.shard_index}: final counts recorded by the operator", flush=True
+            )
+        else:
+            print(
+                f"warning: shard {config.shard_index}: the operator did not record the final counts in time; "
+                "the shard's next pod counts as skipped what this pod copied after its last recorded point",
+                file=sys.stderr,
+                flush=True,
+            )
     handoff = _handoff(summary)
     _terminate(
         config.termination_path,

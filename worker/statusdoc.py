@@ -8,6 +8,7 @@ handful of failed keys; the complete list goes to the report location.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,16 +113,19 @@ def status_document(
     memory: MemoryFigures | None = None,
     state: str = "running",
     pod: str | None = None,
+    final: str | None = None,
 ) -> dict[str, Any]:
     """The `/status` document. ``state`` is "running", or how the run ended while the worker still
-    answers (an interrupted worker waits until its final counts and resume point have been read);
-    ``pod`` is the pod's name, by which the reader knows the answer is from the pod it asked."""
+    answers (a stopped worker waits until its operator says it recorded its final counts and resume
+    point); ``pod`` is the pod's name, by which the reader knows the answer is from the pod it asked;
+    ``final`` names this last document, for the operator to send back once it recorded it."""
     limiter = progress.limiter
     figures = {k: v for k, v in memory.as_json().items() if k != "budgetBytes"} if memory else {}
     return {
         "format": FORMAT,
         "shard": shard,
         **({"pod": pod} if pod else {}),
+        **({"final": final} if final else {}),
         # Stopped on a systematic failure, the worker still answers while its last transfers end.
         "state": SYSTEMATIC_STATE if progress.systematic is not None and state == "running" else state,
         **_systematic(progress.systematic),
@@ -272,6 +276,9 @@ class WorkerReport:
     versions: dict[str, int] | None = None
     #: A shard that ended waiting for restores (state "waitingForRestore"): what it handed off.
     handoff: RestoreHandoff | None = None
+    #: A stopped worker's name for its last document (`FINAL_PATTERN`), sent back by the operator once
+    #: it recorded that document's counts and resume point (None: still running, or not said).
+    final: str | None = None
 
     def answers_for(self, shard: int, pod: str) -> bool:
         """Whether this is the answer of that pod for that shard: a pod's address can be another pod's
@@ -320,6 +327,7 @@ def _report(raw: dict[str, Any]) -> WorkerReport:
         deletes=ShardDeletes.from_json(raw.get("deletes")),
         versions=versions_from_json(raw.get("versions")),
         handoff=RestoreHandoff.from_json(raw.get(WAITING_FOR_RESTORE)),
+        final=final_name(raw.get("final")),
     )
 
 
@@ -332,6 +340,15 @@ def _throttles(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THROTTLES:
         return 0
     return value
+
+
+#: How a stopped worker names its last document: 32 lowercase hex digits (`secrets.token_hex(16)`).
+FINAL_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def final_name(value: Any) -> str | None:
+    """A final document's name as `FINAL_PATTERN` allows it, else None (so it is never echoed)."""
+    return value if isinstance(value, str) and FINAL_PATTERN.fullmatch(value) else None
 
 
 def _pod(value: Any) -> str | None:

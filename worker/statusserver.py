@@ -1,10 +1,13 @@
 """The worker's HTTP endpoints on its pod IP: `/status` (JSON for the operator), `/metrics` (Prometheus)
-and `/healthz`, and `PUT /limits`, where the operator sends this pod's share of spec.rateLimit. A thin
-adapter: documents come from `statusdoc`, metrics from the engine's snapshot, shares go to the engine.
+and `/healthz`; `PUT /limits`, where the operator sends this pod's share of spec.rateLimit; and
+`PUT /recorded`, where it says it recorded a stopped worker's last `/status` (its counts and resume
+point), so the worker may exit. A thin adapter: documents come from `statusdoc`, metrics from the
+engine's snapshot, shares go to the engine.
 
-Anything on the pod network can reach these endpoints. `PUT /limits` answers only a request carrying the
-CopyJob's token (which only the operator and the pods of its Job hold), reads at most `SHARE_MAX_BYTES`
-of body, and takes only a share `ratelimit.parse_share` accepts; its answers carry no body.
+Anything on the pod network can reach these endpoints. The two PUTs answer only a request carrying the
+CopyJob's token (which only the operator and the pods of its Job hold), read at most `SHARE_MAX_BYTES`
+of body, and take only a share `ratelimit.parse_share` accepts or a name `statusdoc.FINAL_PATTERN`
+allows; their answers carry no body.
 
 Metrics follow Prometheus conventions: counters end in `_total` (the client adds it), transfer time is a
 histogram (`ferry_transfer_seconds_bucket{le}`: quantiles can be aggregated across pods, which gauges
@@ -30,6 +33,7 @@ from prometheus_client.registry import Collector
 from ferry.worker.engine import Progress
 from ferry.worker.progress import LatencyHistogram
 from ferry.worker.ratelimit import SHARE_MAX_BYTES, RateShare, parse_share
+from ferry.worker.statusdoc import final_name
 
 #: Seconds a client may take over each read or write of a request: one that stops sending, or sends a
 #: byte at a time, ties up its thread no longer.
@@ -109,11 +113,14 @@ class EngineCollector(Collector):
 
 
 @dataclass(frozen=True)
-class LimitsEndpoint:
-    """`PUT /limits`: ``apply`` gets each share sent with ``token`` (`Authorization: Bearer <token>`)."""
+class OperatorEndpoints:
+    """What the operator sends with ``token`` (`Authorization: Bearer <token>`): `PUT /limits` gives
+    ``apply`` each share; `PUT /recorded` gives ``recorded`` the name of the final document it recorded
+    (None: this process has no final document, and answers 404)."""
 
     token: str
     apply: Callable[[RateShare], None]
+    recorded: Callable[[str], None] | None = None
 
 
 class StatusServer:
@@ -124,7 +131,7 @@ class StatusServer:
         address: tuple[str, int],
         document: Callable[[], dict[str, Any]],
         snapshot: Callable[[], Progress] | None,
-        limits: LimitsEndpoint | None = None,
+        operator: OperatorEndpoints | None = None,
         read: Callable[[str], None] | None = None,
     ) -> None:
         """``read``, if given, hears of every `/status` answer sent, with the pod name the asker gave
@@ -133,7 +140,7 @@ class StatusServer:
         registry = CollectorRegistry()
         if snapshot is not None:
             registry.register(EngineCollector(snapshot))
-        expected = f"Bearer {limits.token}".encode() if limits else b""
+        expected = f"Bearer {operator.token}".encode() if operator else b""
 
         class Handler(BaseHTTPRequestHandler):
             timeout = REQUEST_TIMEOUT
@@ -158,7 +165,10 @@ class StatusServer:
                     read((parse_qs(query[:1024]).get("pod") or [""])[0])
 
             def do_PUT(self) -> None:
-                if self.path != "/limits" or limits is None:
+                if operator is None or self.path not in ("/limits", "/recorded"):
+                    self._answer(404)
+                    return
+                if self.path == "/recorded" and operator.recorded is None:
                     self._answer(404)
                     return
                 # Before the body is read: a stranger's request costs its headers only.
@@ -178,14 +188,23 @@ class StatusServer:
                 except OSError:  # too slow (REQUEST_TIMEOUT) or gone: nothing to answer
                     self.close_connection = True
                     return
+                if len(body) != int(length):
+                    self._answer(400)
+                    return
+                if self.path == "/recorded":
+                    name = final_name(body.decode("ascii", errors="replace").strip())
+                    if name is None or operator.recorded is None:
+                        self._answer(400)
+                        return
+                    operator.recorded(name)
+                    self._answer(204)
+                    return
                 try:
-                    if len(body) != int(length):
-                        raise ValueError("the body ended early")
                     share = parse_share(body)
                 except ValueError:
                     self._answer(400)
                     return
-                limits.apply(share)
+                operator.apply(share)
                 self._answer(204)
 
             def _answer(self, code: int) -> None:

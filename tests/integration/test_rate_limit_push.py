@@ -31,7 +31,7 @@ from ferry.worker.ratelimit import LATEST_SHARE_KEY, TOKEN_ENV, RateShare, Token
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
 from ferry.worker.statusdoc import status_document
-from ferry.worker.statusserver import LimitsEndpoint, StatusServer
+from ferry.worker.statusserver import OperatorEndpoints, StatusServer
 from support.engine import FAST_RETRY, spec
 from testbed.faultproxy import FaultProxy
 
@@ -54,7 +54,7 @@ class Bucket:
 def worker_endpoint(
     bucket: Bucket, host: str = "127.0.0.1", port: int = 0, token: str | None = TOKEN
 ) -> Iterator[tuple[str, int]]:
-    limits = LimitsEndpoint(token, bucket.apply) if token else None
+    limits = OperatorEndpoints(token, bucket.apply) if token else None
     server = StatusServer((host, port), dict, lambda: None, limits)  # type: ignore[arg-type,return-value]
     try:
         yield server.address[0], server.address[1]
@@ -410,7 +410,7 @@ def test_a_push_changes_a_copying_workers_request_rate_at_once(s3: Any) -> None:
             ("127.0.0.1", 0),
             lambda: status_document(0, engine.progress()),
             engine.progress,
-            LimitsEndpoint(token, engine.set_rate_share),
+            OperatorEndpoints(token, engine.set_rate_share),
         )
         runner = threading.Thread(target=engine.run, args=(stop,), daemon=True)
         runner.start()

@@ -14,14 +14,16 @@ from typing import Any
 
 from ferry.model.checkpoint import Checkpoint
 from ferry.model.copyjob import CopyJobSpec
-from ferry.operator.kube import fetch_worker_status
+from ferry.operator.kube import fetch_worker_status, push_recorded
 from ferry.worker.engine import CopyEngine, Summary
+from ferry.worker.finaldoc import FinalDocument
 from ferry.worker.leans3 import make_lean
 from ferry.worker.limits import FixedLimiter
 from ferry.worker.objects import KeyRange
 from ferry.worker.report import FailureReport
 from ferry.worker.s3 import ClientOptions, Credentials, make_client
-from ferry.worker.statusserver import StatusServer
+from ferry.worker.statusdoc import parse_report
+from ferry.worker.statusserver import OperatorEndpoints, StatusServer
 from support.engine import FAST_RETRY, TEST_PART, digest_map, spec
 from testbed.faultproxy import FaultPlan, FaultProxy
 
@@ -134,3 +136,50 @@ def test_the_operator_names_the_pod_it_asks_and_the_worker_hears_it() -> None:
     finally:
         server.close()
     assert heard == ["steady-workers-3-abcde", "", "a b&pod=forged"]
+
+
+def test_a_stopped_worker_hears_from_its_operator_only_that_its_final_document_is_recorded() -> None:
+    """`PUT /recorded` ends a stopped worker's wait only with the CopyJob's token and the name of its own
+    final document: a stranger, an older pod's name or a malformed body change nothing."""
+    token = "t" * 43
+    final = FinalDocument()
+    taken: list[object] = []
+    server = StatusServer(
+        ("127.0.0.1", 0),
+        lambda: {
+            "format": "ferry.dev/worker-report/v1",
+            "shard": 3,
+            "state": "interrupted",
+            "final": final.name,
+        },
+        lambda: None,  # type: ignore[arg-type,return-value]  # /metrics is not asked here
+        OperatorEndpoints(token, taken.append, final.acknowledge),
+    )
+    try:
+        port = int(server.address[1])
+        report = parse_report(fetch_worker_status("127.0.0.1", port, pod="steady-workers-3-abcde") or "")
+        assert report is not None and report.final == final.name
+        assert not push_recorded("127.0.0.1", port, "x" * 43, final.name)  # 401: not the CopyJob's token
+        assert not push_recorded("127.0.0.1", port, token, "not a document name")  # 400
+        assert not push_recorded("127.0.0.1", port, token, final.name + "0")  # 400: too long
+        assert push_recorded("127.0.0.1", port, token, "0" * 32)  # taken, but another document's name
+        assert not final.wait(0.2)
+        assert push_recorded("127.0.0.1", port, token, final.name)
+        assert final.wait(2.0)
+    finally:
+        server.close()
+    assert taken == []  # no rate share came through that endpoint
+
+
+def test_a_worker_without_a_final_document_has_no_recorded_endpoint() -> None:
+    token = "t" * 43
+    server = StatusServer(
+        ("127.0.0.1", 0),
+        lambda: {"format": "ferry.dev/worker-report/v1", "shard": 0},
+        lambda: None,  # type: ignore[arg-type,return-value]
+        OperatorEndpoints(token, lambda _share: None),
+    )
+    try:
+        assert not push_recorded("127.0.0.1", int(server.address[1]), token, "0" * 32)  # 404
+    finally:
+        server.close()

@@ -8,6 +8,7 @@ a silently skipped tier would hide that the operator was never tested against an
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from support.operator import Jobs, secret
+from support.operator import GROUP, PLURAL, VERSION, Jobs, secret
 from support.wait import wait_for
 from testbed.binaries import CONTROL_PLANE, MissingBinariesError, TestBinaries, find_bin_dir
 from testbed.controlplane import ControlPlane
@@ -135,8 +136,15 @@ def jobs(
     namespace: str,
     cluster: Cluster,
     versitygw: VersityGW,
-) -> Jobs:
-    """CopyJobs in the test's namespace, with Secrets `src` and `dst` for versitygw."""
+) -> Iterator[Jobs]:
+    """CopyJobs in the test's namespace, with Secrets `src` and `dst` for versitygw. Deleted after the
+    test (not waited for): the operators of later modules would otherwise keep reconciling every CopyJob
+    left unfinished (Stalled, Suspended, crawling), and their passes run late for everyone."""
     secret(cluster, namespace, "src", versitygw.endpoint)
     secret(cluster, namespace, "dst", versitygw.endpoint)
-    return Jobs(custom, namespace)
+    yield Jobs(custom, namespace)
+    # The apiserver busy, or the test broke it: the namespace is left for session end anyway.
+    with contextlib.suppress(Exception):
+        custom.delete_collection_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _request_timeout=10
+        )

@@ -141,6 +141,11 @@ def test_counts_never_go_backwards_through_suspend_and_fewer_pods_and_end_exact(
         p.read_text() for p in cluster.kubelet.workdir.glob(f"pods/{namespace}_{name}-workers-*/logs/*.log")
     ]
     assert any("resuming after 'data/" in text for text in logs), logs
+    # Each pod stopped mid-shard (at least the three the suspension stopped) exited once the operator had
+    # said it recorded its final counts and resume point; none gave up waiting.
+    recorded = [text for text in logs if "final counts recorded by the operator" in text]
+    assert len(recorded) >= 3, logs
+    assert not any("did not record the final counts" in text for text in logs), logs
 
     # Sampled every half second, nothing shown went backwards.
     assert len(samples) > 20, len(samples)

@@ -287,8 +287,8 @@ def test_only_the_asked_pods_answer_counts(
     assert report is not None and report.answers_for(shard, pod) is counts
 
 
-@pytest.mark.parametrize(("interval", "seconds"), [(1.0, 12), (4.0, 16), (5.0, 20), (30.0, 20)])
-def test_worker_pods_mount_the_ledger_read_only_and_know_their_name(interval: float, seconds: int) -> None:
+@pytest.mark.parametrize("interval", [1.0, 5.0, 30.0])
+def test_worker_pods_mount_the_ledger_read_only_and_know_their_name(interval: float) -> None:
     spec = CopyJobSpec.model_validate(
         {
             "source": {"bucket": "src", "credentialsSecret": "s"},
@@ -309,4 +309,7 @@ def test_worker_pods_mount_the_ledger_read_only_and_know_their_name(interval: fl
     env = {e["name"]: e for e in container["env"]}
     assert env["FERRY_PROGRESS_DIR"]["value"] == PROGRESS_MOUNT
     assert env["FERRY_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert env["FERRY_FINAL_STATUS_SECONDS"]["value"] == str(seconds)
+    # However slow the operator's passes, a stopped worker waits for its word inside the grace period,
+    # leaving itself 5 s to exit.
+    assert int(env["FERRY_FINAL_STATUS_SECONDS"]["value"]) + 5 <= pod["terminationGracePeriodSeconds"]
+    assert int(env["FERRY_FINAL_STATUS_SECONDS"]["value"]) >= 4 * min(interval, 5.0)
