@@ -240,8 +240,9 @@ def render_job(
     limits_token: str | None = None,
     finished: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
-    """The worker Job. ``limits_token`` is the CopyJob's secret for changing its workers' rate limits
-    (`ratecontrol`); without one, the workers take no changes. ``finished``: shards the progress ledger
+    """The worker Job. ``limits_token`` is the CopyJob's secret for what the operator sends its workers:
+    their rate limits (`ratecontrol`), and that a stopped one's final counts are recorded (`finalacks`);
+    without one, the workers take neither. ``finished``: shards the progress ledger
     counts as done under an earlier Job (one re-created after an edit); their pods end at once."""
     done = index_ranges(finished)
     identity = identity or Identity()
@@ -394,12 +395,14 @@ def render_delete_job(
     copy_job_uid: str,
     identity: Identity | None = None,
     suspend: bool = False,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """The delete Job of a sync: the worker Job's pods over the same shards, in the delete phase, each
     shard capped at its approved count (``allowed``: `shardsync.encode_allowed`). No failed index is
     retried: a second pass of a shard could delete past its count. A pod stopped by a suspension (which
     deletes it) or an eviction (exit 6 or DisruptionTarget, ignored) runs again when the Job may, capped
-    at what is left of the count (the ledger's `DeletedBefore`, from the stopped pods' own reports)."""
+    at what is left of the count (the ledger's `DeletedBefore`, from the stopped pods' own reports).
+    ``token`` is how the operator tells a stopped pod that its count is recorded (`PUT /recorded`)."""
     return _phase_job(
         owner,
         spec,
@@ -413,6 +416,7 @@ def render_delete_job(
         annotation=(COPY_JOB_ANNOTATION, copy_job_uid),
         retries=0,
         suspend=suspend,
+        token=token,
     )
 
 
@@ -460,10 +464,13 @@ def _phase_job(
     annotation: tuple[str, str],
     retries: int,
     suspend: bool,
+    token: str | None = None,
 ) -> dict[str, Any]:
     # Under spec.rateLimit one pod runs: each pod's census or delete pass takes the whole job-wide limit.
     pods = 1 if spec.rate_limit.requests_per_second else max(1, parallelism)
-    manifest = render_job(owner, spec, sizing, shard_count, settings, pods, identity=identity)
+    manifest = render_job(
+        owner, spec, sizing, shard_count, settings, pods, identity=identity, limits_token=token
+    )
     job_spec = manifest["spec"]
     job_spec["backoffLimitPerIndex"] = retries
     # spec.suspend holds these Jobs too (syncstep.py): created suspended while the CopyJob is.

@@ -178,6 +178,18 @@ def record_stopped(
     return changed
 
 
+def counted_pods(
+    run: str, entries: Mapping[int, DeletedBefore], stopped: Mapping[str, tuple[int, str]]
+) -> list[str]:
+    """The stopped delete pods (``stopped``: pod name → shard and `pod_tag`) whose count the ledger's
+    ``entries`` for copy Job ``run`` hold: they may exit (`PUT /recorded`)."""
+    return sorted(
+        name
+        for name, (shard, tag) in stopped.items()
+        if (entry := entries.get(shard)) is not None and entry.run == run and tag in entry.pods
+    )
+
+
 def sync_status(verdict: SyncVerdict, progress: DeleteProgress | None = None) -> dict[str, Any]:
     """`status.sync`: the decision and its counts, and what was deleted (pod texts are bounded and
     cleaned by `ShardDeletes`; the status is JSON, so nothing is echoed unescaped)."""

@@ -29,11 +29,12 @@ from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
-from ferry.operator.kube import fetch_worker_status
+from ferry.operator.kube import fetch_worker_status, push_recorded
 from ferry.operator.ownership import controlled
 from ferry.operator.planfile import StoredPlan
 from ferry.operator.plannerjob import check_destination
 from ferry.operator.planstep import worker_account
+from ferry.operator.ratecontrol import job_env, new_token
 from ferry.operator.render import (
     CENSUS_ANNOTATION,
     COPY_JOB_ANNOTATION,
@@ -50,6 +51,7 @@ from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import (
     DeleteProgress,
     SyncVerdict,
+    counted_pods,
     decide_sync,
     delete_progress,
     dry_run_status,
@@ -57,6 +59,7 @@ from ferry.operator.syncphase import (
     sync_conditions,
     sync_status,
 )
+from ferry.worker.ratelimit import TOKEN_ENV
 from ferry.worker.shardsync import (
     MAX_ALLOWED_TEXT,
     DeletedBefore,
@@ -161,6 +164,7 @@ async def sync_step(
             copy_job_uid=copy_uid,
             identity=inputs.who,
             suspend=suspended,
+            token=new_token(),
         )
         await create_owned(ctx, owner, "Job", manifest, "JobRejected")
         held_note = "; held while spec.suspend is true" if suspended else ""
@@ -177,7 +181,7 @@ async def sync_step(
         i: r.deletes for i, r in _reports(pods).items() if r.deletes is not None and not r.deletes.stopped
     }
     # What pods stopped by a suspension deleted goes into the ledger before anything resumes the Job.
-    before = await _record_stopped(ctx, owner, ledger, copy_uid, verdict.allowed, pods)
+    before = await _record_stopped(ctx, owner, ledger, copy_uid, verdict.allowed, pods, existing)
     unended = sum(1 for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
     change = suspend_change(
         ChildJob(
@@ -203,12 +207,14 @@ async def _record_stopped(
     run: str,
     allowed: Mapping[int, int],
     pods: Sequence[Mapping[str, Any]],
+    job: Mapping[str, Any],
 ) -> dict[int, ShardDeletes]:
     """Add what the delete pods stopped by a suspension deleted to the ledger (written before it is
-    shown or trusted); returns each shard's count from its earlier, stopped pods."""
+    shown or trusted), then tell each stopped pod whose count the ledger holds that it may exit; returns
+    each shard's count from its earlier, stopped pods."""
     data = dict(ledger.get("data") or {})
     recorded = {i: DeletedBefore.parse(data.get(deleted_key(i))) for i in allowed}
-    answers = await _ask_stopping(ctx, pods)
+    answers, addresses = await _ask_stopping(ctx, pods)
     changed = record_stopped(run, recorded, _stopped_reports(pods, answers, allowed), allowed)
     if changed:
         await asyncio.to_thread(
@@ -219,7 +225,33 @@ async def _record_stopped(
             {deleted_key(i): entry.text() for i, entry in changed.items()},
         )
     entries = {**{i: e for i, e in recorded.items() if e is not None}, **changed}
+    token = job_env(job, TOKEN_ENV)
+    told = counted_pods(run, entries, _stopped_tags(pods, answers))
+    if token and told:
+        port = ctx.settings.status_port
+        finals = [(addresses[name], answers[name].final) for name in told if name in addresses]
+        await asyncio.gather(
+            *(asyncio.to_thread(push_recorded, ip, port, token, final) for ip, final in finals if final)
+        )
     return {i: e.counts() for i, e in entries.items() if e.run == run}
+
+
+def _stopped_tags(
+    pods: Sequence[Mapping[str, Any]], answers: Mapping[str, WorkerReport]
+) -> dict[str, tuple[int, str]]:
+    """The delete pods that answered this pass with a named final document (stopped), by pod name: their
+    shard and `pod_tag`."""
+    found: dict[str, tuple[int, str]] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        report = answers.get(name)
+        index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION) or "")
+        if report is None or report.final is None or not (index_text.isascii() and index_text.isdigit()):
+            continue
+        if len(index_text) <= 7 and report.answers_for(int(index_text), name):
+            found[name] = (int(index_text), pod_tag(str(meta.get("uid") or name)))
+    return found
 
 
 def _stopped_reports(
@@ -253,9 +285,11 @@ def _stopped_reports(
     return found
 
 
-async def _ask_stopping(ctx: Context, pods: Sequence[Mapping[str, Any]]) -> dict[str, WorkerReport]:
+async def _ask_stopping(
+    ctx: Context, pods: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, WorkerReport], dict[str, str]]:
     """The `/status` answers of the delete pods stopping (a stopped one answers with what it deleted
-    until its operator has read it), by pod name."""
+    until its operator has recorded it), and the addresses that answered, by pod name."""
     targets = [
         (str((p.get("metadata") or {}).get("name") or ""), str((p.get("status") or {}).get("podIP") or ""))
         for p in pods
@@ -269,11 +303,12 @@ async def _ask_stopping(ctx: Context, pods: Sequence[Mapping[str, Any]]) -> dict
         *(asyncio.to_thread(fetch_worker_status, ip, port, pod=name) for name, ip in targets)
     )
     answers: dict[str, WorkerReport] = {}
-    for (name, _ip), text in zip(targets, texts, strict=True):
+    addresses: dict[str, str] = {}
+    for (name, ip), text in zip(targets, texts, strict=True):
         report = parse_report(text) if text else None
         if report is not None:
-            answers[name] = report
-    return answers
+            answers[name], addresses[name] = report, ip
+    return answers, addresses
 
 
 async def _patch_suspend(ctx: Context, job: Mapping[str, Any], suspend: bool) -> None:

@@ -498,8 +498,9 @@ def _delete_phase(
     key_range = KeyRange(config.shard.start_after, config.shard.end)
     pod_name = env.get("FERRY_POD_NAME") or None
     final: list[dict[str, Any]] = []
+    named = FinalDocument()
+    token = limits_token(env)
     reads = [0]
-    read_enough = threading.Event()
 
     def document() -> dict[str, Any]:
         if final:
@@ -507,22 +508,35 @@ def _delete_phase(
         return {"format": FORMAT, "shard": config.shard_index, "state": "running", "phase": DELETE_PHASE}
 
     def on_read(asker: str) -> None:
-        # Only readers that name this pod count (its operator does; others may reach its address too).
-        if final and (pod_name is None or asker == pod_name):
+        # Without the Job's token (one made before the operator sent `PUT /recorded`), two reads by a
+        # reader that names this pod (its operator does; others may reach its address too) stand in.
+        if final and token is None and (pod_name is None or asker == pod_name):
             reads[0] += 1
             if reads[0] >= FINAL_READS:
-                read_enough.set()
+                named.acknowledge(named.name)
 
-    server = StatusServer(config.status_address, document, None, read=on_read)
+    operator = OperatorEndpoints(token, None, named.acknowledge) if token else None
+    server = StatusServer(config.status_address, document, None, operator, read=on_read)
     if refused is not None:
         done = ShardDeletes(0, 0, 0, refused)
     else:
         done = delete_shard(config.spec, source, destination, key_range, allowed, stop)
     message = phase_message(FORMAT, config.shard_index, DELETE_PHASE, done)
     if done.stopped:
-        final.append({**json.loads(message), **({"pod": pod_name} if pod_name else {})})
-        # Within the grace period, leaving time to exit: a count never read is a count lost.
-        read_enough.wait(max(0.0, STOP_WITHIN_SECONDS - 5.0))
+        final.append({**json.loads(message), **({"pod": pod_name} if pod_name else {}), "final": named.name})
+        # Within the grace period, leaving time to exit: a count never recorded is a count lost.
+        if named.wait(max(0.0, STOP_WITHIN_SECONDS - 5.0)):
+            print(
+                f"ferry worker: shard {config.shard_index}: deleted count recorded by the operator",
+                flush=True,
+            )
+        else:
+            print(
+                f"warning: shard {config.shard_index}: the operator did not record what this pod deleted in "
+                "time; the shard's next pod is bounded by the source re-check only",
+                file=sys.stderr,
+                flush=True,
+            )
     _terminate(config.termination_path, message)
     server.close()
     print(

@@ -115,11 +115,11 @@ class EngineCollector(Collector):
 @dataclass(frozen=True)
 class OperatorEndpoints:
     """What the operator sends with ``token`` (`Authorization: Bearer <token>`): `PUT /limits` gives
-    ``apply`` each share; `PUT /recorded` gives ``recorded`` the name of the final document it recorded
-    (None: this process has no final document, and answers 404)."""
+    ``apply`` each share; `PUT /recorded` gives ``recorded`` the name of the final document it recorded.
+    None: this process takes no such thing, and answers 404."""
 
     token: str
-    apply: Callable[[RateShare], None]
+    apply: Callable[[RateShare], None] | None
     recorded: Callable[[str], None] | None = None
 
 
@@ -168,7 +168,7 @@ class StatusServer:
                 if operator is None or self.path not in ("/limits", "/recorded"):
                     self._answer(404)
                     return
-                if self.path == "/recorded" and operator.recorded is None:
+                if (operator.recorded if self.path == "/recorded" else operator.apply) is None:
                     self._answer(404)
                     return
                 # Before the body is read: a stranger's request costs its headers only.
@@ -204,7 +204,8 @@ class StatusServer:
                 except ValueError:
                     self._answer(400)
                     return
-                operator.apply(share)
+                if operator.apply is not None:
+                    operator.apply(share)
                 self._answer(204)
 
             def _answer(self, code: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ferry.model.checkpoint import Checkpoint
 from ferry.model.copyjob import CopyJobSpec
-from ferry.operator.kube import fetch_worker_status, push_recorded
+from ferry.operator.kube import fetch_worker_status, push_recorded, push_worker_limits
 from ferry.worker.engine import CopyEngine, Summary
 from ferry.worker.finaldoc import FinalDocument
 from ferry.worker.leans3 import make_lean
@@ -181,5 +181,25 @@ def test_a_worker_without_a_final_document_has_no_recorded_endpoint() -> None:
     )
     try:
         assert not push_recorded("127.0.0.1", int(server.address[1]), token, "0" * 32)  # 404
+    finally:
+        server.close()
+
+
+def test_a_delete_pod_takes_its_operators_word_but_no_rate_share() -> None:
+    """A sync's delete pod has a final document to wait on and no rate limits to take: `PUT /limits` is
+    not found there, `PUT /recorded` ends its wait."""
+    token = "t" * 43
+    final = FinalDocument()
+    server = StatusServer(
+        ("127.0.0.1", 0),
+        lambda: {"format": "ferry.dev/worker-report/v1", "shard": 0, "final": final.name},
+        None,
+        OperatorEndpoints(token, None, final.acknowledge),
+    )
+    try:
+        port = int(server.address[1])
+        assert not push_worker_limits("127.0.0.1", port, token, '{"requestsPerSecond": 1}')
+        assert push_recorded("127.0.0.1", port, token, final.name)
+        assert final.wait(2.0)
     finally:
         server.close()

@@ -208,7 +208,11 @@ def test_a_stalled_copyjob_is_counted_as_stalled_not_as_plain_pending(
 def test_per_copyjob_series_are_capped_and_a_deleted_copyjob_gives_its_place_up(
     operator: OperatorProcess, jobs: Jobs, s3: Any, versitygw: Any
 ) -> None:
-    wait_for("no CopyJob left from the other tests", lambda: all_copyjobs(scrape(operator)[0]) == 0)
+    # Run first (alone, or in another order), the operator may not listen yet.
+    wait_for(
+        "no CopyJob left from the other tests",
+        lambda: (now := _scrape_or_none(operator)) is not None and all_copyjobs(now) == 0,
+    )
     source, destination = fill(s3, 40)
     # CopyJobs planned, then suspended (so they have counts), stay unfinished.
     names = ["held-0", "held-1", "held-2"]

@@ -191,3 +191,9 @@ def test_a_sync_suspended_while_deleting_holds_its_deletes_and_deletes_exactly_t
     sync = status["sync"]
     assert (sync["candidates"], sync["deleted"], sync["deleteFailed"]) == (len(stale), len(stale), 0), sync
     assert keys(s3, destination) == sorted([*keys(s3, source), OUTSIDE])
+    # The stopped delete pod exited once the operator had said its count was recorded, not on a timeout.
+    logs = [
+        p.read_text() for p in cluster.kubelet.workdir.glob(f"pods/{namespace}_{name}-deletes-*/logs/*.log")
+    ]
+    assert any("deleted count recorded by the operator" in text for text in logs), logs
+    assert not any("did not record what this pod deleted" in text for text in logs), logs

@@ -12,6 +12,7 @@ status of a suspended delete phase says the deletes are held and counts what was
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,8 +20,14 @@ from ferry.operator.render import Owner, render_census_job, render_delete_job
 from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.operator.suspension import Child, ChildJob, held, suspend_change
-from ferry.operator.syncphase import decide_sync, delete_progress, record_stopped, sync_conditions
-from ferry.operator.syncstep import _stopped_reports
+from ferry.operator.syncphase import (
+    counted_pods,
+    decide_sync,
+    delete_progress,
+    record_stopped,
+    sync_conditions,
+)
+from ferry.operator.syncstep import _stopped_reports, _stopped_tags
 from ferry.worker.pod import read_deleted_before
 from ferry.worker.shardsync import (
     EXIT_STOPPED,
@@ -269,7 +276,16 @@ def test_delete_and_census_jobs_are_created_as_suspended_as_the_copyjob_and_igno
     owner = Owner("m", "ns", "uid-1")
     settings = OperatorSettings()
     deletes = render_delete_job(
-        owner, spec, sizing(), 3, settings, 2, allowed="0:4", copy_job_uid=RUN, suspend=suspend
+        owner,
+        spec,
+        sizing(),
+        3,
+        settings,
+        2,
+        allowed="0:4",
+        copy_job_uid=RUN,
+        suspend=suspend,
+        token="t" * 43,
     )
     census = render_census_job(owner, spec, sizing(), 3, settings, 2, census_of="x", suspend=suspend)
     for job in (deletes, census):
@@ -283,6 +299,11 @@ def test_delete_and_census_jobs_are_created_as_suspended_as_the_copyjob_and_igno
         )
     env = {e["name"]: e.get("value") for e in deletes["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["FERRY_SYNC_RUN"] == RUN
+    # How the operator tells a stopped delete pod that its count is recorded; a census pod has nothing
+    # to wait for.
+    assert env["FERRY_LIMITS_TOKEN"] == "t" * 43
+    census_env = {e["name"] for e in census["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "FERRY_LIMITS_TOKEN" not in census_env
     fields = {
         e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
         for e in deletes["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -352,3 +373,44 @@ def test_a_delete_pod_reads_the_longest_entry_from_its_mounted_ledger(tmp_path: 
     assert read_deleted_before(str(tmp_path), 4) is None
     assert read_deleted_before(str(tmp_path), 5) is None
     assert read_deleted_before(None, 3) is None
+
+
+NAMED = "0123456789abcdef0123456789abcdef"
+
+
+# id, ledger entries (shard → run, pod tags), stopped pods that answered (name → shard, tag), told
+COUNTED = [
+    ("recorded", {0: (RUN, ("aaaaaaaaaa",))}, {"p0": (0, "aaaaaaaaaa")}, ["p0"]),
+    ("not yet", {0: (RUN, ("bbbbbbbbbb",))}, {"p0": (0, "aaaaaaaaaa")}, []),
+    ("another run's entry", {0: ("1" * 36, ("aaaaaaaaaa",))}, {"p0": (0, "aaaaaaaaaa")}, []),
+    ("another shard's entry", {1: (RUN, ("aaaaaaaaaa",))}, {"p0": (0, "aaaaaaaaaa")}, []),
+    ("no entry (the ledger refused)", {}, {"p0": (0, "aaaaaaaaaa")}, []),
+    (
+        "two of three",
+        {0: (RUN, ("aaaaaaaaaa", "cccccccccc")), 2: (RUN, ())},
+        {"p0": (0, "aaaaaaaaaa"), "p1": (0, "cccccccccc"), "p2": (2, "dddddddddd")},
+        ["p0", "p1"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("entries", "stopped", "told"), [c[1:] for c in COUNTED], ids=[c[0] for c in COUNTED]
+)
+def test_a_stopped_delete_pod_is_told_only_once_the_ledger_holds_its_count(
+    entries: dict[int, tuple[str, tuple[str, ...]]], stopped: dict[str, tuple[int, str]], told: list[str]
+) -> None:
+    written = {i: DeletedBefore(run, 1, 0, 0, tags) for i, (run, tags) in entries.items()}
+    assert counted_pods(RUN, written, stopped) == told
+
+
+def test_only_stopped_delete_pods_with_a_named_final_document_of_their_own_shard_are_told() -> None:
+    import json
+
+    def answer(index: int, final: str | None) -> Any:
+        document = json.loads(stopped_message(index, 3))
+        return parse_report(json.dumps({**document, **({"final": final} if final else {})}))
+
+    pods = [pod(i, f"p{i}", None, phase="Running") for i in range(4)]
+    answers = {"p0": answer(0, NAMED), "p1": answer(1, None), "p2": answer(3, NAMED), "p3": answer(3, "x")}
+    assert _stopped_tags(pods, answers) == {"p0": (0, pod_tag("uid-p0"))}
