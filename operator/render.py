@@ -95,13 +95,6 @@ def progress_name(owner: str) -> str:
     return child_name(owner, "progress", 253, label=False)
 
 
-#: How long a stopped worker waits at most for the operator to say it recorded its final counts and resume
-#: point (`worker/finaldoc.py`): usually one pass, but passes run late on a busy operator, and a count
-#: never recorded turns the stopped pod's last settled objects into "skipped" for the shard's next pod. As
-#: long as the pods' 30 s grace period allows, leaving 5 s to exit; the worker leaves as soon as told.
-FINAL_STATUS_SECONDS = 25
-
-
 def job_name(owner: str) -> str:
     return child_name(owner, "workers")
 
@@ -259,7 +252,6 @@ def render_job(
         {"name": "FERRY_COPYJOB", "value": owner.name},
         {"name": "FERRY_PLAN_DIR", "value": PLAN_MOUNT},
         {"name": "FERRY_PROGRESS_DIR", "value": PROGRESS_MOUNT},
-        {"name": "FERRY_FINAL_STATUS_SECONDS", "value": str(FINAL_STATUS_SECONDS)},
         {"name": "FERRY_MEMORY_LIMIT", "value": str(sizing.memory_limit_bytes)},
         {"name": "FERRY_INITIAL_CONCURRENCY", "value": str(sizing.initial_concurrency)},
         # One copy process per whole CPU asked for (the worker copies in its own process with one).

@@ -107,11 +107,27 @@ EXIT_RETRY = 4
 EXIT_SYSTEMATIC = 5
 STATUS_PORT = 8080
 #: A stopped worker exits within this long of SIGTERM, inside the pods' 30 s terminationGracePeriodSeconds
-#: (render.py), so that its termination message is written before any SIGKILL.
+#: (render.py), so that its termination message is written before any SIGKILL. Until then it waits for
+#: the operator to say it recorded its final document (`finaldoc.py`).
 STOP_WITHIN_SECONDS = 25.0
-#: A stopped delete pod's last `/status` is read this many times before it exits: an answer the
-#: operator's deadline cut off (the operator sees none) is read again at its next pass.
-FINAL_READS = 2
+
+
+class Sigterm:
+    """SIGTERM's mark, as a `signal.signal` handler: ``event`` is set once it came, ``at`` says when."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.at: float | None = None
+
+    def __call__(self, *_: object) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+        self.event.set()
+
+    def await_recorded(self, final: FinalDocument) -> bool:
+        """Whether the operator said it recorded ``final`` before this pod must exit."""
+        since = 0.0 if self.at is None else time.monotonic() - self.at
+        return final.wait(max(0.0, STOP_WITHIN_SECONDS - since))
 
 
 @dataclass(frozen=True)
@@ -128,9 +144,6 @@ class WorkerConfig:
     initial_concurrency: int | None
     #: Where an earlier pod of this shard stopped (from the mounted progress ledger), if anywhere.
     resume: Checkpoint | None = None
-    #: After an interruption, how long the worker waits at most for its operator to say (`PUT /recorded`)
-    #: that it recorded the final counts and resume point for the shard's next pod.
-    final_status_seconds: float = 0.0
     #: This pod's share of spec.rateLimit until the operator sends another (None: the spec's limits).
     rate_share: RateShare | None = None
     #: What the operator's `PUT /limits` carries; None: no such endpoint.
@@ -209,7 +222,6 @@ def config_from(env: Mapping[str, str]) -> WorkerConfig:
         resume=None
         if spec.versions is Versions.ALL
         else read_resume(env.get("FERRY_PROGRESS_DIR"), index, shard),
-        final_status_seconds=min(60.0, max(0.0, float(env.get("FERRY_FINAL_STATUS_SECONDS") or 0))),
         rate_share=starting_share(env, env.get("FERRY_PROGRESS_DIR")),
         limits_token=limits_token(env),
         restores_requested_before=requested_before(
@@ -233,11 +245,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
     tune_allocator()
     cgroup = find_cgroup()
     shard: int | None = None
-    phase_stop = threading.Event()
+    phase_stop = Sigterm()
     if env.get(PHASE_ENV) in (DELETE_PHASE, CENSUS_PHASE):
         # A census or delete pod stopped (suspension, eviction) ends its pass between two requests and
         # says how far it got, rather than dying mid-batch with its count unknown.
-        signal.signal(signal.SIGTERM, lambda *_: phase_stop.set())
+        signal.signal(signal.SIGTERM, phase_stop)
     try:
         config = config_from(env)
         shard = config.shard_index
@@ -290,7 +302,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     if env.get(PHASE_ENV) == CENSUS_PHASE:
         # A pod of a sync's dry run: count what the sync would delete in this shard; copy nothing.
         limiter.close()
-        return _census_phase(config, source, destination, phase_stop)
+        return _census_phase(config, source, destination, phase_stop.event)
     lean = env.get("FERRY_TRANSPORT", "lean") == "lean"
     source_lean = make_lean(spec.source, config.source, options) if lean else None
     destination_lean = make_lean(spec.destination, config.destination, options) if lean else None
@@ -336,14 +348,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
             else time.monotonic() - config.restores_requested_before
         ),
     )
-    stop = threading.Event()
-    stopped_at: list[float] = []
-
-    def on_sigterm(*_: object) -> None:
-        stopped_at.append(time.monotonic())
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    sigterm = Sigterm()
+    signal.signal(signal.SIGTERM, sigterm)
     peak_rss = [current_rss()]
 
     def figures() -> MemoryFigures:
@@ -386,7 +392,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         flush=True,
     )
     try:
-        summary = engine.run(stop)
+        summary = engine.run(sigterm.event)
     finally:
         limiter.close()
         if processes is not None:
@@ -399,14 +405,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
         _upload_report(config, summary.report_path)
     pointer = _finish_evidence(config, summary, *evidence) if evidence else None
     census = _sync_census(config, source, destination, summary)
-    held = held_state(summary, bool(stopped_at))
-    if held is not None and config.final_status_seconds > 0 and operator is not None:
+    held = held_state(summary, sigterm.at is not None)
+    if held is not None and operator is not None:
         # Stopped (suspend, fewer pods, eviction), whether or not the shard was done by then: what settled
         # since the operator's last read is counted only once it has recorded this last document in its
         # ledger (the shard's next pod resumes from there), so answer `/status` until it says so.
         ended.append(held)
-        left = STOP_WITHIN_SECONDS - (time.monotonic() - stopped_at[0]) if stopped_at else STOP_WITHIN_SECONDS
-        if final.wait(max(0.0, min(config.final_status_seconds, left))):
+        if sigterm.await_recorded(final):
             print(
                 f"ferry worker: shard {config.shard_index}: final counts recorded by the operator", flush=True
             )
@@ -482,13 +487,13 @@ def _census_phase(config: WorkerConfig, source: Any, destination: Any, stop: thr
 
 
 def _delete_phase(
-    config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str], stop: threading.Event
+    config: WorkerConfig, source: Any, destination: Any, env: Mapping[str, str], sigterm: Sigterm
 ) -> int:
     """The delete pass of one shard, capped at the count the operator approved for it less what the
     shard's earlier, stopped pods deleted (the ledger's `DeletedBefore`). Exit 0 whatever it did (the
     delete Job retries no failed shard: a second pass could delete past the approved count), except when
     stopped (SIGTERM: a suspension, an eviction) before its end: it then answers `/status` with what it
-    deleted until its operator has read it (the pod of a suspended Job is deleted, and with it its
+    deleted until its operator says it recorded it (the pod of a suspended Job is deleted, and with it its
     termination message), and exits 6, which the Job ignores; the shard's next pod deletes what is left."""
     approved = allowed_for(env.get(ALLOWED_ENV), config.shard_index)
     ignored = env.get(IGNORED_ENV, "")
@@ -500,32 +505,23 @@ def _delete_phase(
     final: list[dict[str, Any]] = []
     named = FinalDocument()
     token = limits_token(env)
-    reads = [0]
 
     def document() -> dict[str, Any]:
         if final:
             return final[0]
         return {"format": FORMAT, "shard": config.shard_index, "state": "running", "phase": DELETE_PHASE}
 
-    def on_read(asker: str) -> None:
-        # Without the Job's token (one made before the operator sent `PUT /recorded`), two reads by a
-        # reader that names this pod (its operator does; others may reach its address too) stand in.
-        if final and token is None and (pod_name is None or asker == pod_name):
-            reads[0] += 1
-            if reads[0] >= FINAL_READS:
-                named.acknowledge(named.name)
-
     operator = OperatorEndpoints(token, None, named.acknowledge) if token else None
-    server = StatusServer(config.status_address, document, None, operator, read=on_read)
+    server = StatusServer(config.status_address, document, None, operator)
     if refused is not None:
         done = ShardDeletes(0, 0, 0, refused)
     else:
-        done = delete_shard(config.spec, source, destination, key_range, allowed, stop)
+        done = delete_shard(config.spec, source, destination, key_range, allowed, sigterm.event)
     message = phase_message(FORMAT, config.shard_index, DELETE_PHASE, done)
     if done.stopped:
         final.append({**json.loads(message), **({"pod": pod_name} if pod_name else {}), "final": named.name})
         # Within the grace period, leaving time to exit: a count never recorded is a count lost.
-        if named.wait(max(0.0, STOP_WITHIN_SECONDS - 5.0)):
+        if sigterm.await_recorded(named):
             print(
                 f"ferry worker: shard {config.shard_index}: deleted count recorded by the operator",
                 flush=True,

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -132,11 +131,8 @@ class StatusServer:
         document: Callable[[], dict[str, Any]],
         snapshot: Callable[[], Progress] | None,
         operator: OperatorEndpoints | None = None,
-        read: Callable[[str], None] | None = None,
     ) -> None:
-        """``read``, if given, hears of every `/status` answer sent, with the pod name the asker gave
-        (`?pod=`; "" when none): a stopped worker waits until its own operator has read the last one.
-        Without ``snapshot`` (a sync's delete pod: no copy engine) there is no `/metrics`."""
+        """Without ``snapshot`` (a sync's delete pod: no copy engine) there is no `/metrics`."""
         registry = CollectorRegistry()
         if snapshot is not None:
             registry.register(EngineCollector(snapshot))
@@ -146,7 +142,8 @@ class StatusServer:
             timeout = REQUEST_TIMEOUT
 
             def do_GET(self) -> None:
-                path, _, query = self.path.partition("?")
+                # The operator names the pod it asks (`?pod=`); workers of earlier releases counted it.
+                path = self.path.partition("?")[0]
                 if path == "/status":
                     body, kind = json.dumps(document()).encode(), "application/json"
                 elif self.path == "/metrics" and snapshot is not None:
@@ -161,8 +158,6 @@ class StatusServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                if path == "/status" and read is not None:
-                    read((parse_qs(query[:1024]).get("pod") or [""])[0])
 
             def do_PUT(self) -> None:
                 if operator is None or self.path not in ("/limits", "/recorded"):

@@ -28,7 +28,7 @@ from ferry.operator.settings import OperatorSettings
 from ferry.operator.sizing import Sizing
 from ferry.worker.engine import Summary
 from ferry.worker.objects import Outcome
-from ferry.worker.pod import WorkerConfig, read_resume, report_name
+from ferry.worker.pod import STOP_WITHIN_SECONDS, WorkerConfig, read_resume, report_name
 from ferry.worker.progress import Counts
 from ferry.worker.settled import SettledMark
 from ferry.worker.statusdoc import TERMINATION_LIMIT, parse_report, termination_message
@@ -287,19 +287,18 @@ def test_only_the_asked_pods_answer_counts(
     assert report is not None and report.answers_for(shard, pod) is counts
 
 
-@pytest.mark.parametrize("interval", [1.0, 5.0, 30.0])
-def test_worker_pods_mount_the_ledger_read_only_and_know_their_name(interval: float) -> None:
+def test_worker_pods_mount_the_ledger_read_only_and_know_their_name() -> None:
     spec = CopyJobSpec.model_validate(
         {
             "source": {"bucket": "src", "credentialsSecret": "s"},
             "destination": {"bucket": "dst", "credentialsSecret": "d"},
         }
     )
-    settings = OperatorSettings(aggregate_interval_seconds=interval)
     sizing = Sizing(448 * 2**20, int(448 * 2**20 * 0.8), 32, 512, 2, 10_000, "2 pod(s)")
-    pod = render_job(Owner("logs", "tenant-a", "uid-1"), spec, sizing, 4, settings, 2)["spec"]["template"][
-        "spec"
-    ]
+    job = render_job(
+        Owner("logs", "tenant-a", "uid-1"), spec, sizing, 4, OperatorSettings(), 2, limits_token="t" * 43
+    )
+    pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -309,7 +308,7 @@ def test_worker_pods_mount_the_ledger_read_only_and_know_their_name(interval: fl
     env = {e["name"]: e for e in container["env"]}
     assert env["FERRY_PROGRESS_DIR"]["value"] == PROGRESS_MOUNT
     assert env["FERRY_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    # However slow the operator's passes, a stopped worker waits for its word inside the grace period,
-    # leaving itself 5 s to exit.
-    assert int(env["FERRY_FINAL_STATUS_SECONDS"]["value"]) + 5 <= pod["terminationGracePeriodSeconds"]
-    assert int(env["FERRY_FINAL_STATUS_SECONDS"]["value"]) >= 4 * min(interval, 5.0)
+    # A stopped worker waits for the operator's word (with the token that word carries) inside the grace
+    # period, leaving itself 5 s to exit.
+    assert env["FERRY_LIMITS_TOKEN"]["value"] == "t" * 43
+    assert pod["terminationGracePeriodSeconds"] >= STOP_WITHIN_SECONDS + 5
