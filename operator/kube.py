@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -232,7 +234,8 @@ def fetch_worker_status(
     address: str, port: int, timeout: float = 2.0, max_bytes: int = STATUS_MAX_BYTES, pod: str = ""
 ) -> str | None:
     """GET a running worker's (or planner's) `/status`; None when it does not answer (starting, or gone).
-    ``pod`` names the pod asked: a stopped worker waits for a reader that names it."""
+    ``pod`` names the pod asked: stopped workers of earlier releases, still running during an upgrade,
+    wait for two reads that name them (today's wait for `PUT /recorded`)."""
     path = f"/status?pod={quote(pod, safe='')}" if pod else "/status"
     return fetch_from_pod(address, port, path, timeout, max_bytes)
 
@@ -282,6 +285,15 @@ def push_recorded(address: str, port: int, token: str, final: str, timeout: floa
     """`PUT /recorded` to a stopped worker: the name of its final document, whose counts and resume point
     the ledger now holds, so it may exit. True when the worker took it (204)."""
     return put_to_worker(address, port, "/recorded", token, final, "text/plain", timeout)
+
+
+def push_recorded_all(finals: Sequence[tuple[str, str]], port: int, token: str) -> int:
+    """`push_recorded` to each (address, final document's name), in parallel; how many took it (a pod
+    that did not is told again at the next pass that finds its document recorded)."""
+    if not finals:
+        return 0
+    with ThreadPoolExecutor(min(16, len(finals))) as pool:
+        return sum(pool.map(lambda f: push_recorded(f[0], port, token, f[1]), finals))
 
 
 def put_to_worker(

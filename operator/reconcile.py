@@ -49,10 +49,10 @@ from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, now, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
-from ferry.operator.finalacks import FinalAck, recorded_finals
+from ferry.operator.finalacks import recorded_finals
 from ferry.operator.fleet import FleetState, initial_state, needed_rate, step
 from ferry.operator.fleetstatus import observation, scaling_status, state_from_status
-from ferry.operator.kube import Kube, fetch_worker_status, push_recorded
+from ferry.operator.kube import Kube, fetch_worker_status, push_recorded_all
 from ferry.operator.ownership import NAME_CONFLICT, Ownership, conflict_message, controlled, ownership
 from ferry.operator.planfile import TIME_FORMAT, StoredPlan
 from ferry.operator.plannerjob import (
@@ -626,7 +626,8 @@ async def _observe(
     )
     token = job_env(job, TOKEN_ENV)
     if acks and token:
-        await asyncio.to_thread(_acknowledge, acks, ctx.settings.status_port, token)
+        finals = [(a.address, a.final) for a in acks]
+        await asyncio.to_thread(push_recorded_all, finals, ctx.settings.status_port, token)
     censuses = {
         **ledger.read_sync(ledger_data, len(plan.shards)),
         **{i: r.sync for i, r in reports.items() if r.sync is not None and i < len(plan.shards)},
@@ -882,18 +883,6 @@ def job_view(job: dict[str, Any]) -> JobView:
         failure_message=str((failed or {}).get("message") or ""),
         suspended=bool(spec.get("suspend")),
     )
-
-
-def _acknowledge(acks: Sequence[FinalAck], port: int, token: str) -> None:
-    """`PUT /recorded` to each stopped worker in ``acks``; one that does not take it asks again next pass."""
-    with ThreadPoolExecutor(min(16, len(acks))) as pool:
-        taken = list(pool.map(lambda a: push_recorded(a.address, port, token, a.final), acks))
-    if not all(taken):
-        log.debug(
-            "%d of %d stopped worker pod(s) did not hear that their counts are recorded",
-            taken.count(False),
-            len(acks),
-        )
 
 
 def _collect(

@@ -22,22 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ferry.operator.conditions import Condition
+from ferry.operator.stopped import completion_index
 from ferry.worker.handoff import RESTORE_PREFIX, RestoreHandoff, restore_key
 from ferry.worker.statusdoc import WAITING_FOR_RESTORE, WorkerReport, parse_report
 
-INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 #: Longest termination message read (the kubelet keeps at most 4 KiB).
 MESSAGE_LIMIT = 4096
 #: The operator never checks back sooner than this after the Job completed, whatever a report says.
 MIN_CHECK_SECONDS = 1.0
-
-
-def _index(pod: Mapping[str, Any]) -> int | None:
-    meta = pod.get("metadata") or {}
-    text = (meta.get("annotations") or {}).get(INDEX_ANNOTATION)
-    return (
-        int(text) if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) < 8 else None
-    )
 
 
 def waiting_shards(
@@ -52,7 +44,7 @@ def waiting_shards(
     found: dict[int, tuple[str, WorkerReport]] = {}
     for pod in pods:
         status = pod.get("status") or {}
-        index = _index(pod)
+        index = completion_index(pod)
         if status.get("phase") != "Succeeded" or index is None or index in done or index >= shard_count:
             continue
         for state in status.get("containerStatuses") or []:

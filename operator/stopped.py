@@ -36,10 +36,14 @@ class StoppedShard:
         return self.report.systematic
 
 
-def _index(pod: Mapping[str, Any]) -> int | None:
+def completion_index(pod: Mapping[str, Any]) -> int | None:
+    """The shard of a pod of an Indexed Job, from its completion-index annotation; None when absent or not
+    a plain number of at most 7 ASCII digits (a tenant may annotate a pod it made)."""
     meta = pod.get("metadata") or {}
     text = (meta.get("annotations") or {}).get(INDEX_ANNOTATION)
-    return int(text) if isinstance(text, str) and text.isdigit() and len(text) < 8 else None
+    return (
+        int(text) if isinstance(text, str) and text.isascii() and text.isdigit() and len(text) < 8 else None
+    )
 
 
 def stopped_shards(
@@ -52,7 +56,7 @@ def stopped_shards(
     found: dict[int, StoppedShard] = {}
     for pod in pods:
         status = pod.get("status") or {}
-        index = _index(pod)
+        index = completion_index(pod)
         if status.get("phase") != "Failed" or index is None:
             continue
         for state in status.get("containerStatuses") or []:

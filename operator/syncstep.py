@@ -29,7 +29,7 @@ from ferry.operator.caps import parallelism as parallelism_for
 from ferry.operator.children import create_owned, require_owned
 from ferry.operator.conditions import Condition
 from ferry.operator.errors import Stalled
-from ferry.operator.kube import fetch_worker_status, push_recorded
+from ferry.operator.kube import fetch_worker_status, push_recorded_all
 from ferry.operator.ownership import controlled
 from ferry.operator.planfile import StoredPlan
 from ferry.operator.plannerjob import check_destination
@@ -47,6 +47,7 @@ from ferry.operator.render import (
     spec_json,
 )
 from ferry.operator.sizing import Sizing
+from ferry.operator.stopped import completion_index
 from ferry.operator.suspension import Child, ChildJob, held, suspend_change
 from ferry.operator.syncphase import (
     DeleteProgress,
@@ -76,8 +77,6 @@ if TYPE_CHECKING:
     from ferry.operator.reconcile import Context, Inputs
 
 __all__ = ["SyncState", "sync_dry_run", "sync_step"]
-
-INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 
 
 @dataclass(frozen=True)
@@ -227,12 +226,9 @@ async def _record_stopped(
     entries = {**{i: e for i, e in recorded.items() if e is not None}, **changed}
     token = job_env(job, TOKEN_ENV)
     told = counted_pods(run, entries, _stopped_tags(pods, answers))
-    if token and told:
-        port = ctx.settings.status_port
-        finals = [(addresses[name], answers[name].final) for name in told if name in addresses]
-        await asyncio.gather(
-            *(asyncio.to_thread(push_recorded, ip, port, token, final) for ip, final in finals if final)
-        )
+    finals = [(addresses[name], final) for name in told if (final := answers[name].final) is not None]
+    if token and finals:
+        await asyncio.to_thread(push_recorded_all, finals, ctx.settings.status_port, token)
     return {i: e.counts() for i, e in entries.items() if e.run == run}
 
 
@@ -246,11 +242,11 @@ def _stopped_tags(
         meta = pod.get("metadata") or {}
         name = str(meta.get("name") or "")
         report = answers.get(name)
-        index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION) or "")
-        if report is None or report.final is None or not (index_text.isascii() and index_text.isdigit()):
+        index = completion_index(pod)
+        if report is None or report.final is None or index is None:
             continue
-        if len(index_text) <= 7 and report.answers_for(int(index_text), name):
-            found[name] = (int(index_text), pod_tag(str(meta.get("uid") or name)))
+        if report.answers_for(index, name):
+            found[name] = (index, pod_tag(str(meta.get("uid") or name)))
     return found
 
 
@@ -263,11 +259,8 @@ def _stopped_reports(
     found: dict[int, dict[str, ShardDeletes]] = {}
     for pod in pods:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-        index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION) or "")
-        if not (index_text.isascii() and index_text.isdigit() and len(index_text) <= 7):
-            continue
-        index, name = int(index_text), str(meta.get("name") or "")
-        if index not in allowed:
+        index, name = completion_index(pod), str(meta.get("name") or "")
+        if index is None or index not in allowed:
             continue
         reports = [answers.get(name)]
         for container in status.get("containerStatuses") or []:
@@ -415,13 +408,13 @@ def _reports(pods: Sequence[Mapping[str, Any]]) -> dict[int, WorkerReport]:
     """What the census or delete Job's finished pods reported, by shard (a pod's message is checked)."""
     found: dict[int, WorkerReport] = {}
     for pod in pods:
-        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-        index_text = str((meta.get("annotations") or {}).get(INDEX_ANNOTATION) or "")
-        if status.get("phase") != "Succeeded" or not (index_text.isascii() and index_text.isdigit()):
+        status = pod.get("status") or {}
+        index = completion_index(pod)
+        if status.get("phase") != "Succeeded" or index is None:
             continue
         for container in status.get("containerStatuses") or []:
             message = str(((container.get("state") or {}).get("terminated") or {}).get("message") or "")
             report = parse_report(message[:8192])
-            if report is not None and report.shard == int(index_text):
-                found[int(index_text)] = report
+            if report is not None and report.shard == index:
+                found[index] = report
     return found

@@ -1,6 +1,6 @@
 """Which stopped workers the operator tells that their final counts are recorded (operator/finalacks.py),
 and how a final document's name is read from an answer (worker/statusdoc.py): only names of the allowed
-form, only pods that answered this pass, only once the written ledger holds their resume point."""
+form, only pods that answered this pass, only once the written ledger holds their resume point; and a pod's shard from its completion index."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from ferry.model.checkpoint import Checkpoint, LedgerEntry, resume_key
 from ferry.operator.finalacks import FinalAck, recorded_finals
+from ferry.operator.stopped import completion_index
 from ferry.worker.finaldoc import FinalDocument
 from ferry.worker.statusdoc import parse_report
 
@@ -106,3 +107,12 @@ def test_a_final_document_is_acknowledged_by_its_own_name_only() -> None:
     assert not final.wait(0)
     final.acknowledge(final.name)
     assert final.wait(0)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "index"),
+    [("0", 0), ("41", 41), ("9999999", 9999999), ("10000000", None), ("-1", None), ("٣", None), ("", None)],
+)
+def test_a_pods_shard_is_read_only_from_a_plain_completion_index(annotation: str, index: int | None) -> None:
+    pod = {"metadata": {"annotations": {"batch.kubernetes.io/job-completion-index": annotation}}}
+    assert completion_index(pod) == index
