@@ -66,10 +66,12 @@ def test_copyjobs_on_one_endpoint_share_its_budget_fairly_and_redistribute_when_
             },
         )
         try:
-            # Enough objects that no CopyJob finishes at its share before the checks are done.
+            # Enough objects that no CopyJob finishes before the checks are done, even one that ran alone
+            # at 26 requests/s while another's plan came late (as long as the checks wait): 2,000 objects
+            # of GET + PUT take a wide CopyJob 154 s at 26 requests/s.
             own = {"wide-a": None, "wide-b": None, "narrow": 4}
             for name, limit in own.items():
-                source, destination = fill(s3, 800, size=300)
+                source, destination = fill(s3, 800 if limit else 2000, size=300)
                 extra = {"rateLimit": {"requestsPerSecond": limit}} if limit else {}
                 jobs.create(name, spec_for(proxy.url, source, destination, parallelism=1, **extra))
 
